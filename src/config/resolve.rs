@@ -1,0 +1,616 @@
+//! Turns a [`RawConfig`] into validated specs: defaults applied, names cross-checked,
+//! every rule parsed into an enum. Errors keep the span of what they refer to.
+
+use super::raw::{RawClock, RawConfig, RawLink};
+use super::{Config, ConfigError, Source, StateLocation, SystemSpec, substitute_env};
+use crate::model::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    OneWay,
+    TwoWay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Left,
+    Right,
+    Both,
+}
+
+impl Owner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Left => "left",
+            Owner::Right => "right",
+            Owner::Both => "both",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    LeftWins,
+    RightWins,
+    Newest,
+    PreferNonEmpty,
+    Manual,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::LeftWins => "left-wins",
+            Policy::RightWins => "right-wins",
+            Policy::Newest => "newest",
+            Policy::PreferNonEmpty => "prefer-non-empty",
+            Policy::Manual => "manual",
+        }
+    }
+}
+
+/// What a delete on one side does to the partner on the other side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteRule {
+    /// Delete the partner too.
+    Propagate,
+    /// Leave the partner alone and forget the pair (the partner is not re-created).
+    Ignore,
+    /// Mark the partner deleted by setting a column.
+    Soft { column: String, value: Value },
+    /// Touch nothing; quarantine the pair until a person deletes or restores a side.
+    Hold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteVsEdit {
+    EditWins,
+    DeleteWins,
+    Hold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrift {
+    Correct,
+    Report,
+}
+
+/// A normalization applied to a field's value on both sides before comparing, and to
+/// every value written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transform {
+    pub trim: bool,
+    pub lowercase: bool,
+    pub uppercase: bool,
+}
+
+impl Transform {
+    pub fn apply(&self, v: Value) -> Value {
+        match v {
+            Value::Text(t) if self.trim || self.lowercase || self.uppercase => {
+                let mut s: &str = &t;
+                if self.trim {
+                    s = s.trim();
+                }
+                Value::Text(if self.lowercase {
+                    s.to_lowercase()
+                } else if self.uppercase {
+                    s.to_uppercase()
+                } else {
+                    s.to_string()
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClockSpec {
+    pub left: String,
+    pub right: String,
+}
+
+/// One side of a link: `system.collection` and its key columns.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub system: String,
+    pub collection: String,
+    pub key: Vec<String>,
+    pub span: Range<usize>,
+    pub key_span: Option<Range<usize>>,
+}
+
+impl Endpoint {
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.system, self.collection)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldSpec {
+    /// The field's name, which is also its column on the left.
+    pub name: String,
+    /// Its column on the right.
+    pub right: String,
+    pub transform: Transform,
+    pub span: Range<usize>,
+}
+
+/// The unit the merge decides: one field, or a field group that wins or loses together.
+#[derive(Debug, Clone)]
+pub struct UnitSpec {
+    pub name: String,
+    /// Indexes into [`LinkSpec::fields`].
+    pub fields: Vec<usize>,
+    pub owner: Owner,
+    /// The policy for changes on both sides; `None` means the link's `conflict`.
+    pub policy: Option<Policy>,
+    pub clock: Option<ClockSpec>,
+    pub owner_explicit: bool,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub name: String,
+    pub span: Range<usize>,
+    pub left: Endpoint,
+    pub right: Endpoint,
+    pub mode: Mode,
+    pub fields: Vec<FieldSpec>,
+    pub units: Vec<UnitSpec>,
+    /// Indexes into `fields`.
+    pub match_on: Vec<usize>,
+    pub conflict: Option<Policy>,
+    pub on_delete_left: Option<DeleteRule>,
+    pub on_delete_right: Option<DeleteRule>,
+    pub delete_vs_edit: DeleteVsEdit,
+    pub max_delete_fraction: f64,
+    pub on_drift: OnDrift,
+    /// Column on the left holding the right record's key (for records created on the left).
+    pub left_ref: Option<String>,
+    /// Column on the right holding the left record's key (for records created on the right).
+    pub right_ref: Option<String>,
+    pub clock_skew_seconds: f64,
+    pub batch_size: usize,
+}
+
+impl LinkSpec {
+    /// The policy that decides a unit's two-sided changes. Without one it is `manual`:
+    /// nothing is overwritten until a person says how.
+    pub fn policy_of(&self, unit: &UnitSpec) -> Policy {
+        unit.policy.or(self.conflict).unwrap_or(Policy::Manual)
+    }
+
+    pub fn delete_rule(&self, deleted_on: crate::model::Side) -> DeleteRule {
+        let rule = match deleted_on {
+            crate::model::Side::Left => &self.on_delete_left,
+            crate::model::Side::Right => &self.on_delete_right,
+        };
+        rule.clone().unwrap_or(DeleteRule::Hold)
+    }
+
+    pub fn endpoint(&self, side: crate::model::Side) -> &Endpoint {
+        match side {
+            crate::model::Side::Left => &self.left,
+            crate::model::Side::Right => &self.right,
+        }
+    }
+
+    pub fn field_column(&self, field: usize, side: crate::model::Side) -> &str {
+        match side {
+            crate::model::Side::Left => &self.fields[field].name,
+            crate::model::Side::Right => &self.fields[field].right,
+        }
+    }
+
+    pub fn external_ref(&self, side: crate::model::Side) -> Option<&str> {
+        match side {
+            crate::model::Side::Left => self.left_ref.as_deref(),
+            crate::model::Side::Right => self.right_ref.as_deref(),
+        }
+    }
+
+    /// "one-way", "two-way", or "hybrid: 9 fields left→right, 1 field right→left".
+    pub fn shape(&self) -> String {
+        let count = |o: Owner| -> usize {
+            self.units
+                .iter()
+                .filter(|u| u.owner == o)
+                .map(|u| u.fields.len())
+                .sum()
+        };
+        let (l, r, b) = (count(Owner::Left), count(Owner::Right), count(Owner::Both));
+        let plural = |n: usize| if n == 1 { "field" } else { "fields" };
+        let mut parts = Vec::new();
+        if l > 0 {
+            parts.push(format!("{l} {} left→right", plural(l)));
+        }
+        if r > 0 {
+            parts.push(format!("{r} {} right→left", plural(r)));
+        }
+        if b > 0 {
+            parts.push(format!("{b} {} both ways", plural(b)));
+        }
+        let kind = match (self.mode, r + b) {
+            (Mode::OneWay, 0) => "one-way",
+            (Mode::TwoWay, _) if l == 0 && r == 0 => "two-way",
+            _ => "hybrid",
+        };
+        format!("{kind}: {}", parts.join(", "))
+    }
+
+    /// A fingerprint of what identifies the link's records; a state store holding a
+    /// different one belongs to another config and its id map is not trusted.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.left.label(),
+            self.left.key.join(","),
+            self.right.label(),
+            self.right.key.join(",")
+        )
+    }
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub(super) fn resolve(
+    source: Source,
+    raw: RawConfig,
+    base_dir: &Path,
+    env: Env,
+) -> Result<Config, ConfigError> {
+    let err = |span: Range<usize>, msg: String| source.error(Some(span), msg);
+    let env_str = |s: &Spanned<String>| -> Result<String, ConfigError> {
+        substitute_env(s.get_ref(), env).map_err(|m| err(s.span(), m))
+    };
+    let resolve_path = |p: String| -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base_dir.join(p) }
+    };
+
+    let state = match &raw.state {
+        None => StateLocation::Sqlite(resolve_path(".syncline/state.db".into())),
+        Some(st) => {
+            let st_ref = st.get_ref();
+            match (&st_ref.path, &st_ref.url) {
+                (Some(_), Some(url)) => {
+                    return Err(err(url.span(), "[state] takes `path` or `url`, not both".into()));
+                }
+                (_, Some(url)) => {
+                    return Err(err(
+                        url.span(),
+                        "[state] url: only the embedded SQLite state store (`path`) is supported by this build".into(),
+                    ));
+                }
+                (Some(p), None) => StateLocation::Sqlite(resolve_path(env_str(p)?)),
+                (None, None) => StateLocation::Sqlite(resolve_path(".syncline/state.db".into())),
+            }
+        }
+    };
+
+    const KINDS: &[&str] = &["sqlite", "postgres", "mysql", "csv", "jsonl", "http"];
+    let mut systems = BTreeMap::new();
+    for (name, sys) in &raw.systems {
+        let s = sys.get_ref();
+        let kind = s.kind.get_ref().as_str();
+        let spec = match kind {
+            "sqlite" => {
+                let path = s.path.as_ref().ok_or_else(|| {
+                    err(sys.span(), format!("system `{name}` (sqlite) needs `path = \"FILE.db\"`"))
+                })?;
+                if let Some(url) = &s.url {
+                    return Err(err(url.span(), format!("system `{name}` (sqlite) takes `path`, not `url`")));
+                }
+                SystemSpec::Sqlite { path: resolve_path(env_str(path)?) }
+            }
+            k if KINDS.contains(&k) => {
+                return Err(err(
+                    s.kind.span(),
+                    format!("system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite)"),
+                ));
+            }
+            other => {
+                return Err(err(
+                    s.kind.span(),
+                    format!("system `{name}`: unknown kind `{other}` (kinds: {})", KINDS.join(", ")),
+                ));
+            }
+        };
+        systems.insert(name.clone(), spec);
+    }
+
+    let mut links = Vec::new();
+    for (name, link) in &raw.links {
+        links.push(resolve_link(&source, name, link, &systems)?);
+    }
+    Ok(Config { source, state, systems, links })
+}
+
+fn resolve_link(
+    source: &Source,
+    name: &str,
+    spanned: &Spanned<RawLink>,
+    systems: &BTreeMap<String, SystemSpec>,
+) -> Result<LinkSpec, ConfigError> {
+    let err = |span: Range<usize>, msg: String| source.error(Some(span), format!("link `{name}`: {msg}"));
+    let raw = spanned.get_ref();
+
+    let endpoint = |s: &Spanned<String>, key: &Option<Spanned<String>>, which: &str| -> Result<Endpoint, ConfigError> {
+        let (system, collection) = s.get_ref().split_once('.').ok_or_else(|| {
+            err(s.span(), format!("`{which}` must be `system.collection`, got `{}`", s.get_ref()))
+        })?;
+        if !systems.contains_key(system) {
+            let known: Vec<_> = systems.keys().map(String::as_str).collect();
+            return Err(err(
+                s.span(),
+                format!("`{which}` names system `{system}`, which is not defined (defined: {})", known.join(", ")),
+            ));
+        }
+        if collection.is_empty() {
+            return Err(err(s.span(), format!("`{which}` names no collection")));
+        }
+        let key_cols = match key {
+            Some(k) => k
+                .get_ref()
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>(),
+            None => vec!["id".to_string()],
+        };
+        if key_cols.is_empty() {
+            return Err(err(key.as_ref().map_or(s.span(), Spanned::span), format!("`{which}_key` is empty")));
+        }
+        Ok(Endpoint {
+            system: system.to_string(),
+            collection: collection.to_string(),
+            key: key_cols,
+            span: s.span(),
+            key_span: None,
+        })
+    };
+    let mut left = endpoint(&raw.left, &raw.left_key, "left")?;
+    left.key_span = raw.left_key.as_ref().map(Spanned::span);
+    let mut right = endpoint(&raw.right, &raw.right_key, "right")?;
+    right.key_span = raw.right_key.as_ref().map(Spanned::span);
+
+    let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("one-way", _)) => Mode::OneWay,
+        Some(("two-way", _)) => Mode::TwoWay,
+        Some((other, span)) => {
+            return Err(err(span, format!("mode `{other}` is not `one-way` or `two-way`")));
+        }
+    };
+    let conflict = raw.conflict.as_ref().map(|c| parse_policy(c).map_err(|m| err(c.span(), m))).transpose()?;
+
+    if raw.fields.is_empty() {
+        return Err(err(
+            spanned.span(),
+            "no fields: add a [links.NAME.fields] table naming the fields to sync".into(),
+        ));
+    }
+    let link_clock = raw.clock.as_ref().map(|c| clock(c.get_ref()));
+    let mut fields = Vec::new();
+    let mut per_field = Vec::new();
+    for (fname, f) in &raw.fields {
+        let fr = f.get_ref();
+        let owner = fr
+            .owner
+            .as_ref()
+            .map(|o| match o.get_ref().as_str() {
+                "left" => Ok(Owner::Left),
+                "right" => Ok(Owner::Right),
+                "both" => Ok(Owner::Both),
+                other => Err(err(o.span(), format!("field `{fname}`: owner `{other}` is not left, right or both"))),
+            })
+            .transpose()?;
+        let policy = fr
+            .conflict
+            .as_ref()
+            .map(|c| parse_policy(c).map_err(|m| err(c.span(), format!("field `{fname}`: {m}"))))
+            .transpose()?;
+        let transform = fr
+            .transform
+            .as_ref()
+            .map(|t| parse_transform(t.get_ref()).map_err(|m| err(t.span(), format!("field `{fname}`: {m}"))))
+            .transpose()?
+            .unwrap_or_default();
+        fields.push(FieldSpec {
+            name: fname.clone(),
+            right: fr.right.as_ref().map_or_else(|| fname.clone(), |r| r.get_ref().clone()),
+            transform,
+            span: f.span(),
+        });
+        per_field.push((owner, policy, fr.clock.as_ref().map(|c| clock(c.get_ref())), f.span()));
+    }
+    let index_of = |n: &str| fields.iter().position(|f| f.name == n);
+
+    let default_owner = match mode {
+        Mode::OneWay => Owner::Left,
+        Mode::TwoWay => Owner::Both,
+    };
+    let mut grouped = HashSet::new();
+    let mut units = Vec::new();
+    for (gname, members) in &raw.groups {
+        let mut idx = Vec::new();
+        for m in members.get_ref() {
+            let i = index_of(m.get_ref()).ok_or_else(|| {
+                err(m.span(), format!("group `{gname}` names `{}`, which is not in [links.{name}.fields]", m.get_ref()))
+            })?;
+            if !grouped.insert(i) {
+                return Err(err(m.span(), format!("field `{}` is in more than one group", m.get_ref())));
+            }
+            idx.push(i);
+        }
+        if idx.is_empty() {
+            return Err(err(members.span(), format!("group `{gname}` is empty")));
+        }
+        let first = &per_field[idx[0]];
+        for &i in &idx[1..] {
+            let other = &per_field[i];
+            if other.0 != first.0 || other.1 != first.1 {
+                return Err(err(
+                    members.span(),
+                    format!(
+                        "group `{gname}`: `{}` and `{}` have different owner or conflict settings; a group wins or loses as one, so its fields must agree",
+                        fields[idx[0]].name, fields[i].name
+                    ),
+                ));
+            }
+        }
+        units.push(UnitSpec {
+            name: gname.clone(),
+            owner: first.0.unwrap_or(default_owner),
+            owner_explicit: first.0.is_some(),
+            policy: first.1,
+            clock: idx.iter().find_map(|&i| per_field[i].2.clone()).or_else(|| link_clock.clone()),
+            fields: idx,
+            span: members.span(),
+        });
+    }
+    for (i, f) in fields.iter().enumerate() {
+        if grouped.contains(&i) {
+            continue;
+        }
+        let (owner, policy, clk, span) = &per_field[i];
+        units.push(UnitSpec {
+            name: f.name.clone(),
+            fields: vec![i],
+            owner: owner.unwrap_or(default_owner),
+            owner_explicit: owner.is_some(),
+            policy: *policy,
+            clock: clk.clone().or_else(|| link_clock.clone()),
+            span: span.clone(),
+        });
+    }
+
+    let mut match_on = Vec::new();
+    for m in &raw.match_on {
+        match_on.push(index_of(m.get_ref()).ok_or_else(|| {
+            err(m.span(), format!("match_on names `{}`, which is not in [links.{name}.fields]", m.get_ref()))
+        })?);
+    }
+
+    let (mut on_delete_left, mut on_delete_right) = (None, None);
+    if let Some(od) = &raw.on_delete {
+        let od = od.get_ref();
+        if let Some(l) = &od.left {
+            on_delete_left = Some(parse_delete_rule(l.get_ref()).map_err(|m| err(l.span(), m))?);
+        }
+        if let Some(r) = &od.right {
+            on_delete_right = Some(parse_delete_rule(r.get_ref()).map_err(|m| err(r.span(), m))?);
+        }
+    }
+    let delete_vs_edit = match raw.delete_vs_edit.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        None | Some(("hold", _)) => DeleteVsEdit::Hold,
+        Some(("edit-wins", _)) => DeleteVsEdit::EditWins,
+        Some(("delete-wins", _)) => DeleteVsEdit::DeleteWins,
+        Some((other, span)) => {
+            return Err(err(span, format!("delete_vs_edit `{other}` is not edit-wins, delete-wins or hold")));
+        }
+    };
+    let max_delete_fraction = match &raw.max_delete_fraction {
+        None => 0.5,
+        Some(f) if (0.0..=1.0).contains(f.get_ref()) => *f.get_ref(),
+        Some(f) => return Err(err(f.span(), format!("max_delete_fraction must be between 0 and 1, got {}", f.get_ref()))),
+    };
+    let on_drift = match raw.on_drift.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        None | Some(("correct", _)) => OnDrift::Correct,
+        Some(("report", _)) => OnDrift::Report,
+        Some((other, span)) => return Err(err(span, format!("on_drift `{other}` is not correct or report"))),
+    };
+    let clock_skew_seconds = match &raw.clock_skew_seconds {
+        None => 2.0,
+        Some(s) if *s.get_ref() >= 0.0 => *s.get_ref(),
+        Some(s) => return Err(err(s.span(), "clock_skew_seconds cannot be negative".into())),
+    };
+    let batch_size = match &raw.batch_size {
+        None => 1000,
+        Some(b) if (1..=1_000_000).contains(b.get_ref()) => *b.get_ref() as usize,
+        Some(b) => return Err(err(b.span(), "batch_size must be between 1 and 1000000".into())),
+    };
+
+    Ok(LinkSpec {
+        name: name.to_string(),
+        span: spanned.span(),
+        left,
+        right,
+        mode,
+        fields,
+        units,
+        match_on,
+        conflict,
+        on_delete_left,
+        on_delete_right,
+        delete_vs_edit,
+        max_delete_fraction,
+        on_drift,
+        left_ref: raw.left_ref.as_ref().map(|r| r.get_ref().clone()),
+        right_ref: raw.right_ref.as_ref().map(|r| r.get_ref().clone()),
+        clock_skew_seconds,
+        batch_size,
+    })
+}
+
+fn clock(c: &RawClock) -> ClockSpec {
+    ClockSpec {
+        left: c.left.get_ref().clone(),
+        right: c.right.get_ref().clone(),
+    }
+}
+
+fn parse_policy(s: &Spanned<String>) -> Result<Policy, String> {
+    Ok(match s.get_ref().as_str() {
+        "left-wins" => Policy::LeftWins,
+        "right-wins" => Policy::RightWins,
+        "newest" => Policy::Newest,
+        "prefer-non-empty" => Policy::PreferNonEmpty,
+        "manual" => Policy::Manual,
+        other => {
+            return Err(format!(
+                "conflict policy `{other}` is not one of left-wins, right-wins, newest, prefer-non-empty, manual"
+            ));
+        }
+    })
+}
+
+fn parse_transform(s: &str) -> Result<Transform, String> {
+    let mut t = Transform::default();
+    for step in s.split(['+', ',']).map(str::trim) {
+        match step {
+            "trim" => t.trim = true,
+            "lowercase" => t.lowercase = true,
+            "uppercase" => t.uppercase = true,
+            other => return Err(format!("transform `{other}` is not trim, lowercase or uppercase (combine with `+`)")),
+        }
+    }
+    if t.lowercase && t.uppercase {
+        return Err("transform cannot be both lowercase and uppercase".into());
+    }
+    Ok(t)
+}
+
+fn parse_delete_rule(s: &str) -> Result<DeleteRule, String> {
+    Ok(match s {
+        "propagate" => DeleteRule::Propagate,
+        "ignore" => DeleteRule::Ignore,
+        "hold" => DeleteRule::Hold,
+        soft if soft.starts_with("soft:") => {
+            let (column, value) = soft["soft:".len()..].split_once('=').ok_or_else(|| {
+                format!("delete rule `{soft}`: a soft delete is written `soft:COLUMN=VALUE`")
+            })?;
+            if column.trim().is_empty() {
+                return Err(format!("delete rule `{soft}` names no column"));
+            }
+            DeleteRule::Soft { column: column.trim().to_string(), value: Value::parse_cli(value.trim()) }
+        }
+        other => return Err(format!("delete rule `{other}` is not propagate, ignore, hold or soft:COLUMN=VALUE")),
+    })
+}

@@ -1,0 +1,128 @@
+//! Connectors: one module per system kind behind the [`Connector`] trait.
+//!
+//! The engine never speaks SQL (or HTTP) itself. It asks a connector to stream a
+//! collection in key order, to fetch records by key, and to apply a batch of conditional
+//! writes. Each connector owns the mapping between its system's types and [`Value`].
+
+pub mod sqlite;
+
+use crate::config::SystemSpec;
+use crate::model::{Key, Record, Value};
+
+/// What to read from a collection: its key columns first, then `columns`, in order.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub collection: String,
+    pub key: Vec<String>,
+    pub columns: Vec<String>,
+}
+
+/// A column as the system describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub declared_type: String,
+    pub not_null: bool,
+    pub primary_key: bool,
+}
+
+/// One write. Updates and deletes are conditional: `expect` holds the values read for
+/// those columns, and the write only happens if the row still holds them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Write {
+    Create { values: Vec<(String, Value)> },
+    Update { key: Key, set: Vec<(String, Value)>, expect: Vec<(String, Value)> },
+    Delete { key: Key, expect: Vec<(String, Value)> },
+}
+
+/// What happened to one write of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// A create; the system's key for the new record.
+    Created(Key),
+    /// An update or delete that took effect.
+    Applied,
+    /// The row changed (or vanished) after it was read: nothing was written. The engine
+    /// re-plans it next run.
+    Stale,
+    /// The system refused this record's write (a constraint, a type it cannot hold). The
+    /// rest of the batch is unaffected; the engine quarantines the record with `reason`.
+    Rejected(String),
+}
+
+/// A failure of the connector itself (not of one record).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("cannot open {target}: {source}")]
+    Open {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("collection `{0}` does not exist")]
+    NoCollection(String),
+    #[error("{context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The consumer of a scan failed; the scan stopped.
+    #[error(transparent)]
+    Consumer(Box<crate::Error>),
+}
+
+/// A system of record. Implementations are used from one thread, one call at a time.
+///
+/// Contract, for every kind:
+/// - [`scan`](Connector::scan) delivers every record exactly once, in ascending key
+///   order, from one consistent snapshot, in batches of at most `batch_size`. An error
+///   means the scan is incomplete: the engine then plans nothing for the link (a failed
+///   read never counts as deletes).
+/// - [`apply`](Connector::apply) is atomic per batch for connector failures: on `Err`
+///   nothing of the batch is written. Per-record refusals are reported as
+///   [`WriteOutcome::Rejected`] and do not affect the other writes.
+/// - Updates and deletes check `expect` in the same statement that writes (no
+///   read-then-write window): a row changed since it was read is [`WriteOutcome::Stale`].
+/// - Values round-trip: a value written and read back compares equal.
+pub trait Connector {
+    /// The columns of a collection.
+    ///
+    /// # Errors
+    /// [`ConnectorError::NoCollection`] when it does not exist.
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError>;
+
+    /// Streams the whole collection in key order; returns the number of records.
+    ///
+    /// # Errors
+    /// Any read failure, or the consumer's error ([`ConnectorError::Consumer`]).
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError>;
+
+    /// The records with these keys; missing keys are simply absent from the result.
+    ///
+    /// # Errors
+    /// Any read failure.
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError>;
+
+    /// Applies a batch of writes in one transaction; one outcome per write, in order.
+    ///
+    /// # Errors
+    /// A failure that is not one record's fault (connection, disk, lock timeout): nothing
+    /// of the batch was written.
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError>;
+}
+
+/// Opens the connector for a system.
+///
+/// # Errors
+/// The system cannot be reached or opened.
+pub fn open(name: &str, spec: &SystemSpec) -> Result<Box<dyn Connector>, ConnectorError> {
+    match spec {
+        SystemSpec::Sqlite { path } => Ok(Box::new(sqlite::SqliteConnector::open(name, path)?)),
+    }
+}

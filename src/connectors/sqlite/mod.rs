@@ -1,0 +1,407 @@
+//! The `sqlite` system kind: a table in a SQLite database file.
+//!
+//! The file must exist: opening a mistyped path must not create an empty database that
+//! would look like every record was deleted. Types map one to one (INTEGER, REAL, TEXT,
+//! BLOB, NULL), so values round-trip exactly.
+
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use crate::model::{Key, Record, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+use std::path::Path;
+use std::time::Duration;
+
+pub struct SqliteConnector {
+    conn: Connection,
+    name: String,
+}
+
+/// Fetches look records up by key in chunks of this many, one statement per chunk.
+const FETCH_CHUNK: usize = 400;
+
+impl SqliteConnector {
+    /// Opens an existing database file for reading and writing.
+    ///
+    /// # Errors
+    /// The file does not exist or is not a readable SQLite database.
+    pub fn open(name: &str, path: &Path) -> Result<SqliteConnector, ConnectorError> {
+        let open_err = |e: rusqlite::Error| ConnectorError::Open {
+            target: format!("system `{name}` (sqlite file {})", path.display()),
+            source: Box::new(e),
+        };
+        if !path.exists() {
+            return Err(ConnectorError::Open {
+                target: format!("system `{name}`"),
+                source: format!("sqlite file {} does not exist", path.display()).into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        // Touch the schema now so a file that is not a database fails here, by name.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(open_err)?;
+        Ok(SqliteConnector { conn, name: name.to_string() })
+    }
+
+    fn query_err(&self, context: String) -> impl FnOnce(rusqlite::Error) -> ConnectorError + '_ {
+        move |e| ConnectorError::Query { context: format!("system `{}`: {context}", self.name), source: Box::new(e) }
+    }
+
+    fn select_list(spec: &ReadSpec) -> String {
+        spec.key.iter().chain(&spec.columns).map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    }
+
+    fn key_list(spec: &ReadSpec) -> String {
+        spec.key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    }
+
+    fn apply_one(&self, table: &str, spec: &ReadSpec, write: &Write) -> rusqlite::Result<WriteOutcome> {
+        match write {
+            Write::Create { values } => {
+                let sql = if values.is_empty() {
+                    format!("INSERT INTO {table} DEFAULT VALUES RETURNING {}", Self::key_list(spec))
+                } else {
+                    format!(
+                        "INSERT INTO {table} ({}) VALUES ({}) RETURNING {}",
+                        values.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", "),
+                        vec!["?"; values.len()].join(", "),
+                        Self::key_list(spec)
+                    )
+                };
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let params: Vec<&dyn ToSql> = values.iter().map(|(_, v)| v as &dyn ToSql).collect();
+                let key = stmt.query_row(params.as_slice(), |row| {
+                    (0..spec.key.len()).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<Vec<_>>>()
+                })?;
+                Ok(WriteOutcome::Created(Key(key)))
+            }
+            Write::Update { key, set, expect } => {
+                let sql = format!(
+                    "UPDATE {table} SET {} WHERE {}",
+                    set.iter().map(|(c, _)| format!("{} = ?", quote(c))).collect::<Vec<_>>().join(", "),
+                    where_clause(spec, expect)
+                );
+                let params: Vec<&dyn ToSql> = set
+                    .iter()
+                    .map(|(_, v)| v as &dyn ToSql)
+                    .chain(key.0.iter().map(|v| v as &dyn ToSql))
+                    .chain(expect.iter().map(|(_, v)| v as &dyn ToSql))
+                    .collect();
+                let n = self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
+                Ok(if n == 0 { WriteOutcome::Stale } else { WriteOutcome::Applied })
+            }
+            Write::Delete { key, expect } => {
+                let sql = format!("DELETE FROM {table} WHERE {}", where_clause(spec, expect));
+                let params: Vec<&dyn ToSql> = key
+                    .0
+                    .iter()
+                    .map(|v| v as &dyn ToSql)
+                    .chain(expect.iter().map(|(_, v)| v as &dyn ToSql))
+                    .collect();
+                let n = self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
+                Ok(if n == 0 { WriteOutcome::Stale } else { WriteOutcome::Applied })
+            }
+        }
+    }
+}
+
+/// `k1 IS ? AND … AND c1 IS ? …`: `IS` so that NULL read means NULL expected.
+fn where_clause(spec: &ReadSpec, expect: &[(String, Value)]) -> String {
+    spec.key
+        .iter()
+        .chain(expect.iter().map(|(c, _)| c))
+        .map(|c| format!("{} IS ?", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Quotes an identifier; `schema.table` becomes `"schema"."table"`.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn quote_table(collection: &str) -> String {
+    match collection.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
+        None => quote(collection),
+    }
+}
+
+/// Whether a failed statement is this record's fault (it can be quarantined and the
+/// batch can go on) rather than the database's.
+fn is_record_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(f.code, ConstraintViolation | TypeMismatch | TooBig),
+        rusqlite::Error::QueryReturnedNoRows => true,
+        _ => false,
+    }
+}
+
+fn read_record(row: &rusqlite::Row<'_>, key_len: usize, total: usize) -> rusqlite::Result<Record> {
+    let mut key = Vec::with_capacity(key_len);
+    for i in 0..key_len {
+        key.push(row.get::<_, Value>(i)?);
+    }
+    let mut values = Vec::with_capacity(total - key_len);
+    for i in key_len..total {
+        values.push(row.get::<_, Value>(i)?);
+    }
+    Ok(Record { key: Key(key), values })
+}
+
+impl Connector for SqliteConnector {
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        let (schema, table) = match collection.split_once('.') {
+            Some((s, t)) => (quote(s), t),
+            None => ("main".to_string(), collection),
+        };
+        let sql = format!("SELECT name, type, \"notnull\", pk FROM {schema}.pragma_table_info(?)");
+        let mut stmt = self.conn.prepare(&sql).map_err(self.query_err(format!("describe {collection}")))?;
+        let cols = stmt
+            .query_map([table], |r| {
+                Ok(ColumnInfo {
+                    name: r.get(0)?,
+                    declared_type: r.get(1)?,
+                    not_null: r.get::<_, i64>(2)? != 0,
+                    primary_key: r.get::<_, i64>(3)? != 0,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: describe {collection}", self.name),
+                source: Box::new(e),
+            })?;
+        if cols.is_empty() {
+            return Err(ConnectorError::NoCollection(format!("{}.{collection}", self.name)));
+        }
+        Ok(cols)
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            Self::select_list(spec),
+            quote_table(&spec.collection),
+            Self::key_list(spec)
+        );
+        let ctx = format!("scan {}", spec.collection);
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| ConnectorError::Query {
+            context: format!("system `{}`: {ctx}", self.name),
+            source: Box::new(e),
+        })?;
+        let total = spec.key.len() + spec.columns.len();
+        let mut rows = stmt.query([]).map_err(|e| ConnectorError::Query {
+            context: format!("system `{}`: {ctx}", self.name),
+            source: Box::new(e),
+        })?;
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut count = 0u64;
+        loop {
+            let row = rows.next().map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: {ctx}", self.name),
+                source: Box::new(e),
+            })?;
+            let Some(row) = row else { break };
+            batch.push(read_record(row, spec.key.len(), total).map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: {ctx}", self.name),
+                source: Box::new(e),
+            })?);
+            count += 1;
+            if batch.len() >= batch_size {
+                consumer(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)))
+                    .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+            }
+        }
+        if !batch.is_empty() {
+            consumer(batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+        }
+        Ok(count)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let total = spec.key.len() + spec.columns.len();
+        let row_value = format!("({})", vec!["?"; spec.key.len()].join(", "));
+        for chunk in keys.chunks(FETCH_CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE ({}) IN (VALUES {})",
+                Self::select_list(spec),
+                quote_table(&spec.collection),
+                Self::key_list(spec),
+                vec![row_value.as_str(); chunk.len()].join(", ")
+            );
+            let params: Vec<&dyn ToSql> = chunk.iter().flat_map(|k| k.0.iter().map(|v| v as &dyn ToSql)).collect();
+            let result = self
+                .conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| {
+                    stmt.query_map(params.as_slice(), |row| read_record(row, spec.key.len(), total))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|e| ConnectorError::Query {
+                    context: format!("system `{}`: fetch from {}", self.name, spec.collection),
+                    source: Box::new(e),
+                })?;
+            out.extend(result);
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let table = quote_table(&spec.collection);
+        let fail = |e: rusqlite::Error| ConnectorError::Query {
+            context: format!("system `{}`: write to {}", self.name, spec.collection),
+            source: Box::new(e),
+        };
+        // IMMEDIATE takes the write lock up front, so a busy database fails (after
+        // busy_timeout) before anything of the batch is written.
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let result = self
+                .conn
+                .execute_batch("SAVEPOINT write_one")
+                .and_then(|()| self.apply_one(&table, spec, write));
+            match result {
+                Ok(outcome) => {
+                    self.conn.execute_batch("RELEASE write_one").map_err(fail)?;
+                    outcomes.push(outcome);
+                }
+                Err(e) if is_record_error(&e) => {
+                    self.conn
+                        .execute_batch("ROLLBACK TO write_one; RELEASE write_one")
+                        .map_err(fail)?;
+                    outcomes.push(WriteOutcome::Rejected(e.to_string()));
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(fail(e));
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(fail(e));
+        }
+        Ok(outcomes)
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
+            Value::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for Value {
+    fn column_result(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        Ok(match v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(r) => Value::Real(r),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, SqliteConnector, ReadSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT NOT NULL, b BLOB, n);
+             INSERT INTO t VALUES (1, 9223372036854775807, 0.30000000000000004, 'x', x'00ff', NULL);",
+        )
+        .unwrap();
+        let conn = SqliteConnector::open("t", &path).unwrap();
+        let spec = ReadSpec {
+            collection: "t".into(),
+            key: vec!["id".into()],
+            columns: ["i", "r", "s", "b", "n"].iter().map(|s| s.to_string()).collect(),
+        };
+        (dir, conn, spec)
+    }
+
+    #[test]
+    fn values_round_trip_exactly() {
+        let (_d, mut c, spec) = db();
+        let values = vec![
+            ("i".to_string(), Value::Integer(i64::MIN)),
+            ("r".to_string(), Value::Real(1e-300)),
+            ("s".to_string(), Value::Text("ünïcode".into())),
+            ("b".to_string(), Value::Blob(vec![0, 1, 2])),
+            ("n".to_string(), Value::Null),
+        ];
+        let out = c.apply(&spec, &[Write::Create { values: values.clone() }]).unwrap();
+        let WriteOutcome::Created(key) = &out[0] else { panic!("{out:?}") };
+        let rec = c.fetch(&spec, std::slice::from_ref(key)).unwrap().remove(0);
+        assert_eq!(rec.values, values.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn update_is_skipped_when_the_row_changed_after_it_was_read() {
+        let (_d, mut c, spec) = db();
+        let key = Key::single(Value::Integer(1));
+        let stale = Write::Update {
+            key: key.clone(),
+            set: vec![("s".into(), Value::Text("new".into()))],
+            expect: vec![("s".into(), Value::Text("not what is there".into()))],
+        };
+        let fresh = Write::Update {
+            key: key.clone(),
+            set: vec![("n".into(), Value::Integer(5))],
+            expect: vec![("n".into(), Value::Null)],
+        };
+        assert_eq!(c.apply(&spec, &[stale, fresh]).unwrap(), vec![WriteOutcome::Stale, WriteOutcome::Applied]);
+        let rec = c.fetch(&spec, &[key]).unwrap().remove(0);
+        assert_eq!(rec.values[2], Value::Text("x".into()));
+        assert_eq!(rec.values[4], Value::Integer(5));
+    }
+
+    #[test]
+    fn a_constraint_violation_rejects_one_write_and_keeps_the_rest() {
+        let (_d, mut c, spec) = db();
+        let bad = Write::Create { values: vec![("s".into(), Value::Null)] };
+        let good = Write::Create { values: vec![("s".into(), Value::Text("ok".into()))] };
+        let out = c.apply(&spec, &[bad, good]).unwrap();
+        assert!(matches!(&out[0], WriteOutcome::Rejected(r) if r.contains("NOT NULL")), "{out:?}");
+        assert!(matches!(out[1], WriteOutcome::Created(_)));
+        let mut n = 0;
+        c.scan(&spec, 1, &mut |b| {
+            n += b.len();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.db");
+        assert!(SqliteConnector::open("x", &path).is_err());
+        assert!(!path.exists());
+    }
+}

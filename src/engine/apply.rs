@@ -1,0 +1,198 @@
+//! Applying a staged plan, batch by batch: journal → write → commit.
+
+use super::LinkIo;
+use super::plan::{Fate, PairPlan};
+use super::report::LinkReport;
+use crate::config::LinkSpec;
+use crate::connectors::{Write, WriteOutcome};
+use crate::model::Side;
+use crate::state::{PairRow, QuarantineRow, StateError, StateStore};
+use crate::Error;
+
+pub(crate) fn apply_plan(
+    link: &LinkSpec,
+    io: &mut LinkIo,
+    state: &mut StateStore,
+    run: i64,
+    run_seq: i64,
+    report: &mut LinkReport,
+) -> Result<(), Error> {
+    let mut after = 0;
+    loop {
+        let page = state.plan_page(after, link.batch_size)?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        let plans = page
+            .iter()
+            .map(|(_, body)| serde_json::from_str::<PairPlan>(body))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StateError::Corrupt(format!("staged plan: {e}")))?;
+
+        // 1. Journal the batch as planned: if the process dies while writing, the next
+        //    run sees these as `unknown` and re-plans them.
+        let journal_ids = state.transaction(|s| {
+            plans
+                .iter()
+                .map(|p| {
+                    let (lk, rk) = keys(p);
+                    Ok([
+                        s.journal_planned(run, &link.name, lk.as_deref(), rk.as_deref(), &p.changes[0])?,
+                        s.journal_planned(run, &link.name, lk.as_deref(), rk.as_deref(), &p.changes[1])?,
+                    ])
+                })
+                .collect::<Result<Vec<_>, StateError>>()
+        })?;
+
+        // 2. Write, one transaction per side.
+        let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
+        for side in [Side::Left, Side::Right] {
+            let idx = side as usize;
+            let (positions, writes): (Vec<usize>, Vec<Write>) = plans
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.writes[idx].clone().map(|w| (i, w)))
+                .unzip();
+            if writes.is_empty() {
+                continue;
+            }
+            let spec = io.layout.read_spec(side).clone();
+            let results = io.connector(side).apply(&spec, &writes)?;
+            for (pos, outcome) in positions.into_iter().zip(results) {
+                outcomes[pos][idx] = Some(outcome);
+            }
+        }
+
+        // 3. Commit what the systems confirmed.
+        state.transaction(|s| {
+            for ((plan, outcome), ids) in plans.into_iter().zip(outcomes).zip(journal_ids) {
+                commit_pair(link, s, run, run_seq, report, plan, outcome, ids)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn keys(p: &PairPlan) -> (Option<String>, Option<String>) {
+    (p.left_key.as_ref().map(|k| k.encode()), p.right_key.as_ref().map(|k| k.encode()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit_pair(
+    link: &LinkSpec,
+    s: &mut StateStore,
+    run: i64,
+    run_seq: i64,
+    report: &mut LinkReport,
+    mut plan: PairPlan,
+    outcomes: [Option<WriteOutcome>; 2],
+    journal_ids: [Vec<i64>; 2],
+) -> Result<(), StateError> {
+    let (mut left_key, mut right_key) = keys(&plan);
+    let mut all_confirmed = true;
+    for side in [Side::Left, Side::Right] {
+        let idx = side as usize;
+        let Some(outcome) = &outcomes[idx] else { continue };
+        let status = match outcome {
+            WriteOutcome::Created(k) => {
+                match side {
+                    Side::Left => left_key = Some(k.encode()),
+                    Side::Right => right_key = Some(k.encode()),
+                }
+                "applied"
+            }
+            WriteOutcome::Applied => {
+                let fields = std::mem::take(&mut plan.base_if[idx]);
+                plan.base.extend(fields);
+                let marks = std::mem::take(&mut plan.marks_if[idx]);
+                plan.marks.extend(marks);
+                "applied"
+            }
+            WriteOutcome::Stale => {
+                all_confirmed = false;
+                let counts = report.direction(side);
+                decrement(counts, &plan, idx);
+                counts.stale_skipped += 1;
+                "stale"
+            }
+            WriteOutcome::Rejected(reason) => {
+                all_confirmed = false;
+                let counts = report.direction(side);
+                decrement(counts, &plan, idx);
+                counts.rejected += 1;
+                // Quarantine under the record the person will look for: the target if it
+                // exists, else the source of a create.
+                let (q_side, q_key) = match (side, &left_key, &right_key) {
+                    (Side::Left, Some(k), _) => (Side::Left, k.clone()),
+                    (Side::Right, _, Some(k)) => (Side::Right, k.clone()),
+                    (_, Some(k), None) => (Side::Left, k.clone()),
+                    (_, _, Some(k)) => (Side::Right, k.clone()),
+                    _ => (side, String::new()),
+                };
+                s.put_quarantine(
+                    &QuarantineRow {
+                        link: link.name.clone(),
+                        side: q_side,
+                        key: q_key,
+                        field: String::new(),
+                        kind: "rejected".into(),
+                        reason: format!("the {side} refused the write: {reason}"),
+                        detected_run: run_seq,
+                    },
+                    run_seq,
+                )?;
+                "rejected"
+            }
+        };
+        for id in &journal_ids[idx] {
+            s.journal_outcome(*id, status, left_key.as_deref(), right_key.as_deref())?;
+        }
+    }
+    let row = |base, marks, tombstone| PairRow {
+        left_key: left_key.clone().unwrap_or_default(),
+        right_key: right_key.clone().unwrap_or_default(),
+        base,
+        marks,
+        tombstone,
+    };
+    match plan.fate {
+        Fate::Keep => s.put_pair(&link.name, &row(plan.base, plan.marks, plan.tombstone))?,
+        Fate::Create(side) => {
+            if !all_confirmed {
+                return Ok(());
+            }
+            if side == Side::Left {
+                // A re-created left record replaces the pair's old left key.
+                s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
+            }
+            s.put_pair(&link.name, &row(plan.base, Default::default(), None))?;
+        }
+        Fate::Delete(_) => {
+            if all_confirmed {
+                s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?;
+            }
+        }
+        Fate::Tombstone { deleted_on } => {
+            if all_confirmed {
+                s.put_pair(&link.name, &row(plan.base, plan.marks, Some(deleted_on)))?;
+            }
+        }
+        Fate::Forget => s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?,
+    }
+    if !plan.state_changes.is_empty() {
+        let ids = s.journal_planned(run, &link.name, left_key.as_deref(), right_key.as_deref(), &plan.state_changes)?;
+        for id in ids {
+            s.journal_outcome(id, "applied", None, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn decrement(counts: &mut super::report::DirectionCounts, plan: &PairPlan, idx: usize) {
+    let counter = match (&plan.writes[idx], plan.fate) {
+        (Some(Write::Create { .. }), _) => &mut counts.created,
+        (Some(Write::Delete { .. }), _) | (_, Fate::Tombstone { .. }) => &mut counts.deleted,
+        _ => &mut counts.updated,
+    };
+    *counter = counter.saturating_sub(1);
+}

@@ -1,0 +1,201 @@
+//! The engine: one cycle per link — read → match → merge → plan → journal → apply →
+//! commit.
+//!
+//! A cycle first plans everything, staging the plan in the state store's scratch tables
+//! (so memory stays bounded by one batch, whatever the collection size). Only then are
+//! the safety valves checked, and only then is anything written: `plan` is the same code
+//! stopped before the writes. Applying goes batch by batch: journal the batch as
+//! `planned`, write it to the systems with conditional writes, then commit the outcome
+//! (base, id map, journal status) to the state store in one transaction. A crash
+//! anywhere leaves a state that the next cycle re-plans correctly: a value written but
+//! not committed reads as "both sides agree", a create whose outcome is unknown is found
+//! again by `match_on` or the external-id field instead of being sent twice.
+
+mod apply;
+mod explain;
+mod layout;
+mod plan;
+mod report;
+
+pub use explain::{Explanation, FieldExplanation, explain};
+pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
+
+use crate::config::{Config, LinkSpec};
+use crate::connectors::{self, Connector};
+use crate::model::Side;
+use crate::state::StateStore;
+use crate::Error;
+use layout::Layout;
+
+/// How a cycle runs.
+pub struct RunOptions<'a> {
+    /// `false` for `plan`: stop before any write, anywhere.
+    pub apply: bool,
+    /// Run despite `max_delete_fraction`.
+    pub allow_mass_delete: bool,
+    /// Only this link.
+    pub only_link: Option<String>,
+    /// How many planned operations a report lists (all are counted).
+    pub list_limit: usize,
+    /// Called after planning and before applying each link (tests use it to edit the
+    /// systems in that window, as a concurrent user would).
+    pub between_plan_and_apply: Option<&'a mut dyn FnMut(&str)>,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions { apply: true, allow_mass_delete: false, only_link: None, list_limit: 50, between_plan_and_apply: None }
+    }
+}
+
+/// Runs one cycle of every link (or of `only_link`).
+///
+/// # Errors
+/// A config error found against the systems (a column that does not exist), a system
+/// that cannot be read or written, or a state store failure. Findings that need a person
+/// (conflicts, quarantine, a refused valve) are not errors: they are in the report.
+pub fn run_cycle(config: &Config, state: &mut StateStore, mut opts: RunOptions<'_>) -> Result<RunReport, Error> {
+    if let Some(name) = &opts.only_link
+        && config.link(name).is_none()
+    {
+        return Err(Error::NotFound(format!(
+            "no link named `{name}` (links: {})",
+            config.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let run_id = if opts.apply {
+        state.mark_interrupted_runs()?;
+        Some(state.begin_run("run")?)
+    } else {
+        None
+    };
+    let mut report = RunReport { run: run_id, links: Vec::new() };
+    let result = (|| -> Result<(), Error> {
+        for link in &config.links {
+            if opts.only_link.as_deref().is_some_and(|n| n != link.name) {
+                continue;
+            }
+            let _span = tracing::info_span!("link", link = %link.name).entered();
+            report.links.push(run_link(config, link, state, run_id, &mut opts)?);
+        }
+        Ok(())
+    })();
+    if let Some(run) = run_id {
+        let status = match &result {
+            Ok(()) => report.status_word(),
+            Err(_) => "failed",
+        };
+        state.finish_run(run, status, &report.summary_json())?;
+    }
+    result.map(|()| report)
+}
+
+/// The connectors and column layout of one link, checked against the systems.
+pub(crate) struct LinkIo {
+    pub left: Box<dyn Connector>,
+    pub right: Box<dyn Connector>,
+    pub layout: Layout,
+}
+
+impl LinkIo {
+    /// Opens both systems and checks that every column the link names exists.
+    pub fn open(config: &Config, link: &LinkSpec) -> Result<LinkIo, Error> {
+        let open = |side: Side| -> Result<Box<dyn Connector>, Error> {
+            let ep = link.endpoint(side);
+            let spec = &config.systems[&ep.system];
+            Ok(connectors::open(&ep.system, spec)?)
+        };
+        let mut left = open(Side::Left)?;
+        let mut right = open(Side::Right)?;
+        let layout = Layout::new(config, link, left.as_mut(), right.as_mut())?;
+        Ok(LinkIo { left, right, layout })
+    }
+
+    pub fn connector(&mut self, side: Side) -> &mut dyn Connector {
+        match side {
+            Side::Left => self.left.as_mut(),
+            Side::Right => self.right.as_mut(),
+        }
+    }
+}
+
+fn run_link(
+    config: &Config,
+    link: &LinkSpec,
+    state: &mut StateStore,
+    run_id: Option<i64>,
+    opts: &mut RunOptions<'_>,
+) -> Result<LinkReport, Error> {
+    let mut io = LinkIo::open(config, link)?;
+    let mut report = LinkReport::new(link);
+    let run_seq = match run_id {
+        Some(_) => {
+            let (seq, reset) = state.begin_link_run(&link.name, &link.identity())?;
+            if reset {
+                report.warnings.push(
+                    "the state store held this link for other collections or keys; its id map and base were dropped and records are re-linked by match_on / external ids".into(),
+                );
+            }
+            seq
+        }
+        None => match state.link_state(&link.name)? {
+            Some((identity, seq)) if identity == link.identity() => seq + 1,
+            Some(_) => {
+                report.warnings.push("the state store held this link for other collections or keys; `run` will drop that id map and re-link records".into());
+                return Err(Error::NotFound(format!(
+                    "link `{}`: the state store belongs to another config for this link; `plan` cannot show a run that first resets it",
+                    link.name
+                )));
+            }
+            None => 1,
+        },
+    };
+    state.clear_scratch()?;
+    {
+        let LinkIo { left, right, layout } = &mut io;
+        let mut planner = plan::Planner::new(link, layout, state, run_id, run_seq, &mut report, opts.list_limit)?;
+        planner.plan(left.as_mut(), right.as_mut())?;
+    }
+
+    if let Some(why) = valve_refusal(link, &report, opts.allow_mass_delete, state)? {
+        report.refused = Some(why);
+        return Ok(report);
+    }
+    let Some(run) = run_id else { return Ok(report) };
+    if let Some(hook) = opts.between_plan_and_apply.as_mut() {
+        hook(&link.name);
+    }
+    apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+    state.transaction(|s| {
+        s.prune_conflicts(&link.name, run_seq)?;
+        s.prune_quarantine(&link.name, run_seq)
+    })?;
+    report.finalize_counts(state)?;
+    Ok(report)
+}
+
+/// The safety valves: a run that would delete more than `max_delete_fraction` of a
+/// collection, or link two non-empty collections with no way to tell which records are
+/// the same, is refused before anything is written.
+fn valve_refusal(link: &LinkSpec, report: &LinkReport, allow_mass_delete: bool, state: &StateStore) -> Result<Option<String>, Error> {
+    for side in [Side::Left, Side::Right] {
+        let deletes = report.planned_deletes(side);
+        let total = report.records(side);
+        if !allow_mass_delete && deletes > 0 && deletes as f64 > link.max_delete_fraction * total as f64 {
+            return Ok(Some(format!(
+                "would delete {deletes} of {total} records on the {side} ({}), more than max_delete_fraction = {}; check the plan, then run with --allow-mass-delete if it is right",
+                link.endpoint(side).label(),
+                link.max_delete_fraction
+            )));
+        }
+    }
+    let no_identity = link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
+    if no_identity && state.pair_count(&link.name)? == 0 && report.to_right.created > 0 && report.records(Side::Right) > 0 {
+        return Ok(Some(format!(
+            "both {} and {} already hold records, and the link has no match_on nor left_ref/right_ref to tell which are the same: every record would be created again as a duplicate",
+            link.left.label(),
+            link.right.label()
+        )));
+    }
+    Ok(None)
+}

@@ -1,0 +1,637 @@
+//! Planning: read both sides, resolve identity, merge every unit of every pair, and stage
+//! the resulting [`PairPlan`]s. Writes nothing to any system; in a `run` it records the
+//! conflicts and quarantine findings it makes.
+
+use super::layout::Layout;
+use super::report::{LinkReport, PlannedLine};
+use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
+use crate::connectors::{Connector, ConnectorError, Write};
+use crate::merge::{self, Clocks, Decision, UnitRule};
+use crate::model::{Key, Record, Side, Value};
+use crate::state::{Change, ConflictRow, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values};
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What happens to the pair's id-map row when the plan's writes succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Fate {
+    /// Keep (or, for a newly matched pair, insert) the row with the new base.
+    Keep,
+    /// A record is created on this side; the row gets its new key.
+    Create(Side),
+    /// The record on this side is deleted; the row goes.
+    Delete(Side),
+    /// The record on `survivor` is soft-deleted (or, without a write, left alone): the
+    /// row is kept as a tombstone so nothing is re-created.
+    Tombstone { deleted_on: Side },
+    /// Both records are gone: the row goes.
+    Forget,
+}
+
+/// Everything one cycle does to one record pair. Indexed by side: `[left, right]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PairPlan {
+    pub left_key: Option<Key>,
+    pub right_key: Option<Key>,
+    pub fate: Fate,
+    pub writes: [Option<Write>; 2],
+    /// The base after this cycle for fields that do not depend on a write.
+    pub base: BTreeMap<String, Value>,
+    /// Base fields that take effect only if the write to that side succeeds.
+    pub base_if: [BTreeMap<String, Value>; 2],
+    pub marks: BTreeMap<String, crate::state::Mark>,
+    pub marks_if: [BTreeMap<String, crate::state::Mark>; 2],
+    /// Journal entries for each side's write; `state_changes` for the id map alone.
+    pub changes: [Vec<Change>; 2],
+    pub state_changes: Vec<Change>,
+    pub tombstone: Option<Side>,
+}
+
+impl PairPlan {
+    fn new(left_key: Option<Key>, right_key: Option<Key>, fate: Fate, pair: Option<&PairRow>) -> PairPlan {
+        PairPlan {
+            left_key,
+            right_key,
+            fate,
+            writes: [None, None],
+            base: pair.map(|p| p.base.clone()).unwrap_or_default(),
+            base_if: Default::default(),
+            marks: pair.map(|p| p.marks.clone()).unwrap_or_default(),
+            marks_if: Default::default(),
+            changes: Default::default(),
+            state_changes: Vec::new(),
+            tombstone: pair.and_then(|p| p.tombstone),
+        }
+    }
+}
+
+pub(crate) struct Planner<'a> {
+    link: &'a LinkSpec,
+    layout: &'a Layout,
+    state: &'a mut StateStore,
+    /// `Some` in a run: findings are recorded. `None` in `plan`: nothing is.
+    run_id: Option<i64>,
+    run_seq: i64,
+    report: &'a mut LinkReport,
+    list_limit: usize,
+    frozen: HashSet<(Side, String, String)>,
+    conflicts: HashMap<(String, String), ConflictRow>,
+}
+
+fn side_index(side: Side) -> usize {
+    side as usize
+}
+
+fn scan_error(e: ConnectorError) -> Error {
+    match e {
+        ConnectorError::Consumer(inner) => *inner,
+        other => Error::Connector(other),
+    }
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(
+        link: &'a LinkSpec,
+        layout: &'a Layout,
+        state: &'a mut StateStore,
+        run_id: Option<i64>,
+        run_seq: i64,
+        report: &'a mut LinkReport,
+        list_limit: usize,
+    ) -> Result<Planner<'a>, Error> {
+        let frozen = state.frozen(&link.name)?;
+        let conflicts = state
+            .conflicts(Some(&link.name))?
+            .into_iter()
+            .map(|c| ((c.left_key.clone(), c.unit.clone()), c))
+            .collect();
+        Ok(Planner { link, layout, state, run_id, run_seq, report, list_limit, frozen, conflicts })
+    }
+
+    pub fn plan(&mut self, left: &mut dyn Connector, right: &mut dyn Connector) -> Result<(), Error> {
+        let batch = self.link.batch_size;
+        let left_spec = self.layout.left.clone();
+        let right_spec = self.layout.right.clone();
+        // Each batch's scratch and state writes go in one transaction: one fsync per batch.
+        let left_records = left
+            .scan(&left_spec, batch, &mut |records| {
+                let right: &mut dyn Connector = &mut *right;
+                self.in_transaction(|p| p.left_batch(records, right))
+            })
+            .map_err(scan_error)?;
+        self.report.left_records = left_records;
+        let right_records = right
+            .scan(&right_spec, batch, &mut |records| self.in_transaction(|p| p.right_batch(records)))
+            .map_err(scan_error)?;
+        self.report.right_records = right_records;
+        self.in_transaction(|p| p.forget_vanished_pairs())?;
+        self.in_transaction(|p| p.match_and_create())
+    }
+
+    fn in_transaction(&mut self, f: impl FnOnce(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
+        // Not `StateStore::transaction`: the closure's error is the engine's, not the store's.
+        self.state.begin()?;
+        let outcome = f(self);
+        self.state.end(outcome.is_ok())?;
+        outcome
+    }
+
+    /// Units' values of a record, normalized by the fields' transforms.
+    fn unit_values(&self, unit: usize, rec: &Record) -> Vec<Value> {
+        self.link.units[unit]
+            .fields
+            .iter()
+            .map(|&f| self.link.fields[f].transform.apply(rec.values[f].clone()))
+            .collect()
+    }
+
+    fn base_values(&self, unit: usize, base: &BTreeMap<String, Value>) -> Option<Vec<Value>> {
+        self.link.units[unit]
+            .fields
+            .iter()
+            .map(|&f| base.get(&self.link.fields[f].name).cloned())
+            .collect()
+    }
+
+    fn match_key(&self, rec: &Record) -> Option<String> {
+        if self.link.match_on.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for &f in &self.link.match_on {
+            let v = self.link.fields[f].transform.apply(rec.values[f].clone());
+            if v.is_empty() {
+                return None;
+            }
+            parts.push(match v {
+                Value::Text(t) => t.trim().to_lowercase(),
+                other => other.to_string(),
+            });
+        }
+        Some(parts.join("\u{1f}"))
+    }
+
+    fn left_batch(&mut self, records: Vec<Record>, right: &mut dyn Connector) -> Result<(), Error> {
+        let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
+        self.state.mark_seen(Side::Left, &keys)?;
+        let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;
+        let mut right_keys = Vec::new();
+        for p in pairs.values().filter(|p| p.tombstone.is_none()) {
+            right_keys.push(Key::decode(&p.right_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?);
+        }
+        let partners: HashMap<String, Record> = right
+            .fetch(&self.layout.right, &right_keys)?
+            .into_iter()
+            .map(|r| (r.key.encode(), r))
+            .collect();
+        for (rec, key) in records.iter().zip(&keys) {
+            match pairs.get(key) {
+                None => self.stage_unlinked(Side::Left, rec)?,
+                Some(p) if p.tombstone.is_some() => {}
+                Some(p) => match partners.get(&p.right_key) {
+                    Some(partner) => self.plan_pair(rec, partner, Some(p), None)?,
+                    None => self.plan_deleted(Side::Right, rec, p)?,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn right_batch(&mut self, records: Vec<Record>) -> Result<(), Error> {
+        let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
+        self.state.mark_seen(Side::Right, &keys)?;
+        let pairs = self.state.pairs_by(&self.link.name, Side::Right, &keys)?;
+        for (rec, key) in records.iter().zip(&keys) {
+            match pairs.get(key) {
+                None => self.stage_unlinked(Side::Right, rec)?,
+                Some(p) if p.tombstone.is_some() => {}
+                Some(p) => {
+                    if !self.state.was_seen(Side::Left, &p.left_key)? {
+                        self.plan_deleted(Side::Left, rec, p)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_unlinked(&mut self, side: Side, rec: &Record) -> Result<(), Error> {
+        let staged = Unlinked {
+            key: rec.key.clone(),
+            match_key: self.match_key(rec),
+            ext_ref: self.layout.ext_ref_of(side, rec),
+            values: rec.values.clone(),
+        };
+        Ok(self.state.stage_unlinked(side, &staged)?)
+    }
+
+    fn forget_vanished_pairs(&mut self) -> Result<(), Error> {
+        for left_key in self.state.pairs_with_nothing_left(&self.link.name)? {
+            let key = Key::decode(&left_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+            let mut plan = PairPlan::new(Some(key), None, Fate::Forget, None);
+            plan.state_changes.push(Change {
+                side: Side::Right,
+                op: "forget".into(),
+                field: None,
+                old: None,
+                new: None,
+                reason: "both records are gone".into(),
+            });
+            self.stage(plan)?;
+        }
+        Ok(())
+    }
+
+    fn match_and_create(&mut self) -> Result<(), Error> {
+        let ambiguous = self.state.match_unlinked()?;
+        let mut by_key: BTreeMap<String, Vec<(Side, String)>> = BTreeMap::new();
+        for (side, key, match_key) in ambiguous {
+            by_key.entry(match_key).or_default().push((side, key));
+        }
+        for members in by_key.values() {
+            let names: Vec<String> = members
+                .iter()
+                .map(|(s, k)| format!("{s}:{}", Key::decode(k).map(|k| k.display_text()).unwrap_or_default()))
+                .collect();
+            for (side, key) in members {
+                self.quarantine(*side, key, "", "ambiguous_match", format!(
+                    "match key is shared by {} records ({}); fix the duplicates, syncline will not guess",
+                    members.len(),
+                    names.join(", ")
+                ))?;
+            }
+        }
+        let page = self.link.batch_size;
+        let mut after = 0;
+        loop {
+            let matched = self.state.matched_page(after, page)?;
+            let Some(last) = matched.last() else { break };
+            after = last.0;
+            for (_, l, r, how) in matched {
+                let (l, r) = (Record { key: l.key, values: l.values }, Record { key: r.key, values: r.values });
+                self.plan_pair(&l, &r, None, Some(&how))?;
+            }
+        }
+        let creates: &[Side] = match self.link.mode {
+            Mode::OneWay => &[Side::Left],
+            Mode::TwoWay => &[Side::Left, Side::Right],
+        };
+        for &from in creates {
+            let mut after = 0;
+            loop {
+                let records = self.state.unmatched_page(from, after, page)?;
+                let Some(last) = records.last() else { break };
+                after = last.0;
+                for (_, rec) in records {
+                    self.plan_create(from, &Record { key: rec.key, values: rec.values }, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine(&mut self, side: Side, key: &str, field: &str, kind: &str, reason: String) -> Result<(), Error> {
+        self.report.quarantined += 1;
+        if let Some(_run) = self.run_id {
+            self.state.put_quarantine(
+                &QuarantineRow {
+                    link: self.link.name.clone(),
+                    side,
+                    key: key.to_string(),
+                    field: field.to_string(),
+                    kind: kind.to_string(),
+                    reason,
+                    detected_run: self.run_seq,
+                },
+                self.run_seq,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rule(&self, unit: usize) -> UnitRule {
+        let u = &self.link.units[unit];
+        UnitRule { owner: u.owner, policy: self.link.policy_of(u), mode: self.link.mode, on_drift: self.link.on_drift }
+    }
+
+    fn clocks(&self, unit: usize, l: &Record, r: &Record) -> Clocks {
+        let (lc, rc) = match self.layout.clocks[unit] {
+            Some((lp, rp)) => (merge::clock_seconds(&l.values[lp]), merge::clock_seconds(&r.values[rp])),
+            None => (None, None),
+        };
+        Clocks { left: lc, right: rc, skew_seconds: self.link.clock_skew_seconds }
+    }
+
+    /// Merges every unit of a pair (linked, or just matched when `pair` is `None`).
+    fn plan_pair(&mut self, l: &Record, r: &Record, pair: Option<&PairRow>, matched_by: Option<&str>) -> Result<(), Error> {
+        let left_key = l.key.encode();
+        let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
+        let mut sets: [Vec<(String, Value)>; 2] = Default::default();
+        let mut expects: [Vec<(String, Value)>; 2] = Default::default();
+        let mut state_dirty = pair.is_none();
+        if let Some(how) = matched_by {
+            plan.state_changes.push(Change {
+                side: Side::Right,
+                op: "link".into(),
+                field: None,
+                old: None,
+                new: None,
+                reason: format!("matched by {how}"),
+            });
+        }
+        let records = [l, r];
+        for u in 0..self.link.units.len() {
+            let unit = &self.link.units[u];
+            if self.frozen.contains(&(Side::Left, left_key.clone(), unit.name.clone())) {
+                self.report.quarantined += 1;
+                continue;
+            }
+            let lv = self.unit_values(u, l);
+            let rv = self.unit_values(u, r);
+            let bv = self.base_values(u, &plan.base);
+            let (target, reason) = match self.resolution(&left_key, &unit.name, &lv, &rv) {
+                Some(value) => (Some(value), "resolved by a person".to_string()),
+                None => match merge::decide(&self.rule(u), &lv, &rv, bv.as_deref(), self.clocks(u, l, r)) {
+                    Decision::Unchanged => {
+                        self.count_echo(&plan.marks, &unit.name, &lv);
+                        continue;
+                    }
+                    Decision::Agreed => {
+                        self.count_echo(&plan.marks, &unit.name, &lv);
+                        for (i, &f) in unit.fields.iter().enumerate() {
+                            plan.base.insert(self.link.fields[f].name.clone(), lv[i].clone());
+                        }
+                        state_dirty = true;
+                        continue;
+                    }
+                    Decision::DriftReported { .. } => {
+                        self.report.drift_reported += 1;
+                        continue;
+                    }
+                    Decision::Conflict(cause) => {
+                        self.record_conflict(l, r, u, lv, rv, bv, cause.describe())?;
+                        continue;
+                    }
+                    Decision::Write { to, reason } => {
+                        let value = if to == Side::Right { lv.clone() } else { rv.clone() };
+                        (Some(value), reason.describe())
+                    }
+                },
+            };
+            let Some(target) = target else { continue };
+            // Write the target value wherever it is not already; it becomes the base.
+            for to in [Side::Left, Side::Right] {
+                let current = if to == Side::Left { &lv } else { &rv };
+                if *current == target {
+                    for (i, &f) in unit.fields.iter().enumerate() {
+                        plan.base.insert(self.link.fields[f].name.clone(), target[i].clone());
+                    }
+                    state_dirty = true;
+                    continue;
+                }
+                let hash = hash_values(&target);
+                let bounces = match plan.marks.get(&unit.name) {
+                    Some(m) if m.side == to && m.hash == hash && m.run == self.run_seq - 1 => m.bounces + 1,
+                    _ => 0,
+                };
+                if bounces >= 2 {
+                    let reason = format!(
+                        "field keeps bouncing: syncline wrote {} to the {to} {} runs in a row and the {to} changed it back (a trigger or normalization?); frozen until released",
+                        target.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        bounces
+                    );
+                    self.quarantine(Side::Left, &left_key, &unit.name.clone(), "flapping", reason)?;
+                    continue;
+                }
+                let idx = side_index(to);
+                plan.marks_if[idx].insert(unit.name.clone(), Mark { side: to, hash, run: self.run_seq, bounces });
+                let rec = records[idx];
+                for (i, &f) in unit.fields.iter().enumerate() {
+                    let col = self.link.field_column(f, to).to_string();
+                    let old = rec.values[f].clone();
+                    plan.base_if[idx].insert(self.link.fields[f].name.clone(), target[i].clone());
+                    if old == target[i] {
+                        continue;
+                    }
+                    plan.changes[idx].push(Change {
+                        side: to,
+                        op: "update".into(),
+                        field: Some(self.link.fields[f].name.clone()),
+                        old: Some(old.clone()),
+                        new: Some(target[i].clone()),
+                        reason: reason.clone(),
+                    });
+                    sets[idx].push((col.clone(), target[i].clone()));
+                    expects[idx].push((col, old));
+                }
+            }
+        }
+        for to in [Side::Left, Side::Right] {
+            let idx = side_index(to);
+            if !sets[idx].is_empty() {
+                plan.writes[idx] = Some(Write::Update {
+                    key: records[idx].key.clone(),
+                    set: std::mem::take(&mut sets[idx]),
+                    expect: std::mem::take(&mut expects[idx]),
+                });
+                self.report.direction(to).updated += 1;
+            } else if !plan.base_if[idx].is_empty() {
+                // Nothing to write after all (raw values already equal): the base holds.
+                let fields = std::mem::take(&mut plan.base_if[idx]);
+                plan.base.extend(fields);
+                state_dirty = true;
+            }
+        }
+        if plan.writes.iter().all(Option::is_none) {
+            self.report.unchanged += 1;
+            if !state_dirty {
+                return Ok(());
+            }
+        }
+        self.stage(plan)
+    }
+
+    fn count_echo(&mut self, marks: &BTreeMap<String, Mark>, unit: &str, value: &[Value]) {
+        if let Some(m) = marks.get(unit)
+            && m.run == self.run_seq - 1
+            && m.hash == hash_values(value)
+        {
+            self.report.echoes_suppressed += 1;
+        }
+    }
+
+    /// A person's resolution of this unit's conflict, if it still applies (both sides
+    /// hold what they held when the conflict was found).
+    fn resolution(&mut self, left_key: &str, unit: &str, lv: &[Value], rv: &[Value]) -> Option<Vec<Value>> {
+        let c = self.conflicts.get(&(left_key.to_string(), unit.to_string()))?;
+        if c.status != "resolved" || c.left_value != lv || c.right_value != rv {
+            return None;
+        }
+        c.resolution.clone()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_conflict(&mut self, l: &Record, r: &Record, unit: usize, lv: Vec<Value>, rv: Vec<Value>, bv: Option<Vec<Value>>, cause: &str) -> Result<(), Error> {
+        self.report.conflicts += 1;
+        if self.run_id.is_some() {
+            self.state.upsert_conflict(
+                &ConflictRow {
+                    link: self.link.name.clone(),
+                    left_key: l.key.encode(),
+                    right_key: r.key.encode(),
+                    unit: self.link.units[unit].name.clone(),
+                    left_value: lv,
+                    right_value: rv,
+                    base_value: bv,
+                    cause: cause.to_string(),
+                    status: "open".into(),
+                    resolution: None,
+                    detected_run: self.run_seq,
+                },
+                self.run_seq,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// All mapped fields of `rec`, normalized, as a fresh base.
+    fn full_base(&self, rec: &Record) -> BTreeMap<String, Value> {
+        self.link
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), f.transform.apply(rec.values[i].clone())))
+            .collect()
+    }
+
+    /// Creates `rec` (from side `from`) on the other side. With `replacing`, the pair
+    /// already exists and gets the new record (a delete-vs-edit won by the edit).
+    fn plan_create(&mut self, from: Side, rec: &Record, replacing: Option<&PairRow>) -> Result<(), Error> {
+        let to = from.other();
+        let mut values: Vec<(String, Value)> = self
+            .link
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (self.link.field_column(i, to).to_string(), f.transform.apply(rec.values[i].clone())))
+            .collect();
+        if let Some(col) = self.link.external_ref(to) {
+            values.push((col.to_string(), Value::Text(rec.key.display_text())));
+        }
+        let (left_key, right_key) = match from {
+            Side::Left => (Some(rec.key.clone()), None),
+            Side::Right => (None, Some(rec.key.clone())),
+        };
+        let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
+        plan.base = self.full_base(rec);
+        plan.marks.clear();
+        plan.changes[side_index(to)].push(Change {
+            side: to,
+            op: "create".into(),
+            field: None,
+            old: None,
+            new: None,
+            reason: match replacing {
+                Some(_) => format!("re-created: deleted on the {to} but edited on the {from} (delete_vs_edit = edit-wins)"),
+                None => format!("new on the {from}"),
+            },
+        });
+        plan.writes[side_index(to)] = Some(Write::Create { values });
+        self.report.direction(to).created += 1;
+        self.stage(plan)
+    }
+
+    /// The record on `deleted_on` is gone; `survivor` is its partner.
+    fn plan_deleted(&mut self, deleted_on: Side, survivor: &Record, pair: &PairRow) -> Result<(), Error> {
+        let on = deleted_on.other();
+        let survivor_key = survivor.key.encode();
+        let edited = (0..self.link.units.len()).any(|u| {
+            Some(self.unit_values(u, survivor)) != self.base_values(u, &pair.base)
+        });
+        let rule = self.link.delete_rule(deleted_on);
+        let rule = if edited && rule != DeleteRule::Ignore {
+            match self.link.delete_vs_edit {
+                DeleteVsEdit::DeleteWins => rule,
+                DeleteVsEdit::EditWins => return self.plan_create(on, survivor, Some(pair)),
+                DeleteVsEdit::Hold => {
+                    return self.quarantine(on, &survivor_key, "", "delete_vs_edit", format!(
+                        "deleted on the {deleted_on} but edited on the {on} since the last run (delete_vs_edit = hold): delete it here too, or restore it there"
+                    ));
+                }
+            }
+        } else {
+            rule
+        };
+        let left_key = Key::decode(&pair.left_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+        let right_key = Key::decode(&pair.right_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+        let expect: Vec<(String, Value)> =
+            (0..self.link.fields.len()).map(|i| (self.link.field_column(i, on).to_string(), survivor.values[i].clone())).collect();
+        let change = |op: &str, reason: String| Change { side: on, op: op.into(), field: None, old: None, new: None, reason };
+        match rule {
+            DeleteRule::Hold => {
+                return self.quarantine(on, &survivor_key, "", "delete_held", format!(
+                    "deleted on the {deleted_on}; on_delete.{deleted_on} = hold: delete it here too, or restore it there"
+                ));
+            }
+            DeleteRule::Ignore => {
+                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Tombstone { deleted_on }, Some(pair));
+                plan.state_changes.push(change("unlink", format!("deleted on the {deleted_on}; on_delete.{deleted_on} = ignore")));
+                self.stage(plan)
+            }
+            DeleteRule::Propagate => {
+                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Delete(on), Some(pair));
+                plan.writes[side_index(on)] = Some(Write::Delete { key: survivor.key.clone(), expect });
+                plan.changes[side_index(on)].push(change("delete", format!("deleted on the {deleted_on}; on_delete.{deleted_on} = propagate")));
+                self.report.direction(on).deleted += 1;
+                self.report.planned_deletes[side_index(on)] += 1;
+                self.stage(plan)
+            }
+            DeleteRule::Soft { column, value } => {
+                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Tombstone { deleted_on }, Some(pair));
+                plan.writes[side_index(on)] = Some(Write::Update { key: survivor.key.clone(), set: vec![(column.clone(), value.clone())], expect });
+                plan.changes[side_index(on)].push(Change {
+                    side: on,
+                    op: "soft_delete".into(),
+                    field: Some(column),
+                    old: None,
+                    new: Some(value),
+                    reason: format!("deleted on the {deleted_on}; on_delete.{deleted_on} = soft"),
+                });
+                self.report.direction(on).deleted += 1;
+                self.report.planned_deletes[side_index(on)] += 1;
+                self.stage(plan)
+            }
+        }
+    }
+
+    fn stage(&mut self, plan: PairPlan) -> Result<(), Error> {
+        for side_changes in plan.changes.iter() {
+            for c in side_changes {
+                self.report.planned_total += 1;
+                if self.report.planned.len() < self.list_limit {
+                    let key = match c.side {
+                        Side::Left => plan.left_key.as_ref().map(|k| format!("left:{k}")),
+                        Side::Right => plan.right_key.as_ref().map(|k| format!("right:{k}")),
+                    }
+                    .unwrap_or_else(|| match (&plan.left_key, &plan.right_key) {
+                        (Some(k), _) => format!("(new, from left:{k})"),
+                        (_, Some(k)) => format!("(new, from right:{k})"),
+                        _ => String::new(),
+                    });
+                    self.report.planned.push(PlannedLine {
+                        side: c.side,
+                        op: c.op.clone(),
+                        key,
+                        field: c.field.clone(),
+                        old: c.old.as_ref().map(Value::to_json),
+                        new: c.new.as_ref().map(Value::to_json),
+                        reason: c.reason.clone(),
+                    });
+                }
+            }
+        }
+        let body = serde_json::to_string(&plan).expect("plans serialize");
+        Ok(self.state.stage_plan(&body)?)
+    }
+}

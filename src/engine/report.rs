@@ -1,0 +1,159 @@
+//! What a cycle did (or, for `plan`, would do), per link and direction.
+
+use crate::config::LinkSpec;
+use crate::model::Side;
+use crate::state::StateStore;
+use serde::Serialize;
+
+/// Writes in one direction (to one side).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DirectionCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Updates and deletes not made because the record changed after it was read;
+    /// re-planned next run.
+    pub stale_skipped: u64,
+    /// Writes the system refused (quarantined with the reason).
+    pub rejected: u64,
+}
+
+impl DirectionCounts {
+    pub fn writes(&self) -> u64 {
+        self.created + self.updated + self.deleted
+    }
+}
+
+/// One planned operation, for people to read.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedLine {
+    pub side: Side,
+    pub op: String,
+    pub key: String,
+    pub field: Option<String>,
+    pub old: Option<serde_json::Value>,
+    pub new: Option<serde_json::Value>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    pub link: String,
+    pub shape: String,
+    pub left_records: u64,
+    pub right_records: u64,
+    /// Writes to the right (left → right).
+    pub to_right: DirectionCounts,
+    /// Writes to the left (right → left).
+    pub to_left: DirectionCounts,
+    /// Linked pairs with nothing to write.
+    pub unchanged: u64,
+    /// Values that came back exactly as syncline wrote them last run: not news.
+    pub echoes_suppressed: u64,
+    /// Units held for a person in this cycle.
+    pub conflicts: u64,
+    /// Records or fields held in quarantine in this cycle.
+    pub quarantined: u64,
+    /// Edits on a side that does not own the field, reported and not corrected.
+    pub drift_reported: u64,
+    /// Why the safety valve refused the cycle; nothing was written.
+    pub refused: Option<String>,
+    pub warnings: Vec<String>,
+    /// The first planned operations (`list_limit` of them).
+    pub planned: Vec<PlannedLine>,
+    /// How many operations were planned in all.
+    pub planned_total: u64,
+    #[serde(skip)]
+    pub(crate) planned_deletes: [u64; 2],
+}
+
+impl LinkReport {
+    pub fn new(link: &LinkSpec) -> LinkReport {
+        LinkReport {
+            link: link.name.clone(),
+            shape: link.shape(),
+            left_records: 0,
+            right_records: 0,
+            to_right: DirectionCounts::default(),
+            to_left: DirectionCounts::default(),
+            unchanged: 0,
+            echoes_suppressed: 0,
+            conflicts: 0,
+            quarantined: 0,
+            drift_reported: 0,
+            refused: None,
+            warnings: Vec::new(),
+            planned: Vec::new(),
+            planned_total: 0,
+            planned_deletes: [0, 0],
+        }
+    }
+
+    pub fn direction(&mut self, to: Side) -> &mut DirectionCounts {
+        match to {
+            Side::Left => &mut self.to_left,
+            Side::Right => &mut self.to_right,
+        }
+    }
+
+    pub fn records(&self, side: Side) -> u64 {
+        match side {
+            Side::Left => self.left_records,
+            Side::Right => self.right_records,
+        }
+    }
+
+    pub fn planned_deletes(&self, side: Side) -> u64 {
+        self.planned_deletes[side as usize]
+    }
+
+    /// After applying, the quarantine count is what the store holds for the link (it
+    /// includes frozen fields found in earlier runs).
+    pub(crate) fn finalize_counts(&mut self, state: &StateStore) -> Result<(), crate::state::StateError> {
+        self.quarantined = state.quarantine(Some(&self.link))?.len() as u64;
+        Ok(())
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        self.conflicts > 0 || self.quarantined > 0 || self.to_left.rejected > 0 || self.to_right.rejected > 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id in the state store (`None` for `plan`).
+    pub run: Option<i64>,
+    pub links: Vec<LinkReport>,
+}
+
+impl RunReport {
+    pub fn refused(&self) -> bool {
+        self.links.iter().any(|l| l.refused.is_some())
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        self.links.iter().any(LinkReport::needs_attention)
+    }
+
+    pub fn status_word(&self) -> &'static str {
+        if self.refused() {
+            "refused"
+        } else if self.needs_attention() {
+            "attention"
+        } else {
+            "ok"
+        }
+    }
+
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!(self
+            .links
+            .iter()
+            .map(|l| serde_json::json!({
+                "link": l.link, "to_right": l.to_right, "to_left": l.to_left, "unchanged": l.unchanged,
+                "echoes_suppressed": l.echoes_suppressed, "conflicts": l.conflicts, "quarantined": l.quarantined,
+                "refused": l.refused,
+            }))
+            .collect::<Vec<_>>())
+    }
+}

@@ -1,0 +1,31 @@
+//! The library's error type. Each variant says which layer failed; the binary maps them
+//! to exit codes (config → 2, everything else → 1).
+
+use crate::config::ConfigError;
+use crate::connectors::ConnectorError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+    /// A request that names something that does not exist (a link, a key, a conflict).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Error {
+    /// Whether the problem is in the config (exit code 2) rather than a failure (1).
+    pub fn is_config(&self) -> bool {
+        match self {
+            Error::Config(_) => true,
+            Error::Connector(ConnectorError::Consumer(inner)) => inner.is_config(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The data model shared by every layer: values, keys, records and sides.
+//!
+//! Nothing here does I/O. Values keep the exact type they were read with, so a value
+//! written and read back compares equal (a value that does not would look like a change
+//! every run and loop).
+
+mod value;
+
+pub use value::{Key, Value, ValueDecodeError};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One of the two collections of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Left => "left",
+            Side::Right => "right",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record as read from a collection: its key and the values of the columns that were
+/// asked for, in the order they were asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub key: Key,
+    pub values: Vec<Value>,
+}

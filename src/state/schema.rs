@@ -1,0 +1,94 @@
+//! The state store's schema and its migrations (`PRAGMA user_version`).
+
+use rusqlite_migration::{M, Migrations};
+
+/// The schema version this build writes; stores at an older one are upgraded by `open`.
+pub const VERSION: i64 = 1;
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE links (
+            name TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            run_seq INTEGER NOT NULL
+         );
+         CREATE TABLE pairs (
+            link TEXT NOT NULL,
+            left_key TEXT NOT NULL,
+            right_key TEXT NOT NULL,
+            base TEXT NOT NULL,
+            marks TEXT,
+            tombstone TEXT,
+            PRIMARY KEY (link, left_key)
+         ) WITHOUT ROWID;
+         CREATE UNIQUE INDEX pairs_by_right ON pairs (link, right_key);
+         CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            command TEXT NOT NULL,
+            status TEXT NOT NULL,
+            summary TEXT
+         );
+         CREATE TABLE journal (
+            id INTEGER PRIMARY KEY,
+            run INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            link TEXT NOT NULL,
+            left_key TEXT,
+            right_key TEXT,
+            side TEXT NOT NULL,
+            op TEXT NOT NULL,
+            field TEXT,
+            old TEXT,
+            new TEXT,
+            reason TEXT NOT NULL,
+            status TEXT NOT NULL
+         );
+         CREATE INDEX journal_by_left ON journal (link, left_key);
+         CREATE INDEX journal_by_right ON journal (link, right_key);
+         CREATE INDEX journal_by_run ON journal (run);
+         CREATE INDEX journal_by_status ON journal (status) WHERE status = 'planned';
+         CREATE TABLE conflicts (
+            link TEXT NOT NULL,
+            left_key TEXT NOT NULL,
+            right_key TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            left_value TEXT NOT NULL,
+            right_value TEXT NOT NULL,
+            base_value TEXT,
+            cause TEXT NOT NULL,
+            status TEXT NOT NULL,
+            resolution TEXT,
+            detected_run INTEGER NOT NULL,
+            last_seen_run INTEGER NOT NULL,
+            resolved_at TEXT,
+            PRIMARY KEY (link, left_key, unit)
+         );
+         CREATE TABLE quarantine (
+            link TEXT NOT NULL,
+            side TEXT NOT NULL,
+            key TEXT NOT NULL,
+            field TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detected_run INTEGER NOT NULL,
+            last_seen_run INTEGER NOT NULL,
+            PRIMARY KEY (link, side, key, field, kind)
+         );",
+    )])
+}
+
+/// Per-run scratch space; TEMP tables live outside the state file.
+pub const TEMP_TABLES: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS seen (side TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (side, key)) WITHOUT ROWID;
+    CREATE TEMP TABLE IF NOT EXISTS unlinked (
+        side TEXT NOT NULL, key TEXT NOT NULL, key_text TEXT NOT NULL, match_key TEXT, ref TEXT,
+        record TEXT NOT NULL, matched INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX IF NOT EXISTS temp.unlinked_key ON unlinked (side, key);
+    CREATE INDEX IF NOT EXISTS temp.unlinked_match ON unlinked (match_key);
+    CREATE INDEX IF NOT EXISTS temp.unlinked_ref ON unlinked (ref);
+    CREATE INDEX IF NOT EXISTS temp.unlinked_text ON unlinked (key_text);
+    CREATE TEMP TABLE IF NOT EXISTS matches (left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
+    CREATE TEMP TABLE IF NOT EXISTS plan (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+";
