@@ -10,7 +10,6 @@
 pub mod check;
 pub mod config;
 pub mod connectors;
-pub mod demo;
 pub mod engine;
 mod error;
 pub mod merge;

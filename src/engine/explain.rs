@@ -127,7 +127,7 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
                 field: spec.name.clone(),
                 right_column: spec.right.clone(),
                 owner: unit.owner.as_str().into(),
-                policy: link.policy_of(unit).as_str().into(),
+                policy: if unit.owner == crate::config::Owner::Both { link.policy_of(unit).as_str().into() } else { "-".into() },
                 left: lv.map(|v| v.to_json()),
                 right: rv.map(|v| v.to_json()),
                 base: base.map(|v| v.to_json()),

@@ -199,3 +199,11 @@ fn valve_refusal(link: &LinkSpec, report: &LinkReport, allow_mass_delete: bool, 
     }
     Ok(None)
 }
+
+/// Opens a link's systems and checks every column it names (for `check`).
+///
+/// # Errors
+/// A system that cannot be opened, or a config error located in the file.
+pub fn check_against_systems(config: &Config, link: &LinkSpec) -> Result<(), Error> {
+    LinkIo::open(config, link).map(drop)
+}

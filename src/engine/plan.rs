@@ -509,12 +509,16 @@ impl<'a> Planner<'a> {
     /// already exists and gets the new record (a delete-vs-edit won by the edit).
     fn plan_create(&mut self, from: Side, rec: &Record, replacing: Option<&PairRow>) -> Result<(), Error> {
         let to = from.other();
+        // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
+        // with a default accepts the create); those fields get no base, so the next run
+        // decides them by the owner rule instead of reading the default as an edit.
         let mut values: Vec<(String, Value)> = self
             .link
             .fields
             .iter()
             .enumerate()
             .map(|(i, f)| (self.link.field_column(i, to).to_string(), f.transform.apply(rec.values[i].clone())))
+            .filter(|(_, v)| *v != Value::Null)
             .collect();
         if let Some(col) = self.link.external_ref(to) {
             values.push((col.to_string(), Value::Text(rec.key.display_text())));
@@ -525,6 +529,7 @@ impl<'a> Planner<'a> {
         };
         let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
         plan.base = self.full_base(rec);
+        plan.base.retain(|_, v| *v != Value::Null);
         plan.marks.clear();
         plan.changes[side_index(to)].push(Change {
             side: to,

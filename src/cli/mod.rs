@@ -1,0 +1,308 @@
+//! Command definitions and their output (text for people, `--json` for scripts).
+
+mod demo;
+mod output;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use syncline::config::{Config, StateLocation};
+use syncline::engine::{self, RunOptions};
+use syncline::model::{Key, Value};
+use syncline::state::StateStore;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_ATTENTION: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "syncline", version, about = "Keeps records in step between systems of record: one-way, two-way or hybrid")]
+pub struct Args {
+    /// The config file.
+    #[arg(long, short, global = true, default_value = "syncline.toml", env = "SYNCLINE_CONFIG")]
+    pub config: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Lint the config: load it, look at the systems, and apply the design rules.
+    Check,
+    /// Show what a run would change. Writes nothing, anywhere.
+    Plan {
+        #[arg(long)]
+        link: Option<String>,
+        /// How many planned operations to list (all are counted).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Run one cycle of every link (or one).
+    Run {
+        #[arg(long)]
+        link: Option<String>,
+        /// Run even if more than max_delete_fraction of a collection would be deleted.
+        #[arg(long)]
+        allow_mass_delete: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Recent runs, open conflicts and quarantine per link.
+    Status,
+    /// List or resolve conflicts.
+    Conflicts {
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
+    },
+    /// List or release quarantined records.
+    Quarantine {
+        #[command(subcommand)]
+        action: Option<QuarantineAction>,
+    },
+    /// The journal of planned and applied writes, newest first.
+    Log {
+        #[arg(long)]
+        link: Option<String>,
+        /// A record key (left or right) as shown by `plan` or `explain`.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Where each field's value of one record came from: `explain LINK left:KEY`.
+    Explain { link: String, key: String },
+    /// Create a demo CRM and billing database with a config, then plan and run it.
+    Demo {
+        /// Folder to create the demo in.
+        #[arg(long, default_value = "syncline-demo")]
+        dir: PathBuf,
+        /// Contacts in the CRM.
+        #[arg(long, default_value_t = 3000)]
+        contacts: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConflictAction {
+    /// List open and resolved conflicts.
+    List {
+        #[arg(long)]
+        link: Option<String>,
+    },
+    /// Decide a conflict; the next run writes the decision to whichever side differs.
+    Resolve {
+        link: String,
+        /// The record's key: `left:KEY`, `right:KEY` or a bare left key.
+        key: String,
+        /// The field (or field group) in conflict.
+        field: String,
+        /// Take this side's value.
+        #[arg(long, value_parser = ["left", "right"], conflicts_with = "value")]
+        take: Option<String>,
+        /// Use this value instead (`NULL` for null; numbers are numbers).
+        #[arg(long)]
+        value: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineAction {
+    List {
+        #[arg(long)]
+        link: Option<String>,
+    },
+    /// Release a record (or one field of it): the next run handles it again.
+    Release {
+        link: String,
+        key: String,
+        #[arg(long)]
+        field: Option<String>,
+    },
+}
+
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<syncline::Error>() {
+            return if e.is_config() { EXIT_CONFIG } else { EXIT_FAILURE };
+        }
+        if cause.downcast_ref::<syncline::config::ConfigError>().is_some() {
+            return EXIT_CONFIG;
+        }
+    }
+    EXIT_FAILURE
+}
+
+fn state_path(config: &Config) -> &std::path::Path {
+    match &config.state {
+        StateLocation::Sqlite(p) => p,
+    }
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    if let Command::Demo { dir, contacts } = &args.command {
+        return demo::run_demo(dir, *contacts, args.json);
+    }
+    let config = Config::load(&args.config)?;
+    let out = output::Output { json: args.json };
+    match args.command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Check => {
+            let mut findings = syncline::check::check(&config);
+            for link in &config.links {
+                if let Err(e) = syncline::engine::check_against_systems(&config, link) {
+                    let (line, column) = match &e {
+                        syncline::Error::Config(c) => c.location.unwrap_or((0, 0)),
+                        _ => config.source.line_col(link.span.start),
+                    };
+                    findings.push(syncline::check::Finding {
+                        severity: syncline::check::Severity::Error,
+                        link: link.name.clone(),
+                        line,
+                        column,
+                        rule: "systems",
+                        message: match &e {
+                            syncline::Error::Config(c) => c.message.clone(),
+                            other => other.to_string(),
+                        },
+                    });
+                }
+            }
+            out.findings(&config, &findings);
+            Ok(if findings.iter().any(|f| f.severity == syncline::check::Severity::Error) { EXIT_CONFIG } else { EXIT_OK })
+        }
+        Command::Plan { link, limit } => {
+            let mut state = StateStore::open_read_only(state_path(&config))?;
+            let report = engine::run_cycle(&config, &mut state, RunOptions { apply: false, only_link: link, list_limit: limit, ..Default::default() })?;
+            out.report(&report, true);
+            Ok(outcome_code(&report))
+        }
+        Command::Run { link, allow_mass_delete, limit } => {
+            let mut state = StateStore::open(state_path(&config))?;
+            let report = engine::run_cycle(&config, &mut state, RunOptions { apply: true, only_link: link, allow_mass_delete, list_limit: limit, between_plan_and_apply: None })?;
+            out.report(&report, false);
+            Ok(outcome_code(&report))
+        }
+        Command::Status => {
+            let state = StateStore::open_read_only(state_path(&config))?;
+            out.status(&config, &state)?;
+            let attention = !state.conflicts(None)?.iter().all(|c| c.status == "resolved") || !state.quarantine(None)?.is_empty();
+            Ok(if attention { EXIT_ATTENTION } else { EXIT_OK })
+        }
+        Command::Conflicts { action } => match action.unwrap_or(ConflictAction::List { link: None }) {
+            ConflictAction::List { link } => {
+                let state = StateStore::open_read_only(state_path(&config))?;
+                let conflicts = state.conflicts(link.as_deref())?;
+                out.conflicts(&conflicts);
+                Ok(if conflicts.iter().any(|c| c.status == "open") { EXIT_ATTENTION } else { EXIT_OK })
+            }
+            ConflictAction::Resolve { link, key, field, take, value } => {
+                let mut state = StateStore::open(state_path(&config))?;
+                let spec = config.link(&link).with_context(|| format!("no link named `{link}`"))?;
+                let conflict = find_conflict(&state, &link, &key, &field)?;
+                let chosen: Vec<Value> = match (take.as_deref(), value) {
+                    (Some("left"), None) => conflict.left_value.clone(),
+                    (Some("right"), None) => conflict.right_value.clone(),
+                    (None, Some(v)) => {
+                        let unit = spec.units.iter().find(|u| u.name == conflict.unit).context("unit gone from config")?;
+                        if unit.fields.len() != 1 {
+                            bail!("`{field}` is a field group; resolve it with --take left|right");
+                        }
+                        vec![spec.fields[unit.fields[0]].transform.apply(Value::parse_cli(&v))]
+                    }
+                    _ => bail!("say --take left, --take right or --value V"),
+                };
+                state.resolve_conflict(&link, &conflict.left_key, &conflict.unit, &chosen)?;
+                out.message(&format!(
+                    "resolved {link} {key} {field} = {}; the next `syncline run` writes it where it differs",
+                    chosen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ), serde_json::json!({"resolved": true, "link": link, "key": key, "field": field, "value": chosen.iter().map(Value::to_json).collect::<Vec<_>>()}));
+                Ok(EXIT_OK)
+            }
+        },
+        Command::Quarantine { action } => match action.unwrap_or(QuarantineAction::List { link: None }) {
+            QuarantineAction::List { link } => {
+                let state = StateStore::open_read_only(state_path(&config))?;
+                let rows = state.quarantine(link.as_deref())?;
+                out.quarantine(&rows);
+                Ok(if rows.is_empty() { EXIT_OK } else { EXIT_ATTENTION })
+            }
+            QuarantineAction::Release { link, key, field } => {
+                let mut state = StateStore::open(state_path(&config))?;
+                let rows = state.quarantine(Some(&link))?;
+                let encoded = rows
+                    .iter()
+                    .find(|q| Key::decode(&q.key).map(|k| k.display_text()).ok().as_deref() == Some(strip_side(&key)))
+                    .map(|q| q.key.clone())
+                    .with_context(|| format!("nothing quarantined for {link} {key}"))?;
+                let n = state.release_quarantine(&link, &encoded, field.as_deref())?;
+                out.message(&format!("released {n} quarantine entr{} for {link} {key}", if n == 1 { "y" } else { "ies" }), serde_json::json!({"released": n}));
+                Ok(EXIT_OK)
+            }
+        },
+        Command::Log { link, key, run, limit } => {
+            let state = StateStore::open_read_only(state_path(&config))?;
+            let key_enc = match (&key, &link) {
+                (Some(k), Some(l)) => resolve_key_text(&state, l, k)?,
+                (Some(k), None) => Some(Key(vec![Value::parse_cli(strip_side(k))]).encode()),
+                _ => None,
+            };
+            let entries = state.journal(link.as_deref(), key_enc.as_deref(), run, limit)?;
+            out.journal(&entries);
+            Ok(EXIT_OK)
+        }
+        Command::Explain { link, key } => {
+            let state = StateStore::open_read_only(state_path(&config))?;
+            let spec = config.link(&link).with_context(|| {
+                format!("no link named `{link}` (links: {})", config.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "))
+            })?;
+            let explanation = engine::explain(&config, spec, &state, &key)?;
+            out.explain(&explanation);
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn strip_side(key: &str) -> &str {
+    key.strip_prefix("left:").or_else(|| key.strip_prefix("right:")).unwrap_or(key)
+}
+
+/// The encoded key a person means, found in the journal's id map (integer or text).
+fn resolve_key_text(state: &StateStore, link: &str, key: &str) -> Result<Option<String>> {
+    let text = strip_side(key);
+    for candidate in [Key(vec![Value::parse_cli(text)]), Key(vec![Value::Text(text.to_string())])] {
+        if !state.journal(Some(link), Some(&candidate.encode()), None, 1)?.is_empty() {
+            return Ok(Some(candidate.encode()));
+        }
+    }
+    Ok(Some(Key(vec![Value::parse_cli(text)]).encode()))
+}
+
+fn find_conflict(state: &StateStore, link: &str, key: &str, field: &str) -> Result<syncline::state::ConflictRow> {
+    let want_right = key.starts_with("right:");
+    let text = strip_side(key);
+    state
+        .conflicts(Some(link))?
+        .into_iter()
+        .find(|c| {
+            let k = if want_right { &c.right_key } else { &c.left_key };
+            c.unit == field && Key::decode(k).map(|k| k.display_text()).ok().as_deref() == Some(text)
+        })
+        .with_context(|| format!("no conflict on {link} {key} {field} (see `syncline conflicts list`)"))
+}
+
+fn outcome_code(report: &engine::RunReport) -> u8 {
+    if report.refused() {
+        EXIT_REFUSED
+    } else if report.needs_attention() {
+        EXIT_ATTENTION
+    } else {
+        EXIT_OK
+    }
+}
