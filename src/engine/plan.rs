@@ -391,8 +391,9 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let hash = hash_values(&target);
+                let replaced = hash_values(current);
                 let bounces = match plan.marks.get(&unit.name) {
-                    Some(m) if m.side == to && m.hash == hash && m.run == self.run_seq - 1 => m.bounces + 1,
+                    Some(m) if m.side == to && m.hash == hash && m.replaced == replaced && m.run == self.run_seq - 1 => m.bounces + 1,
                     _ => 0,
                 };
                 if bounces >= 2 {
@@ -405,7 +406,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let idx = side_index(to);
-                plan.marks_if[idx].insert(unit.name.clone(), Mark { side: to, hash, run: self.run_seq, bounces });
+                plan.marks_if[idx].insert(unit.name.clone(), Mark { side: to, hash, replaced, run: self.run_seq, bounces });
                 let rec = records[idx];
                 for (i, &f) in unit.fields.iter().enumerate() {
                     let col = self.link.field_column(f, to).to_string();

@@ -50,6 +50,10 @@ pub struct Mark {
     pub side: Side,
     /// Fingerprint of the value written (xxh3 of its encoding).
     pub hash: u64,
+    /// Fingerprint of the value it replaced: a bounce is the same replacement again
+    /// (a trigger rewriting our value the same way), not a person's new edit.
+    #[serde(default)]
+    pub replaced: u64,
     /// The link's run number of that write.
     pub run: i64,
     /// How many consecutive runs had to write the same value again.
