@@ -384,10 +384,8 @@ impl<'a> Planner<'a> {
             for to in [Side::Left, Side::Right] {
                 let current = if to == Side::Left { &lv } else { &rv };
                 if *current == target {
-                    for (i, &f) in unit.fields.iter().enumerate() {
-                        plan.base.insert(self.link.fields[f].name.clone(), target[i].clone());
-                    }
-                    state_dirty = true;
+                    // This side already holds it; the base moves only once the other
+                    // side's write is confirmed (`base_if`), never before.
                     continue;
                 }
                 let hash = hash_values(&target);
