@@ -165,10 +165,24 @@ impl Key {
     }
 
     pub fn decode(s: &str) -> Result<Key, ValueDecodeError> {
-        s.split(KEY_SEP)
-            .map(|part| Value::decode(&part.replace("\\u", "\u{1f}").replace("\\\\", "\\")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Key)
+        // Undo `encode`'s escapes in one left-to-right pass: `\\` is a backslash,
+        // `\u` the separator character, and a bare separator ends a part.
+        let mut parts = Vec::new();
+        let mut part = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('\\') => part.push('\\'),
+                    Some('u') => part.push(KEY_SEP),
+                    _ => return Err(ValueDecodeError(s.chars().take(40).collect())),
+                },
+                KEY_SEP => parts.push(Value::decode(&std::mem::take(&mut part))?),
+                other => part.push(other),
+            }
+        }
+        parts.push(Value::decode(&part)?);
+        Ok(Key(parts))
     }
 
     /// The form a person types and reads: `42`, `alice`, or `7,eu` for a composite key.
