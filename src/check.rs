@@ -68,7 +68,7 @@ fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
             let back: Vec<&str> = link.units.iter().filter(|u| u.owner != Owner::Left).map(|u| u.name.as_str()).collect();
             if !back.is_empty() {
                 push(Severity::Warning, &link.span, "one-way-writes-back", format!(
-                    "one-way link writes back {} ({}): it is a hybrid — {}; say mode = \"two-way\" or accept it",
+                    "one-way link writes back {} ({}): it is a {}; say so with mode = \"two-way\", or accept it",
                     back.join(", "), if back.len() == 1 { "1 field" } else { "several fields" }, link.shape()));
             }
             if link.on_delete_left.is_none() {

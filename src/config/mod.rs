@@ -106,10 +106,19 @@ impl Config {
             text,
         };
         let raw: RawConfig = toml::from_str(&source.text).map_err(|e| {
-            source.error(
-                e.span(),
-                e.message().trim_end().to_string(),
-            )
+            // The parser's message names the problem, not always the key: quote the line.
+            let line = e
+                .span()
+                .and_then(|s| source.text[..s.start.min(source.text.len())].rsplit('\n').next().map(|before| {
+                    let start = s.start - before.len();
+                    source.text[start..].lines().next().unwrap_or("").trim().to_string()
+                }))
+                .filter(|l| !l.is_empty());
+            let message = e.message().trim_end().to_string();
+            source.error(e.span(), match line {
+                Some(l) => format!("{message} (in `{l}`)"),
+                None => message,
+            })
         })?;
         let base_dir = path
             .parent()
