@@ -1,1 +1,213 @@
-fn main(){}
+//! Benchmark: a first one-way run and a no-change run over N SQLite rows (default
+//! 1,000,000; `SYNCLINE_BENCH_ROWS` to change), against baselines measured in the same
+//! process on the same files:
+//! - first run vs. `INSERT INTO right SELECT … FROM left` across ATTACHed databases (the
+//!   fastest copy SQLite can do, with no identity, base or journal);
+//! - no-change run vs. a plain scan of both tables.
+//!
+//! Prints times, rows/s, ratios and the peak resident memory (VmHWM) of each phase.
+//! Run with `cargo bench --bench sqlite_sync`.
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use syncline::config::{Config, StateLocation};
+use syncline::engine::{self, RunOptions};
+use syncline::state::StateStore;
+
+const CONFIG: &str = r#"
+[systems.crm]
+kind = "sqlite"
+path = "left.db"
+
+[systems.billing]
+kind = "sqlite"
+path = "right.db"
+
+[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+left_key = "id"
+right_key = "id"
+mode = "one-way"
+right_ref = "crm_id"
+batch_size = 5000
+
+[links.contacts.fields]
+email = {}
+name = {}
+company = {}
+status = {}
+amount = {}
+updated_at = {}
+"#;
+
+const SCHEMA: &str = "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount REAL, updated_at TEXT";
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn seed(dir: &Path, rows: u64) {
+    let left = Connection::open(dir.join("left.db")).unwrap();
+    left.execute_batch(&format!("PRAGMA journal_mode = WAL; {SCHEMA});"))
+        .unwrap();
+    let tx = left.unchecked_transaction().unwrap();
+    {
+        let mut stmt = tx
+            .prepare("INSERT INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .unwrap();
+        for i in 0..rows as i64 {
+            stmt.execute(rusqlite::params![
+                i + 1,
+                format!("person{i}@example.com"),
+                format!("Person {i}"),
+                format!("Company {}", i % 5000),
+                ["active", "trial", "past_due"][(i % 3) as usize],
+                (i % 100_000) as f64 / 100.0,
+                format!("2026-11-{:02} 10:00:00", 1 + i % 28)
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let right = Connection::open(dir.join("right.db")).unwrap();
+    right
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; {SCHEMA}, crm_id TEXT);"
+        ))
+        .unwrap();
+    std::fs::write(dir.join("syncline.toml"), CONFIG).unwrap();
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, u64) {
+    reset_peak_rss();
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed(), peak_rss_kib())
+}
+
+fn run_syncline(dir: &Path) -> engine::RunReport {
+    let config = Config::load(&dir.join("syncline.toml")).unwrap();
+    let StateLocation::Sqlite(state_path) = &config.state;
+    let mut state = StateStore::open(state_path).unwrap();
+    engine::run_cycle(
+        &config,
+        &mut state,
+        RunOptions {
+            list_limit: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this file too: keep it tiny then.
+    let is_bench = std::env::args().any(|a| a == "--bench");
+    let rows: u64 = std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if is_bench { 1_000_000 } else { 1000 });
+    let dir = tempfile::tempdir().unwrap();
+    println!("seeding {rows} rows…");
+    seed(dir.path(), rows);
+
+    // Baseline 1: the fastest copy SQLite can make between the two files.
+    let base_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("left.db"), base_dir.path().join("left.db")).unwrap();
+    let right = Connection::open(base_dir.path().join("right.db")).unwrap();
+    right
+        .execute_batch(&format!("{SCHEMA}, crm_id TEXT);"))
+        .unwrap();
+    let (_, copy_time, copy_rss) = timed(|| {
+        right
+            .execute_batch(&format!(
+                "ATTACH '{}' AS l; INSERT INTO contacts SELECT *, CAST(id AS TEXT) FROM l.contacts;",
+                base_dir.path().join("left.db").display()
+            ))
+            .unwrap()
+    });
+
+    let (report, first_time, first_rss) = timed(|| run_syncline(dir.path()));
+    assert_eq!(
+        report.links[0].to_right.created, rows,
+        "first run must create every row"
+    );
+
+    // Baseline 2: reading both tables once, which a no-change run has to do at least.
+    let (_, scan_time, _) = timed(|| {
+        for file in ["left.db", "right.db"] {
+            let c = Connection::open(dir.path().join(file)).unwrap();
+            let mut stmt = c.prepare("SELECT id, email, name, company, status, amount, updated_at FROM contacts ORDER BY id").unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            let mut n = 0u64;
+            while let Some(r) = rows.next().unwrap() {
+                let _: Option<String> = r.get(1).unwrap();
+                n += 1;
+            }
+            assert_eq!(n, rows_count(&c));
+        }
+    });
+    let (report, again_time, again_rss) = timed(|| run_syncline(dir.path()));
+    assert_eq!(
+        report.links[0].unchanged, rows,
+        "no-change run must find every pair unchanged"
+    );
+    assert_eq!(report.links[0].to_right.writes(), 0);
+
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    println!(
+        "\n{:<34} {:>10} {:>14} {:>10} {:>12}",
+        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB"
+    );
+    println!(
+        "{:<34} {:>10.2} {:>14.0} {:>10} {:>12.1}",
+        "baseline: INSERT…SELECT copy",
+        copy_time.as_secs_f64(),
+        rate(copy_time),
+        "1.00×",
+        copy_rss as f64 / 1024.0
+    );
+    println!(
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12.1}",
+        "syncline first run (one-way)",
+        first_time.as_secs_f64(),
+        rate(first_time),
+        first_time.as_secs_f64() / copy_time.as_secs_f64(),
+        first_rss as f64 / 1024.0
+    );
+    println!(
+        "{:<34} {:>10.2} {:>14.0} {:>10} {:>12}",
+        "baseline: scan both tables",
+        scan_time.as_secs_f64(),
+        rate(scan_time),
+        "1.00×",
+        "-"
+    );
+    println!(
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12.1}",
+        "syncline no-change run",
+        again_time.as_secs_f64(),
+        rate(again_time),
+        again_time.as_secs_f64() / scan_time.as_secs_f64(),
+        again_rss as f64 / 1024.0
+    );
+}
+
+fn rows_count(c: &Connection) -> u64 {
+    c.query_row("SELECT count(*) FROM contacts", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}

@@ -35,15 +35,33 @@ pub fn check(config: &Config) -> Vec<Finding> {
 fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
     let mut push = |severity, span: &std::ops::Range<usize>, rule, message: String| {
         let (line, column) = config.source.line_col(span.start);
-        out.push(Finding { severity, link: link.name.clone(), line, column, rule, message });
+        out.push(Finding {
+            severity,
+            link: link.name.clone(),
+            line,
+            column,
+            rule,
+            message,
+        });
     };
-    push(Severity::Info, &link.span, "shape", format!("link `{}` is {}", link.name, link.shape()));
+    push(
+        Severity::Info,
+        &link.span,
+        "shape",
+        format!("link `{}` is {}", link.name, link.shape()),
+    );
 
     if link.left.key_span.is_none() || link.right.key_span.is_none() {
-        push(Severity::Warning, &link.span, "stable-key",
-            "left_key / right_key not set: assuming `id`; say which column is the stable key".into());
+        push(
+            Severity::Warning,
+            &link.span,
+            "stable-key",
+            "left_key / right_key not set: assuming `id`; say which column is the stable key"
+                .into(),
+        );
     }
-    let no_identity = link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
+    let no_identity =
+        link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
     if no_identity {
         push(Severity::Warning, &link.span, "create-identity",
             "no match_on and no right_ref/left_ref: a create interrupted by a crash cannot be found again (it could be duplicated), and a lost state store cannot re-link records".into());
@@ -52,24 +70,57 @@ fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
         Mode::TwoWay => {
             for unit in &link.units {
                 if !unit.owner_explicit {
-                    push(Severity::Warning, &unit.span, "two-way-owner", format!(
-                        "field `{}` has no owner on a two-way link: it is `both`, decided by `{}`; say owner = \"left\", \"right\" or \"both\"",
-                        unit.name, link.policy_of(unit).as_str()));
+                    push(
+                        Severity::Warning,
+                        &unit.span,
+                        "two-way-owner",
+                        format!(
+                            "field `{}` has no owner on a two-way link: it is `both`, decided by `{}`; say owner = \"left\", \"right\" or \"both\"",
+                            unit.name,
+                            link.policy_of(unit).as_str()
+                        ),
+                    );
                 }
             }
-            for (side, rule) in [(Side::Left, &link.on_delete_left), (Side::Right, &link.on_delete_right)] {
+            for (side, rule) in [
+                (Side::Left, &link.on_delete_left),
+                (Side::Right, &link.on_delete_right),
+            ] {
                 if rule.is_none() {
-                    push(Severity::Warning, &link.span, "delete-rule", format!(
-                        "no on_delete.{side} on a two-way link: deletes on the {side} are held for review; say propagate, ignore, soft:COLUMN=VALUE or hold"));
+                    push(
+                        Severity::Warning,
+                        &link.span,
+                        "delete-rule",
+                        format!(
+                            "no on_delete.{side} on a two-way link: deletes on the {side} are held for review; say propagate, ignore, soft:COLUMN=VALUE or hold"
+                        ),
+                    );
                 }
             }
         }
         Mode::OneWay => {
-            let back: Vec<&str> = link.units.iter().filter(|u| u.owner != Owner::Left).map(|u| u.name.as_str()).collect();
+            let back: Vec<&str> = link
+                .units
+                .iter()
+                .filter(|u| u.owner != Owner::Left)
+                .map(|u| u.name.as_str())
+                .collect();
             if !back.is_empty() {
-                push(Severity::Warning, &link.span, "one-way-writes-back", format!(
-                    "one-way link writes back {} ({}): it is a {}; say so with mode = \"two-way\", or accept it",
-                    back.join(", "), if back.len() == 1 { "1 field" } else { "several fields" }, link.shape()));
+                push(
+                    Severity::Warning,
+                    &link.span,
+                    "one-way-writes-back",
+                    format!(
+                        "one-way link writes back {} ({}): it is a {}; say so with mode = \"two-way\", or accept it",
+                        back.join(", "),
+                        if back.len() == 1 {
+                            "1 field"
+                        } else {
+                            "several fields"
+                        },
+                        link.shape()
+                    ),
+                );
             }
             if link.on_delete_left.is_none() {
                 push(Severity::Info, &link.span, "delete-rule",
@@ -79,20 +130,40 @@ fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
     }
     for unit in &link.units {
         if unit.owner == Owner::Both && unit.policy.is_none() && link.conflict.is_none() {
-            push(Severity::Warning, &unit.span, "both-without-policy", format!(
-                "field `{}` is owned by both without a conflict policy: conflicts are held for a person (manual); set conflict = \"…\" on the field or the link",
-                unit.name));
+            push(
+                Severity::Warning,
+                &unit.span,
+                "both-without-policy",
+                format!(
+                    "field `{}` is owned by both without a conflict policy: conflicts are held for a person (manual); set conflict = \"…\" on the field or the link",
+                    unit.name
+                ),
+            );
         }
-        if unit.owner == Owner::Both && link.policy_of(unit) == Policy::Newest && unit.clock.is_none() {
-            push(Severity::Error, &unit.span, "newest-without-clock", format!(
-                "field `{}` uses `newest` but names no clock columns: every conflict would be held; add clock = {{ left = \"…\", right = \"…\" }}",
-                unit.name));
+        if unit.owner == Owner::Both
+            && link.policy_of(unit) == Policy::Newest
+            && unit.clock.is_none()
+        {
+            push(
+                Severity::Error,
+                &unit.span,
+                "newest-without-clock",
+                format!(
+                    "field `{}` uses `newest` but names no clock columns: every conflict would be held; add clock = {{ left = \"…\", right = \"…\" }}",
+                    unit.name
+                ),
+            );
         }
     }
     for deleted_on in [Side::Left, Side::Right] {
-        if link.delete_rule(deleted_on) == DeleteRule::Propagate && link.max_delete_fraction >= 1.0 {
-            push(Severity::Warning, &link.span, "delete-valve",
-                "deletes propagate and max_delete_fraction = 1: nothing stops a mass delete".into());
+        if link.delete_rule(deleted_on) == DeleteRule::Propagate && link.max_delete_fraction >= 1.0
+        {
+            push(
+                Severity::Warning,
+                &link.span,
+                "delete-valve",
+                "deletes propagate and max_delete_fraction = 1: nothing stops a mass delete".into(),
+            );
         }
     }
 }

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -28,7 +29,10 @@ fn main() -> ExitCode {
         Err(err) => {
             let code = cli::exit_code_for(&err);
             if json {
-                println!("{}", serde_json::json!({ "error": format!("{err:#}"), "exit_code": code }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": format!("{err:#}"), "exit_code": code })
+                );
             } else {
                 eprintln!("error: {err:#}");
             }

@@ -30,7 +30,8 @@ fn fixture() -> Fixture {
 }
 
 fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
 
 #[test]
@@ -40,9 +41,14 @@ fn check_states_the_shape_and_passes_a_good_config() {
         .arg("check")
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("hybrid: 2 fields left→right, 1 field both ways"))
+        .stdout(predicate::str::contains(
+            "hybrid: 2 fields left→right, 1 field both ways",
+        ))
         .stdout(predicate::str::contains("0 error(s)"));
-    let out = syncline(f.path()).args(["check", "--json"]).output().unwrap();
+    let out = syncline(f.path())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(json(&out.stdout)["findings"][0]["rule"], "shape");
 }
 
@@ -66,56 +72,134 @@ notes = { owner = "both", conflict = "newest" }
     let out = syncline(f.path()).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    for rule in ["one-way-writes-back", "newest-without-clock", "create-identity"] {
+    for rule in [
+        "one-way-writes-back",
+        "newest-without-clock",
+        "create-identity",
+    ] {
         assert!(text.contains(rule), "missing {rule}: {text}");
     }
-    assert!(text.contains("syncline.toml:18:9: error [newest-without-clock]"), "{text}");
+    assert!(
+        text.contains("syncline.toml:18:9: error [newest-without-clock]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn run_plan_status_log_explain_and_exit_codes() {
     let f = fixture();
     // plan: what would happen, nothing written, exit 0
-    let out = syncline(f.path()).args(["plan", "--json"]).output().unwrap();
+    let out = syncline(f.path())
+        .args(["plan", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let plan = json(&out.stdout);
     assert_eq!(plan["links"][0]["to_right"]["created"], 3);
     assert!(!f.path().join(".syncline").exists());
 
     // run: creates, exit 0; a second run: nothing
-    syncline(f.path()).arg("run").assert().code(0).stdout(predicate::str::contains("left → right wrote: 3 created"));
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("left → right wrote: 3 created"));
     let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(json(&out.stdout)["links"][0]["unchanged"], 3);
 
     // a conflict: exit 3, listed, resolved, written, exit 0
-    f.left.execute("UPDATE contacts SET notes = 'left says' WHERE email = 'a@x.org'", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'right says' WHERE email = 'a@x.org'", []).unwrap();
-    syncline(f.path()).arg("run").assert().code(3).stdout(predicate::str::contains("conflicts 1"));
-    let out = syncline(f.path()).args(["conflicts", "list", "--json"]).output().unwrap();
+    f.left
+        .execute(
+            "UPDATE contacts SET notes = 'left says' WHERE email = 'a@x.org'",
+            [],
+        )
+        .unwrap();
+    f.right
+        .execute(
+            "UPDATE customers SET notes = 'right says' WHERE email = 'a@x.org'",
+            [],
+        )
+        .unwrap();
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("conflicts 1"));
+    let out = syncline(f.path())
+        .args(["conflicts", "list", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let c = json(&out.stdout);
     assert_eq!(c["conflicts"][0]["left"][0], "left says");
-    syncline(f.path()).args(["status"]).assert().code(3).stdout(predicate::str::contains("1 open conflicts"));
-    syncline(f.path()).args(["conflicts", "resolve", "contacts", "left:1", "notes", "--take", "right"]).assert().code(0);
-    syncline(f.path()).arg("run").assert().code(0).stdout(predicate::str::contains("right → left wrote: 0 created, 1 updated"));
-    assert_eq!(support::Fixture::rows(&f.left, "SELECT notes FROM contacts WHERE id = 1")[0][0], support::text("right says"));
+    syncline(f.path())
+        .args(["status"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("1 open conflicts"));
+    syncline(f.path())
+        .args([
+            "conflicts",
+            "resolve",
+            "contacts",
+            "left:1",
+            "notes",
+            "--take",
+            "right",
+        ])
+        .assert()
+        .code(0);
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "right → left wrote: 0 created, 1 updated",
+        ));
+    assert_eq!(
+        support::Fixture::rows(&f.left, "SELECT notes FROM contacts WHERE id = 1")[0][0],
+        support::text("right says")
+    );
 
     // log and explain show where the value came from
-    let out = syncline(f.path()).args(["log", "--link", "contacts", "--key", "1", "--json"]).output().unwrap();
+    let out = syncline(f.path())
+        .args(["log", "--link", "contacts", "--key", "1", "--json"])
+        .output()
+        .unwrap();
     let log = json(&out.stdout);
     assert_eq!(log["journal"][0]["reason"], "resolved by a person");
     assert_eq!(log["journal"][0]["status"], "applied");
-    let out = syncline(f.path()).args(["explain", "contacts", "left:1", "--json"]).output().unwrap();
+    let out = syncline(f.path())
+        .args(["explain", "contacts", "left:1", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let x = json(&out.stdout);
-    let notes = x["fields"].as_array().unwrap().iter().find(|f| f["field"] == "notes").unwrap().clone();
+    let notes = x["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "notes")
+        .unwrap()
+        .clone();
     assert_eq!(notes["left"], "right says");
     assert_eq!(notes["state"], "in sync");
     assert_eq!(notes["last_write"]["reason"], "resolved by a person");
-    syncline(f.path()).args(["explain", "contacts", "right:1"]).assert().code(0).stdout(predicate::str::contains("left:1 ⇄ right:1"));
-    syncline(f.path()).args(["explain", "contacts", "left:999"]).assert().code(1).stderr(predicate::str::contains("no record left:999"));
-    syncline(f.path()).args(["status", "--json"]).assert().code(0);
+    syncline(f.path())
+        .args(["explain", "contacts", "right:1"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("left:1 ⇄ right:1"));
+    syncline(f.path())
+        .args(["explain", "contacts", "left:999"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no record left:999"));
+    syncline(f.path())
+        .args(["status", "--json"])
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -123,15 +207,30 @@ fn a_mass_delete_is_refused_with_exit_4() {
     let f = fixture();
     syncline(f.path()).arg("run").assert().code(0);
     f.left.execute("DELETE FROM contacts", []).unwrap();
-    syncline(f.path()).arg("run").assert().code(4).stdout(predicate::str::contains("max_delete_fraction"));
-    assert_eq!(support::Fixture::rows(&f.right, "SELECT count(*) FROM customers")[0][0], syncline::model::Value::Integer(3));
-    syncline(f.path()).args(["run", "--allow-mass-delete"]).assert().code(0);
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("max_delete_fraction"));
+    assert_eq!(
+        support::Fixture::rows(&f.right, "SELECT count(*) FROM customers")[0][0],
+        syncline::model::Value::Integer(3)
+    );
+    syncline(f.path())
+        .args(["run", "--allow-mass-delete"])
+        .assert()
+        .code(0);
 }
 
 #[test]
 fn quarantine_is_listed_with_exit_3() {
     let f = fixture();
-    f.right.execute("INSERT INTO customers (email) VALUES ('A@x.org'), ('a@X.org')", []).unwrap();
+    f.right
+        .execute(
+            "INSERT INTO customers (email) VALUES ('A@x.org'), ('a@X.org')",
+            [],
+        )
+        .unwrap();
     syncline(f.path()).arg("run").assert().code(3);
     syncline(f.path())
         .args(["quarantine", "list"])
@@ -153,19 +252,31 @@ fn config_error(config: &str, expect: &[&str]) {
 
 #[test]
 fn malformed_toml_names_file_line_and_column() {
-    config_error("[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\n", &["syncline.toml:3:", "string"]);
+    config_error(
+        "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\n",
+        &["syncline.toml:3:", "string"],
+    );
 }
 
 #[test]
 fn unknown_system_kind_is_named() {
-    config_error("[systems.crm]\nkind = \"oracle\"\npath = \"x\"\n", &["syncline.toml:2:8", "unknown kind `oracle`", "sqlite"]);
+    config_error(
+        "[systems.crm]\nkind = \"oracle\"\npath = \"x\"\n",
+        &["syncline.toml:2:8", "unknown kind `oracle`", "sqlite"],
+    );
 }
 
 #[test]
 fn unknown_keys_and_wrong_types_are_named() {
-    config_error(&format!("[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\npaht = 1\n"), &["syncline.toml:4:1", "paht"]);
     config_error(
-        &LINK.replace("max_delete", "x").replace("mode = \"two-way\"", "mode = \"two-way\"\nmax_delete_fraction = \"lots\""),
+        "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\npaht = 1\n",
+        &["syncline.toml:4:1", "paht"],
+    );
+    config_error(
+        &LINK.replace("max_delete", "x").replace(
+            "mode = \"two-way\"",
+            "mode = \"two-way\"\nmax_delete_fraction = \"lots\"",
+        ),
         &["syncline.toml:", "max_delete_fraction"],
     );
 }
@@ -187,9 +298,18 @@ fn a_column_that_does_not_exist_is_named_with_its_line() {
 
 #[test]
 fn a_missing_env_var_and_a_missing_config_file_are_config_errors() {
-    config_error("[systems.crm]\nkind = \"sqlite\"\npath = \"${SYNCLINE_TEST_NOT_SET}/x.db\"\n", &["syncline.toml:3:8", "SYNCLINE_TEST_NOT_SET"]);
+    config_error(
+        "[systems.crm]\nkind = \"sqlite\"\npath = \"${SYNCLINE_TEST_NOT_SET}/x.db\"\n",
+        &["syncline.toml:3:8", "SYNCLINE_TEST_NOT_SET"],
+    );
     let dir = tempfile::tempdir().unwrap();
-    syncline(dir.path()).arg("plan").assert().code(2).stderr(predicate::str::contains("syncline.toml: cannot read config file"));
+    syncline(dir.path())
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "syncline.toml: cannot read config file",
+        ));
 }
 
 #[test]
@@ -200,17 +320,36 @@ fn env_vars_are_substituted() {
         format!("[systems.crm]\nkind = \"sqlite\"\npath = \"${{CRM_DB}}\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n{LINK}"),
     )
     .unwrap();
-    syncline(f.path()).env("CRM_DB", "left.db").arg("run").assert().code(0);
+    syncline(f.path())
+        .env("CRM_DB", "left.db")
+        .arg("run")
+        .assert()
+        .code(0);
 }
 
 #[test]
 fn an_unreadable_database_is_a_failure_with_exit_1() {
     let f = fixture();
-    std::fs::write(f.path().join("right.db"), b"this is not a database, it is a text file of some length............").unwrap();
-    syncline(f.path()).arg("run").assert().code(1).stderr(predicate::str::contains("system `billing`"));
+    std::fs::write(
+        f.path().join("right.db"),
+        b"this is not a database, it is a text file of some length............",
+    )
+    .unwrap();
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("system `billing`"));
     std::fs::remove_file(f.path().join("right.db")).unwrap();
-    syncline(f.path()).arg("run").assert().code(1).stderr(predicate::str::contains("does not exist"));
-    assert!(!f.path().join("right.db").exists(), "a missing database must not be created");
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not exist"));
+    assert!(
+        !f.path().join("right.db").exists(),
+        "a missing database must not be created"
+    );
 }
 
 #[test]
@@ -220,8 +359,17 @@ fn demo_runs_end_to_end() {
         .args(["demo", "--dir", "d", "--contacts", "300"])
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("a third run right after writes nothing"));
-    syncline(&dir.path().join("d")).args(["conflicts", "list"]).assert().code(3).stdout(predicate::str::contains("notes"));
+        .stdout(predicate::str::contains(
+            "a third run right after writes nothing",
+        ));
+    syncline(&dir.path().join("d"))
+        .args(["conflicts", "list"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("notes"));
     // a second demo in the same folder starts over
-    syncline(dir.path()).args(["demo", "--dir", "d", "--contacts", "300"]).assert().code(3);
+    syncline(dir.path())
+        .args(["demo", "--dir", "d", "--contacts", "300"])
+        .assert()
+        .code(3);
 }

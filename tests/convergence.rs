@@ -45,11 +45,21 @@ enum Side {
 #[derive(Debug, Clone)]
 enum Op {
     Insert(Side, u8),
-    Update { side: Side, pick: usize, field: &'static str, value: u8 },
+    Update {
+        side: Side,
+        pick: usize,
+        field: &'static str,
+        value: u8,
+    },
     Delete(Side, usize),
     Run,
     /// A run during whose plan→apply window this update is made.
-    RunWithEdit { side: Side, pick: usize, field: &'static str, value: u8 },
+    RunWithEdit {
+        side: Side,
+        pick: usize,
+        field: &'static str,
+        value: u8,
+    },
 }
 
 fn side() -> impl Strategy<Value = Side> {
@@ -84,7 +94,14 @@ struct World {
 }
 
 fn uid_of(email: &str) -> u32 {
-    email.to_lowercase().trim_start_matches('u').split('@').next().unwrap().parse().unwrap()
+    email
+        .to_lowercase()
+        .trim_start_matches('u')
+        .split('@')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 impl World {
@@ -105,26 +122,38 @@ impl World {
     /// (key, uid) of the live rows on a side, in key order.
     fn rows(&self, side: Side) -> Vec<(i64, u32)> {
         let (t, k) = Self::table(side);
-        Fixture::rows(self.conn(side), &format!("SELECT {k}, email FROM {t} ORDER BY {k}"))
-            .into_iter()
-            .map(|r| match (&r[0], &r[1]) {
-                (Value::Integer(k), Value::Text(e)) => (*k, uid_of(e)),
-                other => panic!("{other:?}"),
-            })
-            .collect()
+        Fixture::rows(
+            self.conn(side),
+            &format!("SELECT {k}, email FROM {t} ORDER BY {k}"),
+        )
+        .into_iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Value::Integer(k), Value::Text(e)) => (*k, uid_of(e)),
+            other => panic!("{other:?}"),
+        })
+        .collect()
     }
 
     fn insert(&mut self, side: Side, v: u8) {
         let uid = self.model.next_uid;
         self.model.next_uid += 1;
         // The right side types emails in capitals now and then: match_on normalizes.
-        let email = if side == Side::Right && v % 2 == 0 { format!("U{uid}@X.ORG") } else { format!("u{uid}@x.org") };
+        let email = if side == Side::Right && v.is_multiple_of(2) {
+            format!("U{uid}@X.ORG")
+        } else {
+            format!("u{uid}@x.org")
+        };
         let (name, notes) = (format!("n{}", v % 4), format!("t{}", v % 3));
         let (t, _) = Self::table(side);
         self.conn(side)
-            .execute(&format!("INSERT INTO {t} (email, name, phone, notes) VALUES (?1, ?2, ?3, ?4)"), rusqlite::params![email, name, format!("p{}", v % 5), notes])
+            .execute(
+                &format!("INSERT INTO {t} (email, name, phone, notes) VALUES (?1, ?2, ?3, ?4)"),
+                rusqlite::params![email, name, format!("p{}", v % 5), notes],
+            )
             .unwrap();
-        self.model.live.insert(uid, (Some(name), Some(notes), false));
+        self.model
+            .live
+            .insert(uid, (Some(name), Some(notes), false));
     }
 
     fn update(&mut self, side: Side, pick: usize, field: &str, value: u8) {
@@ -138,9 +167,16 @@ impl World {
         // trigger does, and is frozen as flapping: tests/scenarios.rs covers that).
         self.model.next_uid += 1;
         let v = format!("{field}-{side:?}-{value}-{}", self.model.next_uid);
-        self.conn(side).execute(&format!("UPDATE {t} SET {field} = ?1 WHERE {k} = ?2"), rusqlite::params![v, key]).unwrap();
+        self.conn(side)
+            .execute(
+                &format!("UPDATE {t} SET {field} = ?1 WHERE {k} = ?2"),
+                rusqlite::params![v, key],
+            )
+            .unwrap();
         // A record deleted on the other side is doomed: delete-wins removes this one too.
-        let Some(entry) = self.model.live.get_mut(&uid) else { return };
+        let Some(entry) = self.model.live.get_mut(&uid) else {
+            return;
+        };
         let linked = entry.2;
         // Owner rules: the owner's edit always counts; before a record has been through a
         // run, the edit is part of what is created on the other side.
@@ -160,7 +196,9 @@ impl World {
         }
         let (key, uid) = rows[pick % rows.len()];
         let (t, k) = Self::table(side);
-        self.conn(side).execute(&format!("DELETE FROM {t} WHERE {k} = ?1"), [key]).unwrap();
+        self.conn(side)
+            .execute(&format!("DELETE FROM {t} WHERE {k} = ?1"), [key])
+            .unwrap();
         self.model.live.remove(&uid);
     }
 
@@ -173,47 +211,80 @@ impl World {
     /// (email, name, phone, notes) per side, normalized email.
     fn snapshot(&self, side: Side) -> Vec<(String, Value, Value, Value)> {
         let (t, _) = Self::table(side);
-        let mut rows: Vec<_> = Fixture::rows(self.conn(side), &format!("SELECT lower(email), name, phone, notes FROM {t}"))
-            .into_iter()
-            .map(|r| {
-                let Value::Text(e) = &r[0] else { panic!() };
-                (e.clone(), r[1].clone(), r[2].clone(), r[3].clone())
-            })
-            .collect();
+        let mut rows: Vec<_> = Fixture::rows(
+            self.conn(side),
+            &format!("SELECT lower(email), name, phone, notes FROM {t}"),
+        )
+        .into_iter()
+        .map(|r| {
+            let Value::Text(e) = &r[0] else { panic!() };
+            (e.clone(), r[1].clone(), r[2].clone(), r[3].clone())
+        })
+        .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows
     }
 }
 
 fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut w = World { f: Fixture::new(LEFT, RIGHT, LINK), model: Model::default() };
+    let mut w = World {
+        f: Fixture::new(LEFT, RIGHT, LINK),
+        model: Model::default(),
+    };
     for op in ops {
         match op {
             Op::Insert(s, v) => w.insert(s, v),
-            Op::Update { side, pick, field, value } => w.update(side, pick, field, value),
+            Op::Update {
+                side,
+                pick,
+                field,
+                value,
+            } => w.update(side, pick, field, value),
             Op::Delete(s, p) => w.delete(s, p),
             Op::Run => {
                 w.f.run();
                 w.after_run();
             }
-            Op::RunWithEdit { side, pick, field, value } => {
+            Op::RunWithEdit {
+                side,
+                pick,
+                field,
+                value,
+            } => {
                 // Only records that already went through a run: an edit racing a create
                 // of its own record is drift by the owner rules, not a lost update.
-                let linked_rows: Vec<(i64, u32)> =
-                    w.rows(side).into_iter().filter(|(_, uid)| w.model.live.get(uid).is_some_and(|e| e.2)).collect();
-                let target = (!linked_rows.is_empty()).then(|| linked_rows[pick % linked_rows.len()]);
-                let path = w.f.path().join(if side == Side::Left { "left.db" } else { "right.db" });
+                let linked_rows: Vec<(i64, u32)> = w
+                    .rows(side)
+                    .into_iter()
+                    .filter(|(_, uid)| w.model.live.get(uid).is_some_and(|e| e.2))
+                    .collect();
+                let target =
+                    (!linked_rows.is_empty()).then(|| linked_rows[pick % linked_rows.len()]);
+                let path = w.f.path().join(if side == Side::Left {
+                    "left.db"
+                } else {
+                    "right.db"
+                });
                 let (t, k) = World::table(side);
                 let v = format!("{field}-{side:?}-{value}-race");
                 let mut hook = |_: &str| {
                     if let Some((key, _)) = target {
                         let c = rusqlite::Connection::open(&path).unwrap();
-                        c.execute(&format!("UPDATE {t} SET {field} = ?1 WHERE {k} = ?2"), rusqlite::params![v, key]).unwrap();
+                        c.execute(
+                            &format!("UPDATE {t} SET {field} = ?1 WHERE {k} = ?2"),
+                            rusqlite::params![v, key],
+                        )
+                        .unwrap();
                     }
                 };
-                w.f.run_with(RunOptions { between_plan_and_apply: Some(&mut hook), ..Default::default() });
+                w.f.run_with(RunOptions {
+                    between_plan_and_apply: Some(&mut hook),
+                    ..Default::default()
+                });
                 if let Some((_, uid)) = target {
-                    let Some(entry) = w.model.live.get_mut(&uid) else { continue };
+                    let Some(entry) = w.model.live.get_mut(&uid) else {
+                        continue;
+                    };
                     match (field, side) {
                         ("name", Side::Left) => entry.0 = Some(v),
                         ("notes", Side::Right) => entry.1 = Some(v),
@@ -235,8 +306,16 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert!(settled, "runs kept writing after edits stopped");
     // Quiescence: a run right after a run writes nothing.
     let again = w.f.run();
-    prop_assert_eq!(writes(&again), 0, "a run after a settled run wrote something");
-    prop_assert!(!again.needs_attention(), "nothing should need a person under these rules: {:?}", again.links[0]);
+    prop_assert_eq!(
+        writes(&again),
+        0,
+        "a run after a settled run wrote something"
+    );
+    prop_assert!(
+        !again.needs_attention(),
+        "nothing should need a person under these rules: {:?}",
+        again.links[0]
+    );
 
     // Convergence and no duplicates.
     let left = w.snapshot(Side::Left);
@@ -247,11 +326,25 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
     // Owner rules and no lost update: every live record holds what its owner wrote last.
     let expected: BTreeSet<String> = w.model.live.keys().map(|u| format!("u{u}@x.org")).collect();
-    prop_assert_eq!(emails.into_iter().cloned().collect::<BTreeSet<_>>(), expected, "live records differ from the model");
+    prop_assert_eq!(
+        emails.into_iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "live records differ from the model"
+    );
     for row in &left {
         let (name, notes, _) = &w.model.live[&uid_of(&row.0)];
-        prop_assert_eq!(&row.1, &Value::Text(name.clone().unwrap()), "name of {} (owner left)", row.0);
-        prop_assert_eq!(&row.3, &Value::Text(notes.clone().unwrap()), "notes of {} (owner right)", row.0);
+        prop_assert_eq!(
+            &row.1,
+            &Value::Text(name.clone().unwrap()),
+            "name of {} (owner left)",
+            row.0
+        );
+        prop_assert_eq!(
+            &row.3,
+            &Value::Text(notes.clone().unwrap()),
+            "notes of {} (owner right)",
+            row.0
+        );
     }
     Ok(())
 }

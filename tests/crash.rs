@@ -46,19 +46,35 @@ fn seed(dir: &Path, records: usize) {
     let tl = left.unchecked_transaction().unwrap();
     let tr = right.unchecked_transaction().unwrap();
     for i in 0..records {
-        tl.execute("INSERT INTO contacts (email, name, notes) VALUES (?1, ?2, ?3)", rusqlite::params![format!("p{i}@x.org"), format!("Person {i}"), format!("left note {i}")])
-            .unwrap();
+        tl.execute(
+            "INSERT INTO contacts (email, name, notes) VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                format!("p{i}@x.org"),
+                format!("Person {i}"),
+                format!("left note {i}")
+            ],
+        )
+        .unwrap();
         if i % 3 == 0 {
             // Known to billing too, with its own notes and plan: updates both ways.
             tr.execute(
                 "INSERT INTO customers (email, name, notes, plan) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![format!("P{i}@X.org"), format!("Person {i}"), format!("right note {i}"), format!("plan-{}", i % 4)],
+                rusqlite::params![
+                    format!("P{i}@X.org"),
+                    format!("Person {i}"),
+                    format!("right note {i}"),
+                    format!("plan-{}", i % 4)
+                ],
             )
             .unwrap();
         }
     }
     for j in 0..records / 6 {
-        tr.execute("INSERT INTO customers (email, name, plan) VALUES (?1, 'Billing only', 'trial')", [format!("b{j}@x.org")]).unwrap();
+        tr.execute(
+            "INSERT INTO customers (email, name, plan) VALUES (?1, 'Billing only', 'trial')",
+            [format!("b{j}@x.org")],
+        )
+        .unwrap();
     }
     tl.commit().unwrap();
     tr.commit().unwrap();
@@ -66,7 +82,11 @@ fn seed(dir: &Path, records: usize) {
 }
 
 fn run(dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_syncline")).current_dir(dir).args(["run", "--json"]).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .current_dir(dir)
+        .args(["run", "--json"])
+        .output()
+        .unwrap()
 }
 
 /// Runs until a run writes nothing; returns how long the first run took.
@@ -76,11 +96,18 @@ fn run_until_quiet(dir: &Path) -> Duration {
         let start = Instant::now();
         let out = run(dir);
         first.get_or_insert(start.elapsed());
-        assert!(out.status.code() == Some(0), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.code() == Some(0),
+            "run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let writes: u64 = ["to_left", "to_right"]
             .iter()
-            .flat_map(|d| ["created", "updated", "deleted"].map(|k| report["links"][0][d][k].as_u64().unwrap()))
+            .flat_map(|d| {
+                ["created", "updated", "deleted"]
+                    .map(|k| report["links"][0][d][k].as_u64().unwrap())
+            })
             .sum();
         if writes == 0 {
             return first.unwrap();
@@ -95,14 +122,24 @@ fn snapshot(dir: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let read = |file: &str, sql: &str| -> Vec<Vec<String>> {
         let c = Connection::open(dir.join(file)).unwrap();
         let mut stmt = c.prepare(sql).unwrap();
-        stmt.query_map([], |r| Ok((0..4).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect()))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        stmt.query_map([], |r| {
+            Ok((0..4)
+                .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+                .collect())
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     };
     (
-        read("left.db", "SELECT lower(email), name, notes, plan FROM contacts ORDER BY lower(email)"),
-        read("right.db", "SELECT lower(email), name, notes, plan FROM customers ORDER BY lower(email)"),
+        read(
+            "left.db",
+            "SELECT lower(email), name, notes, plan FROM contacts ORDER BY lower(email)",
+        ),
+        read(
+            "right.db",
+            "SELECT lower(email), name, notes, plan FROM customers ORDER BY lower(email)",
+        ),
     )
 }
 
@@ -113,7 +150,10 @@ fn killing_a_run_at_any_point_ends_in_the_same_state() {
     seed(reference.path(), records);
     let first_run = run_until_quiet(reference.path());
     let expected = snapshot(reference.path());
-    assert_eq!(expected.0, expected.1, "the uninterrupted run itself did not converge");
+    assert_eq!(
+        expected.0, expected.1,
+        "the uninterrupted run itself did not converge"
+    );
     assert_eq!(expected.0.len(), records + records / 6);
 
     let points = 12;
@@ -136,10 +176,24 @@ fn killing_a_run_at_any_point_ends_in_the_same_state() {
         child.wait().unwrap();
         run_until_quiet(dir.path());
         let got = snapshot(dir.path());
-        assert_eq!(got.0.len(), expected.0.len(), "left record count after a kill at {delay:?}");
-        assert_eq!(got.1.len(), expected.1.len(), "right record count after a kill at {delay:?} (duplicates?)");
-        assert_eq!(got, expected, "state after a kill at {delay:?} differs from an uninterrupted run");
+        assert_eq!(
+            got.0.len(),
+            expected.0.len(),
+            "left record count after a kill at {delay:?}"
+        );
+        assert_eq!(
+            got.1.len(),
+            expected.1.len(),
+            "right record count after a kill at {delay:?} (duplicates?)"
+        );
+        assert_eq!(
+            got, expected,
+            "state after a kill at {delay:?} differs from an uninterrupted run"
+        );
     }
     // The kills must really land inside runs for this test to mean anything.
-    assert!(killed_mid_run >= points / 2, "only {killed_mid_run} of {points} kills landed while the run was going");
+    assert!(
+        killed_mid_run >= points / 2,
+        "only {killed_mid_run} of {points} kills landed while the run was going"
+    );
 }

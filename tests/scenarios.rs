@@ -25,32 +25,61 @@ const TWO_WAY_FIELDS: &str = "email = { owner = \"left\" }\nname = { owner = \"l
 fn seed_left(f: &Fixture, n: usize) {
     for i in 0..n {
         f.left
-            .execute("INSERT INTO contacts (email, name, notes) VALUES (?1, ?2, 'n')", rusqlite::params![format!("p{i}@x.org"), format!("P{i}")])
+            .execute(
+                "INSERT INTO contacts (email, name, notes) VALUES (?1, ?2, 'n')",
+                rusqlite::params![format!("p{i}@x.org"), format!("P{i}")],
+            )
             .unwrap();
     }
 }
 
 fn right_names(f: &Fixture) -> Vec<Vec<Value>> {
-    Fixture::rows(&f.right, "SELECT email, name, notes FROM customers ORDER BY email")
+    Fixture::rows(
+        &f.right,
+        "SELECT email, name, notes FROM customers ORDER BY email",
+    )
 }
 
 #[test]
 fn one_way_drift_is_corrected_or_only_reported() {
     // GIVEN a one-way link that has synced once
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"one-way\"\non_delete = { left = \"propagate\" }", "email = {}\nname = {}"));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"one-way\"\non_delete = { left = \"propagate\" }",
+            "email = {}\nname = {}",
+        ),
+    );
     seed_left(&f, 3);
     assert_eq!(f.run().links[0].to_right.created, 3);
     // WHEN someone edits a left-owned field on the receiving side
-    f.right.execute("UPDATE customers SET name = 'hacked' WHERE email = 'p1@x.org'", []).unwrap();
+    f.right
+        .execute(
+            "UPDATE customers SET name = 'hacked' WHERE email = 'p1@x.org'",
+            [],
+        )
+        .unwrap();
     let r = f.run();
     // THEN the run puts the owner's value back and says why
     assert_eq!(r.links[0].to_right.updated, 1);
-    assert_eq!(r.links[0].planned[0].reason, "drift correction (owner's value restored)");
+    assert_eq!(
+        r.links[0].planned[0].reason,
+        "drift correction (owner's value restored)"
+    );
     assert_eq!(right_names(&f)[1][1], text("P1"));
 
     // GIVEN on_drift = "report" WHEN the same drift happens THEN it is counted, not written
-    f.write_config(&link("mode = \"one-way\"\non_drift = \"report\"\non_delete = { left = \"propagate\" }", "email = {}\nname = {}"));
-    f.right.execute("UPDATE customers SET name = 'hacked' WHERE email = 'p1@x.org'", []).unwrap();
+    f.write_config(&link(
+        "mode = \"one-way\"\non_drift = \"report\"\non_delete = { left = \"propagate\" }",
+        "email = {}\nname = {}",
+    ));
+    f.right
+        .execute(
+            "UPDATE customers SET name = 'hacked' WHERE email = 'p1@x.org'",
+            [],
+        )
+        .unwrap();
     let r = f.run();
     assert_eq!(writes(&r), 0);
     assert_eq!(r.links[0].drift_reported, 1);
@@ -60,7 +89,11 @@ fn one_way_drift_is_corrected_or_only_reported() {
 #[test]
 fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
     // GIVEN the right side normalizes names with a trigger: our value never sticks
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"one-way\"", "email = {}\nname = {}"));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
     f.right
         .execute_batch("CREATE TRIGGER whisper AFTER UPDATE OF name ON customers WHEN new.name <> lower(new.name)
                         BEGIN UPDATE customers SET name = lower(new.name) WHERE cid = new.cid; END;")
@@ -68,7 +101,9 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
     seed_left(&f, 2);
     f.run();
     // WHEN the left renames, and every write of 'Q…' comes back as 'q…'
-    f.left.execute("UPDATE contacts SET name = 'Q' || id", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET name = 'Q' || id", [])
+        .unwrap();
     let mut frozen_at = None;
     for run in 1..=6 {
         let r = f.run();
@@ -78,10 +113,17 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
         }
     }
     // THEN it is frozen after two bounces, with a reason, and runs go quiet
-    assert!(frozen_at.is_some_and(|n| n <= 5), "never frozen: {frozen_at:?}");
+    assert!(
+        frozen_at.is_some_and(|n| n <= 5),
+        "never frozen: {frozen_at:?}"
+    );
     let state = StateStore::open(&f.state_path()).unwrap();
     let q = state.quarantine(Some("c")).unwrap();
-    assert!(q.iter().all(|q| q.kind == "flapping" && q.reason.contains("keeps bouncing")), "{q:?}");
+    assert!(
+        q.iter()
+            .all(|q| q.kind == "flapping" && q.reason.contains("keeps bouncing")),
+        "{q:?}"
+    );
     assert_eq!(q.len(), 2);
     drop(state);
     assert_eq!(writes(&f.run()), 0);
@@ -89,22 +131,42 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
 
 #[test]
 fn deletes_follow_the_rule_and_the_valve_refuses_mass_deletes() {
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"one-way\"\non_delete = { left = \"propagate\" }\nmax_delete_fraction = 0.3", "email = {}\nname = {}"));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"one-way\"\non_delete = { left = \"propagate\" }\nmax_delete_fraction = 0.3",
+            "email = {}\nname = {}",
+        ),
+    );
     seed_left(&f, 10);
     f.run();
     // GIVEN 2 of 10 deleted on the left WHEN run THEN they are deleted on the right
-    f.left.execute("DELETE FROM contacts WHERE id <= 2", []).unwrap();
+    f.left
+        .execute("DELETE FROM contacts WHERE id <= 2", [])
+        .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].to_right.deleted, 2);
     assert_eq!(right_names(&f).len(), 8);
     // GIVEN most of the left vanishes WHEN run THEN nothing is deleted and the run is refused
-    f.left.execute("DELETE FROM contacts WHERE id <= 8", []).unwrap();
+    f.left
+        .execute("DELETE FROM contacts WHERE id <= 8", [])
+        .unwrap();
     let r = f.run();
     assert!(r.refused(), "{:?}", r.links[0]);
-    assert!(r.links[0].refused.as_ref().unwrap().contains("max_delete_fraction"));
+    assert!(
+        r.links[0]
+            .refused
+            .as_ref()
+            .unwrap()
+            .contains("max_delete_fraction")
+    );
     assert_eq!(right_names(&f).len(), 8);
     // WHEN a person allows it THEN it goes through
-    let r = f.run_with(RunOptions { allow_mass_delete: true, ..Default::default() });
+    let r = f.run_with(RunOptions {
+        allow_mass_delete: true,
+        ..Default::default()
+    });
     assert_eq!(r.links[0].to_right.deleted, 6);
 }
 
@@ -113,32 +175,67 @@ fn soft_delete_ignore_and_hold() {
     let f = Fixture::new(
         LEFT,
         RIGHT,
-        &link("mode = \"two-way\"\non_delete = { left = \"soft:deleted=1\", right = \"ignore\" }\nmax_delete_fraction = 1.0", TWO_WAY_FIELDS),
+        &link(
+            "mode = \"two-way\"\non_delete = { left = \"soft:deleted=1\", right = \"ignore\" }\nmax_delete_fraction = 1.0",
+            TWO_WAY_FIELDS,
+        ),
     );
     seed_left(&f, 3);
     f.run();
     // soft: a left delete marks the right record
-    f.left.execute("DELETE FROM contacts WHERE email = 'p0@x.org'", []).unwrap();
+    f.left
+        .execute("DELETE FROM contacts WHERE email = 'p0@x.org'", [])
+        .unwrap();
     // ignore: a right delete leaves the left record alone and does not re-create it
-    f.right.execute("DELETE FROM customers WHERE email = 'p1@x.org'", []).unwrap();
+    f.right
+        .execute("DELETE FROM customers WHERE email = 'p1@x.org'", [])
+        .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].to_right.deleted, 1);
-    assert_eq!(Fixture::rows(&f.right, "SELECT deleted FROM customers WHERE email = 'p0@x.org'"), vec![vec![Value::Integer(1)]]);
-    assert_eq!(Fixture::rows(&f.left, "SELECT count(*) FROM contacts WHERE email = 'p1@x.org'"), vec![vec![Value::Integer(1)]]);
+    assert_eq!(
+        Fixture::rows(
+            &f.right,
+            "SELECT deleted FROM customers WHERE email = 'p0@x.org'"
+        ),
+        vec![vec![Value::Integer(1)]]
+    );
+    assert_eq!(
+        Fixture::rows(
+            &f.left,
+            "SELECT count(*) FROM contacts WHERE email = 'p1@x.org'"
+        ),
+        vec![vec![Value::Integer(1)]]
+    );
     assert_eq!(writes(&f.run()), 0, "tombstoned pairs stay quiet");
-    assert_eq!(Fixture::rows(&f.right, "SELECT count(*) FROM customers WHERE email = 'p1@x.org'"), vec![vec![Value::Integer(0)]]);
+    assert_eq!(
+        Fixture::rows(
+            &f.right,
+            "SELECT count(*) FROM customers WHERE email = 'p1@x.org'"
+        ),
+        vec![vec![Value::Integer(0)]]
+    );
 
     // hold: nothing happens, the survivor is quarantined until a person acts
-    f.write_config(&link("mode = \"two-way\"\non_delete = { left = \"hold\", right = \"hold\" }", TWO_WAY_FIELDS));
-    f.left.execute("DELETE FROM contacts WHERE email = 'p2@x.org'", []).unwrap();
+    f.write_config(&link(
+        "mode = \"two-way\"\non_delete = { left = \"hold\", right = \"hold\" }",
+        TWO_WAY_FIELDS,
+    ));
+    f.left
+        .execute("DELETE FROM contacts WHERE email = 'p2@x.org'", [])
+        .unwrap();
     let r = f.run();
     assert_eq!(writes(&r), 0);
     assert!(r.needs_attention());
-    let q = StateStore::open(&f.state_path()).unwrap().quarantine(Some("c")).unwrap();
+    let q = StateStore::open(&f.state_path())
+        .unwrap()
+        .quarantine(Some("c"))
+        .unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].kind, "delete_held");
     // the person deletes it on the right too: the hold clears itself
-    f.right.execute("DELETE FROM customers WHERE email = 'p2@x.org'", []).unwrap();
+    f.right
+        .execute("DELETE FROM customers WHERE email = 'p2@x.org'", [])
+        .unwrap();
     let r = f.run();
     assert!(!r.needs_attention(), "{:?}", r.links[0]);
 }
@@ -146,12 +243,26 @@ fn soft_delete_ignore_and_hold() {
 #[test]
 fn delete_versus_edit_holds_by_default_and_edit_wins_recreates() {
     let fields = TWO_WAY_FIELDS;
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }\nmax_delete_fraction = 1.0", fields));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }\nmax_delete_fraction = 1.0",
+            fields,
+        ),
+    );
     seed_left(&f, 2);
     f.run();
     // GIVEN deleted on the left and edited on the right since the last run
-    f.left.execute("DELETE FROM contacts WHERE email = 'p0@x.org'", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'important' WHERE email = 'p0@x.org'", []).unwrap();
+    f.left
+        .execute("DELETE FROM contacts WHERE email = 'p0@x.org'", [])
+        .unwrap();
+    f.right
+        .execute(
+            "UPDATE customers SET notes = 'important' WHERE email = 'p0@x.org'",
+            [],
+        )
+        .unwrap();
     // THEN by default nothing is lost: held
     let r = f.run();
     assert_eq!(writes(&r), 0);
@@ -164,23 +275,44 @@ fn delete_versus_edit_holds_by_default_and_edit_wins_recreates() {
     ));
     let r = f.run();
     assert_eq!(r.links[0].to_left.created, 1);
-    assert_eq!(Fixture::rows(&f.left, "SELECT notes FROM contacts WHERE email = 'p0@x.org'"), vec![vec![text("important")]]);
+    assert_eq!(
+        Fixture::rows(
+            &f.left,
+            "SELECT notes FROM contacts WHERE email = 'p0@x.org'"
+        ),
+        vec![vec![text("important")]]
+    );
     assert_eq!(writes(&f.run()), 0);
 }
 
 #[test]
 fn a_write_never_replaces_a_value_changed_after_it_was_read() {
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"\nconflict = \"left-wins\"", "email = { owner = \"left\" }\nnotes = { owner = \"both\" }"));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\nconflict = \"left-wins\"",
+            "email = { owner = \"left\" }\nnotes = { owner = \"both\" }",
+        ),
+    );
     seed_left(&f, 1);
     f.run();
     // GIVEN the left changes notes, so the run plans to write them to the right
-    f.left.execute("UPDATE contacts SET notes = 'from left'", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET notes = 'from left'", [])
+        .unwrap();
     // WHEN someone edits the right between plan and apply
     let right_path = f.path().join("right.db");
     let mut hook = |_: &str| {
-        rusqlite::Connection::open(&right_path).unwrap().execute("UPDATE customers SET notes = 'typed meanwhile'", []).unwrap();
+        rusqlite::Connection::open(&right_path)
+            .unwrap()
+            .execute("UPDATE customers SET notes = 'typed meanwhile'", [])
+            .unwrap();
     };
-    let r = f.run_with(RunOptions { between_plan_and_apply: Some(&mut hook), ..Default::default() });
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
     // THEN the write is skipped as stale, and the edit survives
     assert_eq!(r.links[0].to_right.stale_skipped, 1);
     assert_eq!(r.links[0].to_right.updated, 0);
@@ -193,19 +325,44 @@ fn a_write_never_replaces_a_value_changed_after_it_was_read() {
 
 #[test]
 fn a_lost_state_store_relinks_by_match_on_and_never_creates_or_deletes() {
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }", TWO_WAY_FIELDS));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }",
+            TWO_WAY_FIELDS,
+        ),
+    );
     seed_left(&f, 20);
     f.run();
     // GIVEN the state store is lost and both sides moved on
     std::fs::remove_dir_all(f.path().join(".syncline")).unwrap();
-    f.left.execute("UPDATE contacts SET name = 'renamed' WHERE email = 'p1@x.org'", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'edited' WHERE email = 'p2@x.org'", []).unwrap();
+    f.left
+        .execute(
+            "UPDATE contacts SET name = 'renamed' WHERE email = 'p1@x.org'",
+            [],
+        )
+        .unwrap();
+    f.right
+        .execute(
+            "UPDATE customers SET notes = 'edited' WHERE email = 'p2@x.org'",
+            [],
+        )
+        .unwrap();
     // WHEN run
     let r = f.run();
     let l = &r.links[0];
     // THEN records are re-linked: nothing created, nothing deleted; the owner rule decides
     // the left-owned name, and the `both` field with no base is held as a conflict
-    assert_eq!((l.to_left.created, l.to_right.created, l.to_left.deleted, l.to_right.deleted), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            l.to_left.created,
+            l.to_right.created,
+            l.to_left.deleted,
+            l.to_right.deleted
+        ),
+        (0, 0, 0, 0)
+    );
     assert_eq!(l.to_right.updated, 1);
     assert_eq!(l.conflicts, 1);
     assert_eq!(right_names(&f).len(), 20);
@@ -218,19 +375,34 @@ fn a_field_group_wins_or_loses_as_one() {
         RIGHT,
         &format!(
             "{}\n[links.c.groups]\naddress = [\"street\", \"city\"]\n",
-            link("mode = \"two-way\"\nconflict = \"left-wins\"", "email = { owner = \"left\" }\nstreet = { owner = \"both\" }\ncity = { owner = \"both\" }")
+            link(
+                "mode = \"two-way\"\nconflict = \"left-wins\"",
+                "email = { owner = \"left\" }\nstreet = { owner = \"both\" }\ncity = { owner = \"both\" }"
+            )
         ),
     );
-    f.left.execute("INSERT INTO contacts (email, street, city) VALUES ('a@x.org', '1 Old St', 'Lyon')", []).unwrap();
+    f.left
+        .execute(
+            "INSERT INTO contacts (email, street, city) VALUES ('a@x.org', '1 Old St', 'Lyon')",
+            [],
+        )
+        .unwrap();
     f.run();
     // GIVEN the left changes the street and the right changes the city
-    f.left.execute("UPDATE contacts SET street = '2 New St'", []).unwrap();
-    f.right.execute("UPDATE customers SET city = 'Porto'", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET street = '2 New St'", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE customers SET city = 'Porto'", [])
+        .unwrap();
     f.run();
     // THEN the whole address comes from the winner (left), never half from each side
     let row = Fixture::rows(&f.right, "SELECT street, city FROM customers");
     assert_eq!(row, vec![vec![text("2 New St"), text("Lyon")]]);
-    assert_eq!(Fixture::rows(&f.left, "SELECT street, city FROM contacts"), row);
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT street, city FROM contacts"),
+        row
+    );
 }
 
 #[test]
@@ -238,37 +410,71 @@ fn a_manual_conflict_waits_for_a_person_then_the_decision_is_written() {
     let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"", TWO_WAY_FIELDS));
     seed_left(&f, 1);
     f.run();
-    f.left.execute("UPDATE contacts SET notes = 'L'", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'R'", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET notes = 'L'", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE customers SET notes = 'R'", [])
+        .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].conflicts, 1);
     assert_eq!(writes(&r), 0);
     assert_eq!(f.run().links[0].conflicts, 1, "still held, not forgotten");
     let mut state = StateStore::open(&f.state_path()).unwrap();
     let c = state.conflicts(Some("c")).unwrap().remove(0);
-    assert_eq!((c.left_value.clone(), c.right_value.clone()), (vec![text("L")], vec![text("R")]));
-    state.resolve_conflict("c", &c.left_key, &c.unit, &[text("R")]).unwrap();
+    assert_eq!(
+        (c.left_value.clone(), c.right_value.clone()),
+        (vec![text("L")], vec![text("R")])
+    );
+    state
+        .resolve_conflict("c", &c.left_key, &c.unit, &[text("R")])
+        .unwrap();
     drop(state);
     let r = f.run();
     assert_eq!(r.links[0].to_left.updated, 1);
     assert_eq!(r.links[0].conflicts, 0);
-    assert_eq!(Fixture::rows(&f.left, "SELECT notes FROM contacts"), vec![vec![text("R")]]);
-    assert!(StateStore::open(&f.state_path()).unwrap().conflicts(None).unwrap().is_empty());
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT notes FROM contacts"),
+        vec![vec![text("R")]]
+    );
+    assert!(
+        StateStore::open(&f.state_path())
+            .unwrap()
+            .conflicts(None)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn newest_uses_clocks_beyond_the_skew_and_holds_ties() {
     let fields = "email = { owner = \"left\" }\nnotes = { owner = \"both\", conflict = \"newest\", clock = { left = \"updated_at\", right = \"modified_at\" } }";
     let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"", fields));
-    f.left.execute("INSERT INTO contacts (email, notes, updated_at) VALUES ('a@x.org', 'n', 100)", []).unwrap();
+    f.left
+        .execute(
+            "INSERT INTO contacts (email, notes, updated_at) VALUES ('a@x.org', 'n', 100)",
+            [],
+        )
+        .unwrap();
     f.run();
-    f.left.execute("UPDATE contacts SET notes = 'L', updated_at = 1000", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'R', modified_at = 2000", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET notes = 'L', updated_at = 1000", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE customers SET notes = 'R', modified_at = 2000", [])
+        .unwrap();
     assert_eq!(f.run().links[0].to_left.updated, 1);
-    assert_eq!(Fixture::rows(&f.left, "SELECT notes FROM contacts"), vec![vec![text("R")]]);
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT notes FROM contacts"),
+        vec![vec![text("R")]]
+    );
     // within the 2 s skew: a person decides
-    f.left.execute("UPDATE contacts SET notes = 'L2', updated_at = 3000", []).unwrap();
-    f.right.execute("UPDATE customers SET notes = 'R2', modified_at = 3001", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET notes = 'L2', updated_at = 3000", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE customers SET notes = 'R2', modified_at = 3001", [])
+        .unwrap();
     let r = f.run();
     assert_eq!((writes(&r), r.links[0].conflicts), (0, 1));
 }
@@ -276,17 +482,37 @@ fn newest_uses_clocks_beyond_the_skew_and_holds_ties() {
 #[test]
 fn a_record_the_other_side_refuses_is_quarantined_and_the_rest_applied() {
     let right = "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT CHECK (length(name) < 10), crm_id TEXT);";
-    let f = Fixture::new(LEFT, right, &link("mode = \"one-way\"", "email = {}\nname = {}"));
+    let f = Fixture::new(
+        LEFT,
+        right,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
     seed_left(&f, 5);
-    f.left.execute("UPDATE contacts SET name = 'a name that is far too long' WHERE email = 'p3@x.org'", []).unwrap();
+    f.left
+        .execute(
+            "UPDATE contacts SET name = 'a name that is far too long' WHERE email = 'p3@x.org'",
+            [],
+        )
+        .unwrap();
     let r = f.run();
-    assert_eq!((r.links[0].to_right.created, r.links[0].to_right.rejected), (4, 1));
+    assert_eq!(
+        (r.links[0].to_right.created, r.links[0].to_right.rejected),
+        (4, 1)
+    );
     assert!(r.needs_attention());
-    let q = StateStore::open(&f.state_path()).unwrap().quarantine(Some("c")).unwrap();
+    let q = StateStore::open(&f.state_path())
+        .unwrap()
+        .quarantine(Some("c"))
+        .unwrap();
     assert_eq!(q.len(), 1);
     assert!(q[0].reason.contains("CHECK constraint"), "{}", q[0].reason);
     // fixed at the source, it goes through and the quarantine clears
-    f.left.execute("UPDATE contacts SET name = 'short' WHERE email = 'p3@x.org'", []).unwrap();
+    f.left
+        .execute(
+            "UPDATE contacts SET name = 'short' WHERE email = 'p3@x.org'",
+            [],
+        )
+        .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].to_right.created, 1);
     assert!(!r.needs_attention());
@@ -295,23 +521,47 @@ fn a_record_the_other_side_refuses_is_quarantined_and_the_rest_applied() {
 #[test]
 fn ambiguous_matches_are_quarantined_never_guessed() {
     let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"", TWO_WAY_FIELDS));
-    f.left.execute("INSERT INTO contacts (email, name) VALUES ('dup@x.org', 'L')", []).unwrap();
-    f.right.execute("INSERT INTO customers (email, name) VALUES ('DUP@x.org', 'R1'), (' dup@x.org', 'R2')", []).unwrap();
+    f.left
+        .execute(
+            "INSERT INTO contacts (email, name) VALUES ('dup@x.org', 'L')",
+            [],
+        )
+        .unwrap();
+    f.right
+        .execute(
+            "INSERT INTO customers (email, name) VALUES ('DUP@x.org', 'R1'), (' dup@x.org', 'R2')",
+            [],
+        )
+        .unwrap();
     let r = f.run();
     assert_eq!(writes(&r), 0);
     assert_eq!(r.links[0].quarantined, 3);
     // the duplicate is fixed: the remaining pair links, and the quarantine clears
-    f.right.execute("DELETE FROM customers WHERE name = 'R2'", []).unwrap();
+    f.right
+        .execute("DELETE FROM customers WHERE name = 'R2'", [])
+        .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].quarantined, 0);
-    assert_eq!(StateStore::open(&f.state_path()).unwrap().pair_count("c").unwrap(), 1);
+    assert_eq!(
+        StateStore::open(&f.state_path())
+            .unwrap()
+            .pair_count("c")
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
 fn two_filled_collections_without_identity_rules_are_not_duplicated() {
-    let f = Fixture::new(LEFT, RIGHT, "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nleft_key = \"id\"\nright_key = \"cid\"\n[links.c.fields]\nemail = {}\n");
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nleft_key = \"id\"\nright_key = \"cid\"\n[links.c.fields]\nemail = {}\n",
+    );
     seed_left(&f, 3);
-    f.right.execute("INSERT INTO customers (email) VALUES ('p0@x.org')", []).unwrap();
+    f.right
+        .execute("INSERT INTO customers (email) VALUES ('p0@x.org')", [])
+        .unwrap();
     let r = f.run();
     assert!(r.refused());
     assert_eq!(right_names(&f).len(), 1);
@@ -321,33 +571,57 @@ fn two_filled_collections_without_identity_rules_are_not_duplicated() {
 fn plan_writes_nothing_anywhere() {
     let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"", TWO_WAY_FIELDS));
     seed_left(&f, 5);
-    let before = (std::fs::read(f.path().join("left.db")).unwrap(), std::fs::read(f.path().join("right.db")).unwrap());
+    let before = (
+        std::fs::read(f.path().join("left.db")).unwrap(),
+        std::fs::read(f.path().join("right.db")).unwrap(),
+    );
     let r = f.plan();
     assert_eq!(r.links[0].to_right.created, 5);
     assert!(!f.state_path().exists(), "plan created the state store");
-    assert_eq!(before, (std::fs::read(f.path().join("left.db")).unwrap(), std::fs::read(f.path().join("right.db")).unwrap()));
+    assert_eq!(
+        before,
+        (
+            std::fs::read(f.path().join("left.db")).unwrap(),
+            std::fs::read(f.path().join("right.db")).unwrap()
+        )
+    );
     f.run();
     let state_before = std::fs::read(f.state_path()).unwrap();
-    f.left.execute("UPDATE contacts SET name = 'x'", []).unwrap();
+    f.left
+        .execute("UPDATE contacts SET name = 'x'", [])
+        .unwrap();
     assert_eq!(f.plan().links[0].to_right.updated, 5);
     assert_eq!(state_before, std::fs::read(f.state_path()).unwrap());
 }
 
 #[test]
 fn a_failed_read_never_counts_as_deletes() {
-    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }\nmax_delete_fraction = 1.0", TWO_WAY_FIELDS));
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\non_delete = { left = \"propagate\", right = \"propagate\" }\nmax_delete_fraction = 1.0",
+            TWO_WAY_FIELDS,
+        ),
+    );
     seed_left(&f, 4);
     f.run();
     // GIVEN the right table cannot be read (renamed away)
-    f.right.execute("ALTER TABLE customers RENAME TO customers_old", []).unwrap();
+    f.right
+        .execute("ALTER TABLE customers RENAME TO customers_old", [])
+        .unwrap();
     let config = f.config();
     let mut state = StateStore::open(&f.state_path()).unwrap();
     let err = syncline::engine::run_cycle(&config, &mut state, RunOptions::default()).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     drop(state);
     // THEN nothing was deleted on the left, and once it is back, nothing happens
-    f.right.execute("ALTER TABLE customers_old RENAME TO customers", []).unwrap();
-    assert_eq!(Fixture::rows(&f.left, "SELECT count(*) FROM contacts"), vec![vec![Value::Integer(4)]]);
+    f.right
+        .execute("ALTER TABLE customers_old RENAME TO customers", [])
+        .unwrap();
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT count(*) FROM contacts"),
+        vec![vec![Value::Integer(4)]]
+    );
     assert_eq!(writes(&f.run()), 0);
 }
-

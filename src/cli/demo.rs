@@ -50,9 +50,21 @@ zip    = { owner = "both", conflict = "left-wins" }
 address = ["street", "city", "zip"]             # decided as one unit
 "#;
 
-const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Dennis", "Margaret", "Linus", "Radia", "Donald", "Frances"];
-const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Ritchie", "Hamilton", "Torvalds", "Perlman", "Knuth", "Allen"];
-const CITIES: &[(&str, &str)] = &[("Berlin", "10115"), ("Lyon", "69001"), ("Porto", "4000"), ("Turku", "20100"), ("Ghent", "9000")];
+const FIRST: &[&str] = &[
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Dennis", "Margaret", "Linus", "Radia",
+    "Donald", "Frances",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Ritchie", "Hamilton",
+    "Torvalds", "Perlman", "Knuth", "Allen",
+];
+const CITIES: &[(&str, &str)] = &[
+    ("Berlin", "10115"),
+    ("Lyon", "69001"),
+    ("Porto", "4000"),
+    ("Turku", "20100"),
+    ("Ghent", "9000"),
+];
 
 pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
     prepare_dir(dir)?;
@@ -74,8 +86,16 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
         let tx = crm.unchecked_transaction()?;
         let tb = billing.unchecked_transaction()?;
         for i in 1..=contacts {
-            let name = format!("{} {}", FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()]);
-            let email = format!("{}.{}{i}@example.com", FIRST[i % FIRST.len()].to_lowercase(), LAST[(i / FIRST.len()) % LAST.len()].to_lowercase());
+            let name = format!(
+                "{} {}",
+                FIRST[i % FIRST.len()],
+                LAST[(i / FIRST.len()) % LAST.len()]
+            );
+            let email = format!(
+                "{}.{}{i}@example.com",
+                FIRST[i % FIRST.len()].to_lowercase(),
+                LAST[(i / FIRST.len()) % LAST.len()].to_lowercase()
+            );
             let (city, zip) = CITIES[i % CITIES.len()];
             let phone = format!("+49 30 {:07}", rng.random_range(0..10_000_000));
             tx.execute(
@@ -84,7 +104,11 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
             )?;
             if i <= overlap {
                 // Billing knows this customer too; some were typed in with other casing.
-                let billing_email = if i % 50 == 0 { email.to_uppercase() } else { email.clone() };
+                let billing_email = if i % 50 == 0 {
+                    email.to_uppercase()
+                } else {
+                    email.clone()
+                };
                 let status = ["active", "trial", "past_due"][i % 3];
                 tb.execute(
                     "INSERT INTO customers (email_address, full_name, status, phone, street, city, zip, notes, modified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)",
@@ -108,44 +132,124 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
         tb.commit()?;
     }
     std::fs::write(dir.join("syncline.toml"), CONFIG)?;
-    std::fs::write(dir.join(MARKER), "created by `syncline demo`; safe to delete\n")?;
+    std::fs::write(
+        dir.join(MARKER),
+        "created by `syncline demo`; safe to delete\n",
+    )?;
 
     let out = Output { json };
     let config = Config::load(&dir.join("syncline.toml"))?;
     let StateLocation::Sqlite(state_path) = &config.state;
-    say(json, &format!("created {}: crm.db ({contacts} contacts), billing.db ({} customers), syncline.toml\n", dir.display(), overlap + contacts / 20 + 1));
+    say(
+        json,
+        &format!(
+            "created {}: crm.db ({contacts} contacts), billing.db ({} customers), syncline.toml\n",
+            dir.display(),
+            overlap + contacts / 20 + 1
+        ),
+    );
 
     say(json, "== syncline plan (first look; writes nothing)");
     let mut ro = StateStore::open_read_only(state_path)?;
-    let plan = engine::run_cycle(&config, &mut ro, RunOptions { apply: false, list_limit: 8, ..Default::default() })?;
+    let plan = engine::run_cycle(
+        &config,
+        &mut ro,
+        RunOptions {
+            apply: false,
+            list_limit: 8,
+            ..Default::default()
+        },
+    )?;
     out.report(&plan, true);
     drop(ro);
 
-    say(json, "\n== syncline run (first link: match by email, create what is missing, write back status)");
+    say(
+        json,
+        "\n== syncline run (first link: match by email, create what is missing, write back status)",
+    );
     let mut state = StateStore::open(state_path)?;
-    let first = engine::run_cycle(&config, &mut state, RunOptions { list_limit: 5, ..Default::default() })?;
+    let first = engine::run_cycle(
+        &config,
+        &mut state,
+        RunOptions {
+            list_limit: 5,
+            ..Default::default()
+        },
+    )?;
     out.report(&first, false);
 
     // A day of edits on both sides.
-    crm.execute("UPDATE contacts SET name = 'Ada King', updated_at = ?1 WHERE id = 1", [now])?;
-    crm.execute("UPDATE contacts SET notes = 'VIP: call before invoicing', updated_at = ?1 WHERE id = 2", [now])?;
+    crm.execute(
+        "UPDATE contacts SET name = 'Ada King', updated_at = ?1 WHERE id = 1",
+        [now],
+    )?;
+    crm.execute(
+        "UPDATE contacts SET notes = 'VIP: call before invoicing', updated_at = ?1 WHERE id = 2",
+        [now],
+    )?;
     billing.execute("UPDATE customers SET notes = 'disputed invoice #88' WHERE crm_id IS NULL AND customer_id = 2", [])?;
-    billing.execute("UPDATE customers SET status = 'cancelled', modified_at = ?1 WHERE customer_id = 3", [now])?;
-    crm.execute("UPDATE contacts SET phone = '+49 30 1111111', updated_at = ?1 WHERE id = 4", [now - 600])?;
-    billing.execute("UPDATE customers SET phone = '+49 30 2222222', modified_at = ?1 WHERE customer_id = 4", [now])?;
+    billing.execute(
+        "UPDATE customers SET status = 'cancelled', modified_at = ?1 WHERE customer_id = 3",
+        [now],
+    )?;
+    crm.execute(
+        "UPDATE contacts SET phone = '+49 30 1111111', updated_at = ?1 WHERE id = 4",
+        [now - 600],
+    )?;
+    billing.execute(
+        "UPDATE customers SET phone = '+49 30 2222222', modified_at = ?1 WHERE customer_id = 4",
+        [now],
+    )?;
     billing.execute("UPDATE customers SET street = '1 New Road', city = 'Oslo', zip = '0150', modified_at = ?1 WHERE customer_id = 5", [now])?;
-    say(json, "\n== edits: CRM renames contact 1 and notes contact 2; billing notes customer 2 too (conflict),\n   cancels 3, both edit the phone of 4 (newest wins), billing moves customer 5");
+    say(
+        json,
+        "\n== edits: CRM renames contact 1 and notes contact 2; billing notes customer 2 too (conflict),\n   cancels 3, both edit the phone of 4 (newest wins), billing moves customer 5",
+    );
     say(json, "\n== syncline run (second cycle)");
-    let second = engine::run_cycle(&config, &mut state, RunOptions { list_limit: 10, ..Default::default() })?;
+    let second = engine::run_cycle(
+        &config,
+        &mut state,
+        RunOptions {
+            list_limit: 10,
+            ..Default::default()
+        },
+    )?;
     out.report(&second, false);
-    let third = engine::run_cycle(&config, &mut state, RunOptions { list_limit: 5, ..Default::default() })?;
-    let quiet = third.links.iter().all(|l| l.to_left.writes() + l.to_right.writes() == 0);
-    say(json, &format!("\n== a third run right after writes {} (quiescence)", if quiet { "nothing" } else { "something — this is a bug" }));
-    say(json, &format!(
-        "\nnext, from {}:\n  syncline conflicts list          # the notes conflict, held for you\n  syncline quarantine list         # the duplicate email, not guessed\n  syncline explain contacts left:1 # where each value of contact 1 came from\n  syncline log --link contacts --limit 20",
-        dir.display()
-    ));
-    Ok(if third.needs_attention() { super::EXIT_ATTENTION } else { super::EXIT_OK })
+    let third = engine::run_cycle(
+        &config,
+        &mut state,
+        RunOptions {
+            list_limit: 5,
+            ..Default::default()
+        },
+    )?;
+    let quiet = third
+        .links
+        .iter()
+        .all(|l| l.to_left.writes() + l.to_right.writes() == 0);
+    say(
+        json,
+        &format!(
+            "\n== a third run right after writes {} (quiescence)",
+            if quiet {
+                "nothing"
+            } else {
+                "something — this is a bug"
+            }
+        ),
+    );
+    say(
+        json,
+        &format!(
+            "\nnext, from {}:\n  syncline conflicts list          # the notes conflict, held for you\n  syncline quarantine list         # the duplicate email, not guessed\n  syncline explain contacts left:1 # where each value of contact 1 came from\n  syncline log --link contacts --limit 20",
+            dir.display()
+        ),
+    );
+    Ok(if third.needs_attention() {
+        super::EXIT_ATTENTION
+    } else {
+        super::EXIT_OK
+    })
 }
 
 fn say(json: bool, text: &str) {
@@ -159,7 +263,10 @@ fn prepare_dir(dir: &Path) -> Result<()> {
         let ours = dir.join(MARKER).exists();
         let empty = std::fs::read_dir(dir)?.next().is_none();
         if !ours && !empty {
-            bail!("{} exists and was not made by `syncline demo`; pick another --dir", dir.display());
+            bail!(
+                "{} exists and was not made by `syncline demo`; pick another --dir",
+                dir.display()
+            );
         }
         for f in ["crm.db", "billing.db", "syncline.toml", MARKER] {
             let _ = std::fs::remove_file(dir.join(f));

@@ -18,10 +18,20 @@ pub const EXIT_ATTENTION: u8 = 3;
 pub const EXIT_REFUSED: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "syncline", version, about = "Keeps records in step between systems of record: one-way, two-way or hybrid")]
+#[command(
+    name = "syncline",
+    version,
+    about = "Keeps records in step between systems of record: one-way, two-way or hybrid"
+)]
 pub struct Args {
     /// The config file.
-    #[arg(long, short, global = true, default_value = "syncline.toml", env = "SYNCLINE_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "syncline.toml",
+        env = "SYNCLINE_CONFIG"
+    )]
     pub config: PathBuf,
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
@@ -130,9 +140,16 @@ pub enum QuarantineAction {
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<syncline::Error>() {
-            return if e.is_config() { EXIT_CONFIG } else { EXIT_FAILURE };
+            return if e.is_config() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            };
         }
-        if cause.downcast_ref::<syncline::config::ConfigError>().is_some() {
+        if cause
+            .downcast_ref::<syncline::config::ConfigError>()
+            .is_some()
+        {
             return EXIT_CONFIG;
         }
     }
@@ -175,78 +192,161 @@ pub fn run(args: Args) -> Result<u8> {
                 }
             }
             out.findings(&config, &findings);
-            Ok(if findings.iter().any(|f| f.severity == syncline::check::Severity::Error) { EXIT_CONFIG } else { EXIT_OK })
+            Ok(
+                if findings
+                    .iter()
+                    .any(|f| f.severity == syncline::check::Severity::Error)
+                {
+                    EXIT_CONFIG
+                } else {
+                    EXIT_OK
+                },
+            )
         }
         Command::Plan { link, limit } => {
             let mut state = StateStore::open_read_only(state_path(&config))?;
-            let report = engine::run_cycle(&config, &mut state, RunOptions { apply: false, only_link: link, list_limit: limit, ..Default::default() })?;
+            let report = engine::run_cycle(
+                &config,
+                &mut state,
+                RunOptions {
+                    apply: false,
+                    only_link: link,
+                    list_limit: limit,
+                    ..Default::default()
+                },
+            )?;
             out.report(&report, true);
             Ok(outcome_code(&report))
         }
-        Command::Run { link, allow_mass_delete, limit } => {
+        Command::Run {
+            link,
+            allow_mass_delete,
+            limit,
+        } => {
             let mut state = StateStore::open(state_path(&config))?;
-            let report = engine::run_cycle(&config, &mut state, RunOptions { apply: true, only_link: link, allow_mass_delete, list_limit: limit, between_plan_and_apply: None })?;
+            let report = engine::run_cycle(
+                &config,
+                &mut state,
+                RunOptions {
+                    apply: true,
+                    only_link: link,
+                    allow_mass_delete,
+                    list_limit: limit,
+                    between_plan_and_apply: None,
+                },
+            )?;
             out.report(&report, false);
             Ok(outcome_code(&report))
         }
         Command::Status => {
             let state = StateStore::open_read_only(state_path(&config))?;
             out.status(&config, &state)?;
-            let attention = !state.conflicts(None)?.iter().all(|c| c.status == "resolved") || !state.quarantine(None)?.is_empty();
+            let attention = !state
+                .conflicts(None)?
+                .iter()
+                .all(|c| c.status == "resolved")
+                || !state.quarantine(None)?.is_empty();
             Ok(if attention { EXIT_ATTENTION } else { EXIT_OK })
         }
-        Command::Conflicts { action } => match action.unwrap_or(ConflictAction::List { link: None }) {
-            ConflictAction::List { link } => {
-                let state = StateStore::open_read_only(state_path(&config))?;
-                let conflicts = state.conflicts(link.as_deref())?;
-                out.conflicts(&conflicts);
-                Ok(if conflicts.iter().any(|c| c.status == "open") { EXIT_ATTENTION } else { EXIT_OK })
-            }
-            ConflictAction::Resolve { link, key, field, take, value } => {
-                let mut state = StateStore::open(state_path(&config))?;
-                let spec = config.link(&link).with_context(|| format!("no link named `{link}`"))?;
-                let conflict = find_conflict(&state, &link, &key, &field)?;
-                let chosen: Vec<Value> = match (take.as_deref(), value) {
-                    (Some("left"), None) => conflict.left_value.clone(),
-                    (Some("right"), None) => conflict.right_value.clone(),
-                    (None, Some(v)) => {
-                        let unit = spec.units.iter().find(|u| u.name == conflict.unit).context("unit gone from config")?;
-                        if unit.fields.len() != 1 {
-                            bail!("`{field}` is a field group; resolve it with --take left|right");
+        Command::Conflicts { action } => {
+            match action.unwrap_or(ConflictAction::List { link: None }) {
+                ConflictAction::List { link } => {
+                    let state = StateStore::open_read_only(state_path(&config))?;
+                    let conflicts = state.conflicts(link.as_deref())?;
+                    out.conflicts(&conflicts);
+                    Ok(if conflicts.iter().any(|c| c.status == "open") {
+                        EXIT_ATTENTION
+                    } else {
+                        EXIT_OK
+                    })
+                }
+                ConflictAction::Resolve {
+                    link,
+                    key,
+                    field,
+                    take,
+                    value,
+                } => {
+                    let mut state = StateStore::open(state_path(&config))?;
+                    let spec = config
+                        .link(&link)
+                        .with_context(|| format!("no link named `{link}`"))?;
+                    let conflict = find_conflict(&state, &link, &key, &field)?;
+                    let chosen: Vec<Value> = match (take.as_deref(), value) {
+                        (Some("left"), None) => conflict.left_value.clone(),
+                        (Some("right"), None) => conflict.right_value.clone(),
+                        (None, Some(v)) => {
+                            let unit = spec
+                                .units
+                                .iter()
+                                .find(|u| u.name == conflict.unit)
+                                .context("unit gone from config")?;
+                            if unit.fields.len() != 1 {
+                                bail!(
+                                    "`{field}` is a field group; resolve it with --take left|right"
+                                );
+                            }
+                            vec![
+                                spec.fields[unit.fields[0]]
+                                    .transform
+                                    .apply(Value::parse_cli(&v)),
+                            ]
                         }
-                        vec![spec.fields[unit.fields[0]].transform.apply(Value::parse_cli(&v))]
-                    }
-                    _ => bail!("say --take left, --take right or --value V"),
-                };
-                state.resolve_conflict(&link, &conflict.left_key, &conflict.unit, &chosen)?;
-                out.message(&format!(
+                        _ => bail!("say --take left, --take right or --value V"),
+                    };
+                    state.resolve_conflict(&link, &conflict.left_key, &conflict.unit, &chosen)?;
+                    out.message(&format!(
                     "resolved {link} {key} {field} = {}; the next `syncline run` writes it where it differs",
                     chosen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                 ), serde_json::json!({"resolved": true, "link": link, "key": key, "field": field, "value": chosen.iter().map(Value::to_json).collect::<Vec<_>>()}));
-                Ok(EXIT_OK)
+                    Ok(EXIT_OK)
+                }
             }
-        },
-        Command::Quarantine { action } => match action.unwrap_or(QuarantineAction::List { link: None }) {
-            QuarantineAction::List { link } => {
-                let state = StateStore::open_read_only(state_path(&config))?;
-                let rows = state.quarantine(link.as_deref())?;
-                out.quarantine(&rows);
-                Ok(if rows.is_empty() { EXIT_OK } else { EXIT_ATTENTION })
+        }
+        Command::Quarantine { action } => {
+            match action.unwrap_or(QuarantineAction::List { link: None }) {
+                QuarantineAction::List { link } => {
+                    let state = StateStore::open_read_only(state_path(&config))?;
+                    let rows = state.quarantine(link.as_deref())?;
+                    out.quarantine(&rows);
+                    Ok(if rows.is_empty() {
+                        EXIT_OK
+                    } else {
+                        EXIT_ATTENTION
+                    })
+                }
+                QuarantineAction::Release { link, key, field } => {
+                    let mut state = StateStore::open(state_path(&config))?;
+                    let rows = state.quarantine(Some(&link))?;
+                    let encoded = rows
+                        .iter()
+                        .find(|q| {
+                            Key::decode(&q.key)
+                                .map(|k| k.display_text())
+                                .ok()
+                                .as_deref()
+                                == Some(strip_side(&key))
+                        })
+                        .map(|q| q.key.clone())
+                        .with_context(|| format!("nothing quarantined for {link} {key}"))?;
+                    let n = state.release_quarantine(&link, &encoded, field.as_deref())?;
+                    out.message(
+                        &format!(
+                            "released {n} quarantine entr{} for {link} {key}",
+                            if n == 1 { "y" } else { "ies" }
+                        ),
+                        serde_json::json!({"released": n}),
+                    );
+                    Ok(EXIT_OK)
+                }
             }
-            QuarantineAction::Release { link, key, field } => {
-                let mut state = StateStore::open(state_path(&config))?;
-                let rows = state.quarantine(Some(&link))?;
-                let encoded = rows
-                    .iter()
-                    .find(|q| Key::decode(&q.key).map(|k| k.display_text()).ok().as_deref() == Some(strip_side(&key)))
-                    .map(|q| q.key.clone())
-                    .with_context(|| format!("nothing quarantined for {link} {key}"))?;
-                let n = state.release_quarantine(&link, &encoded, field.as_deref())?;
-                out.message(&format!("released {n} quarantine entr{} for {link} {key}", if n == 1 { "y" } else { "ies" }), serde_json::json!({"released": n}));
-                Ok(EXIT_OK)
-            }
-        },
-        Command::Log { link, key, run, limit } => {
+        }
+        Command::Log {
+            link,
+            key,
+            run,
+            limit,
+        } => {
             let state = StateStore::open_read_only(state_path(&config))?;
             let key_enc = match (&key, &link) {
                 (Some(k), Some(l)) => resolve_key_text(&state, l, k)?,
@@ -260,7 +360,15 @@ pub fn run(args: Args) -> Result<u8> {
         Command::Explain { link, key } => {
             let state = StateStore::open_read_only(state_path(&config))?;
             let spec = config.link(&link).with_context(|| {
-                format!("no link named `{link}` (links: {})", config.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "no link named `{link}` (links: {})",
+                    config
+                        .links
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             })?;
             let explanation = engine::explain(&config, spec, &state, &key)?;
             out.explain(&explanation);
@@ -270,31 +378,51 @@ pub fn run(args: Args) -> Result<u8> {
 }
 
 fn strip_side(key: &str) -> &str {
-    key.strip_prefix("left:").or_else(|| key.strip_prefix("right:")).unwrap_or(key)
+    key.strip_prefix("left:")
+        .or_else(|| key.strip_prefix("right:"))
+        .unwrap_or(key)
 }
 
 /// The encoded key a person means, found in the journal's id map (integer or text).
 fn resolve_key_text(state: &StateStore, link: &str, key: &str) -> Result<Option<String>> {
     let text = strip_side(key);
-    for candidate in [Key(vec![Value::parse_cli(text)]), Key(vec![Value::Text(text.to_string())])] {
-        if !state.journal(Some(link), Some(&candidate.encode()), None, 1)?.is_empty() {
+    for candidate in [
+        Key(vec![Value::parse_cli(text)]),
+        Key(vec![Value::Text(text.to_string())]),
+    ] {
+        if !state
+            .journal(Some(link), Some(&candidate.encode()), None, 1)?
+            .is_empty()
+        {
             return Ok(Some(candidate.encode()));
         }
     }
     Ok(Some(Key(vec![Value::parse_cli(text)]).encode()))
 }
 
-fn find_conflict(state: &StateStore, link: &str, key: &str, field: &str) -> Result<syncline::state::ConflictRow> {
+fn find_conflict(
+    state: &StateStore,
+    link: &str,
+    key: &str,
+    field: &str,
+) -> Result<syncline::state::ConflictRow> {
     let want_right = key.starts_with("right:");
     let text = strip_side(key);
     state
         .conflicts(Some(link))?
         .into_iter()
         .find(|c| {
-            let k = if want_right { &c.right_key } else { &c.left_key };
-            c.unit == field && Key::decode(k).map(|k| k.display_text()).ok().as_deref() == Some(text)
+            let k = if want_right {
+                &c.right_key
+            } else {
+                &c.left_key
+            };
+            c.unit == field
+                && Key::decode(k).map(|k| k.display_text()).ok().as_deref() == Some(text)
         })
-        .with_context(|| format!("no conflict on {link} {key} {field} (see `syncline conflicts list`)"))
+        .with_context(|| {
+            format!("no conflict on {link} {key} {field} (see `syncline conflicts list`)")
+        })
 }
 
 fn outcome_code(report: &engine::RunReport) -> u8 {

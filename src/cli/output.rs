@@ -11,15 +11,23 @@ pub struct Output {
 }
 
 fn key_text(encoded: &str) -> String {
-    Key::decode(encoded).map(|k| k.display_text()).unwrap_or_else(|_| encoded.to_string())
+    Key::decode(encoded)
+        .map(|k| k.display_text())
+        .unwrap_or_else(|_| encoded.to_string())
 }
 
 fn values_text(vs: &[syncline::model::Value]) -> String {
-    vs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    vs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn direction(d: &DirectionCounts) -> String {
-    let mut s = format!("{} created, {} updated, {} deleted", d.created, d.updated, d.deleted);
+    let mut s = format!(
+        "{} created, {} updated, {} deleted",
+        d.created, d.updated, d.deleted
+    );
     if d.stale_skipped > 0 {
         s.push_str(&format!(", {} stale skipped", d.stale_skipped));
     }
@@ -40,7 +48,10 @@ impl Output {
 
     pub fn findings(&self, config: &Config, findings: &[Finding]) {
         if self.json {
-            println!("{}", serde_json::json!({ "file": config.source.file, "findings": findings }));
+            println!(
+                "{}",
+                serde_json::json!({ "file": config.source.file, "findings": findings })
+            );
             return;
         }
         for f in findings {
@@ -49,21 +60,43 @@ impl Output {
                 Severity::Warning => "warning",
                 Severity::Error => "error",
             };
-            println!("{}:{}:{}: {sev} [{}] {}", config.source.file.display(), f.line, f.column, f.rule, f.message);
+            println!(
+                "{}:{}:{}: {sev} [{}] {}",
+                config.source.file.display(),
+                f.line,
+                f.column,
+                f.rule,
+                f.message
+            );
         }
-        let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
-        let warnings = findings.iter().filter(|f| f.severity == Severity::Warning).count();
-        println!("{} link(s) checked: {errors} error(s), {warnings} warning(s)", config.links.len());
+        let errors = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        let warnings = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+        println!(
+            "{} link(s) checked: {errors} error(s), {warnings} warning(s)",
+            config.links.len()
+        );
     }
 
     pub fn report(&self, report: &RunReport, is_plan: bool) {
         if self.json {
-            println!("{}", serde_json::to_string(report).expect("report serializes"));
+            println!(
+                "{}",
+                serde_json::to_string(report).expect("report serializes")
+            );
             return;
         }
         for l in &report.links {
             println!("link {} ({})", l.link, l.shape);
-            println!("  records: {} left, {} right", l.left_records, l.right_records);
+            println!(
+                "  records: {} left, {} right",
+                l.left_records, l.right_records
+            );
             let verb = if is_plan { "would write" } else { "wrote" };
             println!("  left → right {verb}: {}", direction(&l.to_right));
             println!("  right → left {verb}: {}", direction(&l.to_left));
@@ -73,21 +106,37 @@ impl Output {
                 l.echoes_suppressed,
                 l.conflicts,
                 l.quarantined,
-                if l.drift_reported > 0 { format!(" · drift reported {}", l.drift_reported) } else { String::new() }
+                if l.drift_reported > 0 {
+                    format!(" · drift reported {}", l.drift_reported)
+                } else {
+                    String::new()
+                }
             );
             for w in &l.warnings {
                 println!("  warning: {w}");
             }
             if !l.planned.is_empty() {
-                println!("  {} ({} of {}):", if is_plan { "plan" } else { "changes" }, l.planned.len(), l.planned_total);
+                println!(
+                    "  {} ({} of {}):",
+                    if is_plan { "plan" } else { "changes" },
+                    l.planned.len(),
+                    l.planned_total
+                );
                 for p in &l.planned {
-                    let field = p.field.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+                    let field = p
+                        .field
+                        .as_deref()
+                        .map(|f| format!(" {f}"))
+                        .unwrap_or_default();
                     let change = match (&p.old, &p.new) {
                         (Some(o), Some(n)) => format!(": {o} → {n}"),
                         (None, Some(n)) => format!(": → {n}"),
                         _ => String::new(),
                     };
-                    println!("    {} {} {}{field}{change}  ({})", p.op, p.side, p.key, p.reason);
+                    println!(
+                        "    {} {} {}{field}{change}  ({})",
+                        p.op, p.side, p.key, p.reason
+                    );
                 }
             }
             if let Some(why) = &l.refused {
@@ -100,7 +149,9 @@ impl Output {
             println!("a safety valve refused a link: nothing was written for it.");
         }
         if report.needs_attention() {
-            println!("needs a person: see `syncline conflicts list` and `syncline quarantine list`.");
+            println!(
+                "needs a person: see `syncline conflicts list` and `syncline quarantine list`."
+            );
         }
     }
 
@@ -131,7 +182,10 @@ impl Output {
                 l.name,
                 l.shape(),
                 state.pair_count(&l.name)?,
-                conflicts.iter().filter(|c| c.link == l.name && c.status == "open").count(),
+                conflicts
+                    .iter()
+                    .filter(|c| c.link == l.name && c.status == "open")
+                    .count(),
                 quarantine.iter().filter(|q| q.link == l.name).count()
             );
         }
@@ -187,7 +241,9 @@ impl Output {
             );
         }
         if rows.iter().any(|c| c.status == "open") {
-            println!("resolve with: syncline conflicts resolve LINK left:KEY FIELD --take left|right (or --value V)");
+            println!(
+                "resolve with: syncline conflicts resolve LINK left:KEY FIELD --take left|right (or --value V)"
+            );
         }
     }
 
@@ -204,8 +260,19 @@ impl Output {
             println!("nothing quarantined.");
         }
         for q in rows {
-            let field = if q.field.is_empty() { String::new() } else { format!(" {}", q.field) };
-            println!("{} {}:{}{field} [{}] {}", q.link, q.side, key_text(&q.key), q.kind, q.reason);
+            let field = if q.field.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", q.field)
+            };
+            println!(
+                "{} {}:{}{field} [{}] {}",
+                q.link,
+                q.side,
+                key_text(&q.key),
+                q.kind,
+                q.reason
+            );
         }
     }
 
@@ -218,7 +285,11 @@ impl Output {
             println!("the journal is empty for this filter.");
         }
         for e in entries {
-            let field = e.field.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+            let field = e
+                .field
+                .as_deref()
+                .map(|f| format!(" {f}"))
+                .unwrap_or_default();
             let change = match (&e.old, &e.new) {
                 (Some(o), Some(n)) => format!(": {o} → {n}"),
                 (None, Some(n)) => format!(": → {n}"),
@@ -242,7 +313,10 @@ impl Output {
 
     pub fn explain(&self, x: &Explanation) {
         if self.json {
-            println!("{}", serde_json::to_string(x).expect("explanation serializes"));
+            println!(
+                "{}",
+                serde_json::to_string(x).expect("explanation serializes")
+            );
             return;
         }
         println!(
@@ -252,12 +326,29 @@ impl Output {
             x.right_key.as_deref().unwrap_or("(none)"),
             if x.linked { "" } else { " — not linked yet" }
         );
-        let show = |v: &Option<serde_json::Value>| v.as_ref().map_or("(absent)".to_string(), ToString::to_string);
+        let show = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map_or("(absent)".to_string(), ToString::to_string)
+        };
         for f in &x.fields {
-            println!("  {} (right: {}, owner {}, policy {}): {}", f.field, f.right_column, f.owner, f.policy, f.state);
-            println!("    left {} | right {} | base {}", show(&f.left), show(&f.right), show(&f.base));
+            println!(
+                "  {} (right: {}, owner {}, policy {}): {}",
+                f.field, f.right_column, f.owner, f.policy, f.state
+            );
+            println!(
+                "    left {} | right {} | base {}",
+                show(&f.left),
+                show(&f.right),
+                show(&f.base)
+            );
             if let Some(w) = &f.last_write {
-                println!("    last write: run {} at {} to the {}: {}", w["run"], w["at"].as_str().unwrap_or(""), w["side"].as_str().unwrap_or(""), w["reason"].as_str().unwrap_or(""));
+                println!(
+                    "    last write: run {} at {} to the {}: {}",
+                    w["run"],
+                    w["at"].as_str().unwrap_or(""),
+                    w["side"].as_str().unwrap_or(""),
+                    w["reason"].as_str().unwrap_or("")
+                );
             }
         }
         for c in &x.conflicts {

@@ -31,7 +31,9 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -109,21 +111,31 @@ impl Config {
             // The parser's message names the problem, not always the key: quote the line.
             let line = e
                 .span()
-                .and_then(|s| source.text[..s.start.min(source.text.len())].rsplit('\n').next().map(|before| {
-                    let start = s.start - before.len();
-                    source.text[start..].lines().next().unwrap_or("").trim().to_string()
-                }))
+                .and_then(|s| {
+                    source.text[..s.start.min(source.text.len())]
+                        .rsplit('\n')
+                        .next()
+                        .map(|before| {
+                            let start = s.start - before.len();
+                            source.text[start..]
+                                .lines()
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                                .to_string()
+                        })
+                })
                 .filter(|l| !l.is_empty());
             let message = e.message().trim_end().to_string();
-            source.error(e.span(), match line {
-                Some(l) => format!("{message} (in `{l}`)"),
-                None => message,
-            })
+            source.error(
+                e.span(),
+                match line {
+                    Some(l) => format!("{message} (in `{l}`)"),
+                    None => message,
+                },
+            )
         })?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         resolve::resolve(source, raw, &base_dir, &|name| std::env::var(name).ok())
     }
 

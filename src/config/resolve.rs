@@ -281,7 +281,10 @@ pub(super) fn resolve(
             let st_ref = st.get_ref();
             match (&st_ref.path, &st_ref.url) {
                 (Some(_), Some(url)) => {
-                    return Err(err(url.span(), "[state] takes `path` or `url`, not both".into()));
+                    return Err(err(
+                        url.span(),
+                        "[state] takes `path` or `url`, not both".into(),
+                    ));
                 }
                 (_, Some(url)) => {
                     return Err(err(
@@ -303,23 +306,36 @@ pub(super) fn resolve(
         let spec = match kind {
             "sqlite" => {
                 let path = s.path.as_ref().ok_or_else(|| {
-                    err(sys.span(), format!("system `{name}` (sqlite) needs `path = \"FILE.db\"`"))
+                    err(
+                        sys.span(),
+                        format!("system `{name}` (sqlite) needs `path = \"FILE.db\"`"),
+                    )
                 })?;
                 if let Some(url) = &s.url {
-                    return Err(err(url.span(), format!("system `{name}` (sqlite) takes `path`, not `url`")));
+                    return Err(err(
+                        url.span(),
+                        format!("system `{name}` (sqlite) takes `path`, not `url`"),
+                    ));
                 }
-                SystemSpec::Sqlite { path: resolve_path(env_str(path)?) }
+                SystemSpec::Sqlite {
+                    path: resolve_path(env_str(path)?),
+                }
             }
             k if KINDS.contains(&k) => {
                 return Err(err(
                     s.kind.span(),
-                    format!("system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite)"),
+                    format!(
+                        "system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite)"
+                    ),
                 ));
             }
             other => {
                 return Err(err(
                     s.kind.span(),
-                    format!("system `{name}`: unknown kind `{other}` (kinds: {})", KINDS.join(", ")),
+                    format!(
+                        "system `{name}`: unknown kind `{other}` (kinds: {})",
+                        KINDS.join(", ")
+                    ),
                 ));
             }
         };
@@ -330,7 +346,12 @@ pub(super) fn resolve(
     for (name, link) in &raw.links {
         links.push(resolve_link(&source, name, link, &systems)?);
     }
-    Ok(Config { source, state, systems, links })
+    Ok(Config {
+        source,
+        state,
+        systems,
+        links,
+    })
 }
 
 fn resolve_link(
@@ -339,18 +360,31 @@ fn resolve_link(
     spanned: &Spanned<RawLink>,
     systems: &BTreeMap<String, SystemSpec>,
 ) -> Result<LinkSpec, ConfigError> {
-    let err = |span: Range<usize>, msg: String| source.error(Some(span), format!("link `{name}`: {msg}"));
+    let err =
+        |span: Range<usize>, msg: String| source.error(Some(span), format!("link `{name}`: {msg}"));
     let raw = spanned.get_ref();
 
-    let endpoint = |s: &Spanned<String>, key: &Option<Spanned<String>>, which: &str| -> Result<Endpoint, ConfigError> {
+    let endpoint = |s: &Spanned<String>,
+                    key: &Option<Spanned<String>>,
+                    which: &str|
+     -> Result<Endpoint, ConfigError> {
         let (system, collection) = s.get_ref().split_once('.').ok_or_else(|| {
-            err(s.span(), format!("`{which}` must be `system.collection`, got `{}`", s.get_ref()))
+            err(
+                s.span(),
+                format!(
+                    "`{which}` must be `system.collection`, got `{}`",
+                    s.get_ref()
+                ),
+            )
         })?;
         if !systems.contains_key(system) {
             let known: Vec<_> = systems.keys().map(String::as_str).collect();
             return Err(err(
                 s.span(),
-                format!("`{which}` names system `{system}`, which is not defined (defined: {})", known.join(", ")),
+                format!(
+                    "`{which}` names system `{system}`, which is not defined (defined: {})",
+                    known.join(", ")
+                ),
             ));
         }
         if collection.is_empty() {
@@ -366,7 +400,10 @@ fn resolve_link(
             None => vec!["id".to_string()],
         };
         if key_cols.is_empty() {
-            return Err(err(key.as_ref().map_or(s.span(), Spanned::span), format!("`{which}_key` is empty")));
+            return Err(err(
+                key.as_ref().map_or(s.span(), Spanned::span),
+                format!("`{which}_key` is empty"),
+            ));
         }
         Ok(Endpoint {
             system: system.to_string(),
@@ -385,10 +422,17 @@ fn resolve_link(
         None | Some(("one-way", _)) => Mode::OneWay,
         Some(("two-way", _)) => Mode::TwoWay,
         Some((other, span)) => {
-            return Err(err(span, format!("mode `{other}` is not `one-way` or `two-way`")));
+            return Err(err(
+                span,
+                format!("mode `{other}` is not `one-way` or `two-way`"),
+            ));
         }
     };
-    let conflict = raw.conflict.as_ref().map(|c| parse_policy(c).map_err(|m| err(c.span(), m))).transpose()?;
+    let conflict = raw
+        .conflict
+        .as_ref()
+        .map(|c| parse_policy(c).map_err(|m| err(c.span(), m)))
+        .transpose()?;
 
     if raw.fields.is_empty() {
         return Err(err(
@@ -408,7 +452,10 @@ fn resolve_link(
                 "left" => Ok(Owner::Left),
                 "right" => Ok(Owner::Right),
                 "both" => Ok(Owner::Both),
-                other => Err(err(o.span(), format!("field `{fname}`: owner `{other}` is not left, right or both"))),
+                other => Err(err(
+                    o.span(),
+                    format!("field `{fname}`: owner `{other}` is not left, right or both"),
+                )),
             })
             .transpose()?;
         let policy = fr
@@ -419,16 +466,27 @@ fn resolve_link(
         let transform = fr
             .transform
             .as_ref()
-            .map(|t| parse_transform(t.get_ref()).map_err(|m| err(t.span(), format!("field `{fname}`: {m}"))))
+            .map(|t| {
+                parse_transform(t.get_ref())
+                    .map_err(|m| err(t.span(), format!("field `{fname}`: {m}")))
+            })
             .transpose()?
             .unwrap_or_default();
         fields.push(FieldSpec {
             name: fname.clone(),
-            right: fr.right.as_ref().map_or_else(|| fname.clone(), |r| r.get_ref().clone()),
+            right: fr
+                .right
+                .as_ref()
+                .map_or_else(|| fname.clone(), |r| r.get_ref().clone()),
             transform,
             span: f.span(),
         });
-        per_field.push((owner, policy, fr.clock.as_ref().map(|c| clock(c.get_ref())), f.span()));
+        per_field.push((
+            owner,
+            policy,
+            fr.clock.as_ref().map(|c| clock(c.get_ref())),
+            f.span(),
+        ));
     }
     let index_of = |n: &str| fields.iter().position(|f| f.name == n);
 
@@ -442,10 +500,19 @@ fn resolve_link(
         let mut idx = Vec::new();
         for m in members.get_ref() {
             let i = index_of(m.get_ref()).ok_or_else(|| {
-                err(m.span(), format!("group `{gname}` names `{}`, which is not in [links.{name}.fields]", m.get_ref()))
+                err(
+                    m.span(),
+                    format!(
+                        "group `{gname}` names `{}`, which is not in [links.{name}.fields]",
+                        m.get_ref()
+                    ),
+                )
             })?;
             if !grouped.insert(i) {
-                return Err(err(m.span(), format!("field `{}` is in more than one group", m.get_ref())));
+                return Err(err(
+                    m.span(),
+                    format!("field `{}` is in more than one group", m.get_ref()),
+                ));
             }
             idx.push(i);
         }
@@ -470,7 +537,10 @@ fn resolve_link(
             owner: first.0.unwrap_or(default_owner),
             owner_explicit: first.0.is_some(),
             policy: first.1,
-            clock: idx.iter().find_map(|&i| per_field[i].2.clone()).or_else(|| link_clock.clone()),
+            clock: idx
+                .iter()
+                .find_map(|&i| per_field[i].2.clone())
+                .or_else(|| link_clock.clone()),
             fields: idx,
             span: members.span(),
         });
@@ -494,7 +564,13 @@ fn resolve_link(
     let mut match_on = Vec::new();
     for m in &raw.match_on {
         match_on.push(index_of(m.get_ref()).ok_or_else(|| {
-            err(m.span(), format!("match_on names `{}`, which is not in [links.{name}.fields]", m.get_ref()))
+            err(
+                m.span(),
+                format!(
+                    "match_on names `{}`, which is not in [links.{name}.fields]",
+                    m.get_ref()
+                ),
+            )
         })?);
     }
 
@@ -508,33 +584,67 @@ fn resolve_link(
             on_delete_right = Some(parse_delete_rule(r.get_ref()).map_err(|m| err(r.span(), m))?);
         }
     }
-    let delete_vs_edit = match raw.delete_vs_edit.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+    let delete_vs_edit = match raw
+        .delete_vs_edit
+        .as_ref()
+        .map(|d| (d.get_ref().as_str(), d.span()))
+    {
         None | Some(("hold", _)) => DeleteVsEdit::Hold,
         Some(("edit-wins", _)) => DeleteVsEdit::EditWins,
         Some(("delete-wins", _)) => DeleteVsEdit::DeleteWins,
         Some((other, span)) => {
-            return Err(err(span, format!("delete_vs_edit `{other}` is not edit-wins, delete-wins or hold")));
+            return Err(err(
+                span,
+                format!("delete_vs_edit `{other}` is not edit-wins, delete-wins or hold"),
+            ));
         }
     };
     let max_delete_fraction = match &raw.max_delete_fraction {
         None => 0.5,
         Some(f) if (0.0..=1.0).contains(f.get_ref()) => *f.get_ref(),
-        Some(f) => return Err(err(f.span(), format!("max_delete_fraction must be between 0 and 1, got {}", f.get_ref()))),
+        Some(f) => {
+            return Err(err(
+                f.span(),
+                format!(
+                    "max_delete_fraction must be between 0 and 1, got {}",
+                    f.get_ref()
+                ),
+            ));
+        }
     };
-    let on_drift = match raw.on_drift.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+    let on_drift = match raw
+        .on_drift
+        .as_ref()
+        .map(|d| (d.get_ref().as_str(), d.span()))
+    {
         None | Some(("correct", _)) => OnDrift::Correct,
         Some(("report", _)) => OnDrift::Report,
-        Some((other, span)) => return Err(err(span, format!("on_drift `{other}` is not correct or report"))),
+        Some((other, span)) => {
+            return Err(err(
+                span,
+                format!("on_drift `{other}` is not correct or report"),
+            ));
+        }
     };
     let clock_skew_seconds = match &raw.clock_skew_seconds {
         None => 2.0,
         Some(s) if *s.get_ref() >= 0.0 => *s.get_ref(),
-        Some(s) => return Err(err(s.span(), "clock_skew_seconds cannot be negative".into())),
+        Some(s) => {
+            return Err(err(
+                s.span(),
+                "clock_skew_seconds cannot be negative".into(),
+            ));
+        }
     };
     let batch_size = match &raw.batch_size {
         None => 1000,
         Some(b) if (1..=1_000_000).contains(b.get_ref()) => *b.get_ref() as usize,
-        Some(b) => return Err(err(b.span(), "batch_size must be between 1 and 1000000".into())),
+        Some(b) => {
+            return Err(err(
+                b.span(),
+                "batch_size must be between 1 and 1000000".into(),
+            ));
+        }
     };
 
     Ok(LinkSpec {
@@ -588,7 +698,11 @@ fn parse_transform(s: &str) -> Result<Transform, String> {
             "trim" => t.trim = true,
             "lowercase" => t.lowercase = true,
             "uppercase" => t.uppercase = true,
-            other => return Err(format!("transform `{other}` is not trim, lowercase or uppercase (combine with `+`)")),
+            other => {
+                return Err(format!(
+                    "transform `{other}` is not trim, lowercase or uppercase (combine with `+`)"
+                ));
+            }
         }
     }
     if t.lowercase && t.uppercase {
@@ -609,8 +723,15 @@ fn parse_delete_rule(s: &str) -> Result<DeleteRule, String> {
             if column.trim().is_empty() {
                 return Err(format!("delete rule `{soft}` names no column"));
             }
-            DeleteRule::Soft { column: column.trim().to_string(), value: Value::parse_cli(value.trim()) }
+            DeleteRule::Soft {
+                column: column.trim().to_string(),
+                value: Value::parse_cli(value.trim()),
+            }
         }
-        other => return Err(format!("delete rule `{other}` is not propagate, ignore, hold or soft:COLUMN=VALUE")),
+        other => {
+            return Err(format!(
+                "delete rule `{other}` is not propagate, ignore, hold or soft:COLUMN=VALUE"
+            ));
+        }
     })
 }

@@ -30,9 +30,18 @@ pub struct ColumnInfo {
 /// those columns, and the write only happens if the row still holds them.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Write {
-    Create { values: Vec<(String, Value)> },
-    Update { key: Key, set: Vec<(String, Value)>, expect: Vec<(String, Value)> },
-    Delete { key: Key, expect: Vec<(String, Value)> },
+    Create {
+        values: Vec<(String, Value)>,
+    },
+    Update {
+        key: Key,
+        set: Vec<(String, Value)>,
+        expect: Vec<(String, Value)>,
+    },
+    Delete {
+        key: Key,
+        expect: Vec<(String, Value)>,
+    },
 }
 
 /// What happened to one write of a batch.
@@ -114,7 +123,11 @@ pub trait Connector {
     /// # Errors
     /// A failure that is not one record's fault (connection, disk, lock timeout): nothing
     /// of the batch was written.
-    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError>;
+    fn apply(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError>;
 }
 
 /// Opens the connector for a system.

@@ -3,11 +3,11 @@
 use super::LinkIo;
 use super::plan::{Fate, PairPlan};
 use super::report::LinkReport;
+use crate::Error;
 use crate::config::LinkSpec;
 use crate::connectors::{Write, WriteOutcome};
 use crate::model::Side;
 use crate::state::{PairRow, QuarantineRow, StateError, StateStore};
-use crate::Error;
 
 pub(crate) fn apply_plan(
     link: &LinkSpec,
@@ -36,8 +36,20 @@ pub(crate) fn apply_plan(
                 .map(|p| {
                     let (lk, rk) = keys(p);
                     Ok([
-                        s.journal_planned(run, &link.name, lk.as_deref(), rk.as_deref(), &p.changes[0])?,
-                        s.journal_planned(run, &link.name, lk.as_deref(), rk.as_deref(), &p.changes[1])?,
+                        s.journal_planned(
+                            run,
+                            &link.name,
+                            lk.as_deref(),
+                            rk.as_deref(),
+                            &p.changes[0],
+                        )?,
+                        s.journal_planned(
+                            run,
+                            &link.name,
+                            lk.as_deref(),
+                            rk.as_deref(),
+                            &p.changes[1],
+                        )?,
                     ])
                 })
                 .collect::<Result<Vec<_>, StateError>>()
@@ -74,7 +86,10 @@ pub(crate) fn apply_plan(
 }
 
 fn keys(p: &PairPlan) -> (Option<String>, Option<String>) {
-    (p.left_key.as_ref().map(|k| k.encode()), p.right_key.as_ref().map(|k| k.encode()))
+    (
+        p.left_key.as_ref().map(|k| k.encode()),
+        p.right_key.as_ref().map(|k| k.encode()),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -92,7 +107,9 @@ fn commit_pair(
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;
-        let Some(outcome) = &outcomes[idx] else { continue };
+        let Some(outcome) = &outcomes[idx] else {
+            continue;
+        };
         let status = match outcome {
             WriteOutcome::Created(k) => {
                 match side {
@@ -180,7 +197,13 @@ fn commit_pair(
         Fate::Forget => s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?,
     }
     if !plan.state_changes.is_empty() {
-        let ids = s.journal_planned(run, &link.name, left_key.as_deref(), right_key.as_deref(), &plan.state_changes)?;
+        let ids = s.journal_planned(
+            run,
+            &link.name,
+            left_key.as_deref(),
+            right_key.as_deref(),
+            &plan.state_changes,
+        )?;
         for id in ids {
             s.journal_outcome(id, "applied", None, None)?;
         }

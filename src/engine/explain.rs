@@ -1,10 +1,10 @@
 //! `explain`: where each field's value of one record came from.
 
 use super::LinkIo;
+use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::model::{Key, Record, Side, Value};
 use crate::state::StateStore;
-use crate::Error;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -34,10 +34,18 @@ pub struct Explanation {
 
 /// Candidate typed keys for a key typed by a person (`42` may be an integer or text).
 fn candidate_keys(text: &str, columns: usize) -> Vec<Key> {
-    let parts: Vec<&str> = if columns == 1 { vec![text] } else { text.split(',').collect() };
+    let parts: Vec<&str> = if columns == 1 {
+        vec![text]
+    } else {
+        text.split(',').collect()
+    };
     let typed = Key(parts.iter().map(|p| Value::parse_cli(p)).collect());
     let as_text = Key(parts.iter().map(|p| Value::Text(p.to_string())).collect());
-    if typed == as_text { vec![typed] } else { vec![typed, as_text] }
+    if typed == as_text {
+        vec![typed]
+    } else {
+        vec![typed, as_text]
+    }
 }
 
 fn find(io: &mut LinkIo, side: Side, text: &str, key_cols: usize) -> Result<Option<Record>, Error> {
@@ -52,7 +60,12 @@ fn find(io: &mut LinkIo, side: Side, text: &str, key_cols: usize) -> Result<Opti
 
 /// Resolves `left:KEY` / `right:KEY` (or a bare left key) to the pair's encoded left
 /// key, looking in the id map and the systems.
-pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str) -> Result<Explanation, Error> {
+pub fn explain(
+    config: &Config,
+    link: &LinkSpec,
+    state: &StateStore,
+    which: &str,
+) -> Result<Explanation, Error> {
     let (side, text) = match which.split_once(':') {
         Some(("left", k)) => (Side::Left, k),
         Some(("right", k)) => (Side::Right, k),
@@ -62,7 +75,10 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
     let mut pair = None;
     let key_cols = link.endpoint(side).key.len();
     for key in candidate_keys(text, key_cols) {
-        if let Some(p) = state.pairs_by(&link.name, side, &[key.encode()])?.remove(&key.encode()) {
+        if let Some(p) = state
+            .pairs_by(&link.name, side, &[key.encode()])?
+            .remove(&key.encode())
+        {
             pair = Some(p);
             break;
         }
@@ -78,23 +94,51 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
     let decode = |k: &str| Key::decode(k).ok();
     let (left_rec, right_rec) = match &pair {
         Some(p) => {
-            let l = decode(&p.left_key).map(|k| io.left.fetch(&io.layout.left.clone(), &[k])).transpose()?.and_then(|v| v.into_iter().next());
-            let r = decode(&p.right_key).map(|k| io.right.fetch(&io.layout.right.clone(), &[k])).transpose()?.and_then(|v| v.into_iter().next());
+            let l = decode(&p.left_key)
+                .map(|k| io.left.fetch(&io.layout.left.clone(), &[k]))
+                .transpose()?
+                .and_then(|v| v.into_iter().next());
+            let r = decode(&p.right_key)
+                .map(|k| io.right.fetch(&io.layout.right.clone(), &[k]))
+                .transpose()?
+                .and_then(|v| v.into_iter().next());
             (l, r)
         }
         None if side == Side::Left => (this, None),
         None => (None, this),
     };
-    let left_key = pair.as_ref().map(|p| p.left_key.clone()).or_else(|| left_rec.as_ref().map(|r| r.key.encode()));
+    let left_key = pair
+        .as_ref()
+        .map(|p| p.left_key.clone())
+        .or_else(|| left_rec.as_ref().map(|r| r.key.encode()));
     let conflicts: Vec<_> = match &left_key {
-        Some(lk) => state.conflicts(Some(&link.name))?.into_iter().filter(|c| &c.left_key == lk).collect(),
+        Some(lk) => state
+            .conflicts(Some(&link.name))?
+            .into_iter()
+            .filter(|c| &c.left_key == lk)
+            .collect(),
         None => Vec::new(),
     };
     let quarantine: Vec<String> = state
         .quarantine(Some(&link.name))?
         .into_iter()
-        .filter(|q| Some(&q.key) == left_key.as_ref() || Some(&q.key) == pair.as_ref().map(|p| &p.right_key) || Some(q.key.clone()) == right_rec.as_ref().map(|r| r.key.encode()))
-        .map(|q| format!("{} {}: {}", q.kind, if q.field.is_empty() { "(record)".into() } else { q.field.clone() }, q.reason))
+        .filter(|q| {
+            Some(&q.key) == left_key.as_ref()
+                || Some(&q.key) == pair.as_ref().map(|p| &p.right_key)
+                || Some(q.key.clone()) == right_rec.as_ref().map(|r| r.key.encode())
+        })
+        .map(|q| {
+            format!(
+                "{} {}: {}",
+                q.kind,
+                if q.field.is_empty() {
+                    "(record)".into()
+                } else {
+                    q.field.clone()
+                },
+                q.reason
+            )
+        })
         .collect();
     let mut fields = Vec::new();
     for unit in &link.units {
@@ -112,8 +156,12 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
                 match (norm(&lv), norm(&rv), &base) {
                     (Some(l), Some(r), Some(b)) if l == r && &l == b => "in sync".into(),
                     (Some(l), Some(r), _) if l == r => "in sync (base catches up next run)".into(),
-                    (Some(l), Some(_), Some(b)) if &l != b => "changed on the left since the last run".into(),
-                    (Some(_), Some(r), Some(b)) if &r != b => "changed on the right since the last run".into(),
+                    (Some(l), Some(_), Some(b)) if &l != b => {
+                        "changed on the left since the last run".into()
+                    }
+                    (Some(_), Some(r), Some(b)) if &r != b => {
+                        "changed on the right since the last run".into()
+                    }
                     _ => "differs".into(),
                 }
             };
@@ -127,7 +175,11 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
                 field: spec.name.clone(),
                 right_column: spec.right.clone(),
                 owner: unit.owner.as_str().into(),
-                policy: if unit.owner == crate::config::Owner::Both { link.policy_of(unit).as_str().into() } else { "-".into() },
+                policy: if unit.owner == crate::config::Owner::Both {
+                    link.policy_of(unit).as_str().into()
+                } else {
+                    "-".into()
+                },
                 left: lv.map(|v| v.to_json()),
                 right: rv.map(|v| v.to_json()),
                 base: base.map(|v| v.to_json()),
@@ -138,7 +190,10 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
     }
     Ok(Explanation {
         link: link.name.clone(),
-        left_key: left_key.as_deref().and_then(decode).map(|k| k.display_text()),
+        left_key: left_key
+            .as_deref()
+            .and_then(decode)
+            .map(|k| k.display_text()),
         right_key: pair
             .as_ref()
             .map(|p| p.right_key.clone())
@@ -148,7 +203,10 @@ pub fn explain(config: &Config, link: &LinkSpec, state: &StateStore, which: &str
             .map(|k| k.display_text()),
         linked: pair.is_some(),
         fields,
-        conflicts: conflicts.iter().map(|c| format!("{}: {} ({})", c.unit, c.cause, c.status)).collect(),
+        conflicts: conflicts
+            .iter()
+            .map(|c| format!("{}: {} ({})", c.unit, c.cause, c.status))
+            .collect(),
         quarantine,
     })
 }

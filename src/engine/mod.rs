@@ -20,11 +20,11 @@ mod report;
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
 
+use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::connectors::{self, Connector};
 use crate::model::Side;
 use crate::state::StateStore;
-use crate::Error;
 use layout::Layout;
 
 /// How a cycle runs.
@@ -44,7 +44,13 @@ pub struct RunOptions<'a> {
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { apply: true, allow_mass_delete: false, only_link: None, list_limit: 50, between_plan_and_apply: None }
+        RunOptions {
+            apply: true,
+            allow_mass_delete: false,
+            only_link: None,
+            list_limit: 50,
+            between_plan_and_apply: None,
+        }
     }
 }
 
@@ -54,13 +60,22 @@ impl Default for RunOptions<'_> {
 /// A config error found against the systems (a column that does not exist), a system
 /// that cannot be read or written, or a state store failure. Findings that need a person
 /// (conflicts, quarantine, a refused valve) are not errors: they are in the report.
-pub fn run_cycle(config: &Config, state: &mut StateStore, mut opts: RunOptions<'_>) -> Result<RunReport, Error> {
+pub fn run_cycle(
+    config: &Config,
+    state: &mut StateStore,
+    mut opts: RunOptions<'_>,
+) -> Result<RunReport, Error> {
     if let Some(name) = &opts.only_link
         && config.link(name).is_none()
     {
         return Err(Error::NotFound(format!(
             "no link named `{name}` (links: {})",
-            config.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            config
+                .links
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let run_id = if opts.apply {
@@ -69,14 +84,19 @@ pub fn run_cycle(config: &Config, state: &mut StateStore, mut opts: RunOptions<'
     } else {
         None
     };
-    let mut report = RunReport { run: run_id, links: Vec::new() };
+    let mut report = RunReport {
+        run: run_id,
+        links: Vec::new(),
+    };
     let result = (|| -> Result<(), Error> {
         for link in &config.links {
             if opts.only_link.as_deref().is_some_and(|n| n != link.name) {
                 continue;
             }
             let _span = tracing::info_span!("link", link = %link.name).entered();
-            report.links.push(run_link(config, link, state, run_id, &mut opts)?);
+            report
+                .links
+                .push(run_link(config, link, state, run_id, &mut opts)?);
         }
         Ok(())
     })();
@@ -108,7 +128,11 @@ impl LinkIo {
         let mut left = open(Side::Left)?;
         let mut right = open(Side::Right)?;
         let layout = Layout::new(config, link, left.as_mut(), right.as_mut())?;
-        Ok(LinkIo { left, right, layout })
+        Ok(LinkIo {
+            left,
+            right,
+            layout,
+        })
     }
 
     pub fn connector(&mut self, side: Side) -> &mut dyn Connector {
@@ -152,8 +176,20 @@ fn run_link(
     };
     state.clear_scratch()?;
     {
-        let LinkIo { left, right, layout } = &mut io;
-        let mut planner = plan::Planner::new(link, layout, state, run_id, run_seq, &mut report, opts.list_limit)?;
+        let LinkIo {
+            left,
+            right,
+            layout,
+        } = &mut io;
+        let mut planner = plan::Planner::new(
+            link,
+            layout,
+            state,
+            run_id,
+            run_seq,
+            &mut report,
+            opts.list_limit,
+        )?;
         planner.plan(left.as_mut(), right.as_mut())?;
     }
 
@@ -177,11 +213,19 @@ fn run_link(
 /// The safety valves: a run that would delete more than `max_delete_fraction` of a
 /// collection, or link two non-empty collections with no way to tell which records are
 /// the same, is refused before anything is written.
-fn valve_refusal(link: &LinkSpec, report: &LinkReport, allow_mass_delete: bool, state: &StateStore) -> Result<Option<String>, Error> {
+fn valve_refusal(
+    link: &LinkSpec,
+    report: &LinkReport,
+    allow_mass_delete: bool,
+    state: &StateStore,
+) -> Result<Option<String>, Error> {
     for side in [Side::Left, Side::Right] {
         let deletes = report.planned_deletes(side);
         let total = report.records(side);
-        if !allow_mass_delete && deletes > 0 && deletes as f64 > link.max_delete_fraction * total as f64 {
+        if !allow_mass_delete
+            && deletes > 0
+            && deletes as f64 > link.max_delete_fraction * total as f64
+        {
             return Ok(Some(format!(
                 "would delete {deletes} of {total} records on the {side} ({}), more than max_delete_fraction = {}; check the plan, then run with --allow-mass-delete if it is right",
                 link.endpoint(side).label(),
@@ -189,8 +233,13 @@ fn valve_refusal(link: &LinkSpec, report: &LinkReport, allow_mass_delete: bool, 
             )));
         }
     }
-    let no_identity = link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
-    if no_identity && state.pair_count(&link.name)? == 0 && report.to_right.created > 0 && report.records(Side::Right) > 0 {
+    let no_identity =
+        link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
+    if no_identity
+        && state.pair_count(&link.name)? == 0
+        && report.to_right.created > 0
+        && report.records(Side::Right) > 0
+    {
         return Ok(Some(format!(
             "both {} and {} already hold records, and the link has no match_on nor left_ref/right_ref to tell which are the same: every record would be created again as a duplicate",
             link.left.label(),

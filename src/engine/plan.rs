@@ -4,12 +4,14 @@
 
 use super::layout::Layout;
 use super::report::{LinkReport, PlannedLine};
+use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
 use crate::connectors::{Connector, ConnectorError, Write};
 use crate::merge::{self, Clocks, Decision, UnitRule};
 use crate::model::{Key, Record, Side, Value};
-use crate::state::{Change, ConflictRow, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values};
-use crate::Error;
+use crate::state::{
+    Change, ConflictRow, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -49,7 +51,12 @@ pub(crate) struct PairPlan {
 }
 
 impl PairPlan {
-    fn new(left_key: Option<Key>, right_key: Option<Key>, fate: Fate, pair: Option<&PairRow>) -> PairPlan {
+    fn new(
+        left_key: Option<Key>,
+        right_key: Option<Key>,
+        fate: Fate,
+        pair: Option<&PairRow>,
+    ) -> PairPlan {
         PairPlan {
             left_key,
             right_key,
@@ -106,10 +113,24 @@ impl<'a> Planner<'a> {
             .into_iter()
             .map(|c| ((c.left_key.clone(), c.unit.clone()), c))
             .collect();
-        Ok(Planner { link, layout, state, run_id, run_seq, report, list_limit, frozen, conflicts })
+        Ok(Planner {
+            link,
+            layout,
+            state,
+            run_id,
+            run_seq,
+            report,
+            list_limit,
+            frozen,
+            conflicts,
+        })
     }
 
-    pub fn plan(&mut self, left: &mut dyn Connector, right: &mut dyn Connector) -> Result<(), Error> {
+    pub fn plan(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
         let batch = self.link.batch_size;
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
@@ -122,14 +143,19 @@ impl<'a> Planner<'a> {
             .map_err(scan_error)?;
         self.report.left_records = left_records;
         let right_records = right
-            .scan(&right_spec, batch, &mut |records| self.in_transaction(|p| p.right_batch(records)))
+            .scan(&right_spec, batch, &mut |records| {
+                self.in_transaction(|p| p.right_batch(records))
+            })
             .map_err(scan_error)?;
         self.report.right_records = right_records;
         self.in_transaction(|p| p.forget_vanished_pairs())?;
         self.in_transaction(|p| p.match_and_create())
     }
 
-    fn in_transaction(&mut self, f: impl FnOnce(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
+    fn in_transaction(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         // Not `StateStore::transaction`: the closure's error is the engine's, not the store's.
         self.state.begin()?;
         let outcome = f(self);
@@ -178,7 +204,10 @@ impl<'a> Planner<'a> {
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;
         let mut right_keys = Vec::new();
         for p in pairs.values().filter(|p| p.tombstone.is_none()) {
-            right_keys.push(Key::decode(&p.right_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?);
+            right_keys.push(
+                Key::decode(&p.right_key)
+                    .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?,
+            );
         }
         let partners: HashMap<String, Record> = right
             .fetch(&self.layout.right, &right_keys)?
@@ -228,7 +257,8 @@ impl<'a> Planner<'a> {
 
     fn forget_vanished_pairs(&mut self) -> Result<(), Error> {
         for left_key in self.state.pairs_with_nothing_left(&self.link.name)? {
-            let key = Key::decode(&left_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+            let key = Key::decode(&left_key)
+                .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
             let mut plan = PairPlan::new(Some(key), None, Fate::Forget, None);
             plan.state_changes.push(Change {
                 side: Side::Right,
@@ -252,7 +282,12 @@ impl<'a> Planner<'a> {
         for members in by_key.values() {
             let names: Vec<String> = members
                 .iter()
-                .map(|(s, k)| format!("{s}:{}", Key::decode(k).map(|k| k.display_text()).unwrap_or_default()))
+                .map(|(s, k)| {
+                    format!(
+                        "{s}:{}",
+                        Key::decode(k).map(|k| k.display_text()).unwrap_or_default()
+                    )
+                })
                 .collect();
             for (side, key) in members {
                 self.quarantine(*side, key, "", "ambiguous_match", format!(
@@ -269,7 +304,16 @@ impl<'a> Planner<'a> {
             let Some(last) = matched.last() else { break };
             after = last.0;
             for (_, l, r, how) in matched {
-                let (l, r) = (Record { key: l.key, values: l.values }, Record { key: r.key, values: r.values });
+                let (l, r) = (
+                    Record {
+                        key: l.key,
+                        values: l.values,
+                    },
+                    Record {
+                        key: r.key,
+                        values: r.values,
+                    },
+                );
                 self.plan_pair(&l, &r, None, Some(&how))?;
             }
         }
@@ -284,14 +328,28 @@ impl<'a> Planner<'a> {
                 let Some(last) = records.last() else { break };
                 after = last.0;
                 for (_, rec) in records {
-                    self.plan_create(from, &Record { key: rec.key, values: rec.values }, None)?;
+                    self.plan_create(
+                        from,
+                        &Record {
+                            key: rec.key,
+                            values: rec.values,
+                        },
+                        None,
+                    )?;
                 }
             }
         }
         Ok(())
     }
 
-    fn quarantine(&mut self, side: Side, key: &str, field: &str, kind: &str, reason: String) -> Result<(), Error> {
+    fn quarantine(
+        &mut self,
+        side: Side,
+        key: &str,
+        field: &str,
+        kind: &str,
+        reason: String,
+    ) -> Result<(), Error> {
         self.report.quarantined += 1;
         if let Some(_run) = self.run_id {
             self.state.put_quarantine(
@@ -312,19 +370,37 @@ impl<'a> Planner<'a> {
 
     fn rule(&self, unit: usize) -> UnitRule {
         let u = &self.link.units[unit];
-        UnitRule { owner: u.owner, policy: self.link.policy_of(u), mode: self.link.mode, on_drift: self.link.on_drift }
+        UnitRule {
+            owner: u.owner,
+            policy: self.link.policy_of(u),
+            mode: self.link.mode,
+            on_drift: self.link.on_drift,
+        }
     }
 
     fn clocks(&self, unit: usize, l: &Record, r: &Record) -> Clocks {
         let (lc, rc) = match self.layout.clocks[unit] {
-            Some((lp, rp)) => (merge::clock_seconds(&l.values[lp]), merge::clock_seconds(&r.values[rp])),
+            Some((lp, rp)) => (
+                merge::clock_seconds(&l.values[lp]),
+                merge::clock_seconds(&r.values[rp]),
+            ),
             None => (None, None),
         };
-        Clocks { left: lc, right: rc, skew_seconds: self.link.clock_skew_seconds }
+        Clocks {
+            left: lc,
+            right: rc,
+            skew_seconds: self.link.clock_skew_seconds,
+        }
     }
 
     /// Merges every unit of a pair (linked, or just matched when `pair` is `None`).
-    fn plan_pair(&mut self, l: &Record, r: &Record, pair: Option<&PairRow>, matched_by: Option<&str>) -> Result<(), Error> {
+    fn plan_pair(
+        &mut self,
+        l: &Record,
+        r: &Record,
+        pair: Option<&PairRow>,
+        matched_by: Option<&str>,
+    ) -> Result<(), Error> {
         let left_key = l.key.encode();
         let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
         let mut sets: [Vec<(String, Value)>; 2] = Default::default();
@@ -343,7 +419,10 @@ impl<'a> Planner<'a> {
         let records = [l, r];
         for u in 0..self.link.units.len() {
             let unit = &self.link.units[u];
-            if self.frozen.contains(&(Side::Left, left_key.clone(), unit.name.clone())) {
+            if self
+                .frozen
+                .contains(&(Side::Left, left_key.clone(), unit.name.clone()))
+            {
                 self.report.quarantined += 1;
                 continue;
             }
@@ -352,7 +431,13 @@ impl<'a> Planner<'a> {
             let bv = self.base_values(u, &plan.base);
             let (target, reason) = match self.resolution(&left_key, &unit.name, &lv, &rv) {
                 Some(value) => (Some(value), "resolved by a person".to_string()),
-                None => match merge::decide(&self.rule(u), &lv, &rv, bv.as_deref(), self.clocks(u, l, r)) {
+                None => match merge::decide(
+                    &self.rule(u),
+                    &lv,
+                    &rv,
+                    bv.as_deref(),
+                    self.clocks(u, l, r),
+                ) {
                     Decision::Unchanged => {
                         self.count_echo(&plan.marks, &unit.name, &lv);
                         continue;
@@ -360,7 +445,8 @@ impl<'a> Planner<'a> {
                     Decision::Agreed => {
                         self.count_echo(&plan.marks, &unit.name, &lv);
                         for (i, &f) in unit.fields.iter().enumerate() {
-                            plan.base.insert(self.link.fields[f].name.clone(), lv[i].clone());
+                            plan.base
+                                .insert(self.link.fields[f].name.clone(), lv[i].clone());
                         }
                         state_dirty = true;
                         continue;
@@ -374,7 +460,11 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     Decision::Write { to, reason } => {
-                        let value = if to == Side::Right { lv.clone() } else { rv.clone() };
+                        let value = if to == Side::Right {
+                            lv.clone()
+                        } else {
+                            rv.clone()
+                        };
                         (Some(value), reason.describe())
                     }
                 },
@@ -391,20 +481,46 @@ impl<'a> Planner<'a> {
                 let hash = hash_values(&target);
                 let replaced = hash_values(current);
                 let bounces = match plan.marks.get(&unit.name) {
-                    Some(m) if m.side == to && m.hash == hash && m.replaced == replaced && m.run == self.run_seq - 1 => m.bounces + 1,
+                    Some(m)
+                        if m.side == to
+                            && m.hash == hash
+                            && m.replaced == replaced
+                            && m.run == self.run_seq - 1 =>
+                    {
+                        m.bounces + 1
+                    }
                     _ => 0,
                 };
                 if bounces >= 2 {
                     let reason = format!(
                         "field keeps bouncing: syncline wrote {} to the {to} {} runs in a row and the {to} changed it back (a trigger or normalization?); frozen until released",
-                        target.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        target
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         bounces
                     );
-                    self.quarantine(Side::Left, &left_key, &unit.name.clone(), "flapping", reason)?;
+                    self.quarantine(
+                        Side::Left,
+                        &left_key,
+                        &unit.name.clone(),
+                        "flapping",
+                        reason,
+                    )?;
                     continue;
                 }
                 let idx = side_index(to);
-                plan.marks_if[idx].insert(unit.name.clone(), Mark { side: to, hash, replaced, run: self.run_seq, bounces });
+                plan.marks_if[idx].insert(
+                    unit.name.clone(),
+                    Mark {
+                        side: to,
+                        hash,
+                        replaced,
+                        run: self.run_seq,
+                        bounces,
+                    },
+                );
                 let rec = records[idx];
                 for (i, &f) in unit.fields.iter().enumerate() {
                     let col = self.link.field_column(f, to).to_string();
@@ -462,8 +578,16 @@ impl<'a> Planner<'a> {
 
     /// A person's resolution of this unit's conflict, if it still applies (both sides
     /// hold what they held when the conflict was found).
-    fn resolution(&mut self, left_key: &str, unit: &str, lv: &[Value], rv: &[Value]) -> Option<Vec<Value>> {
-        let c = self.conflicts.get(&(left_key.to_string(), unit.to_string()))?;
+    fn resolution(
+        &mut self,
+        left_key: &str,
+        unit: &str,
+        lv: &[Value],
+        rv: &[Value],
+    ) -> Option<Vec<Value>> {
+        let c = self
+            .conflicts
+            .get(&(left_key.to_string(), unit.to_string()))?;
         if c.status != "resolved" || c.left_value != lv || c.right_value != rv {
             return None;
         }
@@ -471,7 +595,16 @@ impl<'a> Planner<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record_conflict(&mut self, l: &Record, r: &Record, unit: usize, lv: Vec<Value>, rv: Vec<Value>, bv: Option<Vec<Value>>, cause: &str) -> Result<(), Error> {
+    fn record_conflict(
+        &mut self,
+        l: &Record,
+        r: &Record,
+        unit: usize,
+        lv: Vec<Value>,
+        rv: Vec<Value>,
+        bv: Option<Vec<Value>>,
+        cause: &str,
+    ) -> Result<(), Error> {
         self.report.conflicts += 1;
         if self.run_id.is_some() {
             self.state.upsert_conflict(
@@ -506,7 +639,12 @@ impl<'a> Planner<'a> {
 
     /// Creates `rec` (from side `from`) on the other side. With `replacing`, the pair
     /// already exists and gets the new record (a delete-vs-edit won by the edit).
-    fn plan_create(&mut self, from: Side, rec: &Record, replacing: Option<&PairRow>) -> Result<(), Error> {
+    fn plan_create(
+        &mut self,
+        from: Side,
+        rec: &Record,
+        replacing: Option<&PairRow>,
+    ) -> Result<(), Error> {
         let to = from.other();
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
         // with a default accepts the create); those fields get no base, so the next run
@@ -516,7 +654,12 @@ impl<'a> Planner<'a> {
             .fields
             .iter()
             .enumerate()
-            .map(|(i, f)| (self.link.field_column(i, to).to_string(), f.transform.apply(rec.values[i].clone())))
+            .map(|(i, f)| {
+                (
+                    self.link.field_column(i, to).to_string(),
+                    f.transform.apply(rec.values[i].clone()),
+                )
+            })
             .filter(|(_, v)| *v != Value::Null)
             .collect();
         if let Some(col) = self.link.external_ref(to) {
@@ -547,12 +690,16 @@ impl<'a> Planner<'a> {
     }
 
     /// The record on `deleted_on` is gone; `survivor` is its partner.
-    fn plan_deleted(&mut self, deleted_on: Side, survivor: &Record, pair: &PairRow) -> Result<(), Error> {
+    fn plan_deleted(
+        &mut self,
+        deleted_on: Side,
+        survivor: &Record,
+        pair: &PairRow,
+    ) -> Result<(), Error> {
         let on = deleted_on.other();
         let survivor_key = survivor.key.encode();
-        let edited = (0..self.link.units.len()).any(|u| {
-            Some(self.unit_values(u, survivor)) != self.base_values(u, &pair.base)
-        });
+        let edited = (0..self.link.units.len())
+            .any(|u| Some(self.unit_values(u, survivor)) != self.base_values(u, &pair.base));
         let rule = self.link.delete_rule(deleted_on);
         let rule = if edited && rule != DeleteRule::Ignore {
             match self.link.delete_vs_edit {
@@ -567,33 +714,74 @@ impl<'a> Planner<'a> {
         } else {
             rule
         };
-        let left_key = Key::decode(&pair.left_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
-        let right_key = Key::decode(&pair.right_key).map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
-        let expect: Vec<(String, Value)> =
-            (0..self.link.fields.len()).map(|i| (self.link.field_column(i, on).to_string(), survivor.values[i].clone())).collect();
-        let change = |op: &str, reason: String| Change { side: on, op: op.into(), field: None, old: None, new: None, reason };
+        let left_key = Key::decode(&pair.left_key)
+            .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+        let right_key = Key::decode(&pair.right_key)
+            .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+        let expect: Vec<(String, Value)> = (0..self.link.fields.len())
+            .map(|i| {
+                (
+                    self.link.field_column(i, on).to_string(),
+                    survivor.values[i].clone(),
+                )
+            })
+            .collect();
+        let change = |op: &str, reason: String| Change {
+            side: on,
+            op: op.into(),
+            field: None,
+            old: None,
+            new: None,
+            reason,
+        };
         match rule {
-            DeleteRule::Hold => {
-                return self.quarantine(on, &survivor_key, "", "delete_held", format!(
-                    "deleted on the {deleted_on}; on_delete.{deleted_on} = hold: delete it here too, or restore it there"
-                ));
-            }
+            DeleteRule::Hold => self.quarantine(on, &survivor_key, "", "delete_held", format!(
+                "deleted on the {deleted_on}; on_delete.{deleted_on} = hold: delete it here too, or restore it there"
+            )),
             DeleteRule::Ignore => {
-                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Tombstone { deleted_on }, Some(pair));
-                plan.state_changes.push(change("unlink", format!("deleted on the {deleted_on}; on_delete.{deleted_on} = ignore")));
+                let mut plan = PairPlan::new(
+                    Some(left_key),
+                    Some(right_key),
+                    Fate::Tombstone { deleted_on },
+                    Some(pair),
+                );
+                plan.state_changes.push(change(
+                    "unlink",
+                    format!("deleted on the {deleted_on}; on_delete.{deleted_on} = ignore"),
+                ));
                 self.stage(plan)
             }
             DeleteRule::Propagate => {
-                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Delete(on), Some(pair));
-                plan.writes[side_index(on)] = Some(Write::Delete { key: survivor.key.clone(), expect });
-                plan.changes[side_index(on)].push(change("delete", format!("deleted on the {deleted_on}; on_delete.{deleted_on} = propagate")));
+                let mut plan = PairPlan::new(
+                    Some(left_key),
+                    Some(right_key),
+                    Fate::Delete(on),
+                    Some(pair),
+                );
+                plan.writes[side_index(on)] = Some(Write::Delete {
+                    key: survivor.key.clone(),
+                    expect,
+                });
+                plan.changes[side_index(on)].push(change(
+                    "delete",
+                    format!("deleted on the {deleted_on}; on_delete.{deleted_on} = propagate"),
+                ));
                 self.report.direction(on).deleted += 1;
                 self.report.planned_deletes[side_index(on)] += 1;
                 self.stage(plan)
             }
             DeleteRule::Soft { column, value } => {
-                let mut plan = PairPlan::new(Some(left_key), Some(right_key), Fate::Tombstone { deleted_on }, Some(pair));
-                plan.writes[side_index(on)] = Some(Write::Update { key: survivor.key.clone(), set: vec![(column.clone(), value.clone())], expect });
+                let mut plan = PairPlan::new(
+                    Some(left_key),
+                    Some(right_key),
+                    Fate::Tombstone { deleted_on },
+                    Some(pair),
+                );
+                plan.writes[side_index(on)] = Some(Write::Update {
+                    key: survivor.key.clone(),
+                    set: vec![(column.clone(), value.clone())],
+                    expect,
+                });
                 plan.changes[side_index(on)].push(Change {
                     side: on,
                     op: "soft_delete".into(),
@@ -618,10 +806,12 @@ impl<'a> Planner<'a> {
                         Side::Left => plan.left_key.as_ref().map(|k| format!("left:{k}")),
                         Side::Right => plan.right_key.as_ref().map(|k| format!("right:{k}")),
                     }
-                    .unwrap_or_else(|| match (&plan.left_key, &plan.right_key) {
-                        (Some(k), _) => format!("(new, from left:{k})"),
-                        (_, Some(k)) => format!("(new, from right:{k})"),
-                        _ => String::new(),
+                    .unwrap_or_else(|| {
+                        match (&plan.left_key, &plan.right_key) {
+                            (Some(k), _) => format!("(new, from left:{k})"),
+                            (_, Some(k)) => format!("(new, from right:{k})"),
+                            _ => String::new(),
+                        }
                     });
                     self.report.planned.push(PlannedLine {
                         side: c.side,

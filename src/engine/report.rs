@@ -109,13 +109,19 @@ impl LinkReport {
 
     /// After applying, the quarantine count is what the store holds for the link (it
     /// includes frozen fields found in earlier runs).
-    pub(crate) fn finalize_counts(&mut self, state: &StateStore) -> Result<(), crate::state::StateError> {
+    pub(crate) fn finalize_counts(
+        &mut self,
+        state: &StateStore,
+    ) -> Result<(), crate::state::StateError> {
         self.quarantined = state.quarantine(Some(&self.link))?.len() as u64;
         Ok(())
     }
 
     pub fn needs_attention(&self) -> bool {
-        self.conflicts > 0 || self.quarantined > 0 || self.to_left.rejected > 0 || self.to_right.rejected > 0
+        self.conflicts > 0
+            || self.quarantined > 0
+            || self.to_left.rejected > 0
+            || self.to_right.rejected > 0
     }
 }
 

@@ -65,7 +65,9 @@ impl ConflictCause {
             ConflictCause::Manual => "both sides changed; policy manual",
             ConflictCause::ClockTie => "both sides changed; clocks within the skew tolerance",
             ConflictCause::NoClock => "both sides changed; a clock value is missing",
-            ConflictCause::BothFilled => "both sides changed to non-empty values (prefer-non-empty)",
+            ConflictCause::BothFilled => {
+                "both sides changed to non-empty values (prefer-non-empty)"
+            }
         }
     }
 }
@@ -110,8 +112,14 @@ pub fn decide(
     }
     let Some(base) = base else {
         return match rule.owner {
-            Owner::Left => Decision::Write { to: Side::Right, reason: Reason::FirstLink(Owner::Left) },
-            Owner::Right => Decision::Write { to: Side::Left, reason: Reason::FirstLink(Owner::Right) },
+            Owner::Left => Decision::Write {
+                to: Side::Right,
+                reason: Reason::FirstLink(Owner::Left),
+            },
+            Owner::Right => Decision::Write {
+                to: Side::Left,
+                reason: Reason::FirstLink(Owner::Right),
+            },
             Owner::Both => by_policy(rule.policy, left, right, clocks),
         };
     };
@@ -119,27 +127,50 @@ pub fn decide(
     let right_changed = right != base;
     match rule.owner {
         Owner::Left | Owner::Right => {
-            let owner = if rule.owner == Owner::Left { Side::Left } else { Side::Right };
-            let owner_changed = if owner == Side::Left { left_changed } else { right_changed };
+            let owner = if rule.owner == Owner::Left {
+                Side::Left
+            } else {
+                Side::Right
+            };
+            let owner_changed = if owner == Side::Left {
+                left_changed
+            } else {
+                right_changed
+            };
             if owner_changed {
-                Decision::Write { to: owner.other(), reason: Reason::Changed(owner) }
+                Decision::Write {
+                    to: owner.other(),
+                    reason: Reason::Changed(owner),
+                }
             } else {
                 match rule.on_drift {
-                    OnDrift::Correct => Decision::Write { to: owner.other(), reason: Reason::DriftCorrection },
+                    OnDrift::Correct => Decision::Write {
+                        to: owner.other(),
+                        reason: Reason::DriftCorrection,
+                    },
                     OnDrift::Report => Decision::DriftReported { on: owner.other() },
                 }
             }
         }
         Owner::Both => match (left_changed, right_changed) {
-            (true, false) => Decision::Write { to: Side::Right, reason: Reason::Changed(Side::Left) },
-            (false, true) => Decision::Write { to: Side::Left, reason: Reason::Changed(Side::Right) },
+            (true, false) => Decision::Write {
+                to: Side::Right,
+                reason: Reason::Changed(Side::Left),
+            },
+            (false, true) => Decision::Write {
+                to: Side::Left,
+                reason: Reason::Changed(Side::Right),
+            },
             _ => by_policy(rule.policy, left, right, clocks),
         },
     }
 }
 
 fn by_policy(policy: Policy, left: &[Value], right: &[Value], clocks: Clocks) -> Decision {
-    let win = |side: Side| Decision::Write { to: side.other(), reason: Reason::Policy(policy) };
+    let win = |side: Side| Decision::Write {
+        to: side.other(),
+        reason: Reason::Policy(policy),
+    };
     match policy {
         Policy::LeftWins => win(Side::Left),
         Policy::RightWins => win(Side::Right),

@@ -2,24 +2,39 @@ use super::*;
 use proptest::prelude::*;
 
 fn rule(owner: Owner, policy: Policy) -> UnitRule {
-    UnitRule { owner, policy, mode: Mode::TwoWay, on_drift: OnDrift::Correct }
+    UnitRule {
+        owner,
+        policy,
+        mode: Mode::TwoWay,
+        on_drift: OnDrift::Correct,
+    }
 }
 
 fn t(s: &str) -> Vec<Value> {
     vec![Value::Text(s.into())]
 }
 
-const NO_CLOCKS: Clocks = Clocks { left: None, right: None, skew_seconds: 2.0 };
+const NO_CLOCKS: Clocks = Clocks {
+    left: None,
+    right: None,
+    skew_seconds: 2.0,
+};
 
 #[test]
 fn a_value_equal_to_the_base_is_not_a_change() {
     // GIVEN both sides at the base WHEN deciding THEN nothing happens.
     let r = rule(Owner::Both, Policy::Manual);
-    assert_eq!(decide(&r, &t("a"), &t("a"), Some(&t("a")), NO_CLOCKS), Decision::Unchanged);
+    assert_eq!(
+        decide(&r, &t("a"), &t("a"), Some(&t("a")), NO_CLOCKS),
+        Decision::Unchanged
+    );
     // GIVEN the right side still holds the base THEN the left change flows right, never back.
     assert_eq!(
         decide(&r, &t("b"), &t("a"), Some(&t("a")), NO_CLOCKS),
-        Decision::Write { to: Side::Right, reason: Reason::Changed(Side::Left) }
+        Decision::Write {
+            to: Side::Right,
+            reason: Reason::Changed(Side::Left)
+        }
     );
 }
 
@@ -27,26 +42,61 @@ fn a_value_equal_to_the_base_is_not_a_change() {
 fn both_changed_is_decided_by_policy() {
     let base = t("a");
     let cases = [
-        (Policy::LeftWins, Decision::Write { to: Side::Right, reason: Reason::Policy(Policy::LeftWins) }),
-        (Policy::RightWins, Decision::Write { to: Side::Left, reason: Reason::Policy(Policy::RightWins) }),
+        (
+            Policy::LeftWins,
+            Decision::Write {
+                to: Side::Right,
+                reason: Reason::Policy(Policy::LeftWins),
+            },
+        ),
+        (
+            Policy::RightWins,
+            Decision::Write {
+                to: Side::Left,
+                reason: Reason::Policy(Policy::RightWins),
+            },
+        ),
         (Policy::Manual, Decision::Conflict(ConflictCause::Manual)),
-        (Policy::PreferNonEmpty, Decision::Conflict(ConflictCause::BothFilled)),
+        (
+            Policy::PreferNonEmpty,
+            Decision::Conflict(ConflictCause::BothFilled),
+        ),
         (Policy::Newest, Decision::Conflict(ConflictCause::NoClock)),
     ];
     for (policy, expected) in cases {
-        assert_eq!(decide(&rule(Owner::Both, policy), &t("l"), &t("r"), Some(&base), NO_CLOCKS), expected, "{policy:?}");
+        assert_eq!(
+            decide(
+                &rule(Owner::Both, policy),
+                &t("l"),
+                &t("r"),
+                Some(&base),
+                NO_CLOCKS
+            ),
+            expected,
+            "{policy:?}"
+        );
     }
 }
 
 #[test]
 fn newest_needs_clocks_beyond_the_skew() {
     let r = rule(Owner::Both, Policy::Newest);
-    let clocks = |l, r| Clocks { left: Some(l), right: Some(r), skew_seconds: 2.0 };
+    let clocks = |l, r| Clocks {
+        left: Some(l),
+        right: Some(r),
+        skew_seconds: 2.0,
+    };
     assert_eq!(
         decide(&r, &t("l"), &t("r"), Some(&t("a")), clocks(100.0, 90.0)),
-        Decision::Write { to: Side::Right, reason: Reason::Policy(Policy::Newest) }
+        Decision::Write {
+            to: Side::Right,
+            reason: Reason::Policy(Policy::Newest)
+        }
     );
-    assert_eq!(decide(&r, &t("l"), &t("r"), Some(&t("a")), clocks(100.0, 99.0)), Decision::Conflict(ConflictCause::ClockTie));
+    assert_eq!(
+        decide(&r, &t("l"), &t("r"), Some(&t("a")), clocks(100.0, 99.0)),
+        Decision::Conflict(ConflictCause::ClockTie)
+    );
 }
 
 #[test]
@@ -54,7 +104,10 @@ fn prefer_non_empty_never_overwrites_a_filled_value_with_an_empty_one() {
     let r = rule(Owner::Both, Policy::PreferNonEmpty);
     assert_eq!(
         decide(&r, &[Value::Null], &t("r"), Some(&t("a")), NO_CLOCKS),
-        Decision::Write { to: Side::Left, reason: Reason::Policy(Policy::PreferNonEmpty) }
+        Decision::Write {
+            to: Side::Left,
+            reason: Reason::Policy(Policy::PreferNonEmpty)
+        }
     );
 }
 
@@ -64,18 +117,36 @@ fn drift_on_the_receiving_side_is_corrected_or_reported() {
     r.mode = Mode::OneWay;
     assert_eq!(
         decide(&r, &t("a"), &t("x"), Some(&t("a")), NO_CLOCKS),
-        Decision::Write { to: Side::Right, reason: Reason::DriftCorrection }
+        Decision::Write {
+            to: Side::Right,
+            reason: Reason::DriftCorrection
+        }
     );
     r.on_drift = OnDrift::Report;
-    assert_eq!(decide(&r, &t("a"), &t("x"), Some(&t("a")), NO_CLOCKS), Decision::DriftReported { on: Side::Right });
+    assert_eq!(
+        decide(&r, &t("a"), &t("x"), Some(&t("a")), NO_CLOCKS),
+        Decision::DriftReported { on: Side::Right }
+    );
 }
 
 #[test]
 fn clocks_are_read_from_common_forms() {
-    assert_eq!(clock_seconds(&Value::Integer(1_700_000_000)), Some(1_700_000_000.0));
-    assert_eq!(clock_seconds(&Value::Integer(1_700_000_000_500)), Some(1_700_000_000.5));
-    assert_eq!(clock_seconds(&Value::Text("1970-01-01 00:01:00".into())), Some(60.0));
-    assert_eq!(clock_seconds(&Value::Text("1970-01-01T00:01:00+00:01".into())), Some(0.0));
+    assert_eq!(
+        clock_seconds(&Value::Integer(1_700_000_000)),
+        Some(1_700_000_000.0)
+    );
+    assert_eq!(
+        clock_seconds(&Value::Integer(1_700_000_000_500)),
+        Some(1_700_000_000.5)
+    );
+    assert_eq!(
+        clock_seconds(&Value::Text("1970-01-01 00:01:00".into())),
+        Some(60.0)
+    );
+    assert_eq!(
+        clock_seconds(&Value::Text("1970-01-01T00:01:00+00:01".into())),
+        Some(0.0)
+    );
     assert_eq!(clock_seconds(&Value::Text("yesterday".into())), None);
 }
 
@@ -90,11 +161,22 @@ fn small_value() -> impl Strategy<Value = Value> {
 fn any_rule() -> impl Strategy<Value = UnitRule> {
     (
         prop::sample::select(vec![Owner::Left, Owner::Right, Owner::Both]),
-        prop::sample::select(vec![Policy::LeftWins, Policy::RightWins, Policy::Newest, Policy::PreferNonEmpty, Policy::Manual]),
+        prop::sample::select(vec![
+            Policy::LeftWins,
+            Policy::RightWins,
+            Policy::Newest,
+            Policy::PreferNonEmpty,
+            Policy::Manual,
+        ]),
         prop::sample::select(vec![Mode::OneWay, Mode::TwoWay]),
         prop::sample::select(vec![OnDrift::Correct, OnDrift::Report]),
     )
-        .prop_map(|(owner, policy, mode, on_drift)| UnitRule { owner, policy, mode, on_drift })
+        .prop_map(|(owner, policy, mode, on_drift)| UnitRule {
+            owner,
+            policy,
+            mode,
+            on_drift,
+        })
 }
 
 fn mirror(side: Side) -> Side {

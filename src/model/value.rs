@@ -31,9 +31,12 @@ impl PartialEq for Value {
     }
 }
 
+/// 2^63: the first real beyond `i64::MAX`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
 fn real_equals_integer(r: f64, i: i64) -> bool {
     // Exact only: 2^63 and beyond cannot be an i64, and `as` would saturate.
-    r.fract() == 0.0 && r >= -9.223_372_036_854_775_808e18 && r < 9.223_372_036_854_775_808e18 && r as i64 == i
+    r.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&r) && r as i64 == i
 }
 
 /// A stored value could not be decoded (a corrupt or foreign state store).
@@ -97,9 +100,11 @@ impl Value {
             Value::Null
         } else if let Ok(i) = s.parse::<i64>() {
             Value::Integer(i)
-        } else if let Ok(r) = s.parse::<f64>().map_err(|_| ()).and_then(|r| {
-            if r.is_finite() { Ok(r) } else { Err(()) }
-        }) {
+        } else if let Ok(r) = s
+            .parse::<f64>()
+            .map_err(|_| ())
+            .and_then(|r| if r.is_finite() { Ok(r) } else { Err(()) })
+        {
             Value::Real(r)
         } else {
             Value::Text(s.to_string())
@@ -129,7 +134,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -133,6 +133,9 @@ pub struct QuarantineRow {
 /// (or not) by every run.
 pub const PERSISTENT_QUARANTINE: &[&str] = &["flapping"];
 
+/// A pairs row as stored: left key, right key, base JSON, marks JSON, tombstone.
+type RawPair = (String, String, String, Option<String>, Option<String>);
+
 pub struct StateStore {
     conn: Connection,
     read_only: bool,
@@ -165,7 +168,10 @@ impl StateStore {
     /// # Errors
     /// The file cannot be created or opened, or its schema cannot be upgraded.
     pub fn open(path: &Path) -> Result<StateStore> {
-        let open_err = |e| StateError::Open { path: path.display().to_string(), source: e };
+        let open_err = |e| StateError::Open {
+            path: path.display().to_string(),
+            source: e,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
                 path: path.display().to_string(),
@@ -173,12 +179,18 @@ impl StateStore {
             })?;
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
         schema::migrations()
             .to_latest(&mut conn)
-            .map_err(|e| StateError::Migrate { path: path.display().to_string(), source: e })?;
+            .map_err(|e| StateError::Migrate {
+                path: path.display().to_string(),
+                source: e,
+            })?;
         Self::prepare(conn, false)
     }
 
@@ -192,11 +204,20 @@ impl StateStore {
             let mut conn = Connection::open_in_memory()?;
             schema::migrations()
                 .to_latest(&mut conn)
-                .map_err(|e| StateError::Migrate { path: ":memory:".into(), source: e })?;
+                .map_err(|e| StateError::Migrate {
+                    path: ":memory:".into(),
+                    source: e,
+                })?;
             return Self::prepare(conn, true);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| StateError::Open { path: path.display().to_string(), source: e })?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StateError::Open {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != schema::VERSION {
@@ -222,7 +243,11 @@ impl StateStore {
     /// Opens a write transaction; [`end`](Self::end) commits or rolls it back.
     pub fn begin(&mut self) -> Result<()> {
         // A read-only store only ever writes its TEMP scratch tables: a plain BEGIN.
-        self.conn.execute_batch(if self.read_only { "BEGIN" } else { "BEGIN IMMEDIATE" })?;
+        self.conn.execute_batch(if self.read_only {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        })?;
         Ok(())
     }
 
@@ -260,7 +285,12 @@ impl StateStore {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&mut self, run: i64, status: &str, summary: &serde_json::Value) -> Result<()> {
+    pub fn finish_run(
+        &mut self,
+        run: i64,
+        status: &str,
+        summary: &serde_json::Value,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET finished_at = ?1, status = ?2, summary = ?3 WHERE id = ?4",
             params![now(), status, summary.to_string(), run],
@@ -272,8 +302,14 @@ impl StateStore {
     /// journaled as planned become `unknown`: the next run looks them up before retrying.
     pub fn mark_interrupted_runs(&mut self) -> Result<usize> {
         self.transaction(|s| {
-            let n = s.conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'", [])?;
-            s.conn.execute("UPDATE journal SET status = 'unknown' WHERE status = 'planned'", [])?;
+            let n = s.conn.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
+                [],
+            )?;
+            s.conn.execute(
+                "UPDATE journal SET status = 'unknown' WHERE status = 'planned'",
+                [],
+            )?;
             Ok(n)
         })
     }
@@ -301,7 +337,11 @@ impl StateStore {
     pub fn link_state(&self, link: &str) -> Result<Option<(String, i64)>> {
         Ok(self
             .conn
-            .query_row("SELECT identity, run_seq FROM links WHERE name = ?1", [link], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT identity, run_seq FROM links WHERE name = ?1",
+                [link],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?)
     }
 
@@ -329,16 +369,17 @@ impl StateStore {
 
     // ---- pairs (id map + base) --------------------------------------------------------
 
-    fn read_pair(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, Option<String>, Option<String>)> {
+    fn read_pair(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPair> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     }
 
-    fn decode_pair(raw: (String, String, String, Option<String>, Option<String>)) -> Result<PairRow> {
+    fn decode_pair(raw: RawPair) -> Result<PairRow> {
         let (left_key, right_key, base, marks, tomb) = raw;
-        let base: BTreeMap<String, Value> =
-            serde_json::from_str(&base).map_err(|e| StateError::Corrupt(format!("base of {left_key}: {e}")))?;
+        let base: BTreeMap<String, Value> = serde_json::from_str(&base)
+            .map_err(|e| StateError::Corrupt(format!("base of {left_key}: {e}")))?;
         let marks = match marks {
-            Some(m) => serde_json::from_str(&m).map_err(|e| StateError::Corrupt(format!("marks of {left_key}: {e}")))?,
+            Some(m) => serde_json::from_str(&m)
+                .map_err(|e| StateError::Corrupt(format!("marks of {left_key}: {e}")))?,
             None => BTreeMap::new(),
         };
         let tombstone = match tomb.as_deref() {
@@ -346,19 +387,37 @@ impl StateStore {
             Some("right") => Some(Side::Right),
             _ => None,
         };
-        Ok(PairRow { left_key, right_key, base, marks, tombstone })
+        Ok(PairRow {
+            left_key,
+            right_key,
+            base,
+            marks,
+            tombstone,
+        })
     }
 
     /// Pairs by one side's encoded keys.
-    pub fn pairs_by(&self, link: &str, side: Side, keys: &[String]) -> Result<HashMap<String, PairRow>> {
+    pub fn pairs_by(
+        &self,
+        link: &str,
+        side: Side,
+        keys: &[String],
+    ) -> Result<HashMap<String, PairRow>> {
         let sql = match side {
-            Side::Left => "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND left_key = ?2",
-            Side::Right => "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND right_key = ?2",
+            Side::Left => {
+                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND left_key = ?2"
+            }
+            Side::Right => {
+                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND right_key = ?2"
+            }
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut out = HashMap::new();
         for k in keys {
-            if let Some(raw) = stmt.query_row(params![link, k], Self::read_pair).optional()? {
+            if let Some(raw) = stmt
+                .query_row(params![link, k], Self::read_pair)
+                .optional()?
+            {
                 out.insert(k.clone(), Self::decode_pair(raw)?);
             }
         }
@@ -366,12 +425,17 @@ impl StateStore {
     }
 
     pub fn pair_count(&self, link: &str) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM pairs WHERE link = ?1", [link], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM pairs WHERE link = ?1", [link], |r| {
+                r.get(0)
+            })?)
     }
 
     pub fn put_pair(&mut self, link: &str, pair: &PairRow) -> Result<()> {
         let base = serde_json::to_string(&pair.base).expect("base serializes");
-        let marks = (!pair.marks.is_empty()).then(|| serde_json::to_string(&pair.marks).expect("marks serialize"));
+        let marks = (!pair.marks.is_empty())
+            .then(|| serde_json::to_string(&pair.marks).expect("marks serialize"));
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -381,12 +445,16 @@ impl StateStore {
     }
 
     pub fn delete_pair_by_right(&mut self, link: &str, right_key: &str) -> Result<()> {
-        self.conn.prepare_cached("DELETE FROM pairs WHERE link = ?1 AND right_key = ?2")?.execute(params![link, right_key])?;
+        self.conn
+            .prepare_cached("DELETE FROM pairs WHERE link = ?1 AND right_key = ?2")?
+            .execute(params![link, right_key])?;
         Ok(())
     }
 
     pub fn delete_pair(&mut self, link: &str, left_key: &str) -> Result<()> {
-        self.conn.prepare_cached("DELETE FROM pairs WHERE link = ?1 AND left_key = ?2")?.execute(params![link, left_key])?;
+        self.conn
+            .prepare_cached("DELETE FROM pairs WHERE link = ?1 AND left_key = ?2")?
+            .execute(params![link, left_key])?;
         Ok(())
     }
 
@@ -401,7 +469,9 @@ impl StateStore {
 
     /// Remembers that a key was present in this run's scan of `side`.
     pub fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached("INSERT OR IGNORE INTO temp.seen (side, key) VALUES (?1, ?2)")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO temp.seen (side, key) VALUES (?1, ?2)")?;
         for k in keys {
             stmt.execute(params![side.as_str(), k])?;
         }
@@ -474,13 +544,25 @@ impl StateStore {
         )?;
         let rows = stmt.query_map([], |r| {
             let side: String = r.get(0)?;
-            Ok((if side == "left" { Side::Left } else { Side::Right }, r.get(1)?, r.get(2)?))
+            Ok((
+                if side == "left" {
+                    Side::Left
+                } else {
+                    Side::Right
+                },
+                r.get(1)?,
+                r.get(2)?,
+            ))
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Matched pairs, `limit` at a time after `after` (a rowid), with both records.
-    pub fn matched_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, Unlinked, Unlinked, String)>> {
+    pub fn matched_page(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Unlinked, Unlinked, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT m.rowid, l.key, l.record, r.key, r.record, m.how FROM temp.matches m
                JOIN temp.unlinked l ON l.side = 'left' AND l.key = m.left_key
@@ -488,23 +570,44 @@ impl StateStore {
              WHERE m.rowid > ?1 ORDER BY m.rowid LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, lk, lr, rk, rr, how) = row?;
-            out.push((id, Unlinked::decode(&lk, &lr)?, Unlinked::decode(&rk, &rr)?, how));
+            out.push((
+                id,
+                Unlinked::decode(&lk, &lr)?,
+                Unlinked::decode(&rk, &rr)?,
+                how,
+            ));
         }
         Ok(out)
     }
 
     /// Records of one side that matched nothing, `limit` at a time after a rowid.
-    pub fn unmatched_page(&self, side: Side, after: i64, limit: usize) -> Result<Vec<(i64, Unlinked)>> {
+    pub fn unmatched_page(
+        &self,
+        side: Side,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Unlinked)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, key, record FROM temp.unlinked WHERE side = ?1 AND matched = 0 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![side.as_str(), after, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -523,12 +626,16 @@ impl StateStore {
     }
 
     pub fn stage_plan(&mut self, body: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT INTO temp.plan (body) VALUES (?1)")?.execute([body])?;
+        self.conn
+            .prepare_cached("INSERT INTO temp.plan (body) VALUES (?1)")?
+            .execute([body])?;
         Ok(())
     }
 
     pub fn plan_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT seq, body FROM temp.plan WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, body FROM temp.plan WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -536,7 +643,14 @@ impl StateStore {
     // ---- journal -------------------------------------------------------------------
 
     /// Journals changes as `planned`; returns their ids in order.
-    pub fn journal_planned(&mut self, run: i64, link: &str, left_key: Option<&str>, right_key: Option<&str>, changes: &[Change]) -> Result<Vec<i64>> {
+    pub fn journal_planned(
+        &mut self,
+        run: i64,
+        link: &str,
+        left_key: Option<&str>,
+        right_key: Option<&str>,
+        changes: &[Change],
+    ) -> Result<Vec<i64>> {
         let at = now();
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
@@ -562,7 +676,13 @@ impl StateStore {
         Ok(ids)
     }
 
-    pub fn journal_outcome(&mut self, id: i64, status: &str, left_key: Option<&str>, right_key: Option<&str>) -> Result<()> {
+    pub fn journal_outcome(
+        &mut self,
+        id: i64,
+        status: &str,
+        left_key: Option<&str>,
+        right_key: Option<&str>,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE journal SET status = ?2, left_key = coalesce(left_key, ?3), right_key = coalesce(right_key, ?4) WHERE id = ?1",
@@ -572,7 +692,13 @@ impl StateStore {
     }
 
     /// The journal, newest first, filtered.
-    pub fn journal(&self, link: Option<&str>, key: Option<&str>, run: Option<i64>, limit: i64) -> Result<Vec<JournalEntry>> {
+    pub fn journal(
+        &self,
+        link: Option<&str>,
+        key: Option<&str>,
+        run: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JournalEntry>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason, status FROM journal
              WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR left_key = ?2 OR right_key = ?2) AND (?3 IS NULL OR run = ?3)
@@ -580,7 +706,10 @@ impl StateStore {
         )?;
         let rows = stmt.query_map(params![link, key, run, limit], |r| {
             let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok());
-            let key_text = |s: Option<String>| s.and_then(|s| Key::decode(&s).ok()).map(|k| k.display_text());
+            let key_text = |s: Option<String>| {
+                s.and_then(|s| Key::decode(&s).ok())
+                    .map(|k| k.display_text())
+            };
             Ok(JournalEntry {
                 id: r.get(0)?,
                 run: r.get(1)?,
@@ -601,7 +730,12 @@ impl StateStore {
     }
 
     /// The last applied journal entry touching a field of a pair.
-    pub fn last_write(&self, link: &str, left_key: &str, field: &str) -> Result<Option<(i64, String, String, String)>> {
+    pub fn last_write(
+        &self,
+        link: &str,
+        left_key: &str,
+        field: &str,
+    ) -> Result<Option<(i64, String, String, String)>> {
         Ok(self
             .conn
             .query_row(
@@ -632,18 +766,23 @@ impl StateStore {
         },))
     }
 
-    const CONFLICT_COLS: &'static str =
-        "link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, resolution, detected_run";
+    const CONFLICT_COLS: &'static str = "link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, resolution, detected_run";
 
     pub fn conflicts(&self, link: Option<&str>) -> Result<Vec<ConflictRow>> {
-        let sql = format!("SELECT {} FROM conflicts WHERE (?1 IS NULL OR link = ?1) ORDER BY link, left_key, unit", Self::CONFLICT_COLS);
+        let sql = format!(
+            "SELECT {} FROM conflicts WHERE (?1 IS NULL OR link = ?1) ORDER BY link, left_key, unit",
+            Self::CONFLICT_COLS
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(params![link], Self::read_conflict)?;
         rows.map(|r| r?.0.decode()).collect()
     }
 
     pub fn conflict(&self, link: &str, left_key: &str, unit: &str) -> Result<Option<ConflictRow>> {
-        let sql = format!("SELECT {} FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3", Self::CONFLICT_COLS);
+        let sql = format!(
+            "SELECT {} FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
+            Self::CONFLICT_COLS
+        );
         self.conn
             .prepare_cached(&sql)?
             .query_row(params![link, left_key, unit], Self::read_conflict)
@@ -679,7 +818,13 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn resolve_conflict(&mut self, link: &str, left_key: &str, unit: &str, value: &[Value]) -> Result<bool> {
+    pub fn resolve_conflict(
+        &mut self,
+        link: &str,
+        left_key: &str,
+        unit: &str,
+        value: &[Value],
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE conflicts SET status = 'resolved', resolution = ?4, resolved_at = ?5 WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
             params![link, left_key, unit, enc_values(value), now()],
@@ -689,7 +834,9 @@ impl StateStore {
 
     pub fn delete_conflict(&mut self, link: &str, left_key: &str, unit: &str) -> Result<()> {
         self.conn
-            .prepare_cached("DELETE FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3")?
+            .prepare_cached(
+                "DELETE FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
+            )?
             .execute(params![link, left_key, unit])?;
         Ok(())
     }
@@ -697,7 +844,10 @@ impl StateStore {
     /// Forgets conflicts this run did not see again (someone fixed the data by hand, or
     /// the pair is gone).
     pub fn prune_conflicts(&mut self, link: &str, run: i64) -> Result<()> {
-        self.conn.execute("DELETE FROM conflicts WHERE link = ?1 AND last_seen_run < ?2", params![link, run])?;
+        self.conn.execute(
+            "DELETE FROM conflicts WHERE link = ?1 AND last_seen_run < ?2",
+            params![link, run],
+        )?;
         Ok(())
     }
 
@@ -711,7 +861,11 @@ impl StateStore {
             let side: String = r.get(1)?;
             Ok(QuarantineRow {
                 link: r.get(0)?,
-                side: if side == "left" { Side::Left } else { Side::Right },
+                side: if side == "left" {
+                    Side::Left
+                } else {
+                    Side::Right
+                },
                 key: r.get(2)?,
                 field: r.get(3)?,
                 kind: r.get(4)?,
@@ -751,7 +905,12 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn release_quarantine(&mut self, link: &str, key: &str, field: Option<&str>) -> Result<usize> {
+    pub fn release_quarantine(
+        &mut self,
+        link: &str,
+        key: &str,
+        field: Option<&str>,
+    ) -> Result<usize> {
         Ok(self.conn.execute(
             "DELETE FROM quarantine WHERE link = ?1 AND key = ?2 AND (?3 IS NULL OR field = ?3)",
             params![link, key, field],

@@ -69,23 +69,39 @@ impl Fixture {
     pub fn plan(&self) -> RunReport {
         let config = self.config();
         let mut state = StateStore::open_read_only(&self.state_path()).unwrap();
-        engine::run_cycle(&config, &mut state, RunOptions { apply: false, ..Default::default() }).unwrap()
+        engine::run_cycle(
+            &config,
+            &mut state,
+            RunOptions {
+                apply: false,
+                ..Default::default()
+            },
+        )
+        .unwrap()
     }
 
     /// Rows of a query as values.
     pub fn rows(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
         let mut stmt = conn.prepare(sql).unwrap();
         let n = stmt.column_count();
-        stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect::<rusqlite::Result<Vec<_>>>())
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap()
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
     }
 }
 
 /// Writes made by a run, both directions.
 pub fn writes(report: &RunReport) -> u64 {
-    report.links.iter().map(|l| l.to_left.writes() + l.to_right.writes()).sum()
+    report
+        .links
+        .iter()
+        .map(|l| l.to_left.writes() + l.to_right.writes())
+        .sum()
 }
 
 pub fn text(s: &str) -> Value {
@@ -95,6 +111,8 @@ pub fn text(s: &str) -> Value {
 /// The syncline binary, for end-to-end tests.
 pub fn syncline(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("syncline").unwrap();
-    cmd.current_dir(dir).env_remove("SYNCLINE_CONFIG").env("NO_COLOR", "1");
+    cmd.current_dir(dir)
+        .env_remove("SYNCLINE_CONFIG")
+        .env("NO_COLOR", "1");
     cmd
 }

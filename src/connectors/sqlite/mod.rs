@@ -37,38 +37,70 @@ impl SqliteConnector {
         }
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         // Touch the schema now so a file that is not a database fails here, by name.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(open_err)?;
-        Ok(SqliteConnector { conn, name: name.to_string() })
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(open_err)?;
+        Ok(SqliteConnector {
+            conn,
+            name: name.to_string(),
+        })
     }
 
     fn query_err(&self, context: String) -> impl FnOnce(rusqlite::Error) -> ConnectorError + '_ {
-        move |e| ConnectorError::Query { context: format!("system `{}`: {context}", self.name), source: Box::new(e) }
+        move |e| ConnectorError::Query {
+            context: format!("system `{}`: {context}", self.name),
+            source: Box::new(e),
+        }
     }
 
     fn select_list(spec: &ReadSpec) -> String {
-        spec.key.iter().chain(&spec.columns).map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        spec.key
+            .iter()
+            .chain(&spec.columns)
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn key_list(spec: &ReadSpec) -> String {
-        spec.key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        spec.key
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    fn apply_one(&self, table: &str, spec: &ReadSpec, write: &Write) -> rusqlite::Result<WriteOutcome> {
+    fn apply_one(
+        &self,
+        table: &str,
+        spec: &ReadSpec,
+        write: &Write,
+    ) -> rusqlite::Result<WriteOutcome> {
         match write {
             Write::Create { values } => {
                 let sql = if values.is_empty() {
-                    format!("INSERT INTO {table} DEFAULT VALUES RETURNING {}", Self::key_list(spec))
+                    format!(
+                        "INSERT INTO {table} DEFAULT VALUES RETURNING {}",
+                        Self::key_list(spec)
+                    )
                 } else {
                     format!(
                         "INSERT INTO {table} ({}) VALUES ({}) RETURNING {}",
-                        values.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", "),
+                        values
+                            .iter()
+                            .map(|(c, _)| quote(c))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         vec!["?"; values.len()].join(", "),
                         Self::key_list(spec)
                     )
@@ -76,14 +108,19 @@ impl SqliteConnector {
                 let mut stmt = self.conn.prepare_cached(&sql)?;
                 let params: Vec<&dyn ToSql> = values.iter().map(|(_, v)| v as &dyn ToSql).collect();
                 let key = stmt.query_row(params.as_slice(), |row| {
-                    (0..spec.key.len()).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<Vec<_>>>()
+                    (0..spec.key.len())
+                        .map(|i| row.get::<_, Value>(i))
+                        .collect::<rusqlite::Result<Vec<_>>>()
                 })?;
                 Ok(WriteOutcome::Created(Key(key)))
             }
             Write::Update { key, set, expect } => {
                 let sql = format!(
                     "UPDATE {table} SET {} WHERE {}",
-                    set.iter().map(|(c, _)| format!("{} = ?", quote(c))).collect::<Vec<_>>().join(", "),
+                    set.iter()
+                        .map(|(c, _)| format!("{} = ?", quote(c)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     where_clause(spec, expect)
                 );
                 let params: Vec<&dyn ToSql> = set
@@ -93,7 +130,11 @@ impl SqliteConnector {
                     .chain(expect.iter().map(|(_, v)| v as &dyn ToSql))
                     .collect();
                 let n = self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
-                Ok(if n == 0 { WriteOutcome::Stale } else { WriteOutcome::Applied })
+                Ok(if n == 0 {
+                    WriteOutcome::Stale
+                } else {
+                    WriteOutcome::Applied
+                })
             }
             Write::Delete { key, expect } => {
                 let sql = format!("DELETE FROM {table} WHERE {}", where_clause(spec, expect));
@@ -104,7 +145,11 @@ impl SqliteConnector {
                     .chain(expect.iter().map(|(_, v)| v as &dyn ToSql))
                     .collect();
                 let n = self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
-                Ok(if n == 0 { WriteOutcome::Stale } else { WriteOutcome::Applied })
+                Ok(if n == 0 {
+                    WriteOutcome::Stale
+                } else {
+                    WriteOutcome::Applied
+                })
             }
         }
     }
@@ -137,7 +182,9 @@ fn quote_table(collection: &str) -> String {
 fn is_record_error(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
     match e {
-        rusqlite::Error::SqliteFailure(f, _) => matches!(f.code, ConstraintViolation | TypeMismatch | TooBig),
+        rusqlite::Error::SqliteFailure(f, _) => {
+            matches!(f.code, ConstraintViolation | TypeMismatch | TooBig)
+        }
         rusqlite::Error::QueryReturnedNoRows => true,
         _ => false,
     }
@@ -152,7 +199,10 @@ fn read_record(row: &rusqlite::Row<'_>, key_len: usize, total: usize) -> rusqlit
     for i in key_len..total {
         values.push(row.get::<_, Value>(i)?);
     }
-    Ok(Record { key: Key(key), values })
+    Ok(Record {
+        key: Key(key),
+        values,
+    })
 }
 
 impl Connector for SqliteConnector {
@@ -162,7 +212,10 @@ impl Connector for SqliteConnector {
             None => ("main".to_string(), collection),
         };
         let sql = format!("SELECT name, type, \"notnull\", pk FROM {schema}.pragma_table_info(?)");
-        let mut stmt = self.conn.prepare(&sql).map_err(self.query_err(format!("describe {collection}")))?;
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(self.query_err(format!("describe {collection}")))?;
         let cols = stmt
             .query_map([table], |r| {
                 Ok(ColumnInfo {
@@ -178,7 +231,10 @@ impl Connector for SqliteConnector {
                 source: Box::new(e),
             })?;
         if cols.is_empty() {
-            return Err(ConnectorError::NoCollection(format!("{}.{collection}", self.name)));
+            return Err(ConnectorError::NoCollection(format!(
+                "{}.{collection}",
+                self.name
+            )));
         }
         Ok(cols)
     }
@@ -213,14 +269,19 @@ impl Connector for SqliteConnector {
                 source: Box::new(e),
             })?;
             let Some(row) = row else { break };
-            batch.push(read_record(row, spec.key.len(), total).map_err(|e| ConnectorError::Query {
-                context: format!("system `{}`: {ctx}", self.name),
-                source: Box::new(e),
+            batch.push(read_record(row, spec.key.len(), total).map_err(|e| {
+                ConnectorError::Query {
+                    context: format!("system `{}`: {ctx}", self.name),
+                    source: Box::new(e),
+                }
             })?);
             count += 1;
             if batch.len() >= batch_size {
-                consumer(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)))
-                    .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+                consumer(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(batch_size),
+                ))
+                .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
             }
         }
         if !batch.is_empty() {
@@ -241,13 +302,18 @@ impl Connector for SqliteConnector {
                 Self::key_list(spec),
                 vec![row_value.as_str(); chunk.len()].join(", ")
             );
-            let params: Vec<&dyn ToSql> = chunk.iter().flat_map(|k| k.0.iter().map(|v| v as &dyn ToSql)).collect();
+            let params: Vec<&dyn ToSql> = chunk
+                .iter()
+                .flat_map(|k| k.0.iter().map(|v| v as &dyn ToSql))
+                .collect();
             let result = self
                 .conn
                 .prepare_cached(&sql)
                 .and_then(|mut stmt| {
-                    stmt.query_map(params.as_slice(), |row| read_record(row, spec.key.len(), total))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                    stmt.query_map(params.as_slice(), |row| {
+                        read_record(row, spec.key.len(), total)
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(|e| ConnectorError::Query {
                     context: format!("system `{}`: fetch from {}", self.name, spec.collection),
@@ -258,7 +324,11 @@ impl Connector for SqliteConnector {
         Ok(out)
     }
 
-    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    fn apply(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let table = quote_table(&spec.collection);
         let fail = |e: rusqlite::Error| ConnectorError::Query {
             context: format!("system `{}`: write to {}", self.name, spec.collection),
@@ -339,7 +409,10 @@ mod tests {
         let spec = ReadSpec {
             collection: "t".into(),
             key: vec!["id".into()],
-            columns: ["i", "r", "s", "b", "n"].iter().map(|s| s.to_string()).collect(),
+            columns: ["i", "r", "s", "b", "n"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         };
         (dir, conn, spec)
     }
@@ -354,10 +427,22 @@ mod tests {
             ("b".to_string(), Value::Blob(vec![0, 1, 2])),
             ("n".to_string(), Value::Null),
         ];
-        let out = c.apply(&spec, &[Write::Create { values: values.clone() }]).unwrap();
-        let WriteOutcome::Created(key) = &out[0] else { panic!("{out:?}") };
+        let out = c
+            .apply(
+                &spec,
+                &[Write::Create {
+                    values: values.clone(),
+                }],
+            )
+            .unwrap();
+        let WriteOutcome::Created(key) = &out[0] else {
+            panic!("{out:?}")
+        };
         let rec = c.fetch(&spec, std::slice::from_ref(key)).unwrap().remove(0);
-        assert_eq!(rec.values, values.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+        assert_eq!(
+            rec.values,
+            values.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -374,7 +459,10 @@ mod tests {
             set: vec![("n".into(), Value::Integer(5))],
             expect: vec![("n".into(), Value::Null)],
         };
-        assert_eq!(c.apply(&spec, &[stale, fresh]).unwrap(), vec![WriteOutcome::Stale, WriteOutcome::Applied]);
+        assert_eq!(
+            c.apply(&spec, &[stale, fresh]).unwrap(),
+            vec![WriteOutcome::Stale, WriteOutcome::Applied]
+        );
         let rec = c.fetch(&spec, &[key]).unwrap().remove(0);
         assert_eq!(rec.values[2], Value::Text("x".into()));
         assert_eq!(rec.values[4], Value::Integer(5));
@@ -383,10 +471,17 @@ mod tests {
     #[test]
     fn a_constraint_violation_rejects_one_write_and_keeps_the_rest() {
         let (_d, mut c, spec) = db();
-        let bad = Write::Create { values: vec![("s".into(), Value::Null)] };
-        let good = Write::Create { values: vec![("s".into(), Value::Text("ok".into()))] };
+        let bad = Write::Create {
+            values: vec![("s".into(), Value::Null)],
+        };
+        let good = Write::Create {
+            values: vec![("s".into(), Value::Text("ok".into()))],
+        };
         let out = c.apply(&spec, &[bad, good]).unwrap();
-        assert!(matches!(&out[0], WriteOutcome::Rejected(r) if r.contains("NOT NULL")), "{out:?}");
+        assert!(
+            matches!(&out[0], WriteOutcome::Rejected(r) if r.contains("NOT NULL")),
+            "{out:?}"
+        );
         assert!(matches!(out[1], WriteOutcome::Created(_)));
         let mut n = 0;
         c.scan(&spec, 1, &mut |b| {
