@@ -633,12 +633,25 @@ fn a_state_store_made_for_other_collections_is_not_trusted() {
     f.run();
     // GIVEN the link now points at a copy of the right table under another name
     f.right.execute_batch("CREATE TABLE customers2 AS SELECT * FROM customers; DELETE FROM customers2 WHERE email = 'p4@x.org';").unwrap();
-    f.write_config(&link("mode = \"two-way\"", TWO_WAY_FIELDS).replace("billing.customers", "billing.customers2"));
+    f.write_config(
+        &link("mode = \"two-way\"", TWO_WAY_FIELDS)
+            .replace("billing.customers", "billing.customers2"),
+    );
     // WHEN run THEN the old id map is dropped with a warning, records are re-linked by
     // match_on, and only the record really missing there is created: no duplicates
     let r = f.run();
-    assert!(r.links[0].warnings.iter().any(|w| w.contains("other collections or keys")), "{:?}", r.links[0].warnings);
+    assert!(
+        r.links[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("other collections or keys")),
+        "{:?}",
+        r.links[0].warnings
+    );
     assert_eq!(r.links[0].to_right.created, 1);
-    assert_eq!(Fixture::rows(&f.right, "SELECT count(*) FROM customers2"), vec![vec![Value::Integer(5)]]);
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT count(*) FROM customers2"),
+        vec![vec![Value::Integer(5)]]
+    );
     assert_eq!(writes(&f.run()), 0);
 }

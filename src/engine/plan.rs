@@ -200,8 +200,10 @@ impl<'a> Planner<'a> {
 
     fn left_batch(&mut self, records: Vec<Record>, right: &mut dyn Connector) -> Result<(), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
-        self.state.mark_seen(Side::Left, &keys)?;
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;
+        // Only linked keys matter to delete detection; unlinked ones are staged anyway.
+        let linked: Vec<String> = pairs.keys().cloned().collect();
+        self.state.mark_seen(Side::Left, &linked)?;
         let mut right_keys = Vec::new();
         for p in pairs.values().filter(|p| p.tombstone.is_none()) {
             right_keys.push(
@@ -229,14 +231,22 @@ impl<'a> Planner<'a> {
 
     fn right_batch(&mut self, records: Vec<Record>) -> Result<(), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
-        self.state.mark_seen(Side::Right, &keys)?;
-        let pairs = self.state.pairs_by(&self.link.name, Side::Right, &keys)?;
+        // The left scan already merged every pair whose left record exists; here only
+        // the pairs whose left record is gone need their full row.
+        let links = self.state.right_links(&self.link.name, &keys)?;
+        let linked: Vec<String> = links.keys().cloned().collect();
+        self.state.mark_seen(Side::Right, &linked)?;
         for (rec, key) in records.iter().zip(&keys) {
-            match pairs.get(key) {
+            match links.get(key) {
                 None => self.stage_unlinked(Side::Right, rec)?,
-                Some(p) if p.tombstone.is_some() => {}
-                Some(p) => {
-                    if !self.state.was_seen(Side::Left, &p.left_key)? {
+                Some(link) if link.tombstoned || link.left_seen => {}
+                Some(_) => {
+                    let pair = self.state.pairs_by(
+                        &self.link.name,
+                        Side::Right,
+                        std::slice::from_ref(key),
+                    )?;
+                    if let Some(p) = pair.get(key) {
                         self.plan_deleted(Side::Left, rec, p)?;
                     }
                 }

@@ -232,6 +232,9 @@ impl StateStore {
 
     fn prepare(conn: Connection, read_only: bool) -> Result<StateStore> {
         conn.set_prepared_statement_cache_capacity(64);
+        // 8 MiB of page cache (SQLite's default is 2): the scratch tables of a large
+        // first run spill less, and memory still does not grow with the collection.
+        conn.pragma_update(None, "cache_size", -8192)?;
         conn.execute_batch(schema::TEMP_TABLES)?;
         Ok(StateStore { conn, read_only })
     }
@@ -462,7 +465,9 @@ impl StateStore {
 
     pub fn clear_scratch(&mut self) -> Result<()> {
         self.conn.execute_batch(
-            "DELETE FROM temp.seen; DELETE FROM temp.unlinked; DELETE FROM temp.matches; DELETE FROM temp.plan;",
+            "DELETE FROM temp.seen; DELETE FROM temp.unlinked; DELETE FROM temp.matches; DELETE FROM temp.plan;
+             DROP INDEX IF EXISTS temp.unlinked_key; DROP INDEX IF EXISTS temp.unlinked_match;
+             DROP INDEX IF EXISTS temp.unlinked_ref; DROP INDEX IF EXISTS temp.unlinked_text;",
         )?;
         Ok(())
     }
@@ -478,13 +483,33 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn was_seen(&self, side: Side, key: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM temp.seen WHERE side = ?1 AND key = ?2")?
-            .query_row(params![side.as_str(), key], |_| Ok(()))
-            .optional()?
-            .is_some())
+    /// For right keys: whether each is linked, tombstoned, and whether its left partner
+    /// was seen in this run's left scan. Unlinked keys are absent.
+    pub fn right_links(
+        &self,
+        link: &str,
+        right_keys: &[String],
+    ) -> Result<HashMap<String, RightLink>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.tombstone IS NOT NULL,
+                    EXISTS (SELECT 1 FROM temp.seen s WHERE s.side = 'left' AND s.key = p.left_key)
+               FROM pairs p WHERE p.link = ?1 AND p.right_key = ?2",
+        )?;
+        let mut out = HashMap::new();
+        for k in right_keys {
+            if let Some(l) = stmt
+                .query_row(params![link, k], |r| {
+                    Ok(RightLink {
+                        tombstoned: r.get(0)?,
+                        left_seen: r.get(1)?,
+                    })
+                })
+                .optional()?
+            {
+                out.insert(k.clone(), l);
+            }
+        }
+        Ok(out)
     }
 
     /// Pairs neither of whose records was seen in this run's scans (or whose surviving
@@ -512,6 +537,9 @@ impl StateStore {
     /// ambiguous: those records are returned as such, never guessed. Returns
     /// (matched pairs as (left, right) staged keys, ambiguous records).
     pub fn match_unlinked(&mut self) -> Result<Vec<(Side, String, String)>> {
+        // Indexes are built once here, after staging: cheaper than maintaining them
+        // through a million random inserts.
+        self.conn.execute_batch(schema::TEMP_INDEXES)?;
         self.conn.execute_batch(
             "-- a right record whose right_ref names a left key, and that is the only one to
              INSERT OR IGNORE INTO temp.matches (left_key, right_key, how)
@@ -948,6 +976,13 @@ impl ConflictRowRaw {
             detected_run: self.detected_run,
         })
     }
+}
+
+/// What the right scan needs to know about a linked right key.
+#[derive(Debug, Clone, Copy)]
+pub struct RightLink {
+    pub tombstoned: bool,
+    pub left_seen: bool,
 }
 
 /// A record staged for matching.

@@ -85,10 +85,14 @@ pub const TEMP_TABLES: &str = "
     CREATE TEMP TABLE IF NOT EXISTS unlinked (
         side TEXT NOT NULL, key TEXT NOT NULL, key_text TEXT NOT NULL, match_key TEXT, ref TEXT,
         record TEXT NOT NULL, matched INTEGER NOT NULL DEFAULT 0);
+    CREATE TEMP TABLE IF NOT EXISTS matches (left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
+    CREATE TEMP TABLE IF NOT EXISTS plan (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+";
+
+/// Indexes on the staged records, built after staging (see `match_unlinked`).
+pub const TEMP_INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS temp.unlinked_key ON unlinked (side, key);
     CREATE INDEX IF NOT EXISTS temp.unlinked_match ON unlinked (match_key);
     CREATE INDEX IF NOT EXISTS temp.unlinked_ref ON unlinked (ref);
     CREATE INDEX IF NOT EXISTS temp.unlinked_text ON unlinked (key_text);
-    CREATE TEMP TABLE IF NOT EXISTS matches (left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
-    CREATE TEMP TABLE IF NOT EXISTS plan (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 ";

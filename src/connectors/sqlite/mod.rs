@@ -339,22 +339,16 @@ impl Connector for SqliteConnector {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
-            let result = self
-                .conn
-                .execute_batch("SAVEPOINT write_one")
-                .and_then(|()| self.apply_one(&table, spec, write));
-            match result {
-                Ok(outcome) => {
-                    self.conn.execute_batch("RELEASE write_one").map_err(fail)?;
-                    outcomes.push(outcome);
-                }
-                Err(e) if is_record_error(&e) => {
-                    self.conn
-                        .execute_batch("ROLLBACK TO write_one; RELEASE write_one")
-                        .map_err(fail)?;
+            // No savepoint per write: a statement that fails on a constraint is undone
+            // by SQLite alone (statement rollback), and the transaction goes on.
+            match self.apply_one(&table, spec, write) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) if is_record_error(&e) && !self.conn.is_autocommit() => {
                     outcomes.push(WriteOutcome::Rejected(e.to_string()));
                 }
                 Err(e) => {
+                    // Includes a constraint declared ON CONFLICT ROLLBACK, which ended the
+                    // transaction: the batch as a whole failed, nothing of it stays.
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(fail(e));
                 }
