@@ -14,21 +14,96 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+    Bool(bool),
+    /// An exact decimal, as its system printed it (`12.50`). Never a float.
+    Numeric(String),
+    Date(chrono::NaiveDate),
+    /// A timestamp without time zone.
+    Timestamp(chrono::NaiveDateTime),
+    /// A timestamp with time zone, held in UTC.
+    TimestampTz(chrono::DateTime<chrono::Utc>),
+    Json(serde_json::Value),
+    /// Lowercase, hyphenated.
+    Uuid(String),
 }
 
 impl PartialEq for Value {
+    /// Semantic equality: the same value held in another system's representation is
+    /// equal (`Numeric("12.50")` = `Text("12.5")` = `Real(12.5)`, `Bool(true)` =
+    /// `Integer(1)`, a date = its ISO text). Without it, a value written to a system
+    /// that stores it differently would read back as a change every run.
     fn eq(&self, other: &Self) -> bool {
         use Value::*;
         match (self, other) {
             (Null, Null) => true,
+            (Null, _) | (_, Null) => false,
             (Integer(a), Integer(b)) => a == b,
             (Real(a), Real(b)) => a.to_bits() == b.to_bits() || (a == b),
             (Integer(i), Real(r)) | (Real(r), Integer(i)) => real_equals_integer(*r, *i),
             (Text(a), Text(b)) => a == b,
             (Blob(a), Blob(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (Bool(b), Integer(i)) | (Integer(i), Bool(b)) => i64::from(*b) == *i,
+            (Numeric(_), Numeric(_) | Integer(_) | Real(_) | Text(_))
+            | (Integer(_) | Real(_) | Text(_), Numeric(_)) => match (self.as_decimal(), other.as_decimal()) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+            (Date(d), Date(e)) => d == e,
+            (Date(d), Text(t)) | (Text(t), Date(d)) => chrono::NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").is_ok_and(|e| e == *d),
+            (Timestamp(a), Timestamp(b)) => a == b,
+            (TimestampTz(a), TimestampTz(b)) => a == b,
+            (Timestamp(n), TimestampTz(z)) | (TimestampTz(z), Timestamp(n)) => z.naive_utc() == *n,
+            (Timestamp(n), Text(t)) | (Text(t), Timestamp(n)) => parse_naive_timestamp(t).is_some_and(|m| m == *n),
+            (TimestampTz(z), Text(t)) | (Text(t), TimestampTz(z)) => parse_timestamptz(t).is_some_and(|m| m == *z),
+            (Json(a), Json(b)) => a == b,
+            (Json(j), Text(t)) | (Text(t), Json(j)) => serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v == *j),
+            (Uuid(a), Uuid(b)) => a == b,
+            (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => t.trim().eq_ignore_ascii_case(u),
             _ => false,
         }
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f]` or with a `T`.
+pub fn parse_naive_timestamp(t: &str) -> Option<chrono::NaiveDateTime> {
+    let t = t.trim();
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+}
+
+/// RFC 3339, PostgreSQL's `2026-11-26 10:00:00+00`, or a naive timestamp taken as UTC.
+pub fn parse_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = t.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(d.with_timezone(&chrono::Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
+            return Some(d.with_timezone(&chrono::Utc));
+        }
+    }
+    parse_naive_timestamp(t).map(|n| n.and_utc())
+}
+
+/// A decimal in canonical form: no `+`, no leading zeros, no trailing fractional zeros,
+/// no `-0`. `None` when `s` is not a plain decimal.
+pub fn normalize_decimal(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let body = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+    Some(if neg && body != "0" { format!("-{body}") } else { body })
 }
 
 /// 2^63: the first real beyond `i64::MAX`.
@@ -54,6 +129,38 @@ impl Value {
         }
     }
 
+    /// The value as a canonical decimal, when it is a number (or text holding one).
+    pub fn as_decimal(&self) -> Option<String> {
+        match self {
+            Value::Integer(i) => Some(i.to_string()),
+            // Display prints the shortest exact form, never an exponent.
+            Value::Real(r) if r.is_finite() => normalize_decimal(&r.to_string()),
+            Value::Numeric(n) | Value::Text(n) => normalize_decimal(n),
+            _ => None,
+        }
+    }
+
+    /// The value as text in the form SQL systems accept for its type (what text
+    /// transfer and SQLite's TEXT columns carry).
+    pub fn to_sql_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Integer(i) => i.to_string(),
+            Value::Real(r) if r.is_nan() => "NaN".into(),
+            Value::Real(r) if r.is_infinite() => if *r > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+            Value::Real(r) => format!("{r:?}"),
+            Value::Text(t) => t.clone(),
+            Value::Blob(b) => format!("\\x{}", hex(b)),
+            Value::Bool(b) => b.to_string(),
+            Value::Numeric(n) => n.clone(),
+            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+            Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+            Value::TimestampTz(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            Value::Json(j) => j.to_string(),
+            Value::Uuid(u) => u.clone(),
+        })
+    }
+
     /// Exact, type-preserving text form used in the state store. Reals keep their bits.
     pub fn encode(&self) -> String {
         match self {
@@ -62,6 +169,13 @@ impl Value {
             Value::Real(r) => format!("R{:016x}", r.to_bits()),
             Value::Text(t) => format!("T{t}"),
             Value::Blob(b) => format!("B{}", hex(b)),
+            Value::Bool(b) => format!("Z{}", u8::from(*b)),
+            Value::Numeric(n) => format!("D{n}"),
+            Value::Date(d) => format!("d{}", d.format("%Y-%m-%d")),
+            Value::Timestamp(t) => format!("S{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::TimestampTz(t) => format!("Y{}", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Value::Json(j) => format!("J{j}"),
+            Value::Uuid(u) => format!("U{u}"),
         }
     }
 
@@ -76,6 +190,13 @@ impl Value {
             )),
             "T" => Value::Text(rest.to_string()),
             "B" => Value::Blob(unhex(rest).ok_or_else(bad)?),
+            "Z" => Value::Bool(rest == "1"),
+            "D" => Value::Numeric(rest.to_string()),
+            "d" => Value::Date(chrono::NaiveDate::parse_from_str(rest, "%Y-%m-%d").map_err(|_| bad())?),
+            "S" => Value::Timestamp(parse_naive_timestamp(rest).ok_or_else(bad)?),
+            "Y" => Value::TimestampTz(parse_timestamptz(rest).ok_or_else(bad)?),
+            "J" => Value::Json(serde_json::from_str(rest).map_err(|_| bad())?),
+            "U" => Value::Uuid(rest.to_string()),
             _ => return Err(bad()),
         })
     }
@@ -90,6 +211,9 @@ impl Value {
                 .unwrap_or_else(|| serde_json::Value::String(r.to_string())),
             Value::Text(t) => t.clone().into(),
             Value::Blob(b) => serde_json::json!({ "hex": hex(b) }),
+            Value::Bool(b) => (*b).into(),
+            Value::Json(j) => j.clone(),
+            other => other.to_sql_text().into(),
         }
     }
 
@@ -120,11 +244,15 @@ impl fmt::Display for Value {
             Value::Real(r) => write!(f, "{r:?}"),
             Value::Text(t) => write!(f, "{t:?}"),
             Value::Blob(b) => write!(f, "x'{}'", hex(b)),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Numeric(n) => f.write_str(n),
+            Value::Json(j) => write!(f, "{j}"),
+            other => write!(f, "{:?}", other.to_sql_text().unwrap_or_default()),
         }
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -133,7 +261,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -249,6 +377,13 @@ mod tests {
             Value::Real(f64::NAN),
             Value::Text("a\u{1f}b\\u".into()),
             Value::Blob(vec![0, 255, 16]),
+            Value::Bool(true),
+            Value::Numeric("-0012.500".into()),
+            Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()),
+            Value::Timestamp(parse_naive_timestamp("2026-11-26 10:00:00.123456").unwrap()),
+            Value::TimestampTz(parse_timestamptz("2026-11-26 10:00:00.5+02").unwrap()),
+            Value::Json(serde_json::json!({"a": [1, 2.5, null]})),
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
         ];
         for v in &values {
             let back = Value::decode(&v.encode()).unwrap();
@@ -264,6 +399,22 @@ mod tests {
         assert_ne!(Value::Integer(3), Value::Real(3.5));
         assert_ne!(Value::Integer(i64::MAX), Value::Real(9.3e18));
         assert_ne!(Value::Text("3".into()), Value::Integer(3));
+    }
+
+    #[test]
+    fn the_same_value_in_another_representation_is_equal() {
+        assert_eq!(Value::Numeric("12.50".into()), Value::Real(12.5));
+        assert_eq!(Value::Numeric("12.50".into()), Value::Text("12.5".into()));
+        assert_eq!(Value::Numeric("-0.0".into()), Value::Integer(0));
+        assert_ne!(Value::Numeric("0.1".into()), Value::Numeric("0.10000000000000001".into()));
+        assert_eq!(Value::Bool(true), Value::Integer(1));
+        assert_eq!(Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()), Value::Text("2026-01-02".into()));
+        let tz = parse_timestamptz("2026-11-26 10:00:00+00").unwrap();
+        assert_eq!(Value::TimestampTz(tz), Value::Timestamp(tz.naive_utc()));
+        assert_eq!(Value::TimestampTz(tz), Value::Text("2026-11-26T10:00:00Z".into()));
+        assert_eq!(Value::Json(serde_json::json!({"a": 1})), Value::Text("{ \"a\" : 1 }".into()));
+        assert_eq!(Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()), Value::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into()));
+        assert_ne!(Value::Null, Value::Text(String::new()));
     }
 
     #[test]

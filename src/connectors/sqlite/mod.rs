@@ -370,6 +370,10 @@ impl ToSql for Value {
             Value::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
             Value::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
             Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Bool(b) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(i64::from(*b))),
+            // SQLite has no decimal, date or JSON type: they are stored as their exact
+            // text, never as REAL (numeric(12,2) must not lose its cents).
+            other => ToSqlOutput::Owned(rusqlite::types::Value::Text(other.to_sql_text().unwrap_or_default())),
         })
     }
 }
