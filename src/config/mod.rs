@@ -76,6 +76,28 @@ pub enum StateLocation {
 #[derive(Debug, Clone)]
 pub enum SystemSpec {
     Sqlite { path: PathBuf },
+    Postgres { url: Secret },
+    Mysql { url: Secret },
+}
+
+/// A connection string that may hold a password: usable, never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// A loaded, resolved config.

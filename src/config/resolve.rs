@@ -321,6 +321,26 @@ pub(super) fn resolve(
                     path: resolve_path(env_str(path)?),
                 }
             }
+            "postgres" | "mysql" => {
+                let url = s.url.as_ref().ok_or_else(|| {
+                    err(
+                        sys.span(),
+                        format!("system `{name}` ({kind}) needs `url = \"${{SOME_ENV_VAR}}\"`"),
+                    )
+                })?;
+                if let Some(path) = &s.path {
+                    return Err(err(
+                        path.span(),
+                        format!("system `{name}` ({kind}) takes `url`, not `path`"),
+                    ));
+                }
+                let url = super::Secret::new(env_str(url)?);
+                if kind == "postgres" {
+                    SystemSpec::Postgres { url }
+                } else {
+                    SystemSpec::Mysql { url }
+                }
+            }
             k if KINDS.contains(&k) => {
                 return Err(err(
                     s.kind.span(),
@@ -646,6 +666,27 @@ fn resolve_link(
             ));
         }
     };
+
+    for (side, reference) in [("left", &raw.left_ref), ("right", &raw.right_ref)] {
+        if let Some(r) = reference {
+            let clash = fields.iter().any(|f| {
+                if side == "left" {
+                    &f.name == r.get_ref()
+                } else {
+                    &f.right == r.get_ref()
+                }
+            });
+            if clash {
+                return Err(err(
+                    r.span(),
+                    format!(
+                        "{side}_ref `{}` is also a synced field's column on the {side}; the external-id column must be its own",
+                        r.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
 
     Ok(LinkSpec {
         name: name.to_string(),

@@ -4,6 +4,7 @@
 //! collection in key order, to fetch records by key, and to apply a batch of conditional
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::config::SystemSpec;
@@ -137,5 +138,13 @@ pub trait Connector {
 pub fn open(name: &str, spec: &SystemSpec) -> Result<Box<dyn Connector>, ConnectorError> {
     match spec {
         SystemSpec::Sqlite { path } => Ok(Box::new(sqlite::SqliteConnector::open(name, path)?)),
+        SystemSpec::Postgres { url } => Ok(Box::new(postgres::PostgresConnector::open(
+            name,
+            url.expose(),
+        )?)),
+        SystemSpec::Mysql { .. } => Err(ConnectorError::Open {
+            target: format!("system `{name}`"),
+            source: "the mysql connector is not in this build yet".into(),
+        }),
     }
 }

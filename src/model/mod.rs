@@ -4,7 +4,7 @@
 //! written and read back compares equal (a value that does not would look like a change
 //! every run and loop).
 
-mod value;
+pub mod value;
 
 pub use value::{Key, Value, ValueDecodeError};
 

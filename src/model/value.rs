@@ -45,19 +45,29 @@ impl PartialEq for Value {
             (Bool(a), Bool(b)) => a == b,
             (Bool(b), Integer(i)) | (Integer(i), Bool(b)) => i64::from(*b) == *i,
             (Numeric(_), Numeric(_) | Integer(_) | Real(_) | Text(_))
-            | (Integer(_) | Real(_) | Text(_), Numeric(_)) => match (self.as_decimal(), other.as_decimal()) {
-                (Some(a), Some(b)) => a == b,
-                _ => false,
-            },
+            | (Integer(_) | Real(_) | Text(_), Numeric(_)) => {
+                match (self.as_decimal(), other.as_decimal()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => false,
+                }
+            }
             (Date(d), Date(e)) => d == e,
-            (Date(d), Text(t)) | (Text(t), Date(d)) => chrono::NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").is_ok_and(|e| e == *d),
+            (Date(d), Text(t)) | (Text(t), Date(d)) => {
+                chrono::NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").is_ok_and(|e| e == *d)
+            }
             (Timestamp(a), Timestamp(b)) => a == b,
             (TimestampTz(a), TimestampTz(b)) => a == b,
             (Timestamp(n), TimestampTz(z)) | (TimestampTz(z), Timestamp(n)) => z.naive_utc() == *n,
-            (Timestamp(n), Text(t)) | (Text(t), Timestamp(n)) => parse_naive_timestamp(t).is_some_and(|m| m == *n),
-            (TimestampTz(z), Text(t)) | (Text(t), TimestampTz(z)) => parse_timestamptz(t).is_some_and(|m| m == *z),
+            (Timestamp(n), Text(t)) | (Text(t), Timestamp(n)) => {
+                parse_naive_timestamp(t).is_some_and(|m| m == *n)
+            }
+            (TimestampTz(z), Text(t)) | (Text(t), TimestampTz(z)) => {
+                parse_timestamptz(t).is_some_and(|m| m == *z)
+            }
             (Json(a), Json(b)) => a == b,
-            (Json(j), Text(t)) | (Text(t), Json(j)) => serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v == *j),
+            (Json(j), Text(t)) | (Text(t), Json(j)) => {
+                serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v == *j)
+            }
             (Uuid(a), Uuid(b)) => a == b,
             (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => t.trim().eq_ignore_ascii_case(u),
             _ => false,
@@ -96,14 +106,25 @@ pub fn normalize_decimal(s: &str) -> Option<String> {
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let int = int.trim_start_matches('0');
     let frac = frac.trim_end_matches('0');
     let int = if int.is_empty() { "0" } else { int };
-    let body = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
-    Some(if neg && body != "0" { format!("-{body}") } else { body })
+    let body = if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    };
+    Some(if neg && body != "0" {
+        format!("-{body}")
+    } else {
+        body
+    })
 }
 
 /// 2^63: the first real beyond `i64::MAX`.
@@ -147,7 +168,13 @@ impl Value {
             Value::Null => return None,
             Value::Integer(i) => i.to_string(),
             Value::Real(r) if r.is_nan() => "NaN".into(),
-            Value::Real(r) if r.is_infinite() => if *r > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+            Value::Real(r) if r.is_infinite() => {
+                if *r > 0.0 {
+                    "Infinity".into()
+                } else {
+                    "-Infinity".into()
+                }
+            }
             Value::Real(r) => format!("{r:?}"),
             Value::Text(t) => t.clone(),
             Value::Blob(b) => format!("\\x{}", hex(b)),
@@ -173,7 +200,10 @@ impl Value {
             Value::Numeric(n) => format!("D{n}"),
             Value::Date(d) => format!("d{}", d.format("%Y-%m-%d")),
             Value::Timestamp(t) => format!("S{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(t) => format!("Y{}", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Value::TimestampTz(t) => format!(
+                "Y{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
             Value::Json(j) => format!("J{j}"),
             Value::Uuid(u) => format!("U{u}"),
         }
@@ -192,7 +222,9 @@ impl Value {
             "B" => Value::Blob(unhex(rest).ok_or_else(bad)?),
             "Z" => Value::Bool(rest == "1"),
             "D" => Value::Numeric(rest.to_string()),
-            "d" => Value::Date(chrono::NaiveDate::parse_from_str(rest, "%Y-%m-%d").map_err(|_| bad())?),
+            "d" => {
+                Value::Date(chrono::NaiveDate::parse_from_str(rest, "%Y-%m-%d").map_err(|_| bad())?)
+            }
             "S" => Value::Timestamp(parse_naive_timestamp(rest).ok_or_else(bad)?),
             "Y" => Value::TimestampTz(parse_timestamptz(rest).ok_or_else(bad)?),
             "J" => Value::Json(serde_json::from_str(rest).map_err(|_| bad())?),
@@ -406,14 +438,29 @@ mod tests {
         assert_eq!(Value::Numeric("12.50".into()), Value::Real(12.5));
         assert_eq!(Value::Numeric("12.50".into()), Value::Text("12.5".into()));
         assert_eq!(Value::Numeric("-0.0".into()), Value::Integer(0));
-        assert_ne!(Value::Numeric("0.1".into()), Value::Numeric("0.10000000000000001".into()));
+        assert_ne!(
+            Value::Numeric("0.1".into()),
+            Value::Numeric("0.10000000000000001".into())
+        );
         assert_eq!(Value::Bool(true), Value::Integer(1));
-        assert_eq!(Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()), Value::Text("2026-01-02".into()));
+        assert_eq!(
+            Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()),
+            Value::Text("2026-01-02".into())
+        );
         let tz = parse_timestamptz("2026-11-26 10:00:00+00").unwrap();
         assert_eq!(Value::TimestampTz(tz), Value::Timestamp(tz.naive_utc()));
-        assert_eq!(Value::TimestampTz(tz), Value::Text("2026-11-26T10:00:00Z".into()));
-        assert_eq!(Value::Json(serde_json::json!({"a": 1})), Value::Text("{ \"a\" : 1 }".into()));
-        assert_eq!(Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()), Value::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into()));
+        assert_eq!(
+            Value::TimestampTz(tz),
+            Value::Text("2026-11-26T10:00:00Z".into())
+        );
+        assert_eq!(
+            Value::Json(serde_json::json!({"a": 1})),
+            Value::Text("{ \"a\" : 1 }".into())
+        );
+        assert_eq!(
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())
+        );
         assert_ne!(Value::Null, Value::Text(String::new()));
     }
 

@@ -116,3 +116,85 @@ pub fn syncline(dir: &Path) -> assert_cmd::Command {
         .env("NO_COLOR", "1");
     cmd
 }
+
+/// A server URL from the environment. In CI (`CI` set) a missing variable is a failure;
+/// on a laptop the test is skipped with a message saying how to run it.
+pub fn server_url(var: &str, example: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set, and CI needs this test to run")
+        }
+        _ => {
+            eprintln!("skipped: set {var}={example} to run this test against a real server");
+            None
+        }
+    }
+}
+
+/// A fresh, uniquely named database on the server, dropped at the end of the test.
+pub struct TempDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+    kind: &'static str,
+}
+
+fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("URL with a /database");
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+impl TempDatabase {
+    pub fn postgres(admin_url: &str) -> TempDatabase {
+        let name = unique_name("syncline_t");
+        let mut c =
+            postgres::Client::connect(admin_url, postgres::NoTls).expect("PostgreSQL is reachable");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        TempDatabase {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_string(),
+            name,
+            kind: "postgres",
+        }
+    }
+
+    pub fn pg_client(&self) -> postgres::Client {
+        let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        c.batch_execute("SET TimeZone = 'UTC'").unwrap();
+        c
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        if self.kind == "postgres"
+            && let Ok(mut c) = postgres::Client::connect(&self.admin_url, postgres::NoTls)
+        {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}

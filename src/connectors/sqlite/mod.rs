@@ -373,7 +373,9 @@ impl ToSql for Value {
             Value::Bool(b) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(i64::from(*b))),
             // SQLite has no decimal, date or JSON type: they are stored as their exact
             // text, never as REAL (numeric(12,2) must not lose its cents).
-            other => ToSqlOutput::Owned(rusqlite::types::Value::Text(other.to_sql_text().unwrap_or_default())),
+            other => ToSqlOutput::Owned(rusqlite::types::Value::Text(
+                other.to_sql_text().unwrap_or_default(),
+            )),
         })
     }
 }

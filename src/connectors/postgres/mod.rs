@@ -1,0 +1,622 @@
+//! The `postgres` system kind: a table or view in a PostgreSQL database.
+//!
+//! Every value travels as PostgreSQL's own text form (`col::text` out,
+//! `CAST($n::text AS coltype)` in), and is typed on our side from the column's catalog
+//! type. That keeps numeric, timestamps, uuid, json and enums exact without a binary
+//! codec per type, and one code path handles every type PostgreSQL can cast from text.
+//! The session runs with `TimeZone = UTC` and ISO dates so the text forms are stable.
+
+mod types;
+
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use crate::model::{Key, Record, Value};
+use postgres::{Client, IsolationLevel, NoTls};
+use std::collections::HashMap;
+use types::{PgColumn, PgKind};
+
+pub struct PostgresConnector {
+    client: Client,
+    name: String,
+    /// Kept to reconnect after a dropped connection; never logged or printed.
+    url: String,
+    columns: HashMap<String, Vec<PgColumn>>,
+}
+
+/// Creates are sent in chunks of at most this many rows per statement.
+const CREATE_CHUNK: usize = 5000;
+/// A batch is retried this many times after a dropped connection or a serialization
+/// failure, as long as its COMMIT was never sent.
+const RETRIES: usize = 3;
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// `schema.table` (schema defaults to the connection's search path) → quoted.
+fn split_collection(collection: &str) -> (Option<&str>, &str) {
+    match collection.split_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, collection),
+    }
+}
+
+fn quote_table(collection: &str) -> String {
+    match split_collection(collection) {
+        (Some(s), t) => format!("{}.{}", quote(s), quote(t)),
+        (None, t) => quote(t),
+    }
+}
+
+fn is_retryable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    matches!(
+        e.code().map(|c| c.code()),
+        Some("40001" | "40P01" | "57P01" | "08006" | "08003" | "08000")
+    ) || e.as_db_error().is_none() && e.code().is_none()
+}
+
+/// Data exceptions (class 22) and constraint violations (23) are one record's fault.
+fn is_record_error(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
+fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({d})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+impl PostgresConnector {
+    /// Connects and prepares the session.
+    ///
+    /// # Errors
+    /// The server cannot be reached or refuses the login.
+    pub fn open(name: &str, url: &str) -> Result<PostgresConnector, ConnectorError> {
+        let client = Self::connect(name, url)?;
+        Ok(PostgresConnector {
+            client,
+            name: name.to_string(),
+            url: url.to_string(),
+            columns: HashMap::new(),
+        })
+    }
+
+    fn connect(name: &str, url: &str) -> Result<Client, ConnectorError> {
+        let open_err = |e: postgres::Error| ConnectorError::Open {
+            target: format!("system `{name}` (postgres)"),
+            source: db_message(&e).into(),
+        };
+        let mut client = Client::connect(url, NoTls).map_err(open_err)?;
+        client
+            .batch_execute(&format!(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 1;
+                 SET application_name = {}",
+                quote_literal(&format!("syncline:{name}"))
+            ))
+            .map_err(open_err)?;
+        Ok(client)
+    }
+
+    fn query_err(&self, context: &str, e: postgres::Error) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("system `{}`: {context}", self.name),
+            source: db_message(&e).into(),
+        }
+    }
+
+    fn columns_of(&mut self, collection: &str) -> Result<Vec<PgColumn>, ConnectorError> {
+        if let Some(c) = self.columns.get(collection) {
+            return Ok(c.clone());
+        }
+        let (schema, table) = split_collection(collection);
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text, t.typtype::text,
+                        COALESCE(i.indisprimary, false)
+                   FROM pg_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_type t ON t.oid = a.atttypid
+                   LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey)
+                  WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&schema, &table],
+            )
+            .map_err(|e| self.query_err(&format!("describe {collection}"), e))?;
+        let cols: Vec<PgColumn> = rows
+            .iter()
+            .map(|r| {
+                PgColumn::new(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, String>(4),
+                    r.get(5),
+                )
+            })
+            .collect();
+        if cols.is_empty() {
+            return Err(ConnectorError::NoCollection(format!(
+                "{}.{collection}",
+                self.name
+            )));
+        }
+        self.columns.insert(collection.to_string(), cols.clone());
+        Ok(cols)
+    }
+
+    /// The columns of `spec` (keys first) with their types.
+    fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<PgColumn>, ConnectorError> {
+        let all = self.columns_of(&spec.collection)?;
+        spec.key
+            .iter()
+            .chain(&spec.columns)
+            .map(|name| {
+                all.iter()
+                    .find(|c| &c.name == name)
+                    .cloned()
+                    .ok_or_else(|| ConnectorError::Query {
+                        context: format!("system `{}`: {}", self.name, spec.collection),
+                        source: format!("column `{name}` does not exist").into(),
+                    })
+            })
+            .collect()
+    }
+
+    fn select_sql(spec: &ReadSpec) -> String {
+        spec.key
+            .iter()
+            .chain(&spec.columns)
+            .map(|c| format!("{}::text", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn to_record(row: &postgres::Row, cols: &[PgColumn], key_len: usize) -> Record {
+        let values: Vec<Value> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.kind.parse(row.get::<_, Option<String>>(i)))
+            .collect();
+        let mut values = values;
+        let rest = values.split_off(key_len);
+        Record {
+            key: Key(values),
+            values: rest,
+        }
+    }
+
+    fn type_of<'a>(cols: &'a [PgColumn], name: &str) -> &'a str {
+        cols.iter()
+            .find(|c| c.name == name)
+            .map_or("text", |c| c.type_name.as_str())
+    }
+
+    /// One batch inside one transaction. `Err(true)` = retryable before COMMIT.
+    fn apply_once(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, (postgres::Error, bool)> {
+        let all = self
+            .columns
+            .get(&spec.collection)
+            .cloned()
+            .unwrap_or_default();
+        let table = quote_table(&spec.collection);
+        let key_text = spec
+            .key
+            .iter()
+            .map(|k| format!("{}::text", quote(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_where = |first: usize| -> String {
+            spec.key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    format!(
+                        "{} = CAST(${}::text AS {})",
+                        quote(k),
+                        first + i,
+                        Self::type_of(&all, k)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let retry = |e: postgres::Error| {
+            let r = is_retryable(&e);
+            (e, r)
+        };
+        let mut tx = self.client.transaction().map_err(retry)?;
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+
+        // Creates with the same columns go in one statement per chunk; if one of them is
+        // refused, that chunk is replayed row by row to find which.
+        let mut i = 0;
+        while i < writes.len() {
+            let Write::Create { values } = &writes[i] else {
+                i += 1;
+                continue;
+            };
+            let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
+            let mut j = i;
+            while j < writes.len() && j - i < CREATE_CHUNK {
+                match &writes[j] {
+                    Write::Create { values }
+                        if values
+                            .iter()
+                            .map(|(c, _)| c.as_str())
+                            .eq(cols.iter().copied()) =>
+                    {
+                        j += 1
+                    }
+                    _ => break,
+                }
+            }
+            let chunk: Vec<&Vec<(String, Value)>> = writes[i..j]
+                .iter()
+                .map(|w| match w {
+                    Write::Create { values } => values,
+                    _ => unreachable!("chunk holds creates only"),
+                })
+                .collect();
+            let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
+                .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
+                .collect();
+            let sql = if cols.is_empty() {
+                format!(
+                    "INSERT INTO {table} SELECT FROM generate_series(1, $1) RETURNING {key_text}"
+                )
+            } else {
+                format!(
+                    "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}, ord) ORDER BY ord RETURNING {key_text}",
+                    cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                    cols.iter()
+                        .enumerate()
+                        .map(|(n, c)| format!("CAST(u.c{n} AS {})", Self::type_of(&all, c)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    (1..=cols.len())
+                        .map(|n| format!("${n}::text[]"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    (0..cols.len())
+                        .map(|n| format!("c{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            };
+            let count = chunk.len() as i64;
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = if cols.is_empty() {
+                vec![&count]
+            } else {
+                arrays
+                    .iter()
+                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                    .collect()
+            };
+            tx.batch_execute("SAVEPOINT chunk").map_err(retry)?;
+            match tx.query(&sql, &params) {
+                Ok(rows) => {
+                    tx.batch_execute("RELEASE chunk").map_err(retry)?;
+                    for (n, row) in rows.iter().enumerate() {
+                        let key = (0..spec.key.len())
+                            .map(|k| Self::type_of(&all, &spec.key[k]))
+                            .enumerate()
+                            .map(|(k, _)| {
+                                let col = all
+                                    .iter()
+                                    .find(|c| c.name == spec.key[k])
+                                    .map_or(PgKind::Text, |c| c.kind);
+                                col.parse(row.get::<_, Option<String>>(k))
+                            })
+                            .collect();
+                        outcomes[i + n] = Some(WriteOutcome::Created(Key(key)));
+                    }
+                }
+                Err(e) if is_record_error(&e) => {
+                    tx.batch_execute("ROLLBACK TO chunk").map_err(retry)?;
+                    for n in i..j {
+                        let Write::Create { values } = &writes[n] else {
+                            continue;
+                        };
+                        let sql = if values.is_empty() {
+                            format!("INSERT INTO {table} DEFAULT VALUES RETURNING {key_text}")
+                        } else {
+                            format!(
+                                "INSERT INTO {table} ({}) VALUES ({}) RETURNING {key_text}",
+                                values
+                                    .iter()
+                                    .map(|(c, _)| quote(c))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                values
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(p, (c, _))| format!(
+                                        "CAST(${}::text AS {})",
+                                        p + 1,
+                                        Self::type_of(&all, c)
+                                    ))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        };
+                        let texts: Vec<Option<String>> =
+                            values.iter().map(|(_, v)| v.to_sql_text()).collect();
+                        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = texts
+                            .iter()
+                            .map(|t| t as &(dyn postgres::types::ToSql + Sync))
+                            .collect();
+                        tx.batch_execute("SAVEPOINT one").map_err(retry)?;
+                        match tx.query_one(&sql, &params) {
+                            Ok(row) => {
+                                tx.batch_execute("RELEASE one").map_err(retry)?;
+                                let key = spec
+                                    .key
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(k, name)| {
+                                        let kind = all
+                                            .iter()
+                                            .find(|c| &c.name == name)
+                                            .map_or(PgKind::Text, |c| c.kind);
+                                        kind.parse(row.get::<_, Option<String>>(k))
+                                    })
+                                    .collect();
+                                outcomes[n] = Some(WriteOutcome::Created(Key(key)));
+                            }
+                            Err(e) if is_record_error(&e) => {
+                                tx.batch_execute("ROLLBACK TO one").map_err(retry)?;
+                                outcomes[n] = Some(WriteOutcome::Rejected(db_message(&e)));
+                            }
+                            Err(e) => return Err(retry(e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(retry(e)),
+            }
+            i = j;
+        }
+
+        // Updates and deletes, each conditional on the values read.
+        for (n, write) in writes.iter().enumerate() {
+            let (sql, texts) = match write {
+                Write::Create { .. } => continue,
+                Write::Update { key, set, expect } => {
+                    // Parameters: the new values, then the key, then the values read.
+                    let sets = set
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (c, _))| {
+                            format!(
+                                "{} = CAST(${}::text AS {})",
+                                quote(c),
+                                i + 1,
+                                Self::type_of(&all, c)
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    let first_key = set.len() + 1;
+                    let first_expect = first_key + spec.key.len();
+                    let conds = expect
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (c, _))| {
+                            format!(
+                                "{} IS NOT DISTINCT FROM CAST(${}::text AS {})",
+                                quote(c),
+                                first_expect + i,
+                                Self::type_of(&all, c)
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    let mut where_ = key_where(first_key);
+                    for c in conds {
+                        where_.push_str(" AND ");
+                        where_.push_str(&c);
+                    }
+                    let texts: Vec<Option<String>> = set
+                        .iter()
+                        .map(|(_, v)| v.to_sql_text())
+                        .chain(key.0.iter().map(Value::to_sql_text))
+                        .chain(expect.iter().map(|(_, v)| v.to_sql_text()))
+                        .collect();
+                    (
+                        format!("UPDATE {table} SET {} WHERE {where_}", sets.join(", ")),
+                        texts,
+                    )
+                }
+                Write::Delete { key, expect } => {
+                    let mut where_ = key_where(1);
+                    for (i, (c, _)) in expect.iter().enumerate() {
+                        where_.push_str(&format!(
+                            " AND {} IS NOT DISTINCT FROM CAST(${}::text AS {})",
+                            quote(c),
+                            spec.key.len() + i + 1,
+                            Self::type_of(&all, c)
+                        ));
+                    }
+                    let texts = key
+                        .0
+                        .iter()
+                        .map(Value::to_sql_text)
+                        .chain(expect.iter().map(|(_, v)| v.to_sql_text()))
+                        .collect();
+                    (format!("DELETE FROM {table} WHERE {where_}"), texts)
+                }
+            };
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = texts
+                .iter()
+                .map(|t| t as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            tx.batch_execute("SAVEPOINT one").map_err(retry)?;
+            match tx.execute(&sql, &params) {
+                Ok(count) => {
+                    tx.batch_execute("RELEASE one").map_err(retry)?;
+                    outcomes[n] = Some(if count == 0 {
+                        WriteOutcome::Stale
+                    } else {
+                        WriteOutcome::Applied
+                    });
+                }
+                Err(e) if is_record_error(&e) => {
+                    tx.batch_execute("ROLLBACK TO one").map_err(retry)?;
+                    outcomes[n] = Some(WriteOutcome::Rejected(db_message(&e)));
+                }
+                Err(e) => return Err(retry(e)),
+            }
+        }
+        // From here on the outcome of a failure is unknown: never retried.
+        tx.commit().map_err(|e| (e, false))?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every write has an outcome"))
+            .collect())
+    }
+}
+
+impl Connector for PostgresConnector {
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        Ok(self
+            .columns_of(collection)?
+            .into_iter()
+            .map(|c| ColumnInfo {
+                name: c.name,
+                declared_type: c.type_name,
+                not_null: c.not_null,
+                primary_key: c.primary_key,
+            })
+            .collect())
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        let cols = self.spec_columns(spec)?;
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            Self::select_sql(spec),
+            quote_table(&spec.collection),
+            spec.key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let name = self.name.clone();
+        let err = |e: postgres::Error| ConnectorError::Query {
+            context: format!("system `{name}`: scan {}", spec.collection),
+            source: db_message(&e).into(),
+        };
+        // One snapshot for the whole scan, read through a portal: memory holds a batch.
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(err)?;
+        let portal = tx.bind(sql.as_str(), &[]).map_err(err)?;
+        let mut count = 0u64;
+        loop {
+            let rows = tx.query_portal(&portal, batch_size as i32).map_err(err)?;
+            if rows.is_empty() {
+                break;
+            }
+            count += rows.len() as u64;
+            let batch = rows
+                .iter()
+                .map(|r| Self::to_record(r, &cols, spec.key.len()))
+                .collect();
+            consumer(batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(count)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cols = self.spec_columns(spec)?;
+        let n = spec.key.len();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+            Self::select_sql(spec),
+            quote_table(&spec.collection),
+            spec.key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..n)
+                .map(|i| format!("CAST(u.k{i} AS {})", cols[i].type_name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=n)
+                .map(|i| format!("${i}::text[]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..n)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let arrays: Vec<Vec<Option<String>>> = (0..n)
+            .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
+            .collect();
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self
+            .client
+            .query(&sql, &params)
+            .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), e))?;
+        Ok(rows.iter().map(|r| Self::to_record(r, &cols, n)).collect())
+    }
+
+    fn apply(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        self.spec_columns(spec)?;
+        let mut attempt = 0;
+        loop {
+            match self.apply_once(spec, writes) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err((e, retryable)) if retryable && attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(system = %self.name, attempt, error = %db_message(&e), "batch failed before commit; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                    if self.client.is_closed() {
+                        self.client = Self::connect(&self.name, &self.url)?;
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(self.query_err(&format!("write to {}", spec.collection), e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! PostgreSQL catalog types → how their text form becomes a [`Value`].
+
+use crate::model::Value;
+use crate::model::value::{parse_naive_timestamp, parse_timestamptz, unhex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgKind {
+    Int,
+    Float,
+    Numeric,
+    Bool,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Json,
+    Uuid,
+    Bytea,
+    /// text, varchar, char, enums and everything else: kept as PostgreSQL prints it.
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct PgColumn {
+    pub name: String,
+    /// `format_type()`: what `CAST(… AS type)` needs (`numeric(12,2)`, `mood`, …).
+    pub type_name: String,
+    pub kind: PgKind,
+    pub not_null: bool,
+    pub primary_key: bool,
+}
+
+impl PgColumn {
+    pub fn new(
+        name: String,
+        type_name: String,
+        not_null: bool,
+        typname: String,
+        _typtype: String,
+        primary_key: bool,
+    ) -> PgColumn {
+        let kind = match typname.as_str() {
+            "int2" | "int4" | "int8" | "oid" => PgKind::Int,
+            "float4" | "float8" => PgKind::Float,
+            "numeric" => PgKind::Numeric,
+            "bool" => PgKind::Bool,
+            "date" => PgKind::Date,
+            "timestamp" => PgKind::Timestamp,
+            "timestamptz" => PgKind::TimestampTz,
+            "json" | "jsonb" => PgKind::Json,
+            "uuid" => PgKind::Uuid,
+            "bytea" => PgKind::Bytea,
+            _ => PgKind::Text,
+        };
+        PgColumn {
+            name,
+            type_name,
+            kind,
+            not_null,
+            primary_key,
+        }
+    }
+}
+
+impl PgKind {
+    /// Types PostgreSQL's text form. A form we cannot read (`infinity` dates, say) stays
+    /// text rather than being lost.
+    pub fn parse(self, text: Option<String>) -> Value {
+        let Some(t) = text else { return Value::Null };
+        let typed = match self {
+            PgKind::Int => t.parse().ok().map(Value::Integer),
+            PgKind::Float => match t.as_str() {
+                "NaN" => Some(Value::Real(f64::NAN)),
+                "Infinity" => Some(Value::Real(f64::INFINITY)),
+                "-Infinity" => Some(Value::Real(f64::NEG_INFINITY)),
+                _ => t.parse().ok().map(Value::Real),
+            },
+            PgKind::Numeric => Some(Value::Numeric(t.clone())),
+            PgKind::Bool => match t.as_str() {
+                "t" | "true" => Some(Value::Bool(true)),
+                "f" | "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            PgKind::Date => chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                .ok()
+                .map(Value::Date),
+            PgKind::Timestamp => parse_naive_timestamp(&t).map(Value::Timestamp),
+            PgKind::TimestampTz => parse_timestamptz(&t).map(Value::TimestampTz),
+            PgKind::Json => serde_json::from_str(&t).ok().map(Value::Json),
+            PgKind::Uuid => Some(Value::Uuid(t.to_lowercase())),
+            PgKind::Bytea => t.strip_prefix("\\x").and_then(unhex).map(Value::Blob),
+            PgKind::Text => None,
+        };
+        typed.unwrap_or(Value::Text(t))
+    }
+}

@@ -1,0 +1,199 @@
+//! The `postgres` connector against the real PostgreSQL server (`SYNCLINE_TEST_PG_URL`,
+//! e.g. `postgres://root@127.0.0.1:5432/test`). Each test makes and drops its own database.
+
+mod support;
+
+use support::{Fixture, TempDatabase, server_url, writes};
+use syncline::engine::RunOptions;
+
+const PG_EXAMPLE: &str = "postgres://root@127.0.0.1:5432/test";
+
+fn pg() -> Option<TempDatabase> {
+    server_url("SYNCLINE_TEST_PG_URL", PG_EXAMPLE).map(|u| TempDatabase::postgres(&u))
+}
+
+/// A fixture whose systems are `crm` and `billing` on the given kinds.
+fn fixture(systems: &str, links: &str) -> Fixture {
+    let f = Fixture::new("", "", "");
+    std::fs::write(f.config_path(), format!("{systems}\n{links}")).unwrap();
+    f
+}
+
+const ALL_TYPES: &str = "id bigint PRIMARY KEY, i int, s smallint, n numeric(12,2), big numeric, f float8, t text, v varchar(20),
+    b bool, d date, ts timestamp, tz timestamptz, j jsonb, js json, u uuid, by bytea, m mood";
+
+const TYPE_FIELDS: &str = "i = {}\ns = {}\nn = {}\nbig = {}\nf = {}\nt = {}\nv = {}\nb = {}\nd = {}\nts = {}\ntz = {}\nj = {}\njs = {}\nu = {}\nby = {}\nm = {}";
+
+#[test]
+fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(&format!(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TABLE src ({ALL_TYPES});
+         CREATE SCHEMA billing;
+         CREATE TABLE billing.dst ({ALL_TYPES});
+         INSERT INTO src VALUES
+           (1, -2147483648, 32767, 1234567890.12, 123456789012345678901234567890.000000000000000001, 0.1,
+            'ünïcödé ''quoted'' \\ back', 'short', true, '2026-02-28', '2026-11-26 10:00:00.123456',
+            '2026-11-26 10:00:00.5+02', '{{\"a\": [1, 2.5, null], \"b\": {{\"c\": \"d\"}}}}', '[1, 2,  3]',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy'),
+           (2, NULL, NULL, -0.01, NULL, 'NaN', '', NULL, false, '0001-01-01', NULL, '1970-01-01 00:00:00+00',
+            'null', NULL, NULL, '\\x', 'sad'),
+           (3, 0, 0, 0, 1e-20, 1e300, 'x', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+    ))
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url, db.url
+        ),
+        &format!(
+            "[links.t]\nleft = \"crm.src\"\nright = \"billing.billing.dst\"\nleft_key = \"id\"\nright_key = \"id\"\non_delete = {{ left = \"propagate\" }}\n[links.t.fields]\nid = {{}}\n{TYPE_FIELDS}\n"
+        ),
+    );
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.created, 3, "{:?}", r.links[0]);
+    assert_eq!(r.links[0].to_right.rejected, 0);
+    // Every column, as PostgreSQL prints it, is identical on both sides.
+    let dump = |table: &str, c: &mut postgres::Client| -> Vec<String> {
+        c.query(&format!("SELECT t::text FROM {table} t ORDER BY id"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(dump("src", &mut c), dump("billing.dst", &mut c));
+    assert_eq!(writes(&f.run()), 0, "a second run must write nothing");
+    // An update of every type flows too, and then goes quiet.
+    c.batch_execute("UPDATE src SET n = n + 0.01, tz = tz + interval '1 microsecond', j = '{\"z\": 1}', m = 'ok', by = '\\x01' WHERE id = 1").unwrap();
+    assert_eq!(f.run().links[0].to_right.updated, 1);
+    assert_eq!(dump("src", &mut c), dump("billing.dst", &mut c));
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
+fn postgres_and_sqlite_two_way_keep_numeric_exact() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, name text, amount numeric(12,2), status text, seen timestamptz);
+         INSERT INTO contacts (email, name, amount, status, seen) VALUES
+           ('a@x.org', 'Ann', 12.50, 'active', '2026-11-26 10:00:00+00'), ('b@x.org', 'Bob', 0.10, 'trial', NULL);",
+    )
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"billing.db\"\n",
+            db.url
+        ),
+        "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nleft_key = \"id\"\nright_key = \"cid\"\nmode = \"two-way\"\nmatch_on = [\"email\"]\nright_ref = \"crm_id\"\non_delete = { left = \"propagate\", right = \"propagate\" }\n[links.c.fields]\nemail = { owner = \"left\" }\nname = { owner = \"left\" }\namount = { owner = \"left\" }\nseen = { owner = \"left\" }\nstatus = { owner = \"right\" }\n",
+    );
+    let sqlite = rusqlite::Connection::open(f.path().join("billing.db")).unwrap();
+    sqlite
+        .execute_batch(
+            "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, amount TEXT, status TEXT, seen TEXT, crm_id TEXT);
+             INSERT INTO customers (email, status) VALUES ('b@x.org', 'past_due'), ('c@x.org', 'trial');",
+        )
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert_eq!((l.to_right.created, l.to_left.created), (1, 1), "{l:?}");
+    // numeric(12,2) arrives as its exact text, never a float
+    let amounts: Vec<(String, Option<String>)> = sqlite
+        .prepare("SELECT email, amount FROM customers ORDER BY email")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        amounts[0],
+        ("a@x.org".to_string(), Some("12.50".to_string()))
+    );
+    assert_eq!(
+        amounts[1],
+        ("b@x.org".to_string(), Some("0.10".to_string()))
+    );
+    // the write-back field flows to PostgreSQL
+    let status: String = c
+        .query_one("SELECT status FROM contacts WHERE email = 'b@x.org'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "past_due");
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
+fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, note text); CREATE TABLE b (id int PRIMARY KEY, note text);
+         INSERT INTO a VALUES (1, 'one'), (2, 'two');",
+    )
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url, db.url
+        ),
+        "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\n[links.n.fields]\nid = { owner = \"left\" }\nnote = { owner = \"both\" }\n",
+    );
+    f.run();
+    c.batch_execute("UPDATE a SET note = 'left edit' WHERE id = 1")
+        .unwrap();
+    let url = db.url.clone();
+    let mut hook = |_: &str| {
+        let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        other
+            .batch_execute("UPDATE b SET note = 'typed meanwhile' WHERE id = 1")
+            .unwrap();
+    };
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
+    assert_eq!(r.links[0].to_right.stale_skipped, 1);
+    let note: String = c
+        .query_one("SELECT note FROM b WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "typed meanwhile");
+}
+
+#[test]
+fn a_connection_killed_before_a_batch_is_retried_without_a_partial_batch() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, note text); CREATE TABLE b (id int PRIMARY KEY, note text NOT NULL);
+         INSERT INTO a SELECT g, 'n' || g FROM generate_series(1, 500) g;",
+    )
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url, db.url
+        ),
+        "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\nbatch_size = 100\n[links.n.fields]\nid = {}\nnote = {}\n",
+    );
+    // The writer's connection dies after the plan, before the first batch.
+    let url = db.url.clone();
+    let mut hook = |_: &str| {
+        let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let killed: i64 = other
+            .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'syncline:billing'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(killed, 1);
+    };
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
+    assert_eq!(r.links[0].to_right.created, 500);
+    let n: i64 = c.query_one("SELECT count(*) FROM b", &[]).unwrap().get(0);
+    assert_eq!(n, 500);
+    assert_eq!(writes(&f.run()), 0);
+}
