@@ -4,6 +4,7 @@
 //! collection in key order, to fetch records by key, and to apply a batch of conditional
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -142,9 +143,6 @@ pub fn open(name: &str, spec: &SystemSpec) -> Result<Box<dyn Connector>, Connect
             name,
             url.expose(),
         )?)),
-        SystemSpec::Mysql { .. } => Err(ConnectorError::Open {
-            target: format!("system `{name}`"),
-            source: "the mysql connector is not in this build yet".into(),
-        }),
+        SystemSpec::Mysql { url } => Ok(Box::new(mysql::MysqlConnector::open(name, url.expose())?)),
     }
 }

@@ -97,6 +97,13 @@ pub fn parse_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     parse_naive_timestamp(t).map(|n| n.and_utc())
 }
 
+/// Whether a canonical decimal fits `decimal(precision, scale)` without rounding.
+pub fn decimal_fits(decimal: &str, precision: usize, scale: usize) -> bool {
+    let digits = decimal.trim_start_matches('-');
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    frac.len() <= scale && int.trim_start_matches('0').len() <= precision.saturating_sub(scale)
+}
+
 /// A decimal in canonical form: no `+`, no leading zeros, no trailing fractional zeros,
 /// no `-0`. `None` when `s` is not a plain decimal.
 pub fn normalize_decimal(s: &str) -> Option<String> {

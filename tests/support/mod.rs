@@ -179,6 +179,31 @@ impl TempDatabase {
         }
     }
 
+    pub fn mysql(admin_url: &str) -> TempDatabase {
+        use mysql::prelude::Queryable;
+        let name = unique_name("syncline_t");
+        let mut c = mysql::Conn::new(mysql::Opts::from_url(admin_url).unwrap())
+            .expect("MariaDB is reachable");
+        c.query_drop(format!("CREATE DATABASE {name}")).unwrap();
+        TempDatabase {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_string(),
+            name,
+            kind: "mysql",
+        }
+    }
+
+    pub fn mysql_conn(&self) -> mysql::Conn {
+        use mysql::prelude::Queryable;
+        let mut c = mysql::Conn::new(mysql::Opts::from_url(&self.url).unwrap()).unwrap();
+        c.query_drop("SET time_zone = '+00:00'").unwrap();
+        c
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn pg_client(&self) -> postgres::Client {
         let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
         c.batch_execute("SET TimeZone = 'UTC'").unwrap();

@@ -268,13 +268,29 @@ impl PostgresConnector {
                     _ => break,
                 }
             }
-            let chunk: Vec<&Vec<(String, Value)>> = writes[i..j]
-                .iter()
-                .map(|w| match w {
-                    Write::Create { values } => values,
-                    _ => unreachable!("chunk holds creates only"),
-                })
-                .collect();
+            // Values the columns cannot hold exactly are refused here, by name, since
+            // PostgreSQL would round them silently.
+            let mut positions = Vec::new();
+            let mut chunk: Vec<&Vec<(String, Value)>> = Vec::new();
+            for (n, w) in writes.iter().enumerate().take(j).skip(i) {
+                let Write::Create { values } = w else {
+                    unreachable!("chunk holds creates only")
+                };
+                match values
+                    .iter()
+                    .try_for_each(|(c, v)| types::check_fits(&all, c, v))
+                {
+                    Ok(()) => {
+                        positions.push(n);
+                        chunk.push(values);
+                    }
+                    Err(why) => outcomes[n] = Some(WriteOutcome::Rejected(why)),
+                }
+            }
+            if chunk.is_empty() {
+                i = j;
+                continue;
+            }
             let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
                 .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
                 .collect();
@@ -314,7 +330,7 @@ impl PostgresConnector {
             match tx.query(&sql, &params) {
                 Ok(rows) => {
                     tx.batch_execute("RELEASE chunk").map_err(retry)?;
-                    for (n, row) in rows.iter().enumerate() {
+                    for (&n, row) in positions.iter().zip(rows.iter()) {
                         let key = (0..spec.key.len())
                             .map(|k| Self::type_of(&all, &spec.key[k]))
                             .enumerate()
@@ -326,12 +342,12 @@ impl PostgresConnector {
                                 col.parse(row.get::<_, Option<String>>(k))
                             })
                             .collect();
-                        outcomes[i + n] = Some(WriteOutcome::Created(Key(key)));
+                        outcomes[n] = Some(WriteOutcome::Created(Key(key)));
                     }
                 }
                 Err(e) if is_record_error(&e) => {
                     tx.batch_execute("ROLLBACK TO chunk").map_err(retry)?;
-                    for n in i..j {
+                    for &n in &positions {
                         let Write::Create { values } = &writes[n] else {
                             continue;
                         };
@@ -398,6 +414,14 @@ impl PostgresConnector {
         for (n, write) in writes.iter().enumerate() {
             let (sql, texts) = match write {
                 Write::Create { .. } => continue,
+                Write::Update { set, .. }
+                    if let Err(why) = set
+                        .iter()
+                        .try_for_each(|(c, v)| types::check_fits(&all, c, v)) =>
+                {
+                    outcomes[n] = Some(WriteOutcome::Rejected(why));
+                    continue;
+                }
                 Write::Update { key, set, expect } => {
                     // Parameters: the new values, then the key, then the values read.
                     let sets = set

@@ -1,7 +1,7 @@
 //! PostgreSQL catalog types → how their text form becomes a [`Value`].
 
 use crate::model::Value;
-use crate::model::value::{parse_naive_timestamp, parse_timestamptz, unhex};
+use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz, unhex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PgKind {
@@ -91,5 +91,58 @@ impl PgKind {
             PgKind::Text => None,
         };
         typed.unwrap_or(Value::Text(t))
+    }
+}
+
+/// Whether `value` fits column `column` without PostgreSQL rounding it: a numeric(p,s)
+/// rounds extra decimals silently, which would be a lost digit and a loop.
+pub fn check_fits(all: &[PgColumn], column: &str, value: &Value) -> Result<(), String> {
+    let Some(col) = all.iter().find(|c| c.name == column) else {
+        return Ok(());
+    };
+    if col.kind != PgKind::Numeric {
+        return Ok(());
+    }
+    let Some((p, s)) = col
+        .type_name
+        .strip_prefix("numeric(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once(','))
+        .and_then(|(p, s)| {
+            Some((
+                p.trim().parse::<usize>().ok()?,
+                s.trim().parse::<usize>().ok()?,
+            ))
+        })
+    else {
+        return Ok(());
+    };
+    match value.as_decimal() {
+        Some(d) if !decimal_fits(&d, p, s) => Err(format!(
+            "{column}: {d} does not fit {} without rounding",
+            col.type_name
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_that_would_be_rounded_is_refused() {
+        let cols = [PgColumn::new(
+            "n".into(),
+            "numeric(12,2)".into(),
+            false,
+            "numeric".into(),
+            "b".into(),
+            false,
+        )];
+        assert!(check_fits(&cols, "n", &Value::Numeric("1.005".into())).is_err());
+        assert!(check_fits(&cols, "n", &Value::Numeric("12345678901.00".into())).is_err());
+        assert!(check_fits(&cols, "n", &Value::Real(1234567890.5)).is_ok());
+        assert!(check_fits(&cols, "n", &Value::Text("x".into())).is_ok());
     }
 }

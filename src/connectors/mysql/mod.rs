@@ -1,0 +1,775 @@
+//! The `mysql` system kind: a table in MySQL or MariaDB.
+//!
+//! Values travel through the binary protocol and are typed from the column's
+//! `information_schema` type. The session runs in strict mode with `time_zone = '+00:00'`,
+//! so a value the column cannot hold is refused (and quarantined) instead of silently
+//! truncated, and timestamps mean UTC. Creates use `INSERT … RETURNING` where the server
+//! has it (MariaDB ≥ 10.5), else one insert per row with `LAST_INSERT_ID()`.
+
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
+use crate::model::{Key, Record, Value};
+use chrono::{Datelike, Timelike};
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, TxOpts};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Float,
+    Decimal { precision: u32, scale: u32 },
+    Bool,
+    Date,
+    DateTime,
+    Json,
+    Uuid,
+    Binary,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+struct MyColumn {
+    name: String,
+    column_type: String,
+    kind: Kind,
+    not_null: bool,
+    primary_key: bool,
+    auto_increment: bool,
+}
+
+pub struct MysqlConnector {
+    conn: Conn,
+    name: String,
+    url: String,
+    returning: bool,
+    columns: HashMap<String, Vec<MyColumn>>,
+}
+
+const RETRIES: usize = 3;
+const CREATE_CHUNK: usize = 1000;
+
+fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+fn quote_table(collection: &str) -> String {
+    match collection.split_once('.') {
+        Some((s, t)) => format!("{}.{}", quote(s), quote(t)),
+        None => quote(collection),
+    }
+}
+
+fn message(e: &mysql::Error) -> String {
+    match e {
+        mysql::Error::MySqlError(m) => format!("{} (error {})", m.message, m.code),
+        other => other.to_string(),
+    }
+}
+
+/// Errors that are one record's fault: bad value, NULL in NOT NULL, duplicate key,
+/// out of range, too long, foreign key, CHECK constraint.
+fn is_record_error(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(m) if matches!(m.code,
+        1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1411 | 1451 | 1452 | 1690 | 3819 | 4025 | 1364 | 1367))
+}
+
+fn is_retryable(e: &mysql::Error) -> bool {
+    match e {
+        mysql::Error::IoError(_) | mysql::Error::DriverError(_) | mysql::Error::CodecError(_) => {
+            true
+        }
+        mysql::Error::MySqlError(m) => matches!(m.code, 1205 | 1213 | 2006 | 2013 | 1927),
+        _ => false,
+    }
+}
+
+impl Kind {
+    fn of(data_type: &str, column_type: &str) -> Kind {
+        let ct = column_type.to_ascii_lowercase();
+        match data_type.to_ascii_lowercase().as_str() {
+            "tinyint" if ct.starts_with("tinyint(1)") => Kind::Bool,
+            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" | "year" => Kind::Int,
+            "float" | "double" | "real" => Kind::Float,
+            "decimal" | "numeric" => {
+                let (p, s) = ct
+                    .split_once('(')
+                    .and_then(|(_, rest)| {
+                        rest.trim_end_matches(|c: char| !c.is_ascii_digit())
+                            .split_once(',')
+                    })
+                    .and_then(|(p, s)| Some((p.trim().parse().ok()?, s.trim().parse().ok()?)))
+                    .unwrap_or((10, 0));
+                Kind::Decimal {
+                    precision: p,
+                    scale: s,
+                }
+            }
+            "date" => Kind::Date,
+            "datetime" | "timestamp" => Kind::DateTime,
+            "json" => Kind::Json,
+            "uuid" => Kind::Uuid,
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                Kind::Binary
+            }
+            _ => Kind::Text,
+        }
+    }
+
+    fn read(self, v: mysql::Value) -> Value {
+        use mysql::Value as M;
+        let text = |b: Vec<u8>| String::from_utf8(b).map_err(|e| e.into_bytes());
+        match (self, v) {
+            (_, M::NULL) => Value::Null,
+            (Kind::Bool, M::Int(i)) => Value::Bool(i != 0),
+            (_, M::Int(i)) => Value::Integer(i),
+            (_, M::UInt(u)) => i64::try_from(u)
+                .map(Value::Integer)
+                .unwrap_or_else(|_| Value::Numeric(u.to_string())),
+            (_, M::Float(f)) => Value::Real(f64::from(f)),
+            (_, M::Double(f)) => Value::Real(f),
+            (Kind::Date, M::Date(y, m, d, ..)) => {
+                chrono::NaiveDate::from_ymd_opt(y.into(), m.into(), d.into())
+                    .map_or_else(|| Value::Text(format!("{y:04}-{m:02}-{d:02}")), Value::Date)
+            }
+            (_, M::Date(y, m, d, h, mi, s, us)) => {
+                chrono::NaiveDate::from_ymd_opt(y.into(), m.into(), d.into())
+                    .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
+                    .map_or_else(
+                        || {
+                            Value::Text(format!(
+                                "{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+                            ))
+                        },
+                        Value::Timestamp,
+                    )
+            }
+            (_, M::Time(neg, d, h, m, s, us)) => {
+                let hours = d * 24 + u32::from(h);
+                Value::Text(format!(
+                    "{}{hours:02}:{m:02}:{s:02}{}",
+                    if neg { "-" } else { "" },
+                    if us > 0 {
+                        format!(".{us:06}")
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+            (Kind::Binary, M::Bytes(b)) => Value::Blob(b),
+            (kind, M::Bytes(b)) => match text(b) {
+                Err(bytes) => Value::Blob(bytes),
+                Ok(t) => match kind {
+                    Kind::Decimal { .. } => Value::Numeric(t),
+                    Kind::Int => t.parse().map(Value::Integer).unwrap_or(Value::Text(t)),
+                    Kind::Float => t.parse().map(Value::Real).unwrap_or(Value::Text(t)),
+                    Kind::Json => serde_json::from_str(&t)
+                        .map(Value::Json)
+                        .unwrap_or(Value::Text(t)),
+                    Kind::Uuid => Value::Uuid(t.to_lowercase()),
+                    Kind::Date => chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                        .map(Value::Date)
+                        .unwrap_or(Value::Text(t)),
+                    Kind::DateTime => parse_naive_timestamp(&t)
+                        .map(Value::Timestamp)
+                        .unwrap_or(Value::Text(t)),
+                    _ => Value::Text(t),
+                },
+            },
+        }
+    }
+
+    /// Our value as a parameter for this column, or why the column cannot hold it
+    /// exactly (a decimal with more digits than the column keeps would be rounded).
+    fn param(self, v: &Value) -> Result<mysql::Value, String> {
+        use mysql::Value as M;
+        if let Kind::Decimal { precision, scale } = self
+            && let Some(d) = v.as_decimal()
+        {
+            if !decimal_fits(&d, precision as usize, scale as usize) {
+                return Err(format!(
+                    "{d} does not fit decimal({precision},{scale}) without rounding"
+                ));
+            }
+            return Ok(M::Bytes(d.into_bytes()));
+        }
+        let datetime = |n: chrono::NaiveDateTime| {
+            M::Date(
+                n.year() as u16,
+                n.month() as u8,
+                n.day() as u8,
+                n.hour() as u8,
+                n.minute() as u8,
+                n.second() as u8,
+                n.nanosecond() / 1000,
+            )
+        };
+        Ok(match v {
+            Value::Null => M::NULL,
+            Value::Integer(i) => M::Int(*i),
+            Value::Real(r) => M::Double(*r),
+            Value::Bool(b) => M::Int(i64::from(*b)),
+            Value::Blob(b) => M::Bytes(b.clone()),
+            Value::Date(d) => M::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0),
+            Value::Timestamp(t) => datetime(*t),
+            Value::TimestampTz(t) => datetime(t.naive_utc()),
+            Value::Text(t) if self == Kind::DateTime => match parse_timestamptz(t) {
+                Some(z) => datetime(z.naive_utc()),
+                None => M::Bytes(t.clone().into_bytes()),
+            },
+            other => M::Bytes(other.to_sql_text().unwrap_or_default().into_bytes()),
+        })
+    }
+}
+
+impl MysqlConnector {
+    /// Connects and prepares the session.
+    ///
+    /// # Errors
+    /// The server cannot be reached or refuses the login.
+    pub fn open(name: &str, url: &str) -> Result<MysqlConnector, ConnectorError> {
+        let (conn, returning) = Self::connect(name, url)?;
+        Ok(MysqlConnector {
+            conn,
+            name: name.to_string(),
+            url: url.to_string(),
+            returning,
+            columns: HashMap::new(),
+        })
+    }
+
+    fn connect(name: &str, url: &str) -> Result<(Conn, bool), ConnectorError> {
+        let open_err = |e: String| ConnectorError::Open {
+            target: format!("system `{name}` (mysql)"),
+            source: e.into(),
+        };
+        let opts = Opts::from_url(url).map_err(|e| open_err(e.to_string()))?;
+        // FOUND_ROWS: an UPDATE reports the rows its WHERE matched, so a conditional
+        // write that matched is never mistaken for a stale one.
+        let opts = mysql::OptsBuilder::from_opts(opts)
+            .additional_capabilities(mysql::consts::CapabilityFlags::CLIENT_FOUND_ROWS);
+        let mut conn = Conn::new(opts).map_err(|e| open_err(message(&e)))?;
+        conn.query_drop(
+            "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+        )
+        .map_err(|e| open_err(message(&e)))?;
+        let version: String = conn
+            .query_first("SELECT VERSION()")
+            .map_err(|e| open_err(message(&e)))?
+            .unwrap_or_default();
+        // MariaDB 10.5 added INSERT … RETURNING.
+        let returning = version.to_ascii_lowercase().contains("mariadb") && {
+            let mut parts = version
+                .split(['.', '-'])
+                .filter_map(|p| p.parse::<u32>().ok());
+            let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+            (major, minor) >= (10, 5)
+        };
+        Ok((conn, returning))
+    }
+
+    fn query_err(&self, context: &str, e: &mysql::Error) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("system `{}`: {context}", self.name),
+            source: message(e).into(),
+        }
+    }
+
+    fn columns_of(&mut self, collection: &str) -> Result<Vec<MyColumn>, ConnectorError> {
+        if let Some(c) = self.columns.get(collection) {
+            return Ok(c.clone());
+        }
+        let (schema, table) = match collection.split_once('.') {
+            Some((s, t)) => (Some(s.to_string()), t.to_string()),
+            None => (None, collection.to_string()),
+        };
+        let rows: Vec<(String, String, String, String, String, String)> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (schema, table),
+            )
+            .map_err(|e| self.query_err(&format!("describe {collection}"), &e))?;
+        if rows.is_empty() {
+            return Err(ConnectorError::NoCollection(format!(
+                "{}.{collection}",
+                self.name
+            )));
+        }
+        let cols: Vec<MyColumn> = rows
+            .into_iter()
+            .map(
+                |(name, column_type, data_type, nullable, key, extra)| MyColumn {
+                    kind: Kind::of(&data_type, &column_type),
+                    name,
+                    column_type,
+                    not_null: nullable == "NO",
+                    primary_key: key == "PRI",
+                    auto_increment: extra.contains("auto_increment"),
+                },
+            )
+            .collect();
+        self.columns.insert(collection.to_string(), cols.clone());
+        Ok(cols)
+    }
+
+    fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<MyColumn>, ConnectorError> {
+        let all = self.columns_of(&spec.collection)?;
+        spec.key
+            .iter()
+            .chain(&spec.columns)
+            .map(|n| {
+                all.iter()
+                    .find(|c| &c.name == n)
+                    .cloned()
+                    .ok_or_else(|| ConnectorError::Query {
+                        context: format!("system `{}`: {}", self.name, spec.collection),
+                        source: format!("column `{n}` does not exist").into(),
+                    })
+            })
+            .collect()
+    }
+
+    fn to_record(row: mysql::Row, cols: &[MyColumn], key_len: usize) -> Record {
+        let mut values: Vec<Value> = row
+            .unwrap()
+            .into_iter()
+            .zip(cols)
+            .map(|(v, c)| c.kind.read(v))
+            .collect();
+        let rest = values.split_off(key_len);
+        Record {
+            key: Key(values),
+            values: rest,
+        }
+    }
+
+    fn kind_of(all: &[MyColumn], name: &str) -> Kind {
+        all.iter()
+            .find(|c| c.name == name)
+            .map_or(Kind::Text, |c| c.kind)
+    }
+
+    fn params(all: &[MyColumn], pairs: &[(String, Value)]) -> Result<Vec<mysql::Value>, String> {
+        pairs
+            .iter()
+            .map(|(c, v)| {
+                Self::kind_of(all, c)
+                    .param(v)
+                    .map_err(|e| format!("{c}: {e}"))
+            })
+            .collect()
+    }
+
+    fn key_params(
+        all: &[MyColumn],
+        spec: &ReadSpec,
+        key: &Key,
+    ) -> Result<Vec<mysql::Value>, String> {
+        spec.key
+            .iter()
+            .zip(&key.0)
+            .map(|(c, v)| Self::kind_of(all, c).param(v))
+            .collect()
+    }
+
+    /// One batch in one transaction. The flag says whether the failure happened before
+    /// COMMIT was sent (only then is a retry safe).
+    fn apply_once(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, (mysql::Error, bool)> {
+        let all = self
+            .columns
+            .get(&spec.collection)
+            .cloned()
+            .unwrap_or_default();
+        let table = quote_table(&spec.collection);
+        let key_where = spec
+            .key
+            .iter()
+            .map(|k| format!("{} <=> ?", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let key_list = spec
+            .key
+            .iter()
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let returning = self.returning;
+        let auto_key = spec.key.len() == 1
+            && all
+                .iter()
+                .any(|c| c.name == spec.key[0] && c.auto_increment);
+        let retry = |e: mysql::Error| {
+            let r = is_retryable(&e);
+            (e, r)
+        };
+        let mut tx = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .map_err(retry)?;
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+
+        let mut i = 0;
+        while i < writes.len() {
+            let Write::Create { values } = &writes[i] else {
+                i += 1;
+                continue;
+            };
+            let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
+            let mut j = i;
+            while j < writes.len() && j - i < CREATE_CHUNK {
+                match &writes[j] {
+                    Write::Create { values }
+                        if values
+                            .iter()
+                            .map(|(c, _)| c.as_str())
+                            .eq(cols.iter().copied()) =>
+                    {
+                        j += 1
+                    }
+                    _ => break,
+                }
+            }
+            // A whole chunk in one statement when the server returns the new keys;
+            // InnoDB undoes a failed statement alone, so a refusal falls back to rows.
+            let mut done = false;
+            if returning && j - i > 1 && !cols.is_empty() {
+                let mut params = Vec::new();
+                let mut ok = true;
+                for w in &writes[i..j] {
+                    let Write::Create { values } = w else {
+                        unreachable!()
+                    };
+                    match Self::params(&all, values) {
+                        Ok(p) => params.extend(p),
+                        Err(_) => ok = false,
+                    }
+                }
+                if ok {
+                    let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                    let sql = format!(
+                        "INSERT INTO {table} ({}) VALUES {} RETURNING {key_list}",
+                        cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                        vec![row.as_str(); j - i].join(", ")
+                    );
+                    match tx.exec::<mysql::Row, _, _>(sql, params) {
+                        Ok(rows) => {
+                            let key_cols: Vec<MyColumn> = spec
+                                .key
+                                .iter()
+                                .filter_map(|k| all.iter().find(|c| &c.name == k).cloned())
+                                .collect();
+                            for (n, row) in rows.into_iter().enumerate() {
+                                let key = row
+                                    .unwrap()
+                                    .into_iter()
+                                    .zip(&key_cols)
+                                    .map(|(v, c)| c.kind.read(v))
+                                    .collect();
+                                outcomes[i + n] = Some(WriteOutcome::Created(Key(key)));
+                            }
+                            done = true;
+                        }
+                        Err(e) if is_record_error(&e) => {}
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+            }
+            if !done {
+                for n in i..j {
+                    let Write::Create { values } = &writes[n] else {
+                        continue;
+                    };
+                    let params = match Self::params(&all, values) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            outcomes[n] = Some(WriteOutcome::Rejected(why));
+                            continue;
+                        }
+                    };
+                    let cols_sql = values
+                        .iter()
+                        .map(|(c, _)| quote(c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let marks = vec!["?"; values.len()].join(", ");
+                    let insert = if values.is_empty() {
+                        format!("INSERT INTO {table} () VALUES ()")
+                    } else {
+                        format!("INSERT INTO {table} ({cols_sql}) VALUES ({marks})")
+                    };
+                    let result = if returning {
+                        tx.exec_first::<mysql::Row, _, _>(
+                            format!("{insert} RETURNING {key_list}"),
+                            params,
+                        )
+                        .map(|row| {
+                            let key_cols: Vec<MyColumn> = spec
+                                .key
+                                .iter()
+                                .filter_map(|k| all.iter().find(|c| &c.name == k).cloned())
+                                .collect();
+                            row.map(|r| {
+                                Key(r
+                                    .unwrap()
+                                    .into_iter()
+                                    .zip(&key_cols)
+                                    .map(|(v, c)| c.kind.read(v))
+                                    .collect())
+                            })
+                        })
+                    } else {
+                        tx.exec_drop(insert, params).map(|()| {
+                            if auto_key {
+                                tx.last_insert_id()
+                                    .map(|id| Key(vec![Value::Integer(id as i64)]))
+                            } else {
+                                // The key was among the values written.
+                                let key: Option<Vec<Value>> = spec
+                                    .key
+                                    .iter()
+                                    .map(|k| {
+                                        values.iter().find(|(c, _)| c == k).map(|(_, v)| v.clone())
+                                    })
+                                    .collect();
+                                key.map(Key)
+                            }
+                        })
+                    };
+                    match result {
+                        Ok(Some(key)) => outcomes[n] = Some(WriteOutcome::Created(key)),
+                        Ok(None) => {
+                            outcomes[n] = Some(WriteOutcome::Rejected(
+                                "the new record's key could not be read back".into(),
+                            ))
+                        }
+                        Err(e) if is_record_error(&e) => {
+                            outcomes[n] = Some(WriteOutcome::Rejected(message(&e)))
+                        }
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+            }
+            i = j;
+        }
+
+        for (n, write) in writes.iter().enumerate() {
+            let prepared = match write {
+                Write::Create { .. } => continue,
+                Write::Update { key, set, expect } => {
+                    let sql = format!(
+                        "UPDATE {table} SET {} WHERE {key_where}{}",
+                        set.iter()
+                            .map(|(c, _)| format!("{} = ?", quote(c)))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        expect
+                            .iter()
+                            .map(|(c, _)| format!(" AND {} <=> ?", quote(c)))
+                            .collect::<String>()
+                    );
+                    let params = Self::params(&all, set).and_then(|mut p| {
+                        p.extend(Self::key_params(&all, spec, key)?);
+                        p.extend(Self::params(&all, expect)?);
+                        Ok(p)
+                    });
+                    params.map(|p| (sql, p))
+                }
+                Write::Delete { key, expect } => {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE {key_where}{}",
+                        expect
+                            .iter()
+                            .map(|(c, _)| format!(" AND {} <=> ?", quote(c)))
+                            .collect::<String>()
+                    );
+                    Self::key_params(&all, spec, key)
+                        .and_then(|mut p| {
+                            p.extend(Self::params(&all, expect)?);
+                            Ok(p)
+                        })
+                        .map(|p| (sql, p))
+                }
+            };
+            let (sql, params) = match prepared {
+                Ok(x) => x,
+                Err(why) => {
+                    outcomes[n] = Some(WriteOutcome::Rejected(why));
+                    continue;
+                }
+            };
+            match tx.exec_drop(sql, params) {
+                // Matched rows (CLIENT_FOUND_ROWS), not changed rows.
+                Ok(()) => {
+                    outcomes[n] = Some(if tx.affected_rows() == 0 {
+                        WriteOutcome::Stale
+                    } else {
+                        WriteOutcome::Applied
+                    })
+                }
+                Err(e) if is_record_error(&e) => {
+                    outcomes[n] = Some(WriteOutcome::Rejected(message(&e)))
+                }
+                Err(e) => return Err(retry(e)),
+            }
+        }
+        tx.commit().map_err(|e| (e, false))?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every write has an outcome"))
+            .collect())
+    }
+}
+
+impl Connector for MysqlConnector {
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        Ok(self
+            .columns_of(collection)?
+            .into_iter()
+            .map(|c| ColumnInfo {
+                name: c.name,
+                declared_type: c.column_type,
+                not_null: c.not_null,
+                primary_key: c.primary_key,
+            })
+            .collect())
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        let cols = self.spec_columns(spec)?;
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            spec.key
+                .iter()
+                .chain(&spec.columns)
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote_table(&spec.collection),
+            spec.key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let name = self.name.clone();
+        let err = |e: mysql::Error| ConnectorError::Query {
+            context: format!("system `{name}`: scan {}", spec.collection),
+            source: message(&e).into(),
+        };
+        // One consistent snapshot; rows stream from the server (unbuffered result).
+        let mut tx = self
+            .conn
+            .start_transaction(
+                TxOpts::default()
+                    .set_with_consistent_snapshot(true)
+                    .set_access_mode(Some(mysql::AccessMode::ReadOnly)),
+            )
+            .map_err(err)?;
+        let mut count = 0u64;
+        {
+            let result = tx.exec_iter(sql, ()).map_err(err)?;
+            let mut batch = Vec::with_capacity(batch_size);
+            for row in result {
+                batch.push(Self::to_record(row.map_err(err)?, &cols, spec.key.len()));
+                count += 1;
+                if batch.len() >= batch_size {
+                    consumer(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(batch_size),
+                    ))
+                    .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+                }
+            }
+            if !batch.is_empty() {
+                consumer(batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(count)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        let cols = self.spec_columns(spec)?;
+        let all = self
+            .columns
+            .get(&spec.collection)
+            .cloned()
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(keys.len());
+        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE ({}) IN ({})",
+                spec.key
+                    .iter()
+                    .chain(&spec.columns)
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                quote_table(&spec.collection),
+                spec.key
+                    .iter()
+                    .map(|k| quote(k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                vec![tuple.as_str(); chunk.len()].join(", ")
+            );
+            let mut params = Vec::new();
+            for k in chunk {
+                params.extend(Self::key_params(&all, spec, k).map_err(|e| {
+                    ConnectorError::Query {
+                        context: format!("system `{}`: fetch from {}", self.name, spec.collection),
+                        source: e.into(),
+                    }
+                })?);
+            }
+            let rows: Vec<mysql::Row> = self
+                .conn
+                .exec(sql, params)
+                .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), &e))?;
+            out.extend(
+                rows.into_iter()
+                    .map(|r| Self::to_record(r, &cols, spec.key.len())),
+            );
+        }
+        Ok(out)
+    }
+
+    fn apply(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        self.spec_columns(spec)?;
+        let mut attempt = 0;
+        loop {
+            match self.apply_once(spec, writes) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err((e, retryable)) if retryable && attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(system = %self.name, attempt, error = %message(&e), "batch failed before commit; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                    if self.conn.ping().is_err() {
+                        let (conn, returning) = Self::connect(&self.name, &self.url)?;
+                        self.conn = conn;
+                        self.returning = returning;
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(self.query_err(&format!("write to {}", spec.collection), &e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The `mysql` connector against the real MariaDB server (`SYNCLINE_TEST_MYSQL_URL`,
+//! e.g. `mysql://root@127.0.0.1:3306/test`), and across kinds with PostgreSQL
+//! (`SYNCLINE_TEST_PG_URL`). Each test makes and drops its own databases.
+
+mod support;
+
+use mysql::prelude::Queryable;
+use support::{Fixture, TempDatabase, server_url, writes};
+use syncline::engine::RunOptions;
+use syncline::state::StateStore;
+
+fn my() -> Option<TempDatabase> {
+    server_url(
+        "SYNCLINE_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    )
+    .map(|u| TempDatabase::mysql(&u))
+}
+
+fn pg() -> Option<TempDatabase> {
+    server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    )
+    .map(|u| TempDatabase::postgres(&u))
+}
+
+fn fixture(config: &str) -> Fixture {
+    let f = Fixture::new("", "", "");
+    std::fs::write(f.config_path(), config).unwrap();
+    f
+}
+
+fn systems(pg: &TempDatabase, my: &TempDatabase) -> String {
+    format!(
+        "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"mysql\"\nurl = \"{}\"\n",
+        pg.url, my.url
+    )
+}
+
+#[test]
+fn every_type_round_trips_postgres_to_mariadb_and_a_second_run_writes_nothing() {
+    let (Some(pg), Some(my)) = (pg(), my()) else {
+        return;
+    };
+    let mut c = pg.pg_client();
+    c.batch_execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TABLE src (id bigint PRIMARY KEY, i int, n numeric(12,2), big numeric, f float8, t text, v varchar(20), b bool,
+           d date, ts timestamp, tz timestamptz, j jsonb, js json, u uuid, by bytea, m mood);
+         INSERT INTO src VALUES
+           (1, -2147483648, 1234567890.12, 12345678901234567890.000000000000000001, 0.1, 'ünïcödé ''q'' \\ x', 'short', true,
+            '2026-02-28', '2026-11-26 10:00:00.123456', '2026-11-26 10:00:00.5+02', '{\"a\": [1, 2.5, null]}', '[1, 2,  3]',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy'),
+           (2, NULL, -0.01, NULL, 1e300, '', NULL, false, '1000-01-01', NULL, '1970-01-01 00:00:01+00', 'null', NULL, NULL, '\\x', 'sad'),
+           (3, 0, 0, 1e-20, -2.5, 'x', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    )
+    .unwrap();
+    let mut m = my.mysql_conn();
+    m.query_drop(
+        "CREATE TABLE dst (id bigint PRIMARY KEY, i int, n decimal(12,2), big decimal(65,30), f double, t text, v varchar(20),
+           b tinyint(1), d date, ts datetime(6), tz datetime(6), j json, js json, u uuid, `by` blob, m enum('sad','ok','happy'))",
+    )
+    .unwrap();
+    let fields = "id = {}\ni = {}\nn = {}\nbig = {}\nf = {}\nt = {}\nv = {}\nb = {}\nd = {}\nts = {}\ntz = {}\nj = {}\njs = {}\nu = {}\nby = {}\nm = {}";
+    let f = fixture(&format!(
+        "{}[links.t]\nleft = \"crm.src\"\nright = \"billing.dst\"\non_delete = {{ left = \"propagate\" }}\n[links.t.fields]\n{fields}\n",
+        systems(&pg, &my)
+    ));
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_right.created, r.links[0].to_right.rejected),
+        (3, 0),
+        "{:?}",
+        r.links[0]
+    );
+    // Exact on the other side: decimals keep every digit, timestamps their microseconds
+    // (timestamptz in UTC), uuid and enum their text.
+    let row: (String, String, String, String, String, String, String) = m
+        .query_first("SELECT CAST(n AS CHAR), CAST(big AS CHAR), CAST(ts AS CHAR), CAST(tz AS CHAR), CAST(u AS CHAR), m, HEX(`by`) FROM dst WHERE id = 1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.0, "1234567890.12");
+    assert_eq!(row.1, "12345678901234567890.000000000000000001000000000000");
+    assert_eq!(row.2, "2026-11-26 10:00:00.123456");
+    assert_eq!(row.3, "2026-11-26 08:00:00.500000");
+    assert_eq!(row.4, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(row.5, "happy");
+    assert_eq!(row.6, "00FF10");
+    assert_eq!(writes(&f.run()), 0, "a second run must write nothing");
+    // A value the column cannot hold exactly is quarantined, never rounded.
+    c.batch_execute(
+        "ALTER TABLE src ALTER COLUMN n TYPE numeric; UPDATE src SET n = 1.005 WHERE id = 3",
+    )
+    .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.rejected, 1);
+    let q = StateStore::open(&f.state_path())
+        .unwrap()
+        .quarantine(Some("t"))
+        .unwrap();
+    assert!(
+        q[0].reason.contains("does not fit decimal(12,2)"),
+        "{}",
+        q[0].reason
+    );
+    let n: String = m
+        .query_first("SELECT CAST(n AS CHAR) FROM dst WHERE id = 3")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, "0.00");
+}
+
+const CONTACTS_PG: &str = "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, name text, status text, notes text);
+    INSERT INTO contacts (email, name, notes) VALUES ('a@x.org', 'Ann', 'n'), ('b@x.org', 'Bob', 'n'), ('c@x.org', 'Cy', 'n');";
+const CUSTOMERS_MY: &str = "CREATE TABLE customers (cid bigint AUTO_INCREMENT PRIMARY KEY, email varchar(200) NOT NULL, full_name text,
+    status varchar(20) NOT NULL DEFAULT 'trial', notes text, crm_id varchar(40))";
+const LINK: &str = "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nleft_key = \"id\"\nright_key = \"cid\"\nmode = \"two-way\"
+match_on = [\"email\"]\nright_ref = \"crm_id\"\non_delete = { left = \"propagate\", right = \"propagate\" }
+[links.c.fields]\nemail = { owner = \"left\" }\nname = { right = \"full_name\", owner = \"left\" }\nstatus = { owner = \"right\" }
+notes = { owner = \"both\", conflict = \"manual\" }\n";
+
+#[test]
+fn two_way_postgres_and_mariadb_with_write_back_and_conflicts() {
+    let (Some(pg), Some(my)) = (pg(), my()) else {
+        return;
+    };
+    let mut c = pg.pg_client();
+    c.batch_execute(CONTACTS_PG).unwrap();
+    let mut m = my.mysql_conn();
+    m.query_drop(CUSTOMERS_MY).unwrap();
+    m.query_drop("INSERT INTO customers (email, full_name, status, notes) VALUES ('B@X.org', 'Bob', 'active', 'n'), ('d@x.org', 'Dee', 'past_due', NULL)").unwrap();
+    let f = fixture(&format!("{}{LINK}", systems(&pg, &my)));
+    let r = f.run();
+    let l = &r.links[0];
+    assert_eq!((l.to_right.created, l.to_left.created), (2, 1), "{l:?}");
+    // billing's default status comes back to the CRM on the next run, then all is quiet
+    f.run();
+    assert_eq!(writes(&f.run()), 0);
+    let status: Option<String> = c
+        .query_one("SELECT status FROM contacts WHERE email = 'b@x.org'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status.as_deref(), Some("active"));
+    // write-back: billing owns status
+    m.query_drop("UPDATE customers SET status = 'cancelled' WHERE email = 'd@x.org'")
+        .unwrap();
+    // a conflict: both edit notes
+    c.batch_execute("UPDATE contacts SET notes = 'left' WHERE email = 'a@x.org'")
+        .unwrap();
+    m.query_drop("UPDATE customers SET notes = 'right' WHERE email = 'a@x.org'")
+        .unwrap();
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_left.updated, r.links[0].conflicts),
+        (1, 1),
+        "{:?}",
+        r.links[0]
+    );
+    let status: Option<String> = c
+        .query_one("SELECT status FROM contacts WHERE email = 'd@x.org'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status.as_deref(), Some("cancelled"));
+}
+
+#[test]
+fn a_concurrent_update_on_mariadb_is_not_overwritten() {
+    let (Some(pg), Some(my)) = (pg(), my()) else {
+        return;
+    };
+    pg.pg_client().batch_execute(CONTACTS_PG).unwrap();
+    my.mysql_conn().query_drop(CUSTOMERS_MY).unwrap();
+    let f = fixture(&format!(
+        "{}{}",
+        systems(&pg, &my),
+        LINK.replace("conflict = \"manual\"", "conflict = \"left-wins\"")
+    ));
+    f.run();
+    pg.pg_client()
+        .batch_execute("UPDATE contacts SET notes = 'from crm' WHERE email = 'a@x.org'")
+        .unwrap();
+    let url = my.url.clone();
+    let mut hook = |_: &str| {
+        let mut other = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+        other
+            .query_drop("UPDATE customers SET notes = 'typed meanwhile' WHERE email = 'a@x.org'")
+            .unwrap();
+    };
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
+    assert_eq!(r.links[0].to_right.stale_skipped, 1);
+    let notes: String = my
+        .mysql_conn()
+        .query_first("SELECT notes FROM customers WHERE email = 'a@x.org'")
+        .unwrap()
+        .unwrap();
+    assert_eq!(notes, "typed meanwhile");
+}
+
+#[test]
+fn a_killed_mariadb_connection_is_retried_without_a_partial_batch() {
+    let (Some(pg), Some(my)) = (pg(), my()) else {
+        return;
+    };
+    pg.pg_client()
+        .batch_execute("CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, name text, status text, notes text);
+                        INSERT INTO contacts (email) SELECT 'p' || g || '@x.org' FROM generate_series(1, 300) g;")
+        .unwrap();
+    my.mysql_conn().query_drop(CUSTOMERS_MY).unwrap();
+    let f = fixture(&format!(
+        "{}{}",
+        systems(&pg, &my),
+        LINK.replace("mode = \"two-way\"", "mode = \"two-way\"\nbatch_size = 100")
+    ));
+    let url = my.url.clone();
+    let db = my.name().to_string();
+    let mut hook = |_: &str| {
+        let mut other = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+        let ids: Vec<u64> = other
+            .exec("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()", (db.clone(),))
+            .unwrap();
+        assert!(!ids.is_empty());
+        for id in ids {
+            other.query_drop(format!("KILL {id}")).unwrap();
+        }
+    };
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
+    assert_eq!(r.links[0].to_right.created, 300);
+    let n: u64 = my
+        .mysql_conn()
+        .query_first("SELECT count(*) FROM customers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 300);
+    f.run();
+    assert_eq!(writes(&f.run()), 0);
+}
