@@ -373,3 +373,66 @@ fn demo_runs_end_to_end() {
         .assert()
         .code(3);
 }
+
+#[test]
+fn init_proposes_a_config_that_checks_and_runs() {
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE, name TEXT, notes TEXT);
+         INSERT INTO contacts (email, name) VALUES ('a@x.org', 'Ann'), ('b@x.org', 'Bob');",
+        "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE, name TEXT, plan TEXT);
+         INSERT INTO customers (email, name) VALUES ('B@x.org', 'Bob');",
+        "",
+    );
+    std::fs::remove_file(f.config_path()).unwrap();
+    let out = syncline(f.path())
+        .args([
+            "init",
+            "sqlite:left.db#contacts",
+            "sqlite:right.db#customers",
+            "--link",
+            "contacts",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("match_on = [\"email\"]") && text.contains("right_key = \"cid\""),
+        "{text}"
+    );
+    assert!(
+        !f.config_path().exists(),
+        "without --write nothing is written"
+    );
+    syncline(f.path())
+        .args([
+            "init",
+            "sqlite:left.db#contacts",
+            "sqlite:right.db#customers",
+            "--write",
+        ])
+        .assert()
+        .code(0);
+    syncline(f.path()).arg("check").assert().code(0);
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("1 created"));
+    // never over an existing config
+    syncline(f.path())
+        .args([
+            "init",
+            "sqlite:left.db#contacts",
+            "sqlite:right.db#customers",
+            "--write",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not overwriting"));
+    syncline(f.path())
+        .args(["init", "oracle:x#t", "sqlite:right.db#customers"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("oracle"));
+}

@@ -197,3 +197,44 @@ fn a_connection_killed_before_a_batch_is_retried_without_a_partial_batch() {
     assert_eq!(n, 500);
     assert_eq!(writes(&f.run()), 0);
 }
+
+#[test]
+fn init_looks_at_a_postgres_table_and_a_sqlite_table() {
+    let Some(db) = pg() else { return };
+    db.pg_client()
+        .batch_execute("CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, full_name text, amount numeric(12,2));
+                        INSERT INTO contacts (email, full_name, amount) VALUES ('a@x.org', 'Ann', 1.50);")
+        .unwrap();
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT UNIQUE, full_name TEXT, amount TEXT);",
+        "",
+    );
+    std::fs::remove_file(f.config_path()).unwrap();
+    support::syncline(f.path())
+        .env("CRM_URL", &db.url)
+        .args([
+            "init",
+            "postgres:${CRM_URL}#contacts",
+            "sqlite:right.db#customers",
+            "--write",
+        ])
+        .assert()
+        .code(0);
+    let config = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        config.contains("url = \"${CRM_URL}\""),
+        "the secret stays in the environment: {config}"
+    );
+    assert!(config.contains("match_on = [\"email\"]"), "{config}");
+    support::syncline(f.path())
+        .env("CRM_URL", &db.url)
+        .arg("run")
+        .assert()
+        .code(0);
+    let amount: String = rusqlite::Connection::open(f.path().join("right.db"))
+        .unwrap()
+        .query_row("SELECT amount FROM customers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(amount, "1.50");
+}

@@ -42,6 +42,19 @@ pub struct Args {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Propose a config by looking at two collections: `init KIND:LOCATION#COLLECTION …`.
+    Init {
+        /// The left collection, e.g. `sqlite:crm.db#contacts` or `postgres:${CRM_URL}#contacts`.
+        left: String,
+        /// The right collection.
+        right: String,
+        /// The link's name.
+        #[arg(long, default_value = "main")]
+        link: String,
+        /// Write the proposal to the config file (never over an existing one).
+        #[arg(long)]
+        write: bool,
+    },
     /// Lint the config: load it, look at the systems, and apply the design rules.
     Check,
     /// Show what a run would change. Writes nothing, anywhere.
@@ -166,10 +179,19 @@ pub fn run(args: Args) -> Result<u8> {
     if let Command::Demo { dir, contacts } = &args.command {
         return demo::run_demo(dir, *contacts, args.json);
     }
+    if let Command::Init {
+        left,
+        right,
+        link,
+        write,
+    } = &args.command
+    {
+        return init(&args.config, left, right, link, *write, args.json);
+    }
     let config = Config::load(&args.config)?;
     let out = output::Output { json: args.json };
     match args.command {
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Init { .. } => unreachable!("handled above"),
         Command::Check => {
             let mut findings = syncline::check::check(&config);
             for link in &config.links {
@@ -375,6 +397,56 @@ pub fn run(args: Args) -> Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+fn init(
+    config_path: &std::path::Path,
+    left: &str,
+    right: &str,
+    link: &str,
+    write: bool,
+    json: bool,
+) -> Result<u8> {
+    use syncline::init::{Target, propose};
+    let targets = [
+        Target::parse(left).map_err(anyhow::Error::msg)?,
+        Target::parse(right).map_err(anyhow::Error::msg)?,
+    ];
+    let dir = std::env::current_dir()?;
+    let mut columns = Vec::new();
+    for (name, t) in ["left", "right"].iter().zip(&targets) {
+        let spec = t.system(&dir).map_err(anyhow::Error::msg)?;
+        let mut conn = syncline::connectors::open(name, &spec)?;
+        columns.push(
+            conn.describe(&t.collection)
+                .with_context(|| format!("{name}: {}", t.collection))?,
+        );
+    }
+    let text = propose(link, &targets[0], &columns[0], &targets[1], &columns[1]);
+    if write {
+        if config_path.exists() {
+            bail!(
+                "{} exists; not overwriting it (print the proposal without --write)",
+                config_path.display()
+            );
+        }
+        std::fs::write(config_path, &text)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "config": text, "written": write.then(|| config_path.display().to_string()) })
+        );
+    } else if write {
+        println!(
+            "wrote {}; next: syncline check, then syncline plan",
+            config_path.display()
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(EXIT_OK)
 }
 
 fn strip_side(key: &str) -> &str {

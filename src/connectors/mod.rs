@@ -26,6 +26,8 @@ pub struct ColumnInfo {
     pub declared_type: String,
     pub not_null: bool,
     pub primary_key: bool,
+    /// A single-column unique index or constraint (a primary key of one column counts).
+    pub unique: bool,
 }
 
 /// One write. Updates and deletes are conditional: `expect` holds the values read for

@@ -35,6 +35,7 @@ struct MyColumn {
     kind: Kind,
     not_null: bool,
     primary_key: bool,
+    unique: bool,
     auto_increment: bool,
 }
 
@@ -283,11 +284,18 @@ impl MysqlConnector {
             Some((s, t)) => (Some(s.to_string()), t.to_string()),
             None => (None, collection.to_string()),
         };
-        let rows: Vec<(String, String, String, String, String, String)> = self
+        let rows: Vec<(String, String, String, String, String, String, i64)> = self
             .conn
             .exec(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA FROM information_schema.COLUMNS
-                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                "SELECT c.COLUMN_NAME, c.COLUMN_TYPE, c.DATA_TYPE, c.IS_NULLABLE, c.COLUMN_KEY, c.EXTRA,
+                        EXISTS (SELECT 1 FROM information_schema.STATISTICS s
+                                 WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME
+                                   AND s.COLUMN_NAME = c.COLUMN_NAME AND s.NON_UNIQUE = 0
+                                   AND (SELECT count(*) FROM information_schema.STATISTICS s2
+                                         WHERE s2.TABLE_SCHEMA = s.TABLE_SCHEMA AND s2.TABLE_NAME = s.TABLE_NAME
+                                           AND s2.INDEX_NAME = s.INDEX_NAME) = 1)
+                   FROM information_schema.COLUMNS c
+                  WHERE c.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION",
                 (schema, table),
             )
             .map_err(|e| self.query_err(&format!("describe {collection}"), &e))?;
@@ -300,7 +308,8 @@ impl MysqlConnector {
         let cols: Vec<MyColumn> = rows
             .into_iter()
             .map(
-                |(name, column_type, data_type, nullable, key, extra)| MyColumn {
+                |(name, column_type, data_type, nullable, key, extra, unique)| MyColumn {
+                    unique: unique != 0,
                     kind: Kind::of(&data_type, &column_type),
                     name,
                     column_type,
@@ -636,6 +645,7 @@ impl Connector for MysqlConnector {
                 declared_type: c.column_type,
                 not_null: c.not_null,
                 primary_key: c.primary_key,
+                unique: c.unique,
             })
             .collect())
     }

@@ -124,7 +124,9 @@ impl PostgresConnector {
             .client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text, t.typtype::text,
-                        COALESCE(i.indisprimary, false)
+                        COALESCE(i.indisprimary, false),
+                        EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
+                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum)
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -138,14 +140,16 @@ impl PostgresConnector {
         let cols: Vec<PgColumn> = rows
             .iter()
             .map(|r| {
-                PgColumn::new(
+                let mut c = PgColumn::new(
                     r.get(0),
                     r.get(1),
                     r.get(2),
                     r.get::<_, String>(3),
                     r.get::<_, String>(4),
                     r.get(5),
-                )
+                );
+                c.unique = r.get(6);
+                c
             })
             .collect();
         if cols.is_empty() {
@@ -525,6 +529,7 @@ impl Connector for PostgresConnector {
                 declared_type: c.type_name,
                 not_null: c.not_null,
                 primary_key: c.primary_key,
+                unique: c.unique,
             })
             .collect())
     }

@@ -27,6 +27,7 @@ pub struct PgColumn {
     pub kind: PgKind,
     pub not_null: bool,
     pub primary_key: bool,
+    pub unique: bool,
 }
 
 impl PgColumn {
@@ -57,6 +58,7 @@ impl PgColumn {
             kind,
             not_null,
             primary_key,
+            unique: false,
         }
     }
 }

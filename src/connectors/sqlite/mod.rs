@@ -223,6 +223,7 @@ impl Connector for SqliteConnector {
                     declared_type: r.get(1)?,
                     not_null: r.get::<_, i64>(2)? != 0,
                     primary_key: r.get::<_, i64>(3)? != 0,
+                    unique: false,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -236,7 +237,26 @@ impl Connector for SqliteConnector {
                 self.name
             )));
         }
-        Ok(cols)
+        let unique_sql = format!(
+            "SELECT ii.name FROM {schema}.pragma_index_list(?1) il, {schema}.pragma_index_info(il.name) ii
+              WHERE il.\"unique\" = 1 GROUP BY il.name HAVING count(*) = 1"
+        );
+        let unique: Vec<String> = self
+            .conn
+            .prepare(&unique_sql)
+            .and_then(|mut st| st.query_map([table], |r| r.get(0))?.collect())
+            .map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: describe {collection}", self.name),
+                source: Box::new(e),
+            })?;
+        let pk_cols = cols.iter().filter(|c| c.primary_key).count();
+        Ok(cols
+            .into_iter()
+            .map(|mut c| {
+                c.unique = unique.contains(&c.name) || (c.primary_key && pk_cols == 1);
+                c
+            })
+            .collect())
     }
 
     fn scan(

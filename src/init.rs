@@ -1,0 +1,287 @@
+//! `init`: look at two collections and propose a starting config — keys, the columns
+//! both sides share, and a `match_on` candidate (a column unique on both sides).
+
+use crate::config::{Secret, SystemSpec, substitute_env};
+use crate::connectors::ColumnInfo;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One side as typed on the command line: `KIND:LOCATION#COLLECTION`, for example
+/// `sqlite:crm.db#contacts` or `postgres:${CRM_URL}#public.contacts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub kind: String,
+    /// As typed: a path, a URL, or `${ENV}` (kept unexpanded in the config).
+    pub location: String,
+    pub collection: String,
+}
+
+impl Target {
+    /// # Errors
+    /// The text is not `KIND:LOCATION#COLLECTION` with a known kind.
+    pub fn parse(text: &str) -> Result<Target, String> {
+        let usage = || {
+            format!(
+                "`{text}`: expected KIND:LOCATION#COLLECTION, e.g. sqlite:crm.db#contacts or postgres:${{CRM_URL}}#contacts"
+            )
+        };
+        let (kind, rest) = text.split_once(':').ok_or_else(usage)?;
+        let (location, collection) = rest.rsplit_once('#').ok_or_else(usage)?;
+        if !["sqlite", "postgres", "mysql"].contains(&kind) {
+            return Err(format!(
+                "`{text}`: kind `{kind}` is not sqlite, postgres or mysql"
+            ));
+        }
+        if location.is_empty() || collection.is_empty() {
+            return Err(usage());
+        }
+        Ok(Target {
+            kind: kind.into(),
+            location: location.into(),
+            collection: collection.into(),
+        })
+    }
+
+    /// The system to connect to, with `${ENV}` expanded and paths relative to `dir`.
+    ///
+    /// # Errors
+    /// A referenced environment variable is not set.
+    pub fn system(&self, dir: &Path) -> Result<SystemSpec, String> {
+        let location = substitute_env(&self.location, &|n| std::env::var(n).ok())?;
+        Ok(match self.kind.as_str() {
+            "sqlite" => SystemSpec::Sqlite {
+                path: dir.join(location),
+            },
+            "postgres" => SystemSpec::Postgres {
+                url: Secret::new(location),
+            },
+            _ => SystemSpec::Mysql {
+                url: Secret::new(location),
+            },
+        })
+    }
+
+    fn system_toml(&self, name: &str) -> String {
+        let key = if self.kind == "sqlite" { "path" } else { "url" };
+        format!(
+            "[systems.{name}]\nkind = \"{}\"\n{key} = {}\n",
+            self.kind,
+            toml_string(&self.location)
+        )
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn key_columns(cols: &[ColumnInfo]) -> Vec<String> {
+    let pk: Vec<String> = cols
+        .iter()
+        .filter(|c| c.primary_key)
+        .map(|c| c.name.clone())
+        .collect();
+    if !pk.is_empty() {
+        return pk;
+    }
+    cols.iter()
+        .find(|c| c.unique && c.not_null)
+        .or_else(|| cols.iter().find(|c| c.name == "id"))
+        .map(|c| vec![c.name.clone()])
+        .unwrap_or_default()
+}
+
+/// The proposed config, as TOML with comments saying what to decide.
+pub fn propose(
+    link: &str,
+    left: &Target,
+    left_cols: &[ColumnInfo],
+    right: &Target,
+    right_cols: &[ColumnInfo],
+) -> String {
+    let left_key = key_columns(left_cols);
+    let right_key = key_columns(right_cols);
+    // Columns both sides have (same name, or the same ignoring case), keys aside.
+    let mut shared: Vec<(&ColumnInfo, &ColumnInfo)> = Vec::new();
+    for l in left_cols.iter().filter(|c| !left_key.contains(&c.name)) {
+        let r = right_cols
+            .iter()
+            .filter(|c| !right_key.contains(&c.name))
+            .find(|r| r.name == l.name)
+            .or_else(|| {
+                right_cols
+                    .iter()
+                    .filter(|c| !right_key.contains(&c.name))
+                    .find(|r| r.name.eq_ignore_ascii_case(&l.name))
+            });
+        if let Some(r) = r {
+            shared.push((l, r));
+        }
+    }
+    let unique_both = shared.iter().filter(|(l, r)| l.unique && r.unique);
+    let match_on = unique_both
+        .clone()
+        .find(|(l, _)| l.name.to_lowercase().contains("email"))
+        .or_else(|| unique_both.clone().next())
+        .map(|(l, _)| (l.name.clone(), true))
+        .or_else(|| {
+            shared
+                .iter()
+                .find(|(l, _)| l.name.to_lowercase().contains("email"))
+                .map(|(l, _)| (l.name.clone(), false))
+        });
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Proposed by `syncline init` from {}:{} and {}:{}.",
+        left.kind, left.collection, right.kind, right.collection
+    );
+    let _ = writeln!(
+        out,
+        "# Review it, then `syncline check` and `syncline plan` before the first `syncline run`.\n"
+    );
+    out.push_str("[state]\npath = \".syncline/state.db\"\n\n");
+    out.push_str(&left.system_toml("left_system"));
+    out.push('\n');
+    out.push_str(&right.system_toml("right_system"));
+    out.push('\n');
+    let _ = writeln!(out, "[links.{link}]");
+    let _ = writeln!(
+        out,
+        "left = {}",
+        toml_string(&format!("left_system.{}", left.collection))
+    );
+    let _ = writeln!(
+        out,
+        "right = {}",
+        toml_string(&format!("right_system.{}", right.collection))
+    );
+    for (side, key) in [("left", &left_key), ("right", &right_key)] {
+        if key.is_empty() {
+            let _ = writeln!(
+                out,
+                "# {side}_key = \"…\"   # no primary key or unique NOT NULL column found: name the stable key"
+            );
+        } else {
+            let _ = writeln!(out, "{side}_key = {}", toml_string(&key.join(", ")));
+        }
+    }
+    out.push_str(
+        "mode = \"one-way\"             # or \"two-way\"; then give every field an owner\n",
+    );
+    match &match_on {
+        Some((m, true)) => {
+            let _ = writeln!(
+                out,
+                "match_on = [{}]       # unique on both sides: pairs records that already exist on both",
+                toml_string(m)
+            );
+        }
+        Some((m, false)) => {
+            let _ = writeln!(
+                out,
+                "match_on = [{}]       # NOT unique on both sides: duplicates will be quarantined",
+                toml_string(m)
+            );
+        }
+        None => {
+            out.push_str("# match_on = [\"…\"]           # no column unique on both sides was found; without it (or right_ref),\n");
+            out.push_str("#                               # records already on both sides cannot be paired\n");
+        }
+    }
+    out.push_str(
+        "on_delete = { left = \"hold\" }  # propagate | ignore | soft:COLUMN=VALUE | hold\n\n",
+    );
+    let _ = writeln!(out, "[links.{link}.fields]");
+    if shared.is_empty() {
+        out.push_str("# no column names in common: map them by hand, e.g. name = { right = \"full_name\" }\n");
+    }
+    for (l, r) in &shared {
+        let mut parts = Vec::new();
+        if l.name != r.name {
+            parts.push(format!("right = {}", toml_string(&r.name)));
+        }
+        if match_on.as_ref().is_some_and(|(m, _)| m == &l.name)
+            && l.declared_type.to_lowercase().contains("text")
+        {
+            parts.push("transform = \"trim+lowercase\"".into());
+        }
+        let name = if l
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            l.name.clone()
+        } else {
+            toml_string(&l.name)
+        };
+        let _ = writeln!(
+            out,
+            "{name} = {{{}}}",
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ", parts.join(", "))
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, pk: bool, unique: bool) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            declared_type: "TEXT".into(),
+            not_null: pk,
+            primary_key: pk,
+            unique: unique || pk,
+        }
+    }
+
+    #[test]
+    fn targets_parse_and_name_what_is_wrong() {
+        assert_eq!(
+            Target::parse("postgres:${CRM_URL}#public.contacts").unwrap(),
+            Target {
+                kind: "postgres".into(),
+                location: "${CRM_URL}".into(),
+                collection: "public.contacts".into()
+            }
+        );
+        assert!(Target::parse("oracle:x#t").unwrap_err().contains("oracle"));
+        assert!(Target::parse("sqlite:crm.db").is_err());
+    }
+
+    #[test]
+    fn proposes_keys_shared_fields_and_a_unique_match_key() {
+        let l = Target::parse("sqlite:crm.db#contacts").unwrap();
+        let r = Target::parse("sqlite:billing.db#customers").unwrap();
+        let text = propose(
+            "contacts",
+            &l,
+            &[
+                col("id", true, false),
+                col("email", false, true),
+                col("Name", false, false),
+                col("only_left", false, false),
+            ],
+            &r,
+            &[
+                col("customer_id", true, false),
+                col("email", false, true),
+                col("name", false, false),
+            ],
+        );
+        assert!(text.contains("left_key = \"id\""), "{text}");
+        assert!(text.contains("right_key = \"customer_id\""), "{text}");
+        assert!(text.contains("match_on = [\"email\"]"), "{text}");
+        assert!(text.contains("Name = { right = \"name\" }"), "{text}");
+        assert!(!text.contains("only_left"), "{text}");
+        toml::from_str::<toml::Value>(&text).expect("valid TOML");
+    }
+}
