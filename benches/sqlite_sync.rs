@@ -11,7 +11,7 @@
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use syncline::config::{Config, StateLocation};
+use syncline::config::Config;
 use syncline::engine::{self, RunOptions};
 use syncline::state::StateStore;
 
@@ -101,8 +101,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, u64) {
 
 fn run_syncline(dir: &Path) -> engine::RunReport {
     let config = Config::load(&dir.join("syncline.toml")).unwrap();
-    let StateLocation::Sqlite(state_path) = &config.state;
-    let mut state = StateStore::open(state_path).unwrap();
+    let mut state = StateStore::for_config(&config.state, false).unwrap();
     engine::run_cycle(
         &config,
         &mut state,

@@ -7,7 +7,6 @@ mod support;
 use mysql::prelude::Queryable;
 use support::{Fixture, TempDatabase, server_url, writes};
 use syncline::engine::RunOptions;
-use syncline::state::StateStore;
 
 fn my() -> Option<TempDatabase> {
     server_url(
@@ -95,10 +94,7 @@ fn every_type_round_trips_postgres_to_mariadb_and_a_second_run_writes_nothing() 
     .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].to_right.rejected, 1);
-    let q = StateStore::open(&f.state_path())
-        .unwrap()
-        .quarantine(Some("t"))
-        .unwrap();
+    let q = f.store().quarantine(Some("t")).unwrap();
     assert!(
         q[0].reason.contains("does not fit decimal(12,2)"),
         "{}",

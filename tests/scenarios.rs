@@ -7,7 +7,6 @@ mod support;
 use support::{Fixture, text, writes};
 use syncline::engine::RunOptions;
 use syncline::model::Value;
-use syncline::state::StateStore;
 
 const LEFT: &str = "CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT,
     street TEXT, city TEXT, updated_at INTEGER);";
@@ -117,7 +116,7 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
         frozen_at.is_some_and(|n| n <= 5),
         "never frozen: {frozen_at:?}"
     );
-    let state = StateStore::open(&f.state_path()).unwrap();
+    let mut state = f.store();
     let q = state.quarantine(Some("c")).unwrap();
     assert!(
         q.iter()
@@ -226,10 +225,7 @@ fn soft_delete_ignore_and_hold() {
     let r = f.run();
     assert_eq!(writes(&r), 0);
     assert!(r.needs_attention());
-    let q = StateStore::open(&f.state_path())
-        .unwrap()
-        .quarantine(Some("c"))
-        .unwrap();
+    let q = f.store().quarantine(Some("c")).unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].kind, "delete_held");
     // the person deletes it on the right too: the hold clears itself
@@ -336,7 +332,7 @@ fn a_lost_state_store_relinks_by_match_on_and_never_creates_or_deletes() {
     seed_left(&f, 20);
     f.run();
     // GIVEN the state store is lost and both sides moved on
-    std::fs::remove_dir_all(f.path().join(".syncline")).unwrap();
+    f.lose_state();
     f.left
         .execute(
             "UPDATE contacts SET name = 'renamed' WHERE email = 'p1@x.org'",
@@ -420,7 +416,7 @@ fn a_manual_conflict_waits_for_a_person_then_the_decision_is_written() {
     assert_eq!(r.links[0].conflicts, 1);
     assert_eq!(writes(&r), 0);
     assert_eq!(f.run().links[0].conflicts, 1, "still held, not forgotten");
-    let mut state = StateStore::open(&f.state_path()).unwrap();
+    let mut state = f.store();
     let c = state.conflicts(Some("c")).unwrap().remove(0);
     assert_eq!(
         (c.left_value.clone(), c.right_value.clone()),
@@ -437,13 +433,7 @@ fn a_manual_conflict_waits_for_a_person_then_the_decision_is_written() {
         Fixture::rows(&f.left, "SELECT notes FROM contacts"),
         vec![vec![text("R")]]
     );
-    assert!(
-        StateStore::open(&f.state_path())
-            .unwrap()
-            .conflicts(None)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.store().conflicts(None).unwrap().is_empty());
 }
 
 #[test]
@@ -500,10 +490,7 @@ fn a_record_the_other_side_refuses_is_quarantined_and_the_rest_applied() {
         (4, 1)
     );
     assert!(r.needs_attention());
-    let q = StateStore::open(&f.state_path())
-        .unwrap()
-        .quarantine(Some("c"))
-        .unwrap();
+    let q = f.store().quarantine(Some("c")).unwrap();
     assert_eq!(q.len(), 1);
     assert!(q[0].reason.contains("CHECK constraint"), "{}", q[0].reason);
     // fixed at the source, it goes through and the quarantine clears
@@ -542,13 +529,7 @@ fn ambiguous_matches_are_quarantined_never_guessed() {
         .unwrap();
     let r = f.run();
     assert_eq!(r.links[0].quarantined, 0);
-    assert_eq!(
-        StateStore::open(&f.state_path())
-            .unwrap()
-            .pair_count("c")
-            .unwrap(),
-        1
-    );
+    assert_eq!(f.store().pair_count("c").unwrap(), 1);
 }
 
 #[test]
@@ -577,7 +558,7 @@ fn plan_writes_nothing_anywhere() {
     );
     let r = f.plan();
     assert_eq!(r.links[0].to_right.created, 5);
-    assert!(!f.state_path().exists(), "plan created the state store");
+    assert!(f.state_snapshot().is_none(), "plan created the state store");
     assert_eq!(
         before,
         (
@@ -586,12 +567,12 @@ fn plan_writes_nothing_anywhere() {
         )
     );
     f.run();
-    let state_before = std::fs::read(f.state_path()).unwrap();
+    let state_before = f.state_snapshot();
     f.left
         .execute("UPDATE contacts SET name = 'x'", [])
         .unwrap();
     assert_eq!(f.plan().links[0].to_right.updated, 5);
-    assert_eq!(state_before, std::fs::read(f.state_path()).unwrap());
+    assert_eq!(state_before, f.state_snapshot());
 }
 
 #[test]
@@ -611,7 +592,7 @@ fn a_failed_read_never_counts_as_deletes() {
         .execute("ALTER TABLE customers RENAME TO customers_old", [])
         .unwrap();
     let config = f.config();
-    let mut state = StateStore::open(&f.state_path()).unwrap();
+    let mut state = f.store();
     let err = syncline::engine::run_cycle(&config, &mut state, RunOptions::default()).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     drop(state);

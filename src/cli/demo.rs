@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, params};
 use std::path::Path;
-use syncline::config::{Config, StateLocation};
+use syncline::config::Config;
 use syncline::engine::{self, RunOptions};
 use syncline::state::StateStore;
 
@@ -139,7 +139,6 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
 
     let out = Output { json };
     let config = Config::load(&dir.join("syncline.toml"))?;
-    let StateLocation::Sqlite(state_path) = &config.state;
     say(
         json,
         &format!(
@@ -150,7 +149,7 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
     );
 
     say(json, "== syncline plan (first look; writes nothing)");
-    let mut ro = StateStore::open_read_only(state_path)?;
+    let mut ro = StateStore::for_config(&config.state, true)?;
     let plan = engine::run_cycle(
         &config,
         &mut ro,
@@ -167,7 +166,7 @@ pub fn run_demo(dir: &Path, contacts: usize, json: bool) -> Result<u8> {
         json,
         "\n== syncline run (first link: match by email, create what is missing, write back status)",
     );
-    let mut state = StateStore::open(state_path)?;
+    let mut state = StateStore::for_config(&config.state, false)?;
     let first = engine::run_cycle(
         &config,
         &mut state,

@@ -6,7 +6,7 @@ mod output;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use syncline::config::{Config, StateLocation};
+use syncline::config::Config;
 use syncline::engine::{self, RunOptions};
 use syncline::model::{Key, Value};
 use syncline::state::StateStore;
@@ -169,10 +169,8 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn state_path(config: &Config) -> &std::path::Path {
-    match &config.state {
-        StateLocation::Sqlite(p) => p,
-    }
+fn open_state(config: &Config, read_only: bool) -> Result<StateStore> {
+    StateStore::for_config(&config.state, read_only).context("cannot open the state store")
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -226,7 +224,7 @@ pub fn run(args: Args) -> Result<u8> {
             )
         }
         Command::Plan { link, limit } => {
-            let mut state = StateStore::open_read_only(state_path(&config))?;
+            let mut state = open_state(&config, true)?;
             let report = engine::run_cycle(
                 &config,
                 &mut state,
@@ -245,7 +243,7 @@ pub fn run(args: Args) -> Result<u8> {
             allow_mass_delete,
             limit,
         } => {
-            let mut state = StateStore::open(state_path(&config))?;
+            let mut state = open_state(&config, false)?;
             let report = engine::run_cycle(
                 &config,
                 &mut state,
@@ -261,8 +259,8 @@ pub fn run(args: Args) -> Result<u8> {
             Ok(outcome_code(&report))
         }
         Command::Status => {
-            let state = StateStore::open_read_only(state_path(&config))?;
-            out.status(&config, &state)?;
+            let mut state = open_state(&config, true)?;
+            out.status(&config, &mut state)?;
             let attention = !state
                 .conflicts(None)?
                 .iter()
@@ -273,7 +271,7 @@ pub fn run(args: Args) -> Result<u8> {
         Command::Conflicts { action } => {
             match action.unwrap_or(ConflictAction::List { link: None }) {
                 ConflictAction::List { link } => {
-                    let state = StateStore::open_read_only(state_path(&config))?;
+                    let mut state = open_state(&config, true)?;
                     let conflicts = state.conflicts(link.as_deref())?;
                     out.conflicts(&conflicts);
                     Ok(if conflicts.iter().any(|c| c.status == "open") {
@@ -289,11 +287,11 @@ pub fn run(args: Args) -> Result<u8> {
                     take,
                     value,
                 } => {
-                    let mut state = StateStore::open(state_path(&config))?;
+                    let mut state = open_state(&config, false)?;
                     let spec = config
                         .link(&link)
                         .with_context(|| format!("no link named `{link}`"))?;
-                    let conflict = find_conflict(&state, &link, &key, &field)?;
+                    let conflict = find_conflict(&mut state, &link, &key, &field)?;
                     let chosen: Vec<Value> = match (take.as_deref(), value) {
                         (Some("left"), None) => conflict.left_value.clone(),
                         (Some("right"), None) => conflict.right_value.clone(),
@@ -328,7 +326,7 @@ pub fn run(args: Args) -> Result<u8> {
         Command::Quarantine { action } => {
             match action.unwrap_or(QuarantineAction::List { link: None }) {
                 QuarantineAction::List { link } => {
-                    let state = StateStore::open_read_only(state_path(&config))?;
+                    let mut state = open_state(&config, true)?;
                     let rows = state.quarantine(link.as_deref())?;
                     out.quarantine(&rows);
                     Ok(if rows.is_empty() {
@@ -338,7 +336,7 @@ pub fn run(args: Args) -> Result<u8> {
                     })
                 }
                 QuarantineAction::Release { link, key, field } => {
-                    let mut state = StateStore::open(state_path(&config))?;
+                    let mut state = open_state(&config, false)?;
                     let rows = state.quarantine(Some(&link))?;
                     let encoded = rows
                         .iter()
@@ -369,9 +367,9 @@ pub fn run(args: Args) -> Result<u8> {
             run,
             limit,
         } => {
-            let state = StateStore::open_read_only(state_path(&config))?;
+            let mut state = open_state(&config, true)?;
             let key_enc = match (&key, &link) {
-                (Some(k), Some(l)) => resolve_key_text(&state, l, k)?,
+                (Some(k), Some(l)) => resolve_key_text(&mut state, l, k)?,
                 (Some(k), None) => Some(Key(vec![Value::parse_cli(strip_side(k))]).encode()),
                 _ => None,
             };
@@ -380,7 +378,7 @@ pub fn run(args: Args) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Explain { link, key } => {
-            let state = StateStore::open_read_only(state_path(&config))?;
+            let mut state = open_state(&config, true)?;
             let spec = config.link(&link).with_context(|| {
                 format!(
                     "no link named `{link}` (links: {})",
@@ -392,7 +390,7 @@ pub fn run(args: Args) -> Result<u8> {
                         .join(", ")
                 )
             })?;
-            let explanation = engine::explain(&config, spec, &state, &key)?;
+            let explanation = engine::explain(&config, spec, &mut state, &key)?;
             out.explain(&explanation);
             Ok(EXIT_OK)
         }
@@ -456,7 +454,7 @@ fn strip_side(key: &str) -> &str {
 }
 
 /// The encoded key a person means, found in the journal's id map (integer or text).
-fn resolve_key_text(state: &StateStore, link: &str, key: &str) -> Result<Option<String>> {
+fn resolve_key_text(state: &mut StateStore, link: &str, key: &str) -> Result<Option<String>> {
     let text = strip_side(key);
     for candidate in [
         Key(vec![Value::parse_cli(text)]),
@@ -473,7 +471,7 @@ fn resolve_key_text(state: &StateStore, link: &str, key: &str) -> Result<Option<
 }
 
 fn find_conflict(
-    state: &StateStore,
+    state: &mut StateStore,
     link: &str,
     key: &str,
     field: &str,

@@ -155,7 +155,7 @@ impl Output {
         }
     }
 
-    pub fn status(&self, config: &Config, state: &StateStore) -> anyhow::Result<()> {
+    pub fn status(&self, config: &Config, state: &mut StateStore) -> anyhow::Result<()> {
         let runs = state.last_runs(5)?;
         let conflicts = state.conflicts(None)?;
         let quarantine = state.quarantine(None)?;

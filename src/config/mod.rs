@@ -69,6 +69,8 @@ impl Source {
 #[derive(Debug, Clone)]
 pub enum StateLocation {
     Sqlite(PathBuf),
+    /// A PostgreSQL store shared by every machine that runs this config.
+    Postgres(Secret),
 }
 
 /// A named connection, resolved (env substituted, relative paths made absolute to the

@@ -287,10 +287,13 @@ pub(super) fn resolve(
                     ));
                 }
                 (_, Some(url)) => {
-                    return Err(err(
-                        url.span(),
-                        "[state] url: only the embedded SQLite state store (`path`) is supported by this build".into(),
-                    ));
+                    let resolved = env_str(url)?;
+                    if !resolved.starts_with("postgres://")
+                        && !resolved.starts_with("postgresql://")
+                    {
+                        return Err(err(url.span(), "[state] url must be a postgres:// URL (or use `path` for the embedded store)".into()));
+                    }
+                    StateLocation::Postgres(super::Secret::new(resolved))
                 }
                 (Some(p), None) => StateLocation::Sqlite(resolve_path(env_str(p)?)),
                 (None, None) => StateLocation::Sqlite(resolve_path(".syncline/state.db".into())),

@@ -63,7 +63,7 @@ fn find(io: &mut LinkIo, side: Side, text: &str, key_cols: usize) -> Result<Opti
 pub fn explain(
     config: &Config,
     link: &LinkSpec,
-    state: &StateStore,
+    state: &mut StateStore,
     which: &str,
 ) -> Result<Explanation, Error> {
     let (side, text) = match which.split_once(':') {

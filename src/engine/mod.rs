@@ -217,7 +217,7 @@ fn valve_refusal(
     link: &LinkSpec,
     report: &LinkReport,
     allow_mass_delete: bool,
-    state: &StateStore,
+    state: &mut StateStore,
 ) -> Result<Option<String>, Error> {
     for side in [Side::Left, Side::Right] {
         let deletes = report.planned_deletes(side);

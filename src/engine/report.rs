@@ -111,7 +111,7 @@ impl LinkReport {
     /// includes frozen fields found in earlier runs).
     pub(crate) fn finalize_counts(
         &mut self,
-        state: &StateStore,
+        state: &mut StateStore,
     ) -> Result<(), crate::state::StateError> {
         self.quarantined = state.quarantine(Some(&self.link))?.len() as u64;
         Ok(())

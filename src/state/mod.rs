@@ -8,14 +8,17 @@
 //! - **conflicts**, **quarantine**: what waits for a person.
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!
-//! Embedded SQLite in WAL mode with `synchronous = FULL`, so a commit is on disk when it
-//! returns; one writer at a time (`BEGIN IMMEDIATE`). Scratch tables for one run (records
-//! waiting to be matched, the staged plan) are `TEMP`: they never touch the file.
+//! Embedded SQLite by default, in WAL mode with `synchronous = FULL`, so a commit is on
+//! disk when it returns; one writer at a time (`BEGIN IMMEDIATE`). Or PostgreSQL, for a
+//! store shared by several machines. Scratch tables for one run (records waiting to be
+//! matched, the staged plan) are temporary: they never reach the store's durable tables.
 
+mod db;
 mod schema;
 
 use crate::model::{Key, Side, Value};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use db::{Db, P, Row};
+use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -37,11 +40,20 @@ pub enum StateError {
     },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
     #[error("corrupt state row: {0}")]
     Corrupt(String),
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
+
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
 
 /// Detects a value that does not stick: the side it was written to changed it back.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -133,11 +145,8 @@ pub struct QuarantineRow {
 /// (or not) by every run.
 pub const PERSISTENT_QUARANTINE: &[&str] = &["flapping"];
 
-/// A pairs row as stored: left key, right key, base JSON, marks JSON, tombstone.
-type RawPair = (String, String, String, Option<String>, Option<String>);
-
 pub struct StateStore {
-    conn: Connection,
+    db: Db,
     read_only: bool,
 }
 
@@ -162,8 +171,12 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+fn side_of(s: &str) -> Side {
+    if s == "left" { Side::Left } else { Side::Right }
+}
+
 impl StateStore {
-    /// Opens (creating it and its folder if needed) and upgrades the state store.
+    /// Opens (creating it and its folder if needed) and upgrades the embedded store.
     ///
     /// # Errors
     /// The file cannot be created or opened, or its schema cannot be upgraded.
@@ -191,11 +204,11 @@ impl StateStore {
                 path: path.display().to_string(),
                 source: e,
             })?;
-        Self::prepare(conn, false)
+        Self::prepare_sqlite(conn, false)
     }
 
-    /// Opens an existing store without ever writing to it (for `plan`, `status`, …).
-    /// A store that does not exist yet reads as empty.
+    /// Opens an existing embedded store without ever writing to it (for `plan`,
+    /// `status`, …). A store that does not exist yet reads as empty.
     ///
     /// # Errors
     /// The file exists but cannot be read.
@@ -208,7 +221,7 @@ impl StateStore {
                     path: ":memory:".into(),
                     source: e,
                 })?;
-            return Self::prepare(conn, true);
+            return Self::prepare_sqlite(conn, true);
         }
         let conn = Connection::open_with_flags(
             path,
@@ -227,40 +240,120 @@ impl StateStore {
                 schema::VERSION
             )));
         }
-        Self::prepare(conn, true)
+        Self::prepare_sqlite(conn, true)
     }
 
-    fn prepare(conn: Connection, read_only: bool) -> Result<StateStore> {
+    /// Opens the store a config names. `read_only` stores never write a durable table
+    /// (for `plan`, `status`, `log`, …).
+    ///
+    /// # Errors
+    /// See [`open`](Self::open), [`open_read_only`](Self::open_read_only) and
+    /// [`open_postgres`](Self::open_postgres).
+    pub fn for_config(
+        location: &crate::config::StateLocation,
+        read_only: bool,
+    ) -> Result<StateStore> {
+        use crate::config::StateLocation;
+        match (location, read_only) {
+            (StateLocation::Sqlite(path), false) => Self::open(path),
+            (StateLocation::Sqlite(path), true) => Self::open_read_only(path),
+            (StateLocation::Postgres(url), ro) => Self::open_postgres(url.expose(), ro),
+        }
+    }
+
+    /// Connects to a PostgreSQL store, creating or upgrading its tables. `read_only`
+    /// stores (for `plan`, `status`, …) never write a durable table.
+    ///
+    /// # Errors
+    /// The server cannot be reached, or the schema cannot be created or upgraded.
+    pub fn open_postgres(url: &str, read_only: bool) -> Result<StateStore> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(
+            "SET client_min_messages = warning; SET application_name = 'syncline:state'",
+        )?;
+        if !read_only {
+            let mut tx = client.transaction()?;
+            // One upgrader at a time, across machines.
+            tx.batch_execute("SELECT pg_advisory_xact_lock(4242001); CREATE TABLE IF NOT EXISTS syncline_schema (version bigint NOT NULL)")?;
+            let version: i64 = tx
+                .query_opt("SELECT version FROM syncline_schema", &[])?
+                .map_or(0, |r| r.get(0));
+            for (i, step) in schema::PG_MIGRATIONS
+                .iter()
+                .enumerate()
+                .skip(version as usize)
+            {
+                tx.batch_execute(step)?;
+                tx.execute("DELETE FROM syncline_schema", &[])?;
+                tx.execute(
+                    "INSERT INTO syncline_schema VALUES ($1)",
+                    &[&(i as i64 + 1)],
+                )?;
+            }
+            tx.commit()?;
+        } else {
+            let exists: bool = client
+                .query_one("SELECT to_regclass('syncline_schema') IS NOT NULL", &[])?
+                .get(0);
+            let version: i64 = if exists {
+                client
+                    .query_opt("SELECT version FROM syncline_schema", &[])?
+                    .map_or(0, |r| r.get(0))
+            } else {
+                0
+            };
+            if version == 0 {
+                // Nothing stored yet: an empty store reads as empty, from session-private
+                // tables, and nothing is created in the database.
+                for step in schema::PG_MIGRATIONS {
+                    client.batch_execute(&step.replace("CREATE TABLE", "CREATE TEMP TABLE"))?;
+                }
+            } else if version != schema::PG_MIGRATIONS.len() as i64 {
+                return Err(StateError::Corrupt(format!(
+                    "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
+                    schema::PG_MIGRATIONS.len()
+                )));
+            }
+        }
+        client.batch_execute(schema::PG_TEMP_TABLES)?;
+        Ok(StateStore {
+            db: Db::Postgres {
+                client: Box::new(client),
+                statements: Default::default(),
+            },
+            read_only,
+        })
+    }
+
+    fn prepare_sqlite(conn: Connection, read_only: bool) -> Result<StateStore> {
         conn.set_prepared_statement_cache_capacity(64);
         // 8 MiB of page cache (SQLite's default is 2): the scratch tables of a large
         // first run spill less, and memory still does not grow with the collection.
         conn.pragma_update(None, "cache_size", -8192)?;
-        conn.execute_batch(schema::TEMP_TABLES)?;
-        Ok(StateStore { conn, read_only })
-    }
-
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
+        conn.execute_batch(schema::SQLITE_TEMP_TABLES)?;
+        Ok(StateStore {
+            db: Db::Sqlite(conn),
+            read_only,
+        })
     }
 
     /// Opens a write transaction; [`end`](Self::end) commits or rolls it back.
     pub fn begin(&mut self) -> Result<()> {
-        // A read-only store only ever writes its TEMP scratch tables: a plain BEGIN.
-        self.conn.execute_batch(if self.read_only {
-            "BEGIN"
-        } else {
-            "BEGIN IMMEDIATE"
-        })?;
-        Ok(())
+        // A read-only SQLite store only ever writes its TEMP scratch tables: plain BEGIN.
+        let sql = match (&self.db, self.read_only) {
+            (Db::Sqlite(_), false) => "BEGIN IMMEDIATE",
+            _ => "BEGIN",
+        };
+        self.db.batch(sql)
     }
 
     pub fn end(&mut self, commit: bool) -> Result<()> {
         if commit {
-            self.conn.execute_batch("COMMIT")?;
+            self.db.batch("COMMIT")
         } else {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.db.batch("ROLLBACK");
+            Ok(())
         }
-        Ok(())
     }
 
     /// Runs `f` in one write transaction.
@@ -268,11 +361,11 @@ impl StateStore {
         self.begin()?;
         match f(self) {
             Ok(v) => {
-                self.conn.execute_batch("COMMIT")?;
+                self.end(true)?;
                 Ok(v)
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.end(false);
                 Err(e)
             }
         }
@@ -281,11 +374,11 @@ impl StateStore {
     // ---- runs and links -------------------------------------------------------------
 
     pub fn begin_run(&mut self, command: &str) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO runs (started_at, command, status) VALUES (?1, ?2, 'running')",
-            params![now(), command],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        let row = self
+            .db
+            .query_opt("INSERT INTO runs (started_at, command, status) VALUES ($1, $2, 'running') RETURNING id", &[P::Text(&now()), P::Text(command)])?
+            .ok_or_else(|| StateError::Corrupt("no run id returned".into()))?;
+        row.int(0)
     }
 
     pub fn finish_run(
@@ -294,58 +387,62 @@ impl StateStore {
         status: &str,
         summary: &serde_json::Value,
     ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET finished_at = ?1, status = ?2, summary = ?3 WHERE id = ?4",
-            params![now(), status, summary.to_string(), run],
+        self.db.execute(
+            "UPDATE runs SET finished_at = $1, status = $2, summary = $3 WHERE id = $4",
+            &[
+                P::Text(&now()),
+                P::Text(status),
+                P::Text(&summary.to_string()),
+                P::Int(run),
+            ],
         )?;
         Ok(())
     }
 
     /// Runs that never finished (the process died) are marked so, and the writes they
     /// journaled as planned become `unknown`: the next run looks them up before retrying.
-    pub fn mark_interrupted_runs(&mut self) -> Result<usize> {
+    pub fn mark_interrupted_runs(&mut self) -> Result<u64> {
         self.transaction(|s| {
-            let n = s.conn.execute(
+            let n = s.db.execute(
                 "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
-                [],
+                &[],
             )?;
-            s.conn.execute(
+            s.db.execute(
                 "UPDATE journal SET status = 'unknown' WHERE status = 'planned'",
-                [],
+                &[],
             )?;
             Ok(n)
         })
     }
 
-    pub fn last_runs(&self, limit: i64) -> Result<Vec<serde_json::Value>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, started_at, finished_at, command, status, summary FROM runs ORDER BY id DESC LIMIT ?1",
+    pub fn last_runs(&mut self, limit: i64) -> Result<Vec<serde_json::Value>> {
+        let rows = self.db.query(
+            "SELECT id, started_at, finished_at, command, status, summary FROM runs ORDER BY id DESC LIMIT $1",
+            &[P::Int(limit)],
         )?;
-        let rows = stmt.query_map([limit], |r| {
-            let summary: Option<String> = r.get(5)?;
-            Ok(serde_json::json!({
-                "run": r.get::<_, i64>(0)?,
-                "started_at": r.get::<_, String>(1)?,
-                "finished_at": r.get::<_, Option<String>>(2)?,
-                "command": r.get::<_, String>(3)?,
-                "status": r.get::<_, String>(4)?,
-                "summary": summary.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
-            }))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "run": r.int(0)?,
+                    "started_at": r.text(1)?,
+                    "finished_at": r.opt_text(2)?,
+                    "command": r.text(3)?,
+                    "status": r.text(4)?,
+                    "summary": r.opt_text(5)?.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
+                }))
+            })
+            .collect()
     }
 
-    /// The link's run counter and whether the store's rows for it were made for the same
-    /// collections and keys. `None` for a link the store has never seen.
-    pub fn link_state(&self, link: &str) -> Result<Option<(String, i64)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT identity, run_seq FROM links WHERE name = ?1",
-                [link],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+    /// The link's identity and run counter, `None` for a link the store has never seen.
+    pub fn link_state(&mut self, link: &str) -> Result<Option<(String, i64)>> {
+        match self.db.query_opt(
+            "SELECT identity, run_seq FROM links WHERE name = $1",
+            &[P::Text(link)],
+        )? {
+            Some(r) => Ok(Some((r.text(0)?, r.int(1)?))),
+            None => Ok(None),
+        }
     }
 
     /// Starts a new run of a link: records its identity, bumps its run counter. When the
@@ -356,15 +453,15 @@ impl StateStore {
             let existing = s.link_state(link)?;
             let reset = matches!(&existing, Some((id, _)) if id != identity);
             if reset {
-                s.conn.execute("DELETE FROM pairs WHERE link = ?1", [link])?;
-                s.conn.execute("DELETE FROM conflicts WHERE link = ?1", [link])?;
-                s.conn.execute("DELETE FROM quarantine WHERE link = ?1", [link])?;
+                for table in ["pairs", "conflicts", "quarantine"] {
+                    s.db.execute(&format!("DELETE FROM {table} WHERE link = $1"), &[P::Text(link)])?;
+                }
             }
             let seq = existing.map_or(0, |(_, seq)| seq) + 1;
-            s.conn.execute(
-                "INSERT INTO links (name, identity, run_seq) VALUES (?1, ?2, ?3)
+            s.db.execute(
+                "INSERT INTO links (name, identity, run_seq) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO UPDATE SET identity = excluded.identity, run_seq = excluded.run_seq",
-                params![link, identity, seq],
+                &[P::Text(link), P::Text(identity), P::Int(seq)],
             )?;
             Ok((seq, reset))
         })
@@ -372,27 +469,19 @@ impl StateStore {
 
     // ---- pairs (id map + base) --------------------------------------------------------
 
-    fn read_pair(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPair> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    }
-
-    fn decode_pair(raw: RawPair) -> Result<PairRow> {
-        let (left_key, right_key, base, marks, tomb) = raw;
-        let base: BTreeMap<String, Value> = serde_json::from_str(&base)
+    fn decode_pair(r: &Row) -> Result<PairRow> {
+        let left_key = r.text(0)?;
+        let base: BTreeMap<String, Value> = serde_json::from_str(&r.text(2)?)
             .map_err(|e| StateError::Corrupt(format!("base of {left_key}: {e}")))?;
-        let marks = match marks {
+        let marks = match r.opt_text(3)? {
             Some(m) => serde_json::from_str(&m)
                 .map_err(|e| StateError::Corrupt(format!("marks of {left_key}: {e}")))?,
             None => BTreeMap::new(),
         };
-        let tombstone = match tomb.as_deref() {
-            Some("left") => Some(Side::Left),
-            Some("right") => Some(Side::Right),
-            _ => None,
-        };
+        let tombstone = r.opt_text(4)?.map(|t| side_of(&t));
         Ok(PairRow {
             left_key,
-            right_key,
+            right_key: r.text(1)?,
             base,
             marks,
             tombstone,
@@ -401,84 +490,90 @@ impl StateStore {
 
     /// Pairs by one side's encoded keys.
     pub fn pairs_by(
-        &self,
+        &mut self,
         link: &str,
         side: Side,
         keys: &[String],
     ) -> Result<HashMap<String, PairRow>> {
         let sql = match side {
             Side::Left => {
-                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND left_key = ?2"
+                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND left_key = $2"
             }
             Side::Right => {
-                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = ?1 AND right_key = ?2"
+                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND right_key = $2"
             }
         };
-        let mut stmt = self.conn.prepare_cached(sql)?;
         let mut out = HashMap::new();
         for k in keys {
-            if let Some(raw) = stmt
-                .query_row(params![link, k], Self::read_pair)
-                .optional()?
-            {
-                out.insert(k.clone(), Self::decode_pair(raw)?);
+            if let Some(r) = self.db.query_opt(sql, &[P::Text(link), P::Text(k)])? {
+                out.insert(k.clone(), Self::decode_pair(&r)?);
             }
         }
         Ok(out)
     }
 
-    pub fn pair_count(&self, link: &str) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM pairs WHERE link = ?1", [link], |r| {
-                r.get(0)
-            })?)
+    pub fn pair_count(&mut self, link: &str) -> Result<i64> {
+        self.db
+            .query_opt(
+                "SELECT count(*) FROM pairs WHERE link = $1",
+                &[P::Text(link)],
+            )?
+            .map_or(Ok(0), |r| r.int(0))
     }
 
     pub fn put_pair(&mut self, link: &str, pair: &PairRow) -> Result<()> {
         let base = serde_json::to_string(&pair.base).expect("base serializes");
         let marks = (!pair.marks.is_empty())
             .then(|| serde_json::to_string(&pair.marks).expect("marks serialize"));
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![link, pair.left_key, pair.right_key, base, marks, pair.tombstone.map(Side::as_str)])?;
+        self.db.execute(
+            "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
+               marks = excluded.marks, tombstone = excluded.tombstone",
+            &[
+                P::Text(link),
+                P::Text(&pair.left_key),
+                P::Text(&pair.right_key),
+                P::Text(&base),
+                P::OptText(marks.as_deref()),
+                P::OptText(pair.tombstone.map(Side::as_str)),
+            ],
+        )?;
         Ok(())
     }
 
     pub fn delete_pair_by_right(&mut self, link: &str, right_key: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM pairs WHERE link = ?1 AND right_key = ?2")?
-            .execute(params![link, right_key])?;
+        self.db.execute(
+            "DELETE FROM pairs WHERE link = $1 AND right_key = $2",
+            &[P::Text(link), P::Text(right_key)],
+        )?;
         Ok(())
     }
 
     pub fn delete_pair(&mut self, link: &str, left_key: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM pairs WHERE link = ?1 AND left_key = ?2")?
-            .execute(params![link, left_key])?;
+        self.db.execute(
+            "DELETE FROM pairs WHERE link = $1 AND left_key = $2",
+            &[P::Text(link), P::Text(left_key)],
+        )?;
         Ok(())
     }
 
     // ---- scratch tables for one run ---------------------------------------------------
 
     pub fn clear_scratch(&mut self) -> Result<()> {
-        self.conn.execute_batch(
-            "DELETE FROM temp.seen; DELETE FROM temp.unlinked; DELETE FROM temp.matches; DELETE FROM temp.plan;
-             DROP INDEX IF EXISTS temp.unlinked_key; DROP INDEX IF EXISTS temp.unlinked_match;
-             DROP INDEX IF EXISTS temp.unlinked_ref; DROP INDEX IF EXISTS temp.unlinked_text;",
-        )?;
-        Ok(())
+        self.db.batch(
+            "DELETE FROM seen; DELETE FROM unlinked; DELETE FROM matches; DELETE FROM plan;
+             DROP INDEX IF EXISTS unlinked_key; DROP INDEX IF EXISTS unlinked_match;
+             DROP INDEX IF EXISTS unlinked_ref; DROP INDEX IF EXISTS unlinked_text;",
+        )
     }
 
-    /// Remembers that a key was present in this run's scan of `side`.
+    /// Remembers that a linked key was present in this run's scan of `side`.
     pub fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO temp.seen (side, key) VALUES (?1, ?2)")?;
         for k in keys {
-            stmt.execute(params![side.as_str(), k])?;
+            self.db.execute(
+                "INSERT INTO seen (side, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[P::Text(side.as_str()), P::Text(k)],
+            )?;
         }
         Ok(())
     }
@@ -486,27 +581,19 @@ impl StateStore {
     /// For right keys: whether each is linked, tombstoned, and whether its left partner
     /// was seen in this run's left scan. Unlinked keys are absent.
     pub fn right_links(
-        &self,
+        &mut self,
         link: &str,
         right_keys: &[String],
     ) -> Result<HashMap<String, RightLink>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT p.tombstone IS NOT NULL,
-                    EXISTS (SELECT 1 FROM temp.seen s WHERE s.side = 'left' AND s.key = p.left_key)
-               FROM pairs p WHERE p.link = ?1 AND p.right_key = ?2",
-        )?;
         let mut out = HashMap::new();
         for k in right_keys {
-            if let Some(l) = stmt
-                .query_row(params![link, k], |r| {
-                    Ok(RightLink {
-                        tombstoned: r.get(0)?,
-                        left_seen: r.get(1)?,
-                    })
-                })
-                .optional()?
-            {
-                out.insert(k.clone(), l);
+            if let Some(r) = self.db.query_opt(
+                "SELECT CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
+                        CASE WHEN EXISTS (SELECT 1 FROM seen s WHERE s.side = 'left' AND s.key = p.left_key) THEN 1 ELSE 0 END
+                   FROM pairs p WHERE p.link = $1 AND p.right_key = $2",
+                &[P::Text(link), P::Text(k)],
+            )? {
+                out.insert(k.clone(), RightLink { tombstoned: r.int(0)? != 0, left_seen: r.int(1)? != 0 });
             }
         }
         Ok(out)
@@ -514,158 +601,137 @@ impl StateStore {
 
     /// Pairs neither of whose records was seen in this run's scans (or whose surviving
     /// record of a tombstoned pair is gone).
-    pub fn pairs_with_nothing_left(&self, link: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT left_key FROM pairs p WHERE link = ?1
-               AND NOT EXISTS (SELECT 1 FROM temp.seen s WHERE s.side = 'left' AND s.key = p.left_key)
-               AND NOT EXISTS (SELECT 1 FROM temp.seen s WHERE s.side = 'right' AND s.key = p.right_key)",
-        )?;
-        let rows = stmt.query_map([link], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub fn pairs_with_nothing_left(&mut self, link: &str) -> Result<Vec<String>> {
+        self.db
+            .query(
+                "SELECT left_key FROM pairs p WHERE link = $1
+                   AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.side = 'left' AND s.key = p.left_key)
+                   AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.side = 'right' AND s.key = p.right_key)",
+                &[P::Text(link)],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
     }
 
     /// Stages a record no pair knows, to be matched once both sides are read.
     pub fn stage_unlinked(&mut self, side: Side, rec: &Unlinked) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO temp.unlinked (side, key, key_text, match_key, ref, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![side.as_str(), rec.key.encode(), rec.key.display_text(), rec.match_key, rec.ext_ref, enc_values(&rec.values)])?;
+        self.db.execute(
+            "INSERT INTO unlinked (side, key, key_text, match_key, ref, record) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                P::Text(side.as_str()),
+                P::Text(&rec.key.encode()),
+                P::Text(&rec.key.display_text()),
+                P::OptText(rec.match_key.as_deref()),
+                P::OptText(rec.ext_ref.as_deref()),
+                P::Text(&enc_values(&rec.values)),
+            ],
+        )?;
         Ok(())
     }
 
     /// Pairs staged records, first by external-id reference, then by normalized match
     /// key. A reference or match key that more than one record shares on either side is
-    /// ambiguous: those records are returned as such, never guessed. Returns
-    /// (matched pairs as (left, right) staged keys, ambiguous records).
+    /// ambiguous: those records are returned as such (side, key, match key), never guessed.
     pub fn match_unlinked(&mut self) -> Result<Vec<(Side, String, String)>> {
         // Indexes are built once here, after staging: cheaper than maintaining them
         // through a million random inserts.
-        self.conn.execute_batch(schema::TEMP_INDEXES)?;
-        self.conn.execute_batch(
+        self.db.batch(schema::TEMP_INDEXES)?;
+        self.db.batch(
             "-- a right record whose right_ref names a left key, and that is the only one to
-             INSERT OR IGNORE INTO temp.matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'right_ref' FROM temp.unlinked r JOIN temp.unlinked l
+             INSERT INTO matches (left_key, right_key, how)
+               SELECT l.key, r.key, 'right_ref' FROM unlinked r JOIN unlinked l
                  ON l.side = 'left' AND r.side = 'right' AND r.ref = l.key_text
-               WHERE (SELECT count(*) FROM temp.unlinked r2 WHERE r2.side = 'right' AND r2.ref = l.key_text) = 1;
-             INSERT OR IGNORE INTO temp.matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'left_ref' FROM temp.unlinked l JOIN temp.unlinked r
+               WHERE (SELECT count(*) FROM unlinked r2 WHERE r2.side = 'right' AND r2.ref = l.key_text) = 1
+             ON CONFLICT DO NOTHING;
+             INSERT INTO matches (left_key, right_key, how)
+               SELECT l.key, r.key, 'left_ref' FROM unlinked l JOIN unlinked r
                  ON l.side = 'left' AND r.side = 'right' AND l.ref = r.key_text
-               WHERE (SELECT count(*) FROM temp.unlinked l2 WHERE l2.side = 'left' AND l2.ref = r.key_text) = 1
-                 AND NOT EXISTS (SELECT 1 FROM temp.matches m WHERE m.left_key = l.key OR m.right_key = r.key);
-             UPDATE temp.unlinked SET matched = 1 WHERE
-               (side = 'left' AND key IN (SELECT left_key FROM temp.matches)) OR
-               (side = 'right' AND key IN (SELECT right_key FROM temp.matches));
-             INSERT OR IGNORE INTO temp.matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'match_on' FROM temp.unlinked l JOIN temp.unlinked r
+               WHERE (SELECT count(*) FROM unlinked l2 WHERE l2.side = 'left' AND l2.ref = r.key_text) = 1
+                 AND NOT EXISTS (SELECT 1 FROM matches m WHERE m.left_key = l.key OR m.right_key = r.key)
+             ON CONFLICT DO NOTHING;
+             UPDATE unlinked SET matched = 1 WHERE
+               (side = 'left' AND key IN (SELECT left_key FROM matches)) OR
+               (side = 'right' AND key IN (SELECT right_key FROM matches));
+             INSERT INTO matches (left_key, right_key, how)
+               SELECT l.key, r.key, 'match_on' FROM unlinked l JOIN unlinked r
                  ON l.side = 'left' AND r.side = 'right' AND l.match_key = r.match_key
                WHERE l.matched = 0 AND r.matched = 0
-                 AND (SELECT count(*) FROM temp.unlinked x WHERE x.match_key = l.match_key AND x.matched = 0) = 2;
-             UPDATE temp.unlinked SET matched = 1 WHERE matched = 0 AND
-               ((side = 'left' AND key IN (SELECT left_key FROM temp.matches)) OR
-                (side = 'right' AND key IN (SELECT right_key FROM temp.matches)));
+                 AND (SELECT count(*) FROM unlinked x WHERE x.match_key = l.match_key AND x.matched = 0) = 2
+             ON CONFLICT DO NOTHING;
+             UPDATE unlinked SET matched = 1 WHERE matched = 0 AND
+               ((side = 'left' AND key IN (SELECT left_key FROM matches)) OR
+                (side = 'right' AND key IN (SELECT right_key FROM matches)));
              -- ambiguous: a match key shared by several records, present on both sides
-             UPDATE temp.unlinked SET matched = 2 WHERE matched = 0 AND match_key IN (
-               SELECT match_key FROM temp.unlinked WHERE matched = 0 AND match_key IS NOT NULL
+             UPDATE unlinked SET matched = 2 WHERE matched = 0 AND match_key IN (
+               SELECT match_key FROM unlinked WHERE matched = 0 AND match_key IS NOT NULL
                GROUP BY match_key HAVING count(DISTINCT side) = 2);",
         )?;
-        let mut stmt = self.conn.prepare(
-            "SELECT side, key, match_key FROM temp.unlinked WHERE matched = 2 ORDER BY match_key, side, key",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let side: String = r.get(0)?;
-            Ok((
-                if side == "left" {
-                    Side::Left
-                } else {
-                    Side::Right
-                },
-                r.get(1)?,
-                r.get(2)?,
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.db
+            .query("SELECT side, key, match_key FROM unlinked WHERE matched = 2 ORDER BY match_key, side, key", &[])?
+            .iter()
+            .map(|r| Ok((side_of(&r.text(0)?), r.text(1)?, r.text(2)?)))
+            .collect()
     }
 
-    /// Matched pairs, `limit` at a time after `after` (a rowid), with both records.
+    /// Matched pairs, `limit` at a time after `after` (an id), with both records.
     pub fn matched_page(
-        &self,
+        &mut self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Unlinked, Unlinked, String)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT m.rowid, l.key, l.record, r.key, r.record, m.how FROM temp.matches m
-               JOIN temp.unlinked l ON l.side = 'left' AND l.key = m.left_key
-               JOIN temp.unlinked r ON r.side = 'right' AND r.key = m.right_key
-             WHERE m.rowid > ?1 ORDER BY m.rowid LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, lk, lr, rk, rr, how) = row?;
-            out.push((
-                id,
-                Unlinked::decode(&lk, &lr)?,
-                Unlinked::decode(&rk, &rr)?,
-                how,
-            ));
-        }
-        Ok(out)
+        self.db
+            .query(
+                "SELECT m.id, l.key, l.record, r.key, r.record, m.how FROM matches m
+                   JOIN unlinked l ON l.side = 'left' AND l.key = m.left_key
+                   JOIN unlinked r ON r.side = 'right' AND r.key = m.right_key
+                 WHERE m.id > $1 ORDER BY m.id LIMIT $2",
+                &[P::Int(after), P::Int(limit as i64)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.int(0)?,
+                    Unlinked::decode(&r.text(1)?, &r.text(2)?)?,
+                    Unlinked::decode(&r.text(3)?, &r.text(4)?)?,
+                    r.text(5)?,
+                ))
+            })
+            .collect()
     }
 
-    /// Records of one side that matched nothing, `limit` at a time after a rowid.
+    /// Records of one side that matched nothing, `limit` at a time after an id.
     pub fn unmatched_page(
-        &self,
+        &mut self,
         side: Side,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Unlinked)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, key, record FROM temp.unlinked WHERE side = ?1 AND matched = 0 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![side.as_str(), after, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, k, rec) = row?;
-            out.push((id, Unlinked::decode(&k, &rec)?));
-        }
-        Ok(out)
-    }
-
-    pub fn count_unmatched(&self, side: Side) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM temp.unlinked WHERE side = ?1 AND matched = 0",
-            [side.as_str()],
-            |r| r.get(0),
-        )?)
+        self.db
+            .query(
+                "SELECT id, key, record FROM unlinked WHERE side = $1 AND matched = 0 AND id > $2 ORDER BY id LIMIT $3",
+                &[P::Text(side.as_str()), P::Int(after), P::Int(limit as i64)],
+            )?
+            .iter()
+            .map(|r| Ok((r.int(0)?, Unlinked::decode(&r.text(1)?, &r.text(2)?)?)))
+            .collect()
     }
 
     pub fn stage_plan(&mut self, body: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO temp.plan (body) VALUES (?1)")?
-            .execute([body])?;
+        self.db
+            .execute("INSERT INTO plan (body) VALUES ($1)", &[P::Text(body)])?;
         Ok(())
     }
 
-    pub fn plan_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, body FROM temp.plan WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub fn plan_page(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        self.db
+            .query(
+                "SELECT seq, body FROM plan WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[P::Int(after), P::Int(limit as i64)],
+            )?
+            .iter()
+            .map(|r| Ok((r.int(0)?, r.text(1)?)))
+            .collect()
     }
 
     // ---- journal -------------------------------------------------------------------
@@ -680,26 +746,31 @@ impl StateStore {
         changes: &[Change],
     ) -> Result<Vec<i64>> {
         let at = now();
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'planned')",
-        )?;
         let mut ids = Vec::with_capacity(changes.len());
         for c in changes {
-            stmt.execute(params![
-                run,
-                at,
-                link,
-                left_key,
-                right_key,
-                c.side.as_str(),
-                c.op,
-                c.field,
-                c.old.as_ref().map(Value::encode),
-                c.new.as_ref().map(Value::encode),
-                c.reason
-            ])?;
-            ids.push(self.conn.last_insert_rowid());
+            let old = c.old.as_ref().map(Value::encode);
+            let new = c.new.as_ref().map(Value::encode);
+            let row = self.db.query_opt(
+                "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'planned') RETURNING id",
+                &[
+                    P::Int(run),
+                    P::Text(&at),
+                    P::Text(link),
+                    P::OptText(left_key),
+                    P::OptText(right_key),
+                    P::Text(c.side.as_str()),
+                    P::Text(&c.op),
+                    P::OptText(c.field.as_deref()),
+                    P::OptText(old.as_deref()),
+                    P::OptText(new.as_deref()),
+                    P::Text(&c.reason),
+                ],
+            )?;
+            ids.push(
+                row.ok_or_else(|| StateError::Corrupt("no journal id returned".into()))?
+                    .int(0)?,
+            );
         }
         Ok(ids)
     }
@@ -711,138 +782,128 @@ impl StateStore {
         left_key: Option<&str>,
         right_key: Option<&str>,
     ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE journal SET status = ?2, left_key = coalesce(left_key, ?3), right_key = coalesce(right_key, ?4) WHERE id = ?1",
-            )?
-            .execute(params![id, status, left_key, right_key])?;
+        self.db.execute(
+            "UPDATE journal SET status = $2, left_key = coalesce(left_key, $3), right_key = coalesce(right_key, $4) WHERE id = $1",
+            &[P::Int(id), P::Text(status), P::OptText(left_key), P::OptText(right_key)],
+        )?;
         Ok(())
     }
 
     /// The journal, newest first, filtered.
     pub fn journal(
-        &self,
+        &mut self,
         link: Option<&str>,
         key: Option<&str>,
         run: Option<i64>,
         limit: i64,
     ) -> Result<Vec<JournalEntry>> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason, status FROM journal
-             WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR left_key = ?2 OR right_key = ?2) AND (?3 IS NULL OR run = ?3)
-             ORDER BY id DESC LIMIT ?4",
+             WHERE (CAST($1 AS TEXT) IS NULL OR link = $1) AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2)
+               AND (CAST($3 AS BIGINT) IS NULL OR run = $3)
+             ORDER BY id DESC LIMIT $4",
+            &[P::OptText(link), P::OptText(key), P::OptInt(run), P::Int(limit)],
         )?;
-        let rows = stmt.query_map(params![link, key, run, limit], |r| {
-            let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok());
-            let key_text = |s: Option<String>| {
-                s.and_then(|s| Key::decode(&s).ok())
-                    .map(|k| k.display_text())
-            };
-            Ok(JournalEntry {
-                id: r.get(0)?,
-                run: r.get(1)?,
-                at: r.get(2)?,
-                link: r.get(3)?,
-                left_key: key_text(r.get(4)?),
-                right_key: key_text(r.get(5)?),
-                side: r.get(6)?,
-                op: r.get(7)?,
-                field: r.get(8)?,
-                old: dec(r.get(9)?).map(|v| v.to_json()),
-                new: dec(r.get(10)?).map(|v| v.to_json()),
-                reason: r.get(11)?,
-                status: r.get(12)?,
+        let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok()).map(|v| v.to_json());
+        let key_text = |s: Option<String>| {
+            s.and_then(|s| Key::decode(&s).ok())
+                .map(|k| k.display_text())
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    id: r.int(0)?,
+                    run: r.int(1)?,
+                    at: r.text(2)?,
+                    link: r.text(3)?,
+                    left_key: key_text(r.opt_text(4)?),
+                    right_key: key_text(r.opt_text(5)?),
+                    side: r.text(6)?,
+                    op: r.text(7)?,
+                    field: r.opt_text(8)?,
+                    old: dec(r.opt_text(9)?),
+                    new: dec(r.opt_text(10)?),
+                    reason: r.text(11)?,
+                    status: r.text(12)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect()
     }
 
-    /// The last applied journal entry touching a field of a pair.
+    /// The last applied journal entry touching a field of a pair: (run, at, reason, side).
     pub fn last_write(
-        &self,
+        &mut self,
         link: &str,
         left_key: &str,
         field: &str,
     ) -> Result<Option<(i64, String, String, String)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT run, at, reason, side FROM journal WHERE link = ?1 AND left_key = ?2
-                   AND (field = ?3 OR (field IS NULL AND op = 'create')) AND status = 'applied'
-                 ORDER BY id DESC LIMIT 1",
-                params![link, left_key, field],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?)
+        match self.db.query_opt(
+            "SELECT run, at, reason, side FROM journal WHERE link = $1 AND left_key = $2
+               AND (field = $3 OR (field IS NULL AND op = 'create')) AND status = 'applied'
+             ORDER BY id DESC LIMIT 1",
+            &[P::Text(link), P::Text(left_key), P::Text(field)],
+        )? {
+            Some(r) => Ok(Some((r.int(0)?, r.text(1)?, r.text(2)?, r.text(3)?))),
+            None => Ok(None),
+        }
     }
 
     // ---- conflicts -----------------------------------------------------------------
 
-    fn read_conflict(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConflictRowRaw,)> {
-        Ok((ConflictRowRaw {
-            link: r.get(0)?,
-            left_key: r.get(1)?,
-            right_key: r.get(2)?,
-            unit: r.get(3)?,
-            left_value: r.get(4)?,
-            right_value: r.get(5)?,
-            base_value: r.get(6)?,
-            cause: r.get(7)?,
-            status: r.get(8)?,
-            resolution: r.get(9)?,
-            detected_run: r.get(10)?,
-        },))
+    fn decode_conflict(r: &Row) -> Result<ConflictRow> {
+        Ok(ConflictRow {
+            link: r.text(0)?,
+            left_key: r.text(1)?,
+            right_key: r.text(2)?,
+            unit: r.text(3)?,
+            left_value: dec_values(&r.text(4)?)?,
+            right_value: dec_values(&r.text(5)?)?,
+            base_value: r.opt_text(6)?.as_deref().map(dec_values).transpose()?,
+            cause: r.text(7)?,
+            status: r.text(8)?,
+            resolution: r.opt_text(9)?.as_deref().map(dec_values).transpose()?,
+            detected_run: r.int(10)?,
+        })
     }
 
-    const CONFLICT_COLS: &'static str = "link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, resolution, detected_run";
-
-    pub fn conflicts(&self, link: Option<&str>) -> Result<Vec<ConflictRow>> {
-        let sql = format!(
-            "SELECT {} FROM conflicts WHERE (?1 IS NULL OR link = ?1) ORDER BY link, left_key, unit",
-            Self::CONFLICT_COLS
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![link], Self::read_conflict)?;
-        rows.map(|r| r?.0.decode()).collect()
-    }
-
-    pub fn conflict(&self, link: &str, left_key: &str, unit: &str) -> Result<Option<ConflictRow>> {
-        let sql = format!(
-            "SELECT {} FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
-            Self::CONFLICT_COLS
-        );
-        self.conn
-            .prepare_cached(&sql)?
-            .query_row(params![link, left_key, unit], Self::read_conflict)
-            .optional()?
-            .map(|r| r.0.decode())
-            .transpose()
-    }
-
-    /// Records an open conflict (or refreshes one still open with the same values).
-    pub fn upsert_conflict(&mut self, c: &ConflictRow, run: i64) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO conflicts (link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, detected_run, last_seen_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?9, ?9)
-                 ON CONFLICT (link, left_key, unit) DO UPDATE SET
-                   right_key = excluded.right_key, cause = excluded.cause, last_seen_run = excluded.last_seen_run,
-                   status = CASE WHEN left_value = excluded.left_value AND right_value = excluded.right_value THEN status ELSE 'open' END,
-                   resolution = CASE WHEN left_value = excluded.left_value AND right_value = excluded.right_value THEN resolution ELSE NULL END,
-                   detected_run = CASE WHEN left_value = excluded.left_value AND right_value = excluded.right_value THEN detected_run ELSE excluded.detected_run END,
-                   left_value = excluded.left_value, right_value = excluded.right_value, base_value = excluded.base_value",
+    pub fn conflicts(&mut self, link: Option<&str>) -> Result<Vec<ConflictRow>> {
+        self.db
+            .query(
+                "SELECT link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, resolution, detected_run
+                   FROM conflicts WHERE (CAST($1 AS TEXT) IS NULL OR link = $1) ORDER BY link, left_key, unit",
+                &[P::OptText(link)],
             )?
-            .execute(params![
-                c.link,
-                c.left_key,
-                c.right_key,
-                c.unit,
-                enc_values(&c.left_value),
-                enc_values(&c.right_value),
-                c.base_value.as_deref().map(enc_values),
-                c.cause,
-                run
-            ])?;
+            .iter()
+            .map(Self::decode_conflict)
+            .collect()
+    }
+
+    /// Records an open conflict (or refreshes one still open with the same values; a
+    /// person's resolution stays as long as the values it was made for do).
+    pub fn upsert_conflict(&mut self, c: &ConflictRow, run: i64) -> Result<()> {
+        let (lv, rv) = (enc_values(&c.left_value), enc_values(&c.right_value));
+        let bv = c.base_value.as_deref().map(enc_values);
+        self.db.execute(
+            "INSERT INTO conflicts (link, left_key, right_key, unit, left_value, right_value, base_value, cause, status, detected_run, last_seen_run)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $9)
+             ON CONFLICT (link, left_key, unit) DO UPDATE SET
+               right_key = excluded.right_key, cause = excluded.cause, last_seen_run = excluded.last_seen_run,
+               status = CASE WHEN conflicts.left_value = excluded.left_value AND conflicts.right_value = excluded.right_value THEN conflicts.status ELSE 'open' END,
+               resolution = CASE WHEN conflicts.left_value = excluded.left_value AND conflicts.right_value = excluded.right_value THEN conflicts.resolution ELSE NULL END,
+               detected_run = CASE WHEN conflicts.left_value = excluded.left_value AND conflicts.right_value = excluded.right_value THEN conflicts.detected_run ELSE excluded.detected_run END,
+               left_value = excluded.left_value, right_value = excluded.right_value, base_value = excluded.base_value",
+            &[
+                P::Text(&c.link),
+                P::Text(&c.left_key),
+                P::Text(&c.right_key),
+                P::Text(&c.unit),
+                P::Text(&lv),
+                P::Text(&rv),
+                P::OptText(bv.as_deref()),
+                P::Text(&c.cause),
+                P::Int(run),
+            ],
+        )?;
         Ok(())
     }
 
@@ -853,59 +914,52 @@ impl StateStore {
         unit: &str,
         value: &[Value],
     ) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE conflicts SET status = 'resolved', resolution = ?4, resolved_at = ?5 WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
-            params![link, left_key, unit, enc_values(value), now()],
+        let n = self.db.execute(
+            "UPDATE conflicts SET status = 'resolved', resolution = $4, resolved_at = $5 WHERE link = $1 AND left_key = $2 AND unit = $3",
+            &[P::Text(link), P::Text(left_key), P::Text(unit), P::Text(&enc_values(value)), P::Text(&now())],
         )?;
         Ok(n > 0)
     }
 
-    pub fn delete_conflict(&mut self, link: &str, left_key: &str, unit: &str) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "DELETE FROM conflicts WHERE link = ?1 AND left_key = ?2 AND unit = ?3",
-            )?
-            .execute(params![link, left_key, unit])?;
-        Ok(())
-    }
-
-    /// Forgets conflicts this run did not see again (someone fixed the data by hand, or
-    /// the pair is gone).
+    /// Forgets conflicts this run did not see again (someone fixed the data by hand, the
+    /// resolution was written, or the pair is gone).
     pub fn prune_conflicts(&mut self, link: &str, run: i64) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM conflicts WHERE link = ?1 AND last_seen_run < ?2",
-            params![link, run],
+        self.db.execute(
+            "DELETE FROM conflicts WHERE link = $1 AND last_seen_run < $2",
+            &[P::Text(link), P::Int(run)],
         )?;
         Ok(())
     }
 
     // ---- quarantine ----------------------------------------------------------------
 
-    pub fn quarantine(&self, link: Option<&str>) -> Result<Vec<QuarantineRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT link, side, key, field, kind, reason, detected_run FROM quarantine WHERE (?1 IS NULL OR link = ?1) ORDER BY link, key, field",
-        )?;
-        let rows = stmt.query_map(params![link], |r| {
-            let side: String = r.get(1)?;
-            Ok(QuarantineRow {
-                link: r.get(0)?,
-                side: if side == "left" {
-                    Side::Left
-                } else {
-                    Side::Right
-                },
-                key: r.get(2)?,
-                field: r.get(3)?,
-                kind: r.get(4)?,
-                reason: r.get(5)?,
-                detected_run: r.get(6)?,
+    pub fn quarantine(&mut self, link: Option<&str>) -> Result<Vec<QuarantineRow>> {
+        self.db
+            .query(
+                "SELECT link, side, key, field, kind, reason, detected_run FROM quarantine
+                  WHERE (CAST($1 AS TEXT) IS NULL OR link = $1) ORDER BY link, key, field",
+                &[P::OptText(link)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(QuarantineRow {
+                    link: r.text(0)?,
+                    side: side_of(&r.text(1)?),
+                    key: r.text(2)?,
+                    field: r.text(3)?,
+                    kind: r.text(4)?,
+                    reason: r.text(5)?,
+                    detected_run: r.int(6)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect()
     }
 
     /// Persistent quarantine entries of a link, keyed by (side, encoded key, field).
-    pub fn frozen(&self, link: &str) -> Result<std::collections::HashSet<(Side, String, String)>> {
+    pub fn frozen(
+        &mut self,
+        link: &str,
+    ) -> Result<std::collections::HashSet<(Side, String, String)>> {
         Ok(self
             .quarantine(Some(link))?
             .into_iter()
@@ -915,20 +969,27 @@ impl StateStore {
     }
 
     pub fn put_quarantine(&mut self, q: &QuarantineRow, run: i64) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO quarantine (link, side, key, field, kind, reason, detected_run, last_seen_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-                 ON CONFLICT (link, side, key, field, kind) DO UPDATE SET reason = excluded.reason, last_seen_run = excluded.last_seen_run",
-            )?
-            .execute(params![q.link, q.side.as_str(), q.key, q.field, q.kind, q.reason, run])?;
+        self.db.execute(
+            "INSERT INTO quarantine (link, side, key, field, kind, reason, detected_run, last_seen_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (link, side, key, field, kind) DO UPDATE SET reason = excluded.reason, last_seen_run = excluded.last_seen_run",
+            &[
+                P::Text(&q.link),
+                P::Text(q.side.as_str()),
+                P::Text(&q.key),
+                P::Text(&q.field),
+                P::Text(&q.kind),
+                P::Text(&q.reason),
+                P::Int(run),
+            ],
+        )?;
         Ok(())
     }
 
     /// Clears findings this run did not make again; persistent kinds stay.
     pub fn prune_quarantine(&mut self, link: &str, run: i64) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM quarantine WHERE link = ?1 AND last_seen_run < ?2 AND kind NOT IN ('flapping')",
-            params![link, run],
+        self.db.execute(
+            "DELETE FROM quarantine WHERE link = $1 AND last_seen_run < $2 AND kind <> 'flapping'",
+            &[P::Text(link), P::Int(run)],
         )?;
         Ok(())
     }
@@ -938,43 +999,11 @@ impl StateStore {
         link: &str,
         key: &str,
         field: Option<&str>,
-    ) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM quarantine WHERE link = ?1 AND key = ?2 AND (?3 IS NULL OR field = ?3)",
-            params![link, key, field],
-        )?)
-    }
-}
-
-struct ConflictRowRaw {
-    link: String,
-    left_key: String,
-    right_key: String,
-    unit: String,
-    left_value: String,
-    right_value: String,
-    base_value: Option<String>,
-    cause: String,
-    status: String,
-    resolution: Option<String>,
-    detected_run: i64,
-}
-
-impl ConflictRowRaw {
-    fn decode(self) -> Result<ConflictRow> {
-        Ok(ConflictRow {
-            link: self.link,
-            left_key: self.left_key,
-            right_key: self.right_key,
-            unit: self.unit,
-            left_value: dec_values(&self.left_value)?,
-            right_value: dec_values(&self.right_value)?,
-            base_value: self.base_value.as_deref().map(dec_values).transpose()?,
-            cause: self.cause,
-            status: self.status,
-            resolution: self.resolution.as_deref().map(dec_values).transpose()?,
-            detected_run: self.detected_run,
-        })
+    ) -> Result<u64> {
+        self.db.execute(
+            "DELETE FROM quarantine WHERE link = $1 AND key = $2 AND (CAST($3 AS TEXT) IS NULL OR field = $3)",
+            &[P::Text(link), P::Text(key), P::OptText(field)],
+        )
     }
 }
 

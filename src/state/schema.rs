@@ -79,20 +79,62 @@ pub fn migrations() -> Migrations<'static> {
     )])
 }
 
-/// Per-run scratch space; TEMP tables live outside the state file.
-pub const TEMP_TABLES: &str = "
+/// The same schema for a shared PostgreSQL store. Versioned in `syncline_schema`;
+/// each entry upgrades from the previous version.
+pub const PG_MIGRATIONS: &[&str] = &["
+    CREATE TABLE links (name text PRIMARY KEY, identity text NOT NULL, run_seq bigint NOT NULL);
+    CREATE TABLE pairs (
+        link text NOT NULL, left_key text NOT NULL, right_key text NOT NULL, base text NOT NULL,
+        marks text, tombstone text, PRIMARY KEY (link, left_key));
+    CREATE UNIQUE INDEX pairs_by_right ON pairs (link, right_key);
+    CREATE TABLE runs (
+        id bigserial PRIMARY KEY, started_at text NOT NULL, finished_at text, command text NOT NULL,
+        status text NOT NULL, summary text);
+    CREATE TABLE journal (
+        id bigserial PRIMARY KEY, run bigint NOT NULL, at text NOT NULL, link text NOT NULL,
+        left_key text, right_key text, side text NOT NULL, op text NOT NULL, field text,
+        old text, new text, reason text NOT NULL, status text NOT NULL);
+    CREATE INDEX journal_by_left ON journal (link, left_key);
+    CREATE INDEX journal_by_right ON journal (link, right_key);
+    CREATE INDEX journal_by_run ON journal (run);
+    CREATE INDEX journal_by_status ON journal (status) WHERE status = 'planned';
+    CREATE TABLE conflicts (
+        link text NOT NULL, left_key text NOT NULL, right_key text NOT NULL, unit text NOT NULL,
+        left_value text NOT NULL, right_value text NOT NULL, base_value text, cause text NOT NULL,
+        status text NOT NULL, resolution text, detected_run bigint NOT NULL, last_seen_run bigint NOT NULL,
+        resolved_at text, PRIMARY KEY (link, left_key, unit));
+    CREATE TABLE quarantine (
+        link text NOT NULL, side text NOT NULL, key text NOT NULL, field text NOT NULL, kind text NOT NULL,
+        reason text NOT NULL, detected_run bigint NOT NULL, last_seen_run bigint NOT NULL,
+        PRIMARY KEY (link, side, key, field, kind));
+"];
+
+/// Per-run scratch space, outside the store's file (SQLite TEMP) or session-private
+/// (PostgreSQL temporary tables). Referred to unqualified: temporary names come first.
+pub const SQLITE_TEMP_TABLES: &str = "
     CREATE TEMP TABLE IF NOT EXISTS seen (side TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (side, key)) WITHOUT ROWID;
     CREATE TEMP TABLE IF NOT EXISTS unlinked (
-        side TEXT NOT NULL, key TEXT NOT NULL, key_text TEXT NOT NULL, match_key TEXT, ref TEXT,
-        record TEXT NOT NULL, matched INTEGER NOT NULL DEFAULT 0);
-    CREATE TEMP TABLE IF NOT EXISTS matches (left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
+        id INTEGER PRIMARY KEY, side TEXT NOT NULL, key TEXT NOT NULL, key_text TEXT NOT NULL, match_key TEXT,
+        ref TEXT, record TEXT NOT NULL, matched INTEGER NOT NULL DEFAULT 0);
+    CREATE TEMP TABLE IF NOT EXISTS matches (
+        id INTEGER PRIMARY KEY, left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
     CREATE TEMP TABLE IF NOT EXISTS plan (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+";
+
+pub const PG_TEMP_TABLES: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS seen (side text NOT NULL, key text NOT NULL, PRIMARY KEY (side, key));
+    CREATE TEMP TABLE IF NOT EXISTS unlinked (
+        id bigserial PRIMARY KEY, side text NOT NULL, key text NOT NULL, key_text text NOT NULL, match_key text,
+        ref text, record text NOT NULL, matched bigint NOT NULL DEFAULT 0);
+    CREATE TEMP TABLE IF NOT EXISTS matches (
+        id bigserial PRIMARY KEY, left_key text NOT NULL UNIQUE, right_key text NOT NULL UNIQUE, how text NOT NULL);
+    CREATE TEMP TABLE IF NOT EXISTS plan (seq bigserial PRIMARY KEY, body text NOT NULL);
 ";
 
 /// Indexes on the staged records, built after staging (see `match_unlinked`).
 pub const TEMP_INDEXES: &str = "
-    CREATE INDEX IF NOT EXISTS temp.unlinked_key ON unlinked (side, key);
-    CREATE INDEX IF NOT EXISTS temp.unlinked_match ON unlinked (match_key);
-    CREATE INDEX IF NOT EXISTS temp.unlinked_ref ON unlinked (ref);
-    CREATE INDEX IF NOT EXISTS temp.unlinked_text ON unlinked (key_text);
+    CREATE INDEX IF NOT EXISTS unlinked_key ON unlinked (side, key);
+    CREATE INDEX IF NOT EXISTS unlinked_match ON unlinked (match_key);
+    CREATE INDEX IF NOT EXISTS unlinked_ref ON unlinked (ref);
+    CREATE INDEX IF NOT EXISTS unlinked_text ON unlinked (key_text);
 ";

@@ -13,6 +13,8 @@ pub struct Fixture {
     pub dir: TempDir,
     pub left: Connection,
     pub right: Connection,
+    /// With `SYNCLINE_TEST_STATE=postgres`, the state store lives in this database.
+    pub state_db: Option<TempDatabase>,
 }
 
 impl Fixture {
@@ -24,19 +26,91 @@ impl Fixture {
         left.execute_batch(left_schema).unwrap();
         let right = Connection::open(dir.path().join("right.db")).unwrap();
         right.execute_batch(right_schema).unwrap();
-        let f = Fixture { dir, left, right };
+        let state_db = match std::env::var("SYNCLINE_TEST_STATE").as_deref() {
+            Ok("postgres") => {
+                let url = std::env::var("SYNCLINE_TEST_PG_URL")
+                    .expect("SYNCLINE_TEST_STATE=postgres needs SYNCLINE_TEST_PG_URL");
+                Some(TempDatabase::postgres(&url))
+            }
+            _ => None,
+        };
+        let f = Fixture {
+            dir,
+            left,
+            right,
+            state_db,
+        };
         f.write_config(links);
         f
     }
 
     pub fn write_config(&self, links: &str) {
+        let state = match &self.state_db {
+            Some(db) => format!("[state]\nurl = \"{}\"\n\n", db.url),
+            None => String::new(),
+        };
         std::fs::write(
             self.config_path(),
             format!(
-                "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n\n{links}"
+                "{state}[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n\n{links}"
             ),
         )
         .unwrap();
+    }
+
+    /// The state store the config names (SQLite file, or the PostgreSQL test database).
+    pub fn store(&self) -> StateStore {
+        StateStore::for_config(&self.config().state, false).unwrap()
+    }
+
+    /// Forgets everything the state store knew, as if it had been lost.
+    pub fn lose_state(&self) {
+        match &self.state_db {
+            Some(db) => db
+                .pg_client()
+                .batch_execute("DROP TABLE links, pairs, runs, journal, conflicts, quarantine, syncline_schema")
+                .unwrap(),
+            None => std::fs::remove_dir_all(self.dir.path().join(".syncline")).unwrap(),
+        }
+    }
+
+    /// Everything the state store holds, to compare before and after; `None` when it
+    /// has not been created.
+    pub fn state_snapshot(&self) -> Option<Vec<String>> {
+        match &self.state_db {
+            None => std::fs::read(self.state_path())
+                .ok()
+                .map(|b| vec![format!("{b:?}")]),
+            Some(db) => {
+                let mut c = db.pg_client();
+                let exists: bool = c
+                    .query_one("SELECT to_regclass('pairs') IS NOT NULL", &[])
+                    .unwrap()
+                    .get(0);
+                exists.then(|| {
+                    [
+                        "links",
+                        "pairs",
+                        "runs",
+                        "journal",
+                        "conflicts",
+                        "quarantine",
+                    ]
+                    .iter()
+                    .flat_map(|t| {
+                        c.query(
+                            &format!("SELECT CAST(t AS text) FROM {t} t ORDER BY 1"),
+                            &[],
+                        )
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                    })
+                    .collect()
+                })
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -52,8 +126,10 @@ impl Fixture {
     }
 
     pub fn state_path(&self) -> PathBuf {
-        let StateLocation::Sqlite(p) = self.config().state;
-        p
+        match self.config().state {
+            StateLocation::Sqlite(p) => p,
+            StateLocation::Postgres(_) => panic!("the state store is in PostgreSQL"),
+        }
     }
 
     pub fn run(&self) -> RunReport {
@@ -62,13 +138,13 @@ impl Fixture {
 
     pub fn run_with(&self, opts: RunOptions<'_>) -> RunReport {
         let config = self.config();
-        let mut state = StateStore::open(&self.state_path()).unwrap();
+        let mut state = self.store();
         engine::run_cycle(&config, &mut state, opts).unwrap()
     }
 
     pub fn plan(&self) -> RunReport {
         let config = self.config();
-        let mut state = StateStore::open_read_only(&self.state_path()).unwrap();
+        let mut state = StateStore::for_config(&config.state, true).unwrap();
         engine::run_cycle(
             &config,
             &mut state,
