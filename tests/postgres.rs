@@ -183,7 +183,7 @@ fn a_connection_killed_before_a_batch_is_retried_without_a_partial_batch() {
     let mut hook = |_: &str| {
         let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let killed: i64 = other
-            .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'syncline:billing'", &[])
+            .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'syncline:billing' AND datname = current_database()", &[])
             .unwrap()
             .get(0);
         assert_eq!(killed, 1);

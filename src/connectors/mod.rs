@@ -116,6 +116,12 @@ pub trait Connector {
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError>;
 
+    /// Whether the collection holds no record at all.
+    ///
+    /// # Errors
+    /// Any read failure.
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError>;
+
     /// The records with these keys; missing keys are simply absent from the result.
     ///
     /// # Errors

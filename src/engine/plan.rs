@@ -135,6 +135,21 @@ impl<'a> Planner<'a> {
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
         // Each batch's scratch and state writes go in one transaction: one fsync per batch.
+        // A first load into an empty collection: nothing to link, match or delete, so
+        // every left record is planned as a create straight from the scan.
+        if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
+            let left_records = left
+                .scan(&left_spec, batch, &mut |records| {
+                    self.in_transaction(|p| {
+                        records
+                            .iter()
+                            .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
+                    })
+                })
+                .map_err(scan_error)?;
+            self.report.left_records = left_records;
+            return Ok(());
+        }
         let left_records = left
             .scan(&left_spec, batch, &mut |records| {
                 let right: &mut dyn Connector = &mut *right;

@@ -709,6 +709,18 @@ impl Connector for MysqlConnector {
         Ok(count)
     }
 
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {})",
+            quote_table(&spec.collection)
+        );
+        let any: Option<i64> = self
+            .conn
+            .query_first(sql)
+            .map_err(|e| self.query_err(&format!("read {}", spec.collection), &e))?;
+        Ok(any.unwrap_or(0) == 0)
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let cols = self.spec_columns(spec)?;
         let all = self

@@ -582,6 +582,19 @@ impl Connector for PostgresConnector {
         Ok(count)
     }
 
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {})",
+            quote_table(&spec.collection)
+        );
+        let any: bool = self
+            .client
+            .query_one(sql.as_str(), &[])
+            .map_err(|e| self.query_err(&format!("read {}", spec.collection), e))?
+            .get(0);
+        Ok(!any)
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         if keys.is_empty() {
             return Ok(Vec::new());

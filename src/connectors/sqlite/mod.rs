@@ -310,6 +310,21 @@ impl Connector for SqliteConnector {
         Ok(count)
     }
 
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {})",
+            quote_table(&spec.collection)
+        );
+        let any: bool =
+            self.conn
+                .query_row(&sql, [], |r| r.get(0))
+                .map_err(|e| ConnectorError::Query {
+                    context: format!("system `{}`: read {}", self.name, spec.collection),
+                    source: Box::new(e),
+                })?;
+        Ok(!any)
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let mut out = Vec::with_capacity(keys.len());
         let total = spec.key.len() + spec.columns.len();

@@ -1,0 +1,295 @@
+//! Benchmark: syncline against PostgreSQL and MariaDB, with baselines measured in the
+//! same run on the same data:
+//! - PG→PG first load vs. a binary `COPY … TO STDOUT | COPY … FROM STDIN` pipe;
+//! - PG→SQLite first load vs. `COPY … TO STDOUT (FORMAT csv)` + `sqlite3 .import`;
+//! - PG→MariaDB first load;
+//! - a steady-state two-way PG↔PG cycle with 1% of the rows changed on each side.
+//!
+//! Needs `SYNCLINE_TEST_PG_URL` (and `SYNCLINE_TEST_MYSQL_URL` for MariaDB); rows from
+//! `SYNCLINE_BENCH_ROWS` (default 1,000,000). `cargo bench --bench pg_sync`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use syncline::config::Config;
+use syncline::engine::{self, RunOptions, RunReport};
+use syncline::state::StateStore;
+
+const TABLE: &str = "(id bigint PRIMARY KEY, email text, name text, company text, status text, amount numeric(12,2), updated_at timestamptz)";
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, f64) {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed(), peak_rss_kib() as f64 / 1024.0)
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+fn pg(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+fn run(dir: &Path, config: &str) -> RunReport {
+    std::fs::write(dir.join("syncline.toml"), config).unwrap();
+    let config = Config::load(&dir.join("syncline.toml")).unwrap();
+    let mut state = StateStore::for_config(&config.state, false).unwrap();
+    engine::run_cycle(
+        &config,
+        &mut state,
+        RunOptions {
+            list_limit: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fields() -> &'static str {
+    "[links.c.fields]\nid = {}\nemail = {}\nname = {}\ncompany = {}\nstatus = {}\namount = {}\nupdated_at = {}\n"
+}
+
+struct Line {
+    phase: &'static str,
+    secs: f64,
+    rows: u64,
+    baseline: Option<f64>,
+    rss: Option<f64>,
+}
+
+fn main() {
+    let is_bench = std::env::args().any(|a| a == "--bench");
+    let Ok(admin) = std::env::var("SYNCLINE_TEST_PG_URL") else {
+        println!(
+            "skipped: set SYNCLINE_TEST_PG_URL (and SYNCLINE_TEST_MYSQL_URL) to run the PostgreSQL benchmark"
+        );
+        return;
+    };
+    let rows: u64 = std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if is_bench { 1_000_000 } else { 2000 });
+    let tag = format!("syncline_bench_{}", std::process::id());
+    let (src_db, dst_db) = (format!("{tag}_src"), format!("{tag}_dst"));
+    let mut admin_client = pg(&admin);
+    for db in [&src_db, &dst_db] {
+        admin_client
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+    }
+    let (src_url, dst_url) = (with_db(&admin, &src_db), with_db(&admin, &dst_db));
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+
+    println!("seeding {rows} rows…");
+    let mut src = pg(&src_url);
+    src.batch_execute(&format!(
+        "CREATE TABLE contacts {TABLE};
+         INSERT INTO contacts SELECT g, 'person' || g || '@example.com', 'Person ' || g, 'Company ' || (g % 5000),
+           (ARRAY['active','trial','past_due'])[1 + g % 3], (g % 100000) / 100.0, '2026-11-01 10:00:00+00'::timestamptz + (g % 86400) * interval '1 second'
+         FROM generate_series(1, {rows}) g;
+         VACUUM ANALYZE contacts;"
+    ))
+    .unwrap();
+    let mut dst = pg(&dst_url);
+    dst.batch_execute(&format!(
+        "CREATE TABLE copy_baseline {TABLE}; CREATE TABLE contacts {TABLE};"
+    ))
+    .unwrap();
+
+    // Baseline: binary COPY pipe between the two databases.
+    let (_, copy_pipe, _) = timed(|| {
+        let mut reader = src
+            .copy_out("COPY contacts TO STDOUT (FORMAT binary)")
+            .unwrap();
+        let mut writer = dst
+            .copy_in("COPY copy_baseline FROM STDIN (FORMAT binary)")
+            .unwrap();
+        std::io::copy(&mut reader, &mut writer).unwrap();
+        writer.finish().unwrap();
+    });
+    lines.push(Line {
+        phase: "baseline: binary COPY pipe PG→PG",
+        secs: copy_pipe.as_secs_f64(),
+        rows,
+        baseline: None,
+        rss: None,
+    });
+
+    let systems = format!(
+        "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
+    );
+    let (r, t, rss) = timed(|| {
+        run(
+            dir.path(),
+            &format!(
+                "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nbatch_size = 5000\n{}",
+                fields()
+            ),
+        )
+    });
+    assert_eq!(r.links[0].to_right.created, rows);
+    lines.push(Line {
+        phase: "syncline first load PG→PG",
+        secs: t.as_secs_f64(),
+        rows,
+        baseline: Some(copy_pipe.as_secs_f64()),
+        rss: Some(rss),
+    });
+
+    // Baseline: COPY to CSV, then sqlite3 .import.
+    let csv = dir.path().join("contacts.csv");
+    let baseline_db = dir.path().join("baseline.db");
+    let (_, csv_import, _) = timed(|| {
+        let mut out = std::fs::File::create(&csv).unwrap();
+        let mut reader = src
+            .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
+            .unwrap();
+        let mut buf = Vec::new();
+        reader.read_to_end(&mut buf).unwrap();
+        out.write_all(&buf).unwrap();
+        let status = std::process::Command::new("sqlite3")
+            .arg(&baseline_db)
+            .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
+            .arg(format!(".import --csv {} contacts", csv.display()))
+            .status()
+            .expect("sqlite3 is installed");
+        assert!(status.success());
+    });
+    lines.push(Line {
+        phase: "baseline: COPY csv + sqlite3 .import",
+        secs: csv_import.as_secs_f64(),
+        rows,
+        baseline: None,
+        rss: None,
+    });
+    rusqlite::Connection::open(dir.path().join("lite.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
+        .unwrap();
+    let (r, t, rss) = timed(|| {
+        run(
+            dir.path(),
+            &format!(
+                "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"lite.contacts\"\nbatch_size = 5000\n{}",
+                fields()
+            ),
+        )
+    });
+    assert_eq!(r.links[0].to_right.created, rows);
+    lines.push(Line {
+        phase: "syncline first load PG→SQLite",
+        secs: t.as_secs_f64(),
+        rows,
+        baseline: Some(csv_import.as_secs_f64()),
+        rss: Some(rss),
+    });
+
+    if let Ok(my_admin) = std::env::var("SYNCLINE_TEST_MYSQL_URL") {
+        use mysql::prelude::Queryable;
+        let mut my = mysql::Conn::new(mysql::Opts::from_url(&my_admin).unwrap()).unwrap();
+        my.query_drop(format!("CREATE DATABASE {tag}")).unwrap();
+        let my_url = with_db(&my_admin, &tag);
+        let mut myc = mysql::Conn::new(mysql::Opts::from_url(&my_url).unwrap()).unwrap();
+        myc.query_drop("CREATE TABLE contacts (id bigint PRIMARY KEY, email text, name text, company text, status text, amount decimal(12,2), updated_at datetime(6))").unwrap();
+        let config = format!(
+            "{systems}[systems.maria]\nkind = \"mysql\"\nurl = \"{my_url}\"\n[links.c]\nleft = \"src.contacts\"\nright = \"maria.contacts\"\nbatch_size = 5000\n{}",
+            fields()
+        );
+        let (r, t, rss) = timed(|| run(dir.path(), &config));
+        assert_eq!(r.links[0].to_right.created, rows);
+        lines.push(Line {
+            phase: "syncline first load PG→MariaDB",
+            secs: t.as_secs_f64(),
+            rows,
+            baseline: Some(copy_pipe.as_secs_f64()),
+            rss: Some(rss),
+        });
+        my.query_drop(format!("DROP DATABASE {tag}")).unwrap();
+    }
+
+    // Steady state: a two-way PG↔PG link over the loaded tables, 1% changed per side.
+    let two_way = format!(
+        "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\nbatch_size = 5000\non_delete = {{ left = \"propagate\", right = \"propagate\" }}\n[links.c.fields]\nid = {{ owner = \"left\" }}\nemail = {{ owner = \"both\" }}\nname = {{ owner = \"both\" }}\ncompany = {{ owner = \"both\" }}\nstatus = {{ owner = \"both\" }}\namount = {{ owner = \"both\" }}\nupdated_at = {{ owner = \"both\" }}\n"
+    );
+    // The one-way runs above used link `c` on other collections: a fresh state for the two-way link.
+    let _ = std::fs::remove_file(dir.path().join("state.db"));
+    run(
+        dir.path(),
+        &two_way.replace("dst.contacts", "dst.copy_baseline"),
+    );
+    src.batch_execute("UPDATE contacts SET name = name || ' (L)' WHERE id % 100 = 0")
+        .unwrap();
+    dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
+        .unwrap();
+    let (r, t, rss) = timed(|| {
+        run(
+            dir.path(),
+            &two_way.replace("dst.contacts", "dst.copy_baseline"),
+        )
+    });
+    let changed = rows / 100 * 2;
+    assert_eq!(
+        r.links[0].to_right.updated + r.links[0].to_left.updated,
+        changed
+    );
+    let (_, scan, _) = timed(|| {
+        for c in [&mut src, &mut dst] {
+            let mut reader = c
+                .copy_out("COPY (SELECT * FROM contacts) TO STDOUT (FORMAT binary)")
+                .unwrap();
+            std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        }
+    });
+    lines.push(Line {
+        phase: "baseline: COPY out both tables",
+        secs: scan.as_secs_f64(),
+        rows,
+        baseline: None,
+        rss: None,
+    });
+    lines.push(Line {
+        phase: "syncline two-way cycle, 1%+1% changed",
+        secs: t.as_secs_f64(),
+        rows,
+        baseline: Some(scan.as_secs_f64()),
+        rss: Some(rss),
+    });
+
+    println!(
+        "\n{:<40} {:>9} {:>12} {:>9} {:>13}",
+        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB"
+    );
+    for l in &lines {
+        println!(
+            "{:<40} {:>9.2} {:>12.0} {:>9} {:>13}",
+            l.phase,
+            l.secs,
+            l.rows as f64 / l.secs,
+            l.baseline
+                .map_or("1.00×".to_string(), |b| format!("{:.2}×", l.secs / b)),
+            l.rss.map_or("-".to_string(), |r| format!("{r:.1}"))
+        );
+    }
+    drop(src);
+    drop(dst);
+    for db in [&src_db, &dst_db] {
+        admin_client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .unwrap();
+    }
+}
