@@ -436,3 +436,45 @@ fn init_proposes_a_config_that_checks_and_runs() {
         .code(1)
         .stderr(predicate::str::contains("oracle"));
 }
+
+#[test]
+fn connection_secrets_never_reach_the_output() {
+    let f = fixture();
+    for (kind, url) in [
+        ("postgres", "postgres://root:hunter2secret@127.0.0.1:1/db"),
+        ("mysql", "mysql://root:hunter2secret@127.0.0.1:1/db"),
+        (
+            "mysql",
+            "mysql://root:hunter2secret@127.0.0.1:1/db?bogus_option=1",
+        ),
+    ] {
+        std::fs::write(
+            f.config_path(),
+            format!("[systems.crm]\nkind = \"{kind}\"\nurl = \"${{CRM_URL}}\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n{LINK}"),
+        )
+        .unwrap();
+        for args in [
+            vec!["run"],
+            vec!["run", "--json"],
+            vec!["check", "--json"],
+            vec!["plan"],
+        ] {
+            let out = syncline(f.path())
+                .env("CRM_URL", url)
+                .env("SYNCLINE_LOG", "debug")
+                .args(&args)
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !all.contains("hunter2secret"),
+                "{kind} {args:?} printed the password: {all}"
+            );
+            assert!(out.status.code() != Some(0), "{all}");
+        }
+    }
+}

@@ -244,7 +244,11 @@ impl MysqlConnector {
             target: format!("system `{name}` (mysql)"),
             source: e.into(),
         };
-        let opts = Opts::from_url(url).map_err(|e| open_err(e.to_string()))?;
+        // The parser's message may quote the URL, password included: say what is wrong
+        // without it.
+        let opts = Opts::from_url(url).map_err(|_| {
+            open_err("the url is not a valid mysql://user:password@host:port/database URL".into())
+        })?;
         // FOUND_ROWS: an UPDATE reports the rows its WHERE matched, so a conditional
         // write that matched is never mistaken for a stale one.
         let opts = mysql::OptsBuilder::from_opts(opts)
