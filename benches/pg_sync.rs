@@ -101,10 +101,10 @@ fn main() {
         "CREATE TABLE contacts {TABLE};
          INSERT INTO contacts SELECT g, 'person' || g || '@example.com', 'Person ' || g, 'Company ' || (g % 5000),
            (ARRAY['active','trial','past_due'])[1 + g % 3], (g % 100000) / 100.0, '2026-11-01 10:00:00+00'::timestamptz + (g % 86400) * interval '1 second'
-         FROM generate_series(1, {rows}) g;
-         VACUUM ANALYZE contacts;"
+         FROM generate_series(1, {rows}) g;"
     ))
     .unwrap();
+    src.batch_execute("VACUUM ANALYZE contacts").unwrap();
     let mut dst = pg(&dst_url);
     dst.batch_execute(&format!(
         "CREATE TABLE copy_baseline {TABLE}; CREATE TABLE contacts {TABLE};"

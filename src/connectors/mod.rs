@@ -140,6 +140,53 @@ pub trait Connector {
     ) -> Result<Vec<WriteOutcome>, ConnectorError>;
 }
 
+/// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
+/// doubling any `q` inside it: nothing from the config reaches SQL unquoted.
+pub(crate) fn quote_ident(ident: &str, q: char) -> String {
+    let doubled: String = [q, q].iter().collect();
+    format!("{q}{}{q}", ident.replace(q, &doubled))
+}
+
+/// `schema.table` → (`Some(schema)`, `table`); a bare `table` has no schema.
+pub(crate) fn split_collection(collection: &str) -> (Option<&str>, &str) {
+    match collection.split_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, collection),
+    }
+}
+
+/// A collection as a quoted, possibly schema-qualified, table name.
+pub(crate) fn quote_collection(collection: &str, q: char) -> String {
+    match split_collection(collection) {
+        (Some(s), t) => format!("{}.{}", quote_ident(s, q), quote_ident(t, q)),
+        (None, t) => quote_ident(t, q),
+    }
+}
+
+/// Runs of consecutive creates that write the same columns, each at most `max` long:
+/// a connector can send each run as one statement.
+pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {
+    let columns = |w: &Write| match w {
+        Write::Create { values } => Some(values.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()),
+        _ => None,
+    };
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < writes.len() {
+        let Some(first) = columns(&writes[i]) else {
+            i += 1;
+            continue;
+        };
+        let mut j = i + 1;
+        while j < writes.len() && j - i < max && columns(&writes[j]).as_ref() == Some(&first) {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
+}
+
 /// Opens the connector for a system.
 ///
 /// # Errors

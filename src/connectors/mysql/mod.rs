@@ -51,14 +51,11 @@ const RETRIES: usize = 3;
 const CREATE_CHUNK: usize = 1000;
 
 fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
+    super::quote_ident(ident, '`')
 }
 
 fn quote_table(collection: &str) -> String {
-    match collection.split_once('.') {
-        Some((s, t)) => format!("{}.{}", quote(s), quote(t)),
-        None => quote(collection),
-    }
+    super::quote_collection(collection, '`')
 }
 
 fn message(e: &mysql::Error) -> String {
@@ -427,27 +424,12 @@ impl MysqlConnector {
             .map_err(retry)?;
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
 
-        let mut i = 0;
-        while i < writes.len() {
+        for run in super::create_runs(writes, CREATE_CHUNK) {
+            let (i, j) = (run.start, run.end);
             let Write::Create { values } = &writes[i] else {
-                i += 1;
-                continue;
+                unreachable!("runs start with a create")
             };
             let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
-            let mut j = i;
-            while j < writes.len() && j - i < CREATE_CHUNK {
-                match &writes[j] {
-                    Write::Create { values }
-                        if values
-                            .iter()
-                            .map(|(c, _)| c.as_str())
-                            .eq(cols.iter().copied()) =>
-                    {
-                        j += 1
-                    }
-                    _ => break,
-                }
-            }
             // A whole chunk in one statement when the server returns the new keys;
             // InnoDB undoes a failed statement alone, so a refusal falls back to rows.
             let mut done = false;
@@ -568,7 +550,6 @@ impl MysqlConnector {
                     }
                 }
             }
-            i = j;
         }
 
         for (n, write) in writes.iter().enumerate() {

@@ -33,22 +33,12 @@ fn quote_literal(s: &str) -> String {
 }
 
 fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+    super::quote_ident(ident, '"')
 }
 
 /// `schema.table` (schema defaults to the connection's search path) → quoted.
-fn split_collection(collection: &str) -> (Option<&str>, &str) {
-    match collection.split_once('.') {
-        Some((s, t)) => (Some(s), t),
-        None => (None, collection),
-    }
-}
-
 fn quote_table(collection: &str) -> String {
-    match split_collection(collection) {
-        (Some(s), t) => format!("{}.{}", quote(s), quote(t)),
-        (None, t) => quote(t),
-    }
+    super::quote_collection(collection, '"')
 }
 
 fn is_retryable(e: &postgres::Error) -> bool {
@@ -119,7 +109,7 @@ impl PostgresConnector {
         if let Some(c) = self.columns.get(collection) {
             return Ok(c.clone());
         }
-        let (schema, table) = split_collection(collection);
+        let (schema, table) = super::split_collection(collection);
         let rows = self
             .client
             .query(
@@ -251,27 +241,12 @@ impl PostgresConnector {
 
         // Creates with the same columns go in one statement per chunk; if one of them is
         // refused, that chunk is replayed row by row to find which.
-        let mut i = 0;
-        while i < writes.len() {
+        for run in super::create_runs(writes, CREATE_CHUNK) {
+            let (i, j) = (run.start, run.end);
             let Write::Create { values } = &writes[i] else {
-                i += 1;
-                continue;
+                unreachable!("runs start with a create")
             };
             let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
-            let mut j = i;
-            while j < writes.len() && j - i < CREATE_CHUNK {
-                match &writes[j] {
-                    Write::Create { values }
-                        if values
-                            .iter()
-                            .map(|(c, _)| c.as_str())
-                            .eq(cols.iter().copied()) =>
-                    {
-                        j += 1
-                    }
-                    _ => break,
-                }
-            }
             // Values the columns cannot hold exactly are refused here, by name, since
             // PostgreSQL would round them silently.
             let mut positions = Vec::new();
@@ -292,7 +267,6 @@ impl PostgresConnector {
                 }
             }
             if chunk.is_empty() {
-                i = j;
                 continue;
             }
             let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
@@ -411,7 +385,6 @@ impl PostgresConnector {
                 }
                 Err(e) => return Err(retry(e)),
             }
-            i = j;
         }
 
         // Updates and deletes, each conditional on the values read.

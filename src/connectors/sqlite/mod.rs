@@ -165,16 +165,13 @@ fn where_clause(spec: &ReadSpec, expect: &[(String, Value)]) -> String {
         .join(" AND ")
 }
 
-/// Quotes an identifier; `schema.table` becomes `"schema"."table"`.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+fn quote(ident: &str) -> String {
+    super::quote_ident(ident, '"')
 }
 
+/// `schema.table` becomes `"schema"."table"`.
 fn quote_table(collection: &str) -> String {
-    match collection.split_once('.') {
-        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
-        None => quote(collection),
-    }
+    super::quote_collection(collection, '"')
 }
 
 /// Whether a failed statement is this record's fault (it can be quarantined and the
