@@ -238,3 +238,55 @@ fn init_looks_at_a_postgres_table_and_a_sqlite_table() {
         .unwrap();
     assert_eq!(amount, "1.50");
 }
+
+#[test]
+fn tls_is_negotiated_and_verified_as_sslmode_says() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    let ssl: String = c.query_one("SHOW ssl", &[]).unwrap().get(0);
+    if ssl != "on" {
+        eprintln!("skipped: this PostgreSQL server has ssl = off");
+        return;
+    }
+    c.batch_execute("CREATE TABLE a (id int PRIMARY KEY, note text); CREATE TABLE b (id int PRIMARY KEY, note text); INSERT INTO a VALUES (1, 'x');").unwrap();
+    let config = |mode: &str| {
+        format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{url}?sslmode={mode}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{url}\"\n[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\n[links.n.fields]\nid = {{}}\nnote = {{}}\n",
+            url = db.url
+        )
+    };
+    // require: encrypted (the certificate is not checked, as in libpq)
+    let f = fixture(&config("require"), "");
+    let url = db.url.clone();
+    let mut encrypted = None;
+    let mut hook = |_: &str| {
+        let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        encrypted = Some(
+            other
+                .query_one(
+                    "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                      WHERE a.application_name = 'syncline:crm' AND a.datname = current_database()",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, Option<bool>>(0),
+        );
+    };
+    let r = f.run_with(RunOptions {
+        between_plan_and_apply: Some(&mut hook),
+        ..Default::default()
+    });
+    assert_eq!(r.links[0].to_right.created, 1);
+    assert_eq!(
+        encrypted,
+        Some(Some(true)),
+        "the left connection was not encrypted"
+    );
+    // verify-full: a certificate no trusted root signed is refused, by name
+    let f = fixture(&config("verify-full"), "");
+    support::syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("certificate"));
+}

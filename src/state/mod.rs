@@ -42,6 +42,8 @@ pub enum StateError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
+    #[error("cannot connect to the PostgreSQL state store: {0}")]
+    Connect(String),
     #[error("corrupt state row: {0}")]
     Corrupt(String),
 }
@@ -267,7 +269,8 @@ impl StateStore {
     /// # Errors
     /// The server cannot be reached, or the schema cannot be created or upgraded.
     pub fn open_postgres(url: &str, read_only: bool) -> Result<StateStore> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut client =
+            crate::connectors::postgres::tls::connect(url).map_err(StateError::Connect)?;
         client.batch_execute(
             "SET client_min_messages = warning; SET application_name = 'syncline:state'",
         )?;

@@ -6,11 +6,12 @@
 //! codec per type, and one code path handles every type PostgreSQL can cast from text.
 //! The session runs with `TimeZone = UTC` and ISO dates so the text forms are stable.
 
+pub(crate) mod tls;
 mod types;
 
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
 use crate::model::{Key, Record, Value};
-use postgres::{Client, IsolationLevel, NoTls};
+use postgres::{Client, IsolationLevel};
 use std::collections::HashMap;
 use types::{PgColumn, PgKind};
 
@@ -87,7 +88,10 @@ impl PostgresConnector {
             target: format!("system `{name}` (postgres)"),
             source: db_message(&e).into(),
         };
-        let mut client = Client::connect(url, NoTls).map_err(open_err)?;
+        let mut client = tls::connect(url).map_err(|e| ConnectorError::Open {
+            target: format!("system `{name}` (postgres)"),
+            source: e.into(),
+        })?;
         client
             .batch_execute(&format!(
                 "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 1;
