@@ -28,13 +28,14 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = cli::exit_code_for(&err);
+            let message = cli::describe_error(&err);
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "error": format!("{err:#}"), "exit_code": code })
+                    serde_json::json!({ "error": message, "exit_code": code })
                 );
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {message}");
             }
             ExitCode::from(code)
         }

@@ -150,6 +150,22 @@ pub enum QuarantineAction {
     },
 }
 
+/// The error and each cause that adds something (library errors often repeat their
+/// cause in their own message).
+pub fn describe_error(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<syncline::Error>() {
