@@ -36,7 +36,9 @@ notes = { owner = "both" }
 plan  = { owner = "right" }
 "#;
 
-fn seed(dir: &Path, records: usize) {
+/// `records` contacts on the left; with `billing_knows`, a third of them and some
+/// billing-only customers on the right too, else an empty right (a first load).
+fn seed(dir: &Path, records: usize, billing_knows: bool) {
     let left = Connection::open(dir.join("left.db")).unwrap();
     left.execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT, plan TEXT);").unwrap();
     let right = Connection::open(dir.join("right.db")).unwrap();
@@ -55,7 +57,7 @@ fn seed(dir: &Path, records: usize) {
             ],
         )
         .unwrap();
-        if i % 3 == 0 {
+        if billing_knows && i % 3 == 0 {
             // Known to billing too, with its own notes and plan: updates both ways.
             tr.execute(
                 "INSERT INTO customers (email, name, notes, plan) VALUES (?1, ?2, ?3, ?4)",
@@ -69,7 +71,7 @@ fn seed(dir: &Path, records: usize) {
             .unwrap();
         }
     }
-    for j in 0..records / 6 {
+    for j in 0..if billing_knows { records / 6 } else { 0 } {
         tr.execute(
             "INSERT INTO customers (email, name, plan) VALUES (?1, 'Billing only', 'trial')",
             [format!("b{j}@x.org")],
@@ -143,25 +145,25 @@ fn snapshot(dir: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     )
 }
 
-#[test]
-fn killing_a_run_at_any_point_ends_in_the_same_state() {
-    let records = 3000;
+/// Kills `syncline run` at `points` moments spread over an uninterrupted run's duration,
+/// then runs again until quiet, and compares with the uninterrupted result.
+fn kill_at_many_points(records: usize, billing_knows: bool, points: u32) {
     let reference = tempfile::tempdir().unwrap();
-    seed(reference.path(), records);
+    seed(reference.path(), records, billing_knows);
     let first_run = run_until_quiet(reference.path());
     let expected = snapshot(reference.path());
     assert_eq!(
         expected.0, expected.1,
         "the uninterrupted run itself did not converge"
     );
-    assert_eq!(expected.0.len(), records + records / 6);
+    let billing_only = if billing_knows { records / 6 } else { 0 };
+    assert_eq!(expected.0.len(), records + billing_only);
 
-    let points = 12;
     let mut killed_mid_run = 0;
     for k in 1..=points {
         let dir = tempfile::tempdir().unwrap();
-        seed(dir.path(), records);
-        let delay = first_run.mul_f64(k as f64 / (points + 1) as f64);
+        seed(dir.path(), records, billing_knows);
+        let delay = first_run.mul_f64(f64::from(k) / f64::from(points + 1));
         let mut child = Command::new(env!("CARGO_BIN_EXE_syncline"))
             .current_dir(dir.path())
             .arg("run")
@@ -196,4 +198,14 @@ fn killing_a_run_at_any_point_ends_in_the_same_state() {
         killed_mid_run >= points / 2,
         "only {killed_mid_run} of {points} kills landed while the run was going"
     );
+}
+
+#[test]
+fn killing_a_run_at_any_point_ends_in_the_same_state() {
+    kill_at_many_points(3000, true, 12);
+}
+
+#[test]
+fn killing_a_first_load_at_any_point_creates_nothing_twice() {
+    kill_at_many_points(3000, false, 8);
 }

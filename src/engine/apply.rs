@@ -5,7 +5,7 @@ use super::plan::{Fate, PairPlan};
 use super::report::LinkReport;
 use crate::Error;
 use crate::config::LinkSpec;
-use crate::connectors::{Write, WriteOutcome};
+use crate::connectors::{ConnectorError, Write, WriteOutcome};
 use crate::model::Side;
 use crate::state::{PairRow, QuarantineRow, StateError, StateStore};
 
@@ -27,61 +27,90 @@ pub(crate) fn apply_plan(
             .map(|(_, body)| serde_json::from_str::<PairPlan>(body))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StateError::Corrupt(format!("staged plan: {e}")))?;
-
-        // 1. Journal the batch as planned: if the process dies while writing, the next
-        //    run sees these as `unknown` and re-plans them.
-        let journal_ids = state.transaction(|s| {
-            plans
-                .iter()
-                .map(|p| {
-                    let (lk, rk) = keys(p);
-                    Ok([
-                        s.journal_planned(
-                            run,
-                            &link.name,
-                            lk.as_deref(),
-                            rk.as_deref(),
-                            &p.changes[0],
-                        )?,
-                        s.journal_planned(
-                            run,
-                            &link.name,
-                            lk.as_deref(),
-                            rk.as_deref(),
-                            &p.changes[1],
-                        )?,
-                    ])
-                })
-                .collect::<Result<Vec<_>, StateError>>()
-        })?;
-
-        // 2. Write, one transaction per side.
-        let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
-        for side in [Side::Left, Side::Right] {
-            let idx = side as usize;
-            let (positions, writes): (Vec<usize>, Vec<Write>) = plans
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.writes[idx].clone().map(|w| (i, w)))
-                .unzip();
-            if writes.is_empty() {
-                continue;
-            }
+        let mut write = |side: Side, writes: &[Write]| {
             let spec = io.layout.read_spec(side).clone();
-            let results = io.connector(side).apply(&spec, &writes)?;
-            for (pos, outcome) in positions.into_iter().zip(results) {
-                outcomes[pos][idx] = Some(outcome);
-            }
-        }
-
-        // 3. Commit what the systems confirmed.
-        state.transaction(|s| {
-            for ((plan, outcome), ids) in plans.into_iter().zip(outcomes).zip(journal_ids) {
-                commit_pair(link, s, run, run_seq, report, plan, outcome, ids)?;
-            }
-            Ok(())
-        })?;
+            io.connector(side).apply(&spec, writes)
+        };
+        apply_batch(link, &mut write, state, run, run_seq, report, plans)?;
     }
+    Ok(())
+}
+
+/// Sends writes for one side to its system.
+pub(crate) type Writer<'a> =
+    dyn FnMut(Side, &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> + 'a;
+
+/// One batch: journal it as planned, write it, commit what the systems confirmed.
+pub(crate) fn apply_batch(
+    link: &LinkSpec,
+    write: &mut Writer<'_>,
+    state: &mut StateStore,
+    run: i64,
+    run_seq: i64,
+    report: &mut LinkReport,
+    plans: Vec<PairPlan>,
+) -> Result<(), Error> {
+    // 1. Journal the batch as planned: if the process dies while writing, the next run
+    //    sees these as `unknown` and re-plans from what the systems hold.
+    let journal_ids = state.transaction(|s| {
+        plans
+            .iter()
+            .map(|p| {
+                let (lk, rk) = keys(p);
+                Ok([
+                    s.journal_planned(
+                        run,
+                        &link.name,
+                        lk.as_deref(),
+                        rk.as_deref(),
+                        &p.changes[0],
+                    )?,
+                    s.journal_planned(
+                        run,
+                        &link.name,
+                        lk.as_deref(),
+                        rk.as_deref(),
+                        &p.changes[1],
+                    )?,
+                ])
+            })
+            .collect::<Result<Vec<_>, StateError>>()
+    })?;
+
+    // 2. Write, one transaction per side.
+    let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
+    for side in [Side::Left, Side::Right] {
+        let idx = side as usize;
+        let (positions, writes): (Vec<usize>, Vec<Write>) = plans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.writes[idx].clone().map(|w| (i, w)))
+            .unzip();
+        if writes.is_empty() {
+            continue;
+        }
+        let results = write(side, &writes)?;
+        for (pos, outcome) in positions.into_iter().zip(results) {
+            outcomes[pos][idx] = Some(outcome);
+        }
+    }
+
+    // 3. Commit what the systems confirmed. Entries that did not apply are marked one
+    //    by one; the rest of the batch's entries become `applied` in one statement.
+    let batch_ids = journal_ids
+        .iter()
+        .flat_map(|ids| ids.iter().flatten())
+        .copied();
+    let (first, last) = (batch_ids.clone().min(), batch_ids.max());
+    state.transaction(|s| {
+        for ((plan, outcome), ids) in plans.into_iter().zip(outcomes).zip(journal_ids) {
+            commit_pair(link, s, run, run_seq, report, plan, outcome, ids)?;
+        }
+        if let (Some(first), Some(last)) = (first, last) {
+            s.journal_applied_range(first, last)?;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -161,8 +190,12 @@ fn commit_pair(
                 "rejected"
             }
         };
-        for id in &journal_ids[idx] {
-            s.journal_outcome(*id, status, left_key.as_deref(), right_key.as_deref())?;
+        // Applied entries are marked with the whole batch; a created record's new key is
+        // found through the id map (`log` and `explain` look there), so no row is touched.
+        if status != "applied" {
+            for id in &journal_ids[idx] {
+                s.journal_outcome(*id, status)?;
+            }
         }
     }
     let row = |base, marks, tombstone| PairRow {
@@ -197,16 +230,14 @@ fn commit_pair(
         Fate::Forget => s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?,
     }
     if !plan.state_changes.is_empty() {
-        let ids = s.journal_planned(
+        s.journal_changes(
             run,
             &link.name,
             left_key.as_deref(),
             right_key.as_deref(),
             &plan.state_changes,
+            "applied",
         )?;
-        for id in ids {
-            s.journal_outcome(id, "applied", None, None)?;
-        }
     }
     Ok(())
 }

@@ -175,7 +175,7 @@ fn run_link(
         },
     };
     state.clear_scratch()?;
-    {
+    let streamed = {
         let LinkIo {
             left,
             right,
@@ -190,7 +190,15 @@ fn run_link(
             &mut report,
             opts.list_limit,
         )?;
-        planner.plan(left.as_mut(), right.as_mut())?;
+        let mut hook = |name: &str| {
+            if let Some(h) = opts.between_plan_and_apply.as_mut() {
+                h(name);
+            }
+        };
+        planner.plan(left.as_mut(), right.as_mut(), Some(&mut hook))?
+    };
+    if streamed {
+        return finish_link(link, state, run_seq, report);
     }
 
     if let Some(why) = valve_refusal(link, &report, opts.allow_mass_delete, state)? {
@@ -202,6 +210,16 @@ fn run_link(
         hook(&link.name);
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+    finish_link(link, state, run_seq, report)
+}
+
+/// Forgets findings this run did not make again, and counts what is quarantined.
+fn finish_link(
+    link: &LinkSpec,
+    state: &mut StateStore,
+    run_seq: i64,
+    mut report: LinkReport,
+) -> Result<LinkReport, Error> {
     state.transaction(|s| {
         s.prune_conflicts(&link.name, run_seq)?;
         s.prune_quarantine(&link.name, run_seq)

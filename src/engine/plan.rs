@@ -84,6 +84,9 @@ pub(crate) struct Planner<'a> {
     list_limit: usize,
     frozen: HashSet<(Side, String, String)>,
     conflicts: HashMap<(String, String), ConflictRow>,
+    /// During a streamed first load, plans collect here and are applied batch by batch
+    /// instead of being staged.
+    buffer: Option<Vec<PairPlan>>,
 }
 
 fn side_index(side: Side) -> usize {
@@ -123,14 +126,21 @@ impl<'a> Planner<'a> {
             list_limit,
             frozen,
             conflicts,
+            buffer: None,
         })
     }
 
+    /// Plans the link. Returns `true` when it was a first load into an empty collection
+    /// and, in a run, has already been applied: such a load has nothing to match, link or
+    /// delete, so no valve can object, and streaming it batch by batch (plan → journal →
+    /// write → commit) saves staging every record. `before_apply` runs once, before the
+    /// first write, as it would between a staged plan and its apply.
     pub fn plan(
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
-    ) -> Result<(), Error> {
+        mut before_apply: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<bool, Error> {
         let batch = self.link.batch_size;
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
@@ -138,17 +148,42 @@ impl<'a> Planner<'a> {
         // A first load into an empty collection: nothing to link, match or delete, so
         // every left record is planned as a create straight from the scan.
         if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
+            let streaming = self.run_id.is_some();
             let left_records = left
                 .scan(&left_spec, batch, &mut |records| {
+                    self.buffer = streaming.then(Vec::new);
                     self.in_transaction(|p| {
                         records
                             .iter()
                             .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-                    })
+                    })?;
+                    let (Some(plans), Some(run)) = (self.buffer.take(), self.run_id) else {
+                        return Ok(());
+                    };
+                    if let Some(hook) = before_apply.take() {
+                        hook(&self.link.name);
+                    }
+                    let mut write = |side: Side, writes: &[Write]| {
+                        debug_assert_eq!(
+                            side,
+                            Side::Right,
+                            "a first load only writes to the right"
+                        );
+                        right.apply(&right_spec, writes)
+                    };
+                    super::apply::apply_batch(
+                        self.link,
+                        &mut write,
+                        self.state,
+                        run,
+                        self.run_seq,
+                        self.report,
+                        plans,
+                    )
                 })
                 .map_err(scan_error)?;
             self.report.left_records = left_records;
-            return Ok(());
+            return Ok(streaming);
         }
         let left_records = left
             .scan(&left_spec, batch, &mut |records| {
@@ -164,7 +199,8 @@ impl<'a> Planner<'a> {
             .map_err(scan_error)?;
         self.report.right_records = right_records;
         self.in_transaction(|p| p.forget_vanished_pairs())?;
-        self.in_transaction(|p| p.match_and_create())
+        self.in_transaction(|p| p.match_and_create())?;
+        Ok(false)
     }
 
     fn in_transaction(
@@ -849,6 +885,14 @@ impl<'a> Planner<'a> {
                     });
                 }
             }
+        }
+        if let Some(buffer) = &mut self.buffer {
+            buffer.push(plan);
+            return Ok(());
+        }
+        // `plan` never applies: counting and listing is all it needs.
+        if self.run_id.is_none() {
+            return Ok(());
         }
         let body = serde_json::to_string(&plan).expect("plans serialize");
         Ok(self.state.stage_plan(&body)?)

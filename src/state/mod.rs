@@ -748,6 +748,19 @@ impl StateStore {
         right_key: Option<&str>,
         changes: &[Change],
     ) -> Result<Vec<i64>> {
+        self.journal_changes(run, link, left_key, right_key, changes, "planned")
+    }
+
+    /// Journals changes with a status; returns their ids in order.
+    pub fn journal_changes(
+        &mut self,
+        run: i64,
+        link: &str,
+        left_key: Option<&str>,
+        right_key: Option<&str>,
+        changes: &[Change],
+        status: &str,
+    ) -> Result<Vec<i64>> {
         let at = now();
         let mut ids = Vec::with_capacity(changes.len());
         for c in changes {
@@ -755,7 +768,7 @@ impl StateStore {
             let new = c.new.as_ref().map(Value::encode);
             let row = self.db.query_opt(
                 "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'planned') RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
                 &[
                     P::Int(run),
                     P::Text(&at),
@@ -768,6 +781,7 @@ impl StateStore {
                     P::OptText(old.as_deref()),
                     P::OptText(new.as_deref()),
                     P::Text(&c.reason),
+                    P::Text(status),
                 ],
             )?;
             ids.push(
@@ -778,16 +792,20 @@ impl StateStore {
         Ok(ids)
     }
 
-    pub fn journal_outcome(
-        &mut self,
-        id: i64,
-        status: &str,
-        left_key: Option<&str>,
-        right_key: Option<&str>,
-    ) -> Result<()> {
+    /// Marks one entry `stale` or `rejected`.
+    pub fn journal_outcome(&mut self, id: i64, status: &str) -> Result<()> {
         self.db.execute(
-            "UPDATE journal SET status = $2, left_key = coalesce(left_key, $3), right_key = coalesce(right_key, $4) WHERE id = $1",
-            &[P::Int(id), P::Text(status), P::OptText(left_key), P::OptText(right_key)],
+            "UPDATE journal SET status = $2 WHERE id = $1",
+            &[P::Int(id), P::Text(status)],
+        )?;
+        Ok(())
+    }
+
+    /// Marks every still-`planned` entry of a batch `applied`.
+    pub fn journal_applied_range(&mut self, first: i64, last: i64) -> Result<()> {
+        self.db.execute(
+            "UPDATE journal SET status = 'applied' WHERE id BETWEEN $1 AND $2 AND status = 'planned'",
+            &[P::Int(first), P::Int(last)],
         )?;
         Ok(())
     }
@@ -802,7 +820,11 @@ impl StateStore {
     ) -> Result<Vec<JournalEntry>> {
         let rows = self.db.query(
             "SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason, status FROM journal
-             WHERE (CAST($1 AS TEXT) IS NULL OR link = $1) AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2)
+             WHERE (CAST($1 AS TEXT) IS NULL OR link = $1)
+               AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2
+                    -- a create's journal row has only its source's key: the id map has the other
+                    OR left_key IN (SELECT p.left_key FROM pairs p WHERE p.link = journal.link AND p.right_key = $2)
+                    OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = journal.link AND p.left_key = $2))
                AND (CAST($3 AS BIGINT) IS NULL OR run = $3)
              ORDER BY id DESC LIMIT $4",
             &[P::OptText(link), P::OptText(key), P::OptInt(run), P::Int(limit)],
@@ -841,7 +863,8 @@ impl StateStore {
         field: &str,
     ) -> Result<Option<(i64, String, String, String)>> {
         match self.db.query_opt(
-            "SELECT run, at, reason, side FROM journal WHERE link = $1 AND left_key = $2
+            "SELECT run, at, reason, side FROM journal WHERE link = $1
+               AND (left_key = $2 OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = $1 AND p.left_key = $2))
                AND (field = $3 OR (field IS NULL AND op = 'create')) AND status = 'applied'
              ORDER BY id DESC LIMIT 1",
             &[P::Text(link), P::Text(left_key), P::Text(field)],
