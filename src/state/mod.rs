@@ -169,6 +169,17 @@ pub fn hash_values(vs: &[Value]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
 }
 
+/// Keys looked up (or marked) per statement.
+const LOOKUP_CHUNK: usize = 200;
+
+/// `$first, $first+1, …` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -491,25 +502,33 @@ impl StateStore {
         })
     }
 
-    /// Pairs by one side's encoded keys.
+    /// Pairs by one side's encoded keys, a chunk of keys per statement.
     pub fn pairs_by(
         &mut self,
         link: &str,
         side: Side,
         keys: &[String],
     ) -> Result<HashMap<String, PairRow>> {
-        let sql = match side {
-            Side::Left => {
-                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND left_key = $2"
-            }
-            Side::Right => {
-                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND right_key = $2"
-            }
+        let column = match side {
+            Side::Left => "left_key",
+            Side::Right => "right_key",
         };
         let mut out = HashMap::new();
-        for k in keys {
-            if let Some(r) = self.db.query_opt(sql, &[P::Text(link), P::Text(k)])? {
-                out.insert(k.clone(), Self::decode_pair(&r)?);
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND {column} IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let params: Vec<P<'_>> = std::iter::once(P::Text(link))
+                .chain(chunk.iter().map(|k| P::Text(k)))
+                .collect();
+            for r in self.db.query(&sql, &params)? {
+                let pair = Self::decode_pair(&r)?;
+                let key = match side {
+                    Side::Left => pair.left_key.clone(),
+                    Side::Right => pair.right_key.clone(),
+                };
+                out.insert(key, pair);
             }
         }
         Ok(out)
@@ -570,13 +589,20 @@ impl StateStore {
         )
     }
 
-    /// Remembers that a linked key was present in this run's scan of `side`.
+    /// Remembers that linked keys were present in this run's scan of `side`.
     pub fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
-        for k in keys {
-            self.db.execute(
-                "INSERT INTO seen (side, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[P::Text(side.as_str()), P::Text(k)],
-            )?;
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${})", i + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO seen (side, key) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            );
+            let params: Vec<P<'_>> = std::iter::once(P::Text(side.as_str()))
+                .chain(chunk.iter().map(|k| P::Text(k)))
+                .collect();
+            self.db.execute(&sql, &params)?;
         }
         Ok(())
     }
@@ -589,6 +615,8 @@ impl StateStore {
         right_keys: &[String],
     ) -> Result<HashMap<String, RightLink>> {
         let mut out = HashMap::new();
+        // One lookup per key through `pairs_by_right`: with an IN list the planner
+        // prefers scanning the link's whole primary key (it needs `tombstone`).
         for k in right_keys {
             if let Some(r) = self.db.query_opt(
                 "SELECT CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
