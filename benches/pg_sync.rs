@@ -10,30 +10,14 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+mod support;
+
+use support::timed;
 use syncline::config::Config;
 use syncline::engine::{self, RunOptions, RunReport};
 use syncline::state::StateStore;
 
 const TABLE: &str = "(id bigint PRIMARY KEY, email text, name text, company text, status text, amount numeric(12,2), updated_at timestamptz)";
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, f64) {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed(), peak_rss_kib() as f64 / 1024.0)
-}
 
 fn with_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap();

@@ -8,9 +8,12 @@
 //! Prints times, rows/s, ratios and the peak resident memory (VmHWM) of each phase.
 //! Run with `cargo bench --bench sqlite_sync`.
 
+mod support;
+
 use rusqlite::Connection;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::timed;
 use syncline::config::Config;
 use syncline::engine::{self, RunOptions};
 use syncline::state::StateStore;
@@ -44,22 +47,6 @@ updated_at = {}
 
 const SCHEMA: &str = "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount REAL, updated_at TEXT";
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn seed(dir: &Path, rows: u64) {
     let left = Connection::open(dir.join("left.db")).unwrap();
     left.execute_batch(&format!("PRAGMA journal_mode = WAL; {SCHEMA});"))
@@ -90,13 +77,6 @@ fn seed(dir: &Path, rows: u64) {
         ))
         .unwrap();
     std::fs::write(dir.join("syncline.toml"), CONFIG).unwrap();
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, u64) {
-    reset_peak_rss();
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed(), peak_rss_kib())
 }
 
 fn run_syncline(dir: &Path) -> engine::RunReport {
@@ -178,7 +158,7 @@ fn main() {
         copy_time.as_secs_f64(),
         rate(copy_time),
         "1.00×",
-        copy_rss as f64 / 1024.0
+        copy_rss
     );
     println!(
         "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12.1}",
@@ -186,7 +166,7 @@ fn main() {
         first_time.as_secs_f64(),
         rate(first_time),
         first_time.as_secs_f64() / copy_time.as_secs_f64(),
-        first_rss as f64 / 1024.0
+        first_rss
     );
     println!(
         "{:<34} {:>10.2} {:>14.0} {:>10} {:>12}",
@@ -202,7 +182,7 @@ fn main() {
         again_time.as_secs_f64(),
         rate(again_time),
         again_time.as_secs_f64() / scan_time.as_secs_f64(),
-        again_rss as f64 / 1024.0
+        again_rss
     );
 }
 

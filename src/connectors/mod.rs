@@ -163,6 +163,28 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
+/// The columns `spec` reads (keys first), picked by name from a collection's columns.
+pub(crate) fn pick_columns<C: Clone>(
+    system: &str,
+    spec: &ReadSpec,
+    all: &[C],
+    name_of: impl Fn(&C) -> &str,
+) -> Result<Vec<C>, ConnectorError> {
+    spec.key
+        .iter()
+        .chain(&spec.columns)
+        .map(|name| {
+            all.iter()
+                .find(|c| name_of(c) == name)
+                .cloned()
+                .ok_or_else(|| ConnectorError::Query {
+                    context: format!("system `{system}`: {}", spec.collection),
+                    source: format!("column `{name}` does not exist").into(),
+                })
+        })
+        .collect()
+}
+
 /// Runs of consecutive creates that write the same columns, each at most `max` long:
 /// a connector can send each run as one statement.
 pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {

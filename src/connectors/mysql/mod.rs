@@ -326,19 +326,7 @@ impl MysqlConnector {
 
     fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<MyColumn>, ConnectorError> {
         let all = self.columns_of(&spec.collection)?;
-        spec.key
-            .iter()
-            .chain(&spec.columns)
-            .map(|n| {
-                all.iter()
-                    .find(|c| &c.name == n)
-                    .cloned()
-                    .ok_or_else(|| ConnectorError::Query {
-                        context: format!("system `{}`: {}", self.name, spec.collection),
-                        source: format!("column `{n}` does not exist").into(),
-                    })
-            })
-            .collect()
+        super::pick_columns(&self.name, spec, &all, |c| &c.name)
     }
 
     fn to_record(row: mysql::Row, cols: &[MyColumn], key_len: usize) -> Record {

@@ -159,19 +159,7 @@ impl PostgresConnector {
     /// The columns of `spec` (keys first) with their types.
     fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<PgColumn>, ConnectorError> {
         let all = self.columns_of(&spec.collection)?;
-        spec.key
-            .iter()
-            .chain(&spec.columns)
-            .map(|name| {
-                all.iter()
-                    .find(|c| &c.name == name)
-                    .cloned()
-                    .ok_or_else(|| ConnectorError::Query {
-                        context: format!("system `{}`: {}", self.name, spec.collection),
-                        source: format!("column `{name}` does not exist").into(),
-                    })
-            })
-            .collect()
+        super::pick_columns(&self.name, spec, &all, |c| &c.name)
     }
 
     fn select_sql(spec: &ReadSpec) -> String {
