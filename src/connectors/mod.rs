@@ -163,6 +163,56 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
+/// A batch is retried this many times after a dropped connection or a serialization
+/// failure, as long as its COMMIT was never sent.
+const RETRIES: u32 = 3;
+
+/// What a network connector gives [`apply_with_retries`], so every server kind follows
+/// one retry policy.
+pub(crate) trait RetryableBatches {
+    type Error: std::fmt::Display;
+
+    fn system(&self) -> &str;
+
+    /// One attempt at a batch in one transaction. On failure, the flag says whether the
+    /// failure came before COMMIT was sent: only then is trying again safe (after it,
+    /// the batch may have landed, and creates would be sent twice).
+    fn attempt(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, (Self::Error, bool)>;
+
+    /// Reconnects if the connection is gone.
+    ///
+    /// # Errors
+    /// The server cannot be reached again.
+    fn recover(&mut self) -> Result<(), ConnectorError>;
+
+    fn failure(&self, spec: &ReadSpec, e: Self::Error) -> ConnectorError;
+}
+
+/// [`Connector::apply`] for network connectors: retries with a growing pause.
+pub(crate) fn apply_with_retries<C: RetryableBatches>(
+    c: &mut C,
+    spec: &ReadSpec,
+    writes: &[Write],
+) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    let mut attempt = 0;
+    loop {
+        match c.attempt(spec, writes) {
+            Ok(outcomes) => return Ok(outcomes),
+            Err((e, true)) if attempt < RETRIES => {
+                attempt += 1;
+                tracing::warn!(system = %c.system(), attempt, error = %e, "batch failed before commit; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
+                c.recover()?;
+            }
+            Err((e, _)) => return Err(c.failure(spec, e)),
+        }
+    }
+}
+
 /// The columns `spec` reads (keys first), picked by name from a collection's columns.
 pub(crate) fn pick_columns<C: Clone>(
     system: &str,

@@ -47,7 +47,6 @@ pub struct MysqlConnector {
     columns: HashMap<String, Vec<MyColumn>>,
 }
 
-const RETRIES: usize = 3;
 const CREATE_CHUNK: usize = 1000;
 
 fn quote(ident: &str) -> String {
@@ -747,24 +746,39 @@ impl Connector for MysqlConnector {
         writes: &[Write],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         self.spec_columns(spec)?;
-        let mut attempt = 0;
-        loop {
-            match self.apply_once(spec, writes) {
-                Ok(outcomes) => return Ok(outcomes),
-                Err((e, retryable)) if retryable && attempt < RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(system = %self.name, attempt, error = %message(&e), "batch failed before commit; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
-                    if self.conn.ping().is_err() {
-                        let (conn, returning) = Self::connect(&self.name, &self.url)?;
-                        self.conn = conn;
-                        self.returning = returning;
-                    }
-                }
-                Err((e, _)) => {
-                    return Err(self.query_err(&format!("write to {}", spec.collection), &e));
-                }
-            }
+        super::apply_with_retries(self, spec, writes)
+    }
+}
+
+impl super::RetryableBatches for MysqlConnector {
+    type Error = String;
+
+    fn system(&self) -> &str {
+        &self.name
+    }
+
+    fn attempt(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, (String, bool)> {
+        self.apply_once(spec, writes)
+            .map_err(|(e, retry)| (message(&e), retry))
+    }
+
+    fn recover(&mut self) -> Result<(), ConnectorError> {
+        if self.conn.ping().is_err() {
+            let (conn, returning) = Self::connect(&self.name, &self.url)?;
+            self.conn = conn;
+            self.returning = returning;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, spec: &ReadSpec, e: String) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("system `{}`: write to {}", self.name, spec.collection),
+            source: e.into(),
         }
     }
 }

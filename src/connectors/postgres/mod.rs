@@ -25,9 +25,6 @@ pub struct PostgresConnector {
 
 /// Creates are sent in chunks of at most this many rows per statement.
 const CREATE_CHUNK: usize = 5000;
-/// A batch is retried this many times after a dropped connection or a serialization
-/// failure, as long as its COMMIT was never sent.
-const RETRIES: usize = 3;
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -608,22 +605,37 @@ impl Connector for PostgresConnector {
         writes: &[Write],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         self.spec_columns(spec)?;
-        let mut attempt = 0;
-        loop {
-            match self.apply_once(spec, writes) {
-                Ok(outcomes) => return Ok(outcomes),
-                Err((e, retryable)) if retryable && attempt < RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(system = %self.name, attempt, error = %db_message(&e), "batch failed before commit; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
-                    if self.client.is_closed() {
-                        self.client = Self::connect(&self.name, &self.url)?;
-                    }
-                }
-                Err((e, _)) => {
-                    return Err(self.query_err(&format!("write to {}", spec.collection), e));
-                }
-            }
+        super::apply_with_retries(self, spec, writes)
+    }
+}
+
+impl super::RetryableBatches for PostgresConnector {
+    type Error = String;
+
+    fn system(&self) -> &str {
+        &self.name
+    }
+
+    fn attempt(
+        &mut self,
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<WriteOutcome>, (String, bool)> {
+        self.apply_once(spec, writes)
+            .map_err(|(e, retry)| (db_message(&e), retry))
+    }
+
+    fn recover(&mut self) -> Result<(), ConnectorError> {
+        if self.client.is_closed() {
+            self.client = Self::connect(&self.name, &self.url)?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, spec: &ReadSpec, e: String) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("system `{}`: write to {}", self.name, spec.collection),
+            source: e.into(),
         }
     }
 }
