@@ -163,6 +163,46 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
+/// Hands scanned records to a scan's consumer `size` at a time, counting them.
+pub(crate) struct ScanBatches<'c> {
+    consumer: &'c mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    size: usize,
+    batch: Vec<Record>,
+    count: u64,
+}
+
+impl<'c> ScanBatches<'c> {
+    pub fn new(
+        size: usize,
+        consumer: &'c mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Self {
+        ScanBatches {
+            consumer,
+            size,
+            batch: Vec::with_capacity(size),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, record: Record) -> Result<(), ConnectorError> {
+        self.batch.push(record);
+        self.count += 1;
+        if self.batch.len() >= self.size {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.size));
+            (self.consumer)(full).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Hands over the last, partial batch; returns how many records were scanned.
+    pub fn finish(self) -> Result<u64, ConnectorError> {
+        if !self.batch.is_empty() {
+            (self.consumer)(self.batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
+        }
+        Ok(self.count)
+    }
+}
+
 /// A batch is retried this many times after a dropped connection or a serialization
 /// failure, as long as its COMMIT was never sent.
 const RETRIES: u32 = 3;
@@ -170,8 +210,6 @@ const RETRIES: u32 = 3;
 /// What a network connector gives [`apply_with_retries`], so every server kind follows
 /// one retry policy.
 pub(crate) trait RetryableBatches {
-    type Error: std::fmt::Display;
-
     fn system(&self) -> &str;
 
     /// One attempt at a batch in one transaction. On failure, the flag says whether the
@@ -181,15 +219,13 @@ pub(crate) trait RetryableBatches {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (Self::Error, bool)>;
+    ) -> Result<Vec<WriteOutcome>, (String, bool)>;
 
     /// Reconnects if the connection is gone.
     ///
     /// # Errors
     /// The server cannot be reached again.
     fn recover(&mut self) -> Result<(), ConnectorError>;
-
-    fn failure(&self, spec: &ReadSpec, e: Self::Error) -> ConnectorError;
 }
 
 /// [`Connector::apply`] for network connectors: retries with a growing pause.
@@ -208,7 +244,12 @@ pub(crate) fn apply_with_retries<C: RetryableBatches>(
                 std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
                 c.recover()?;
             }
-            Err((e, _)) => return Err(c.failure(spec, e)),
+            Err((e, _)) => {
+                return Err(ConnectorError::Query {
+                    context: format!("system `{}`: write to {}", c.system(), spec.collection),
+                    source: e.into(),
+                });
+            }
         }
     }
 }

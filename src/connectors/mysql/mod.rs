@@ -342,6 +342,16 @@ impl MysqlConnector {
         }
     }
 
+    /// The new record's key from a `RETURNING key, …` row.
+    fn returned_key(all: &[MyColumn], spec: &ReadSpec, row: mysql::Row) -> Key {
+        Key(row
+            .unwrap()
+            .into_iter()
+            .zip(&spec.key)
+            .map(|(v, name)| Self::kind_of(all, name).read(v))
+            .collect())
+    }
+
     fn kind_of(all: &[MyColumn], name: &str) -> Kind {
         all.iter()
             .find(|c| c.name == name)
@@ -441,19 +451,9 @@ impl MysqlConnector {
                     );
                     match tx.exec::<mysql::Row, _, _>(sql, params) {
                         Ok(rows) => {
-                            let key_cols: Vec<MyColumn> = spec
-                                .key
-                                .iter()
-                                .filter_map(|k| all.iter().find(|c| &c.name == k).cloned())
-                                .collect();
                             for (n, row) in rows.into_iter().enumerate() {
-                                let key = row
-                                    .unwrap()
-                                    .into_iter()
-                                    .zip(&key_cols)
-                                    .map(|(v, c)| c.kind.read(v))
-                                    .collect();
-                                outcomes[i + n] = Some(WriteOutcome::Created(Key(key)));
+                                let key = Self::returned_key(&all, spec, row);
+                                outcomes[i + n] = Some(WriteOutcome::Created(key));
                             }
                             done = true;
                         }
@@ -490,21 +490,7 @@ impl MysqlConnector {
                             format!("{insert} RETURNING {key_list}"),
                             params,
                         )
-                        .map(|row| {
-                            let key_cols: Vec<MyColumn> = spec
-                                .key
-                                .iter()
-                                .filter_map(|k| all.iter().find(|c| &c.name == k).cloned())
-                                .collect();
-                            row.map(|r| {
-                                Key(r
-                                    .unwrap()
-                                    .into_iter()
-                                    .zip(&key_cols)
-                                    .map(|(v, c)| c.kind.read(v))
-                                    .collect())
-                            })
-                        })
+                        .map(|row| row.map(|r| Self::returned_key(&all, spec, r)))
                     } else {
                         tx.exec_drop(insert, params).map(|()| {
                             if auto_key {
@@ -658,25 +644,14 @@ impl Connector for MysqlConnector {
                     .set_access_mode(Some(mysql::AccessMode::ReadOnly)),
             )
             .map_err(err)?;
-        let mut count = 0u64;
-        {
+        let count = {
             let result = tx.exec_iter(sql, ()).map_err(err)?;
-            let mut batch = Vec::with_capacity(batch_size);
+            let mut batches = super::ScanBatches::new(batch_size, consumer);
             for row in result {
-                batch.push(Self::to_record(row.map_err(err)?, &cols, spec.key.len()));
-                count += 1;
-                if batch.len() >= batch_size {
-                    consumer(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(batch_size),
-                    ))
-                    .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
-                }
+                batches.push(Self::to_record(row.map_err(err)?, &cols, spec.key.len()))?;
             }
-            if !batch.is_empty() {
-                consumer(batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
-            }
-        }
+            batches.finish()?
+        };
         tx.commit().map_err(err)?;
         Ok(count)
     }
@@ -751,8 +726,6 @@ impl Connector for MysqlConnector {
 }
 
 impl super::RetryableBatches for MysqlConnector {
-    type Error = String;
-
     fn system(&self) -> &str {
         &self.name
     }
@@ -773,12 +746,5 @@ impl super::RetryableBatches for MysqlConnector {
             self.returning = returning;
         }
         Ok(())
-    }
-
-    fn failure(&self, spec: &ReadSpec, e: String) -> ConnectorError {
-        ConnectorError::Query {
-            context: format!("system `{}`: write to {}", self.name, spec.collection),
-            source: e.into(),
-        }
     }
 }

@@ -182,6 +182,22 @@ impl PostgresConnector {
         }
     }
 
+    /// The new record's key from a `RETURNING key::text, …` row.
+    fn returned_key(all: &[PgColumn], spec: &ReadSpec, row: &postgres::Row) -> Key {
+        Key(spec
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let kind = all
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map_or(PgKind::Text, |c| c.kind);
+                kind.parse(row.get::<_, Option<String>>(i))
+            })
+            .collect())
+    }
+
     fn type_of<'a>(cols: &'a [PgColumn], name: &str) -> &'a str {
         cols.iter()
             .find(|c| c.name == name)
@@ -298,18 +314,8 @@ impl PostgresConnector {
                 Ok(rows) => {
                     tx.batch_execute("RELEASE chunk").map_err(retry)?;
                     for (&n, row) in positions.iter().zip(rows.iter()) {
-                        let key = (0..spec.key.len())
-                            .map(|k| Self::type_of(&all, &spec.key[k]))
-                            .enumerate()
-                            .map(|(k, _)| {
-                                let col = all
-                                    .iter()
-                                    .find(|c| c.name == spec.key[k])
-                                    .map_or(PgKind::Text, |c| c.kind);
-                                col.parse(row.get::<_, Option<String>>(k))
-                            })
-                            .collect();
-                        outcomes[n] = Some(WriteOutcome::Created(Key(key)));
+                        let key = Self::returned_key(&all, spec, row);
+                        outcomes[n] = Some(WriteOutcome::Created(key));
                     }
                 }
                 Err(e) if is_record_error(&e) => {
@@ -350,19 +356,8 @@ impl PostgresConnector {
                         match tx.query_one(&sql, &params) {
                             Ok(row) => {
                                 tx.batch_execute("RELEASE one").map_err(retry)?;
-                                let key = spec
-                                    .key
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(k, name)| {
-                                        let kind = all
-                                            .iter()
-                                            .find(|c| &c.name == name)
-                                            .map_or(PgKind::Text, |c| c.kind);
-                                        kind.parse(row.get::<_, Option<String>>(k))
-                                    })
-                                    .collect();
-                                outcomes[n] = Some(WriteOutcome::Created(Key(key)));
+                                let key = Self::returned_key(&all, spec, &row);
+                                outcomes[n] = Some(WriteOutcome::Created(key));
                             }
                             Err(e) if is_record_error(&e) => {
                                 tx.batch_execute("ROLLBACK TO one").map_err(retry)?;
@@ -610,8 +605,6 @@ impl Connector for PostgresConnector {
 }
 
 impl super::RetryableBatches for PostgresConnector {
-    type Error = String;
-
     fn system(&self) -> &str {
         &self.name
     }
@@ -630,12 +623,5 @@ impl super::RetryableBatches for PostgresConnector {
             self.client = Self::connect(&self.name, &self.url)?;
         }
         Ok(())
-    }
-
-    fn failure(&self, spec: &ReadSpec, e: String) -> ConnectorError {
-        ConnectorError::Query {
-            context: format!("system `{}`: write to {}", self.name, spec.collection),
-            source: e.into(),
-        }
     }
 }

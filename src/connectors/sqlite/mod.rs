@@ -278,33 +278,21 @@ impl Connector for SqliteConnector {
             context: format!("system `{}`: {ctx}", self.name),
             source: Box::new(e),
         })?;
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut count = 0u64;
+        let mut batches = super::ScanBatches::new(batch_size, consumer);
         loop {
             let row = rows.next().map_err(|e| ConnectorError::Query {
                 context: format!("system `{}`: {ctx}", self.name),
                 source: Box::new(e),
             })?;
             let Some(row) = row else { break };
-            batch.push(read_record(row, spec.key.len(), total).map_err(|e| {
+            batches.push(read_record(row, spec.key.len(), total).map_err(|e| {
                 ConnectorError::Query {
                     context: format!("system `{}`: {ctx}", self.name),
                     source: Box::new(e),
                 }
-            })?);
-            count += 1;
-            if batch.len() >= batch_size {
-                consumer(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(batch_size),
-                ))
-                .map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
-            }
+            })?)?;
         }
-        if !batch.is_empty() {
-            consumer(batch).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
-        }
-        Ok(count)
+        batches.finish()
     }
 
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
