@@ -7,6 +7,8 @@
 //!
 //! Needs `SYNCLINE_TEST_PG_URL` (and `SYNCLINE_TEST_MYSQL_URL` for MariaDB); rows from
 //! `SYNCLINE_BENCH_ROWS` (default 1,000,000). `cargo bench --bench pg_sync`.
+//! `SYNCLINE_BENCH_PHASES` picks phases (comma-separated: `pg`, `sqlite`, `mariadb`,
+//! `two-way`; default all), e.g. to profile one of them.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -28,6 +30,7 @@ fn pg(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
 
+/// Runs one cycle of the config written to `dir/syncline.toml`.
 fn run(dir: &Path, config: &str) -> RunReport {
     std::fs::write(dir.join("syncline.toml"), config).unwrap();
     let config = Config::load(&dir.join("syncline.toml")).unwrap();
@@ -41,6 +44,13 @@ fn run(dir: &Path, config: &str) -> RunReport {
         },
     )
     .unwrap()
+}
+
+/// Each first load starts from an empty state store, as a first load does.
+fn fresh_state(dir: &Path) {
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
 }
 
 fn fields() -> &'static str {
@@ -67,6 +77,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if is_bench { 1_000_000 } else { 2000 });
+    let phases = std::env::var("SYNCLINE_BENCH_PHASES").unwrap_or_default();
+    let wants = |phase: &str| phases.is_empty() || phases.split(',').any(|p| p.trim() == phase);
     let tag = format!("syncline_bench_{}", std::process::id());
     let (src_db, dst_db) = (format!("{tag}_src"), format!("{tag}_dst"));
     let mut admin_client = pg(&admin);
@@ -117,73 +129,81 @@ fn main() {
     let systems = format!(
         "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
     );
-    let (r, t, rss) = timed(|| {
-        run(
-            dir.path(),
-            &format!(
-                "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nbatch_size = 5000\n{}",
-                fields()
-            ),
-        )
-    });
-    assert_eq!(r.links[0].to_right.created, rows);
-    lines.push(Line {
-        phase: "syncline first load PG→PG",
-        secs: t.as_secs_f64(),
-        rows,
-        baseline: Some(copy_pipe.as_secs_f64()),
-        rss: Some(rss),
-    });
+    if wants("pg") {
+        fresh_state(dir.path());
+        let (r, t, rss) = timed(|| {
+            run(
+                dir.path(),
+                &format!(
+                    "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nbatch_size = 5000\n{}",
+                    fields()
+                ),
+            )
+        });
+        assert_eq!(r.links[0].to_right.created, rows);
+        lines.push(Line {
+            phase: "syncline first load PG→PG",
+            secs: t.as_secs_f64(),
+            rows,
+            baseline: Some(copy_pipe.as_secs_f64()),
+            rss: Some(rss),
+        });
+    }
 
-    // Baseline: COPY to CSV, then sqlite3 .import.
-    let csv = dir.path().join("contacts.csv");
-    let baseline_db = dir.path().join("baseline.db");
-    let (_, csv_import, _) = timed(|| {
-        let mut out = std::fs::File::create(&csv).unwrap();
-        let mut reader = src
-            .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
+    if wants("sqlite") {
+        // Baseline: COPY to CSV, then sqlite3 .import.
+        let csv = dir.path().join("contacts.csv");
+        let baseline_db = dir.path().join("baseline.db");
+        let (_, csv_import, _) = timed(|| {
+            let mut out = std::fs::File::create(&csv).unwrap();
+            let mut reader = src
+                .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
+                .unwrap();
+            let mut buf = Vec::new();
+            reader.read_to_end(&mut buf).unwrap();
+            out.write_all(&buf).unwrap();
+            let status = std::process::Command::new("sqlite3")
+                .arg(&baseline_db)
+                .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
+                .arg(format!(".import --csv {} contacts", csv.display()))
+                .status()
+                .expect("sqlite3 is installed");
+            assert!(status.success());
+        });
+        lines.push(Line {
+            phase: "baseline: COPY csv + sqlite3 .import",
+            secs: csv_import.as_secs_f64(),
+            rows,
+            baseline: None,
+            rss: None,
+        });
+        rusqlite::Connection::open(dir.path().join("lite.db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
             .unwrap();
-        let mut buf = Vec::new();
-        reader.read_to_end(&mut buf).unwrap();
-        out.write_all(&buf).unwrap();
-        let status = std::process::Command::new("sqlite3")
-            .arg(&baseline_db)
-            .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
-            .arg(format!(".import --csv {} contacts", csv.display()))
-            .status()
-            .expect("sqlite3 is installed");
-        assert!(status.success());
-    });
-    lines.push(Line {
-        phase: "baseline: COPY csv + sqlite3 .import",
-        secs: csv_import.as_secs_f64(),
-        rows,
-        baseline: None,
-        rss: None,
-    });
-    rusqlite::Connection::open(dir.path().join("lite.db"))
-        .unwrap()
-        .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
-        .unwrap();
-    let (r, t, rss) = timed(|| {
-        run(
-            dir.path(),
-            &format!(
-                "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"lite.contacts\"\nbatch_size = 5000\n{}",
-                fields()
-            ),
-        )
-    });
-    assert_eq!(r.links[0].to_right.created, rows);
-    lines.push(Line {
-        phase: "syncline first load PG→SQLite",
-        secs: t.as_secs_f64(),
-        rows,
-        baseline: Some(csv_import.as_secs_f64()),
-        rss: Some(rss),
-    });
+        fresh_state(dir.path());
+        let (r, t, rss) = timed(|| {
+            run(
+                dir.path(),
+                &format!(
+                    "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"lite.contacts\"\nbatch_size = 5000\n{}",
+                    fields()
+                ),
+            )
+        });
+        assert_eq!(r.links[0].to_right.created, rows);
+        lines.push(Line {
+            phase: "syncline first load PG→SQLite",
+            secs: t.as_secs_f64(),
+            rows,
+            baseline: Some(csv_import.as_secs_f64()),
+            rss: Some(rss),
+        });
+    }
 
-    if let Ok(my_admin) = std::env::var("SYNCLINE_TEST_MYSQL_URL") {
+    if let Ok(my_admin) = std::env::var("SYNCLINE_TEST_MYSQL_URL")
+        && wants("mariadb")
+    {
         use mysql::prelude::Queryable;
         let mut my = mysql::Conn::new(mysql::Opts::from_url(&my_admin).unwrap()).unwrap();
         my.query_drop(format!("CREATE DATABASE {tag}")).unwrap();
@@ -194,6 +214,7 @@ fn main() {
             "{systems}[systems.maria]\nkind = \"mysql\"\nurl = \"{my_url}\"\n[links.c]\nleft = \"src.contacts\"\nright = \"maria.contacts\"\nbatch_size = 5000\n{}",
             fields()
         );
+        fresh_state(dir.path());
         let (r, t, rss) = timed(|| run(dir.path(), &config));
         assert_eq!(r.links[0].to_right.created, rows);
         lines.push(Line {
@@ -206,53 +227,55 @@ fn main() {
         my.query_drop(format!("DROP DATABASE {tag}")).unwrap();
     }
 
-    // Steady state: a two-way PG↔PG link over the loaded tables, 1% changed per side.
-    let two_way = format!(
-        "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\nbatch_size = 5000\non_delete = {{ left = \"propagate\", right = \"propagate\" }}\n[links.c.fields]\nid = {{ owner = \"left\" }}\nemail = {{ owner = \"both\" }}\nname = {{ owner = \"both\" }}\ncompany = {{ owner = \"both\" }}\nstatus = {{ owner = \"both\" }}\namount = {{ owner = \"both\" }}\nupdated_at = {{ owner = \"both\" }}\n"
-    );
-    // The one-way runs above used link `c` on other collections: a fresh state for the two-way link.
-    let _ = std::fs::remove_file(dir.path().join("state.db"));
-    run(
-        dir.path(),
-        &two_way.replace("dst.contacts", "dst.copy_baseline"),
-    );
-    src.batch_execute("UPDATE contacts SET name = name || ' (L)' WHERE id % 100 = 0")
-        .unwrap();
-    dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
-        .unwrap();
-    let (r, t, rss) = timed(|| {
+    if wants("two-way") {
+        // Steady state: a two-way PG↔PG link over the loaded tables, 1% changed per side.
+        let two_way = format!(
+            "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\nbatch_size = 5000\non_delete = {{ left = \"propagate\", right = \"propagate\" }}\n[links.c.fields]\nid = {{ owner = \"left\" }}\nemail = {{ owner = \"both\" }}\nname = {{ owner = \"both\" }}\ncompany = {{ owner = \"both\" }}\nstatus = {{ owner = \"both\" }}\namount = {{ owner = \"both\" }}\nupdated_at = {{ owner = \"both\" }}\n"
+        );
+        // The first run links the two loaded tables (match_on id); the timed one is steady state.
+        fresh_state(dir.path());
         run(
             dir.path(),
             &two_way.replace("dst.contacts", "dst.copy_baseline"),
-        )
-    });
-    let changed = rows / 100 * 2;
-    assert_eq!(
-        r.links[0].to_right.updated + r.links[0].to_left.updated,
-        changed
-    );
-    let (_, scan, _) = timed(|| {
-        for c in [&mut src, &mut dst] {
-            let mut reader = c
-                .copy_out("COPY (SELECT * FROM contacts) TO STDOUT (FORMAT binary)")
-                .unwrap();
-            std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
-        }
-    });
-    lines.push(Line {
-        phase: "baseline: COPY out both tables",
-        secs: scan.as_secs_f64(),
-        rows,
-        baseline: None,
-        rss: None,
-    });
-    lines.push(Line {
-        phase: "syncline two-way cycle, 1%+1% changed",
-        secs: t.as_secs_f64(),
-        rows,
-        baseline: Some(scan.as_secs_f64()),
-        rss: Some(rss),
-    });
+        );
+        src.batch_execute("UPDATE contacts SET name = name || ' (L)' WHERE id % 100 = 0")
+            .unwrap();
+        dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
+            .unwrap();
+        let (r, t, rss) = timed(|| {
+            run(
+                dir.path(),
+                &two_way.replace("dst.contacts", "dst.copy_baseline"),
+            )
+        });
+        let changed = rows / 100 * 2;
+        assert_eq!(
+            r.links[0].to_right.updated + r.links[0].to_left.updated,
+            changed
+        );
+        let (_, scan, _) = timed(|| {
+            for c in [&mut src, &mut dst] {
+                let mut reader = c
+                    .copy_out("COPY (SELECT * FROM contacts) TO STDOUT (FORMAT binary)")
+                    .unwrap();
+                std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+            }
+        });
+        lines.push(Line {
+            phase: "baseline: COPY out both tables",
+            secs: scan.as_secs_f64(),
+            rows,
+            baseline: None,
+            rss: None,
+        });
+        lines.push(Line {
+            phase: "syncline two-way cycle, 1%+1% changed",
+            secs: t.as_secs_f64(),
+            rows,
+            baseline: Some(scan.as_secs_f64()),
+            rss: Some(rss),
+        });
+    }
 
     println!(
         "\n{:<40} {:>9} {:>12} {:>9} {:>13}",

@@ -17,6 +17,10 @@ pub enum Error {
     /// A request that names something that does not exist (a link, a key, a conflict).
     #[error("{0}")]
     NotFound(String),
+    /// A scan stopped because whatever consumed it failed first (that failure is the one
+    /// reported).
+    #[error("the scan was stopped")]
+    Stopped,
 }
 
 impl Error {

@@ -125,6 +125,59 @@ fn postgres_and_sqlite_two_way_keep_numeric_exact() {
 }
 
 #[test]
+fn a_bulk_create_with_one_refused_record_lands_the_rest_and_quarantines_that_one() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute("CREATE TABLE people (id bigint PRIMARY KEY, code varchar(3), note text)")
+        .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"crm.db\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url
+        ),
+        "[links.p]\nleft = \"crm.people\"\nright = \"billing.people\"\n[links.p.fields]\nid = {}\ncode = {}\nnote = {}\n",
+    );
+    let sqlite = rusqlite::Connection::open(f.path().join("crm.db")).unwrap();
+    // Text that COPY's text format must escape, and one code too long for varchar(3).
+    sqlite
+        .execute_batch(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, code TEXT, note TEXT);
+             INSERT INTO people VALUES (1, 'abc', 'tab	and' || char(10) || 'newline' || char(13) || ' \\N back\\');
+             INSERT INTO people VALUES (2, 'toolong', 'refused');
+             INSERT INTO people VALUES (3, NULL, '\\.');",
+        )
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert_eq!((l.to_right.created, l.to_right.rejected), (2, 1), "{l:?}");
+    let rows: Vec<(i64, Option<String>, Option<String>)> = c
+        .query("SELECT id, code, note FROM people ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                1,
+                Some("abc".into()),
+                Some("tab\tand\nnewline\r \\N back\\".into())
+            ),
+            (3, None, Some("\\.".into())),
+        ]
+    );
+    let quarantined = f.store().quarantine(Some("p")).unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(
+        quarantined[0].reason.contains("too long"),
+        "{quarantined:?}"
+    );
+    // The two that landed are linked: a second run writes nothing for them.
+    assert_eq!(f.run().links[0].to_right.created, 0);
+}
+
+#[test]
 fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
     let Some(db) = pg() else { return };
     let mut c = db.pg_client();

@@ -85,7 +85,8 @@ pub enum ConnectorError {
     Consumer(Box<crate::Error>),
 }
 
-/// A system of record. Implementations are used from one thread, one call at a time.
+/// A system of record. Implementations are used one call at a time, but a scan may run
+/// on another thread than the writes (the engine reads ahead), hence `Send`.
 ///
 /// Contract, for every kind:
 /// - [`scan`](Connector::scan) delivers every record exactly once, in ascending key
@@ -98,7 +99,7 @@ pub enum ConnectorError {
 /// - Updates and deletes check `expect` in the same statement that writes (no
 ///   read-then-write window): a row changed since it was read is [`WriteOutcome::Stale`].
 /// - Values round-trip: a value written and read back compares equal.
-pub trait Connector {
+pub trait Connector: Send {
     /// The columns of a collection.
     ///
     /// # Errors

@@ -15,6 +15,7 @@ mod apply;
 mod explain;
 mod layout;
 mod plan;
+mod read_ahead;
 mod report;
 
 pub use explain::{Explanation, FieldExplanation, explain};

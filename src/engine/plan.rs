@@ -3,10 +3,11 @@
 //! conflicts and quarantine findings it makes.
 
 use super::layout::Layout;
+use super::read_ahead::scan_ahead;
 use super::report::{LinkReport, PlannedLine};
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
-use crate::connectors::{Connector, ConnectorError, Write};
+use crate::connectors::{Connector, Write};
 use crate::merge::{self, Clocks, Decision, UnitRule};
 use crate::model::{Key, Record, Side, Value};
 use crate::state::{
@@ -93,13 +94,6 @@ fn side_index(side: Side) -> usize {
     side as usize
 }
 
-fn scan_error(e: ConnectorError) -> Error {
-    match e {
-        ConnectorError::Consumer(inner) => *inner,
-        other => Error::Connector(other),
-    }
-}
-
 impl<'a> Planner<'a> {
     pub fn new(
         link: &'a LinkSpec,
@@ -149,54 +143,46 @@ impl<'a> Planner<'a> {
         // every left record is planned as a create straight from the scan.
         if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
             let streaming = self.run_id.is_some();
-            let left_records = left
-                .scan(&left_spec, batch, &mut |records| {
-                    self.buffer = streaming.then(Vec::new);
-                    self.in_transaction(|p| {
-                        records
-                            .iter()
-                            .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-                    })?;
-                    let (Some(plans), Some(run)) = (self.buffer.take(), self.run_id) else {
-                        return Ok(());
-                    };
-                    if let Some(hook) = before_apply.take() {
-                        hook(&self.link.name);
-                    }
-                    let mut write = |side: Side, writes: &[Write]| {
-                        debug_assert_eq!(
-                            side,
-                            Side::Right,
-                            "a first load only writes to the right"
-                        );
-                        right.apply(&right_spec, writes)
-                    };
-                    super::apply::apply_batch(
-                        self.link,
-                        &mut write,
-                        self.state,
-                        run,
-                        self.run_seq,
-                        self.report,
-                        plans,
-                    )
-                })
-                .map_err(scan_error)?;
+            let left_records = scan_ahead(left, &left_spec, batch, &mut |records| {
+                self.buffer = streaming.then(Vec::new);
+                self.in_transaction(|p| {
+                    records
+                        .iter()
+                        .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
+                })?;
+                let (Some(plans), Some(run)) = (self.buffer.take(), self.run_id) else {
+                    return Ok(());
+                };
+                if let Some(hook) = before_apply.take() {
+                    hook(&self.link.name);
+                }
+                let mut write = |side: Side, writes: &[Write]| {
+                    debug_assert_eq!(side, Side::Right, "a first load only writes to the right");
+                    right.apply(&right_spec, writes)
+                };
+                super::apply::apply_batch(
+                    self.link,
+                    &mut write,
+                    self.state,
+                    run,
+                    self.run_seq,
+                    self.report,
+                    plans,
+                )
+            })?;
             self.report.left_records = left_records;
             return Ok(streaming);
         }
-        let left_records = left
-            .scan(&left_spec, batch, &mut |records| {
-                let right: &mut dyn Connector = &mut *right;
-                self.in_transaction(|p| p.left_batch(records, right))
-            })
-            .map_err(scan_error)?;
+        // The left scan fetches partners from the right while the left reads ahead; the
+        // right scan only consults the state store.
+        let left_records = scan_ahead(left, &left_spec, batch, &mut |records| {
+            let right: &mut dyn Connector = &mut *right;
+            self.in_transaction(|p| p.left_batch(records, right))
+        })?;
         self.report.left_records = left_records;
-        let right_records = right
-            .scan(&right_spec, batch, &mut |records| {
-                self.in_transaction(|p| p.right_batch(records))
-            })
-            .map_err(scan_error)?;
+        let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
+            self.in_transaction(|p| p.right_batch(records))
+        })?;
         self.report.right_records = right_records;
         self.in_transaction(|p| p.forget_vanished_pairs())?;
         self.in_transaction(|p| p.match_and_create())?;

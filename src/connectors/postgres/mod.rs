@@ -39,6 +39,42 @@ fn quote_table(collection: &str) -> String {
     super::quote_collection(collection, '"')
 }
 
+/// Where each key column sits among a create's `cols`, and how to read it, when the
+/// new row's key is exactly what is sent: every key column is sent and is of a type
+/// PostgreSQL stores as given (integers, uuid, text, varchar). Otherwise `None`, and the
+/// key comes back from `RETURNING`.
+fn copy_key(all: &[PgColumn], spec: &ReadSpec, cols: &[&str]) -> Option<Vec<(usize, PgKind)>> {
+    spec.key
+        .iter()
+        .map(|k| {
+            let at = cols.iter().position(|c| c == k)?;
+            let col = all.iter().find(|c| &c.name == k)?;
+            let stored_as_sent = match col.kind {
+                PgKind::Int | PgKind::Uuid => true,
+                PgKind::Text => {
+                    col.type_name == "text" || col.type_name.starts_with("character varying")
+                }
+                _ => false,
+            };
+            stored_as_sent.then_some((at, col.kind))
+        })
+        .collect()
+}
+
+/// Appends `text` in `COPY`'s text format: backslash, tab, newline and carriage return
+/// are escaped; everything else is taken literally.
+fn copy_escape(out: &mut Vec<u8>, text: &str) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
 fn is_retryable(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -117,7 +153,8 @@ impl PostgresConnector {
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text, t.typtype::text,
                         COALESCE(i.indisprimary, false),
                         EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
-                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum)
+                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum),
+                        format_type(a.atttypid, NULL)
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -140,6 +177,7 @@ impl PostgresConnector {
                     r.get(5),
                 );
                 c.unique = r.get(6);
+                c.cast_type = r.get(7);
                 c
             })
             .collect();
@@ -198,10 +236,97 @@ impl PostgresConnector {
             .collect())
     }
 
+    /// The type to `CAST` a value's text to before it is assigned to or compared with
+    /// column `name`: without length or precision, because an explicit cast to
+    /// `varchar(3)` truncates silently where the assignment refuses.
     fn type_of<'a>(cols: &'a [PgColumn], name: &str) -> &'a str {
         cols.iter()
             .find(|c| c.name == name)
-            .map_or("text", |c| c.type_name.as_str())
+            .map_or("text", |c| c.cast_type.as_str())
+    }
+
+    /// Bulk creates through `COPY … FROM STDIN` (text format): the fastest way in, used
+    /// when the new rows' keys are among the values sent (see [`copy_key`]).
+    fn copy_creates(
+        tx: &mut postgres::Transaction<'_>,
+        table: &str,
+        cols: &[&str],
+        chunk: &[&Vec<(String, Value)>],
+    ) -> Result<(), postgres::Error> {
+        use std::io::Write as _;
+        let mut data = Vec::with_capacity(chunk.len() * 128);
+        for values in chunk {
+            for (i, (_, v)) in values.iter().enumerate() {
+                if i > 0 {
+                    data.push(b'\t');
+                }
+                match v.to_sql_text() {
+                    None => data.extend_from_slice(b"\\N"),
+                    Some(text) => copy_escape(&mut data, &text),
+                }
+            }
+            data.push(b'\n');
+        }
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN",
+            cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        );
+        let mut writer = tx.copy_in(sql.as_str())?;
+        // A failed write means the connection broke; `finish` reports it as the error.
+        let _ = writer.write_all(&data);
+        writer.finish().map(|_| ())
+    }
+
+    /// Bulk creates through one `INSERT … SELECT FROM unnest(…) RETURNING key`: the
+    /// system assigns (or normalizes) the keys and says which.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_creates(
+        tx: &mut postgres::Transaction<'_>,
+        table: &str,
+        all: &[PgColumn],
+        spec: &ReadSpec,
+        key_text: &str,
+        cols: &[&str],
+        chunk: &[&Vec<(String, Value)>],
+    ) -> Result<Vec<Key>, postgres::Error> {
+        let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
+            .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
+            .collect();
+        let sql = if cols.is_empty() {
+            format!("INSERT INTO {table} SELECT FROM generate_series(1, $1) RETURNING {key_text}")
+        } else {
+            format!(
+                "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}, ord) ORDER BY ord RETURNING {key_text}",
+                cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                cols.iter()
+                    .enumerate()
+                    .map(|(n, c)| format!("CAST(u.c{n} AS {})", Self::type_of(all, c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                (1..=cols.len())
+                    .map(|n| format!("${n}::text[]"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                (0..cols.len())
+                    .map(|n| format!("c{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
+        let count = chunk.len() as i64;
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = if cols.is_empty() {
+            vec![&count]
+        } else {
+            arrays
+                .iter()
+                .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                .collect()
+        };
+        Ok(tx
+            .query(&sql, &params)?
+            .iter()
+            .map(|row| Self::returned_key(all, spec, row))
+            .collect())
     }
 
     /// One batch inside one transaction. `Err(true)` = retryable before COMMIT.
@@ -274,47 +399,25 @@ impl PostgresConnector {
             if chunk.is_empty() {
                 continue;
             }
-            let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
-                .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
-                .collect();
-            let sql = if cols.is_empty() {
-                format!(
-                    "INSERT INTO {table} SELECT FROM generate_series(1, $1) RETURNING {key_text}"
-                )
-            } else {
-                format!(
-                    "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}, ord) ORDER BY ord RETURNING {key_text}",
-                    cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
-                    cols.iter()
-                        .enumerate()
-                        .map(|(n, c)| format!("CAST(u.c{n} AS {})", Self::type_of(&all, c)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    (1..=cols.len())
-                        .map(|n| format!("${n}::text[]"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    (0..cols.len())
-                        .map(|n| format!("c{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
-            };
-            let count = chunk.len() as i64;
-            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = if cols.is_empty() {
-                vec![&count]
-            } else {
-                arrays
-                    .iter()
-                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-                    .collect()
-            };
             tx.batch_execute("SAVEPOINT chunk").map_err(retry)?;
-            match tx.query(&sql, &params) {
-                Ok(rows) => {
+            let bulk = match copy_key(&all, spec, &cols) {
+                Some(key_at) => Self::copy_creates(&mut tx, &table, &cols, &chunk).map(|()| {
+                    chunk
+                        .iter()
+                        .map(|values| {
+                            Key(key_at
+                                .iter()
+                                .map(|&(at, kind)| kind.parse(values[at].1.to_sql_text()))
+                                .collect())
+                        })
+                        .collect()
+                }),
+                None => Self::insert_creates(&mut tx, &table, &all, spec, &key_text, &cols, &chunk),
+            };
+            match bulk {
+                Ok(keys) => {
                     tx.batch_execute("RELEASE chunk").map_err(retry)?;
-                    for (&n, row) in positions.iter().zip(rows.iter()) {
-                        let key = Self::returned_key(&all, spec, row);
+                    for (&n, key) in positions.iter().zip(keys) {
                         outcomes[n] = Some(WriteOutcome::Created(key));
                     }
                 }
@@ -568,7 +671,7 @@ impl Connector for PostgresConnector {
                 .collect::<Vec<_>>()
                 .join(", "),
             (0..n)
-                .map(|i| format!("CAST(u.k{i} AS {})", cols[i].type_name))
+                .map(|i| format!("CAST(u.k{i} AS {})", cols[i].cast_type))
                 .collect::<Vec<_>>()
                 .join(", "),
             (1..=n)

@@ -22,8 +22,11 @@ pub enum PgKind {
 #[derive(Debug, Clone)]
 pub struct PgColumn {
     pub name: String,
-    /// `format_type()`: what `CAST(… AS type)` needs (`numeric(12,2)`, `mood`, …).
+    /// `format_type()` with modifiers, as declared (`numeric(12,2)`, `mood`, …).
     pub type_name: String,
+    /// The type without modifiers (`numeric`, `character varying`): what values are cast
+    /// to, so that the column's own limits apply on assignment and are not cut to fit.
+    pub cast_type: String,
     pub kind: PgKind,
     pub not_null: bool,
     pub primary_key: bool,
@@ -54,6 +57,7 @@ impl PgColumn {
         };
         PgColumn {
             name,
+            cast_type: type_name.clone(),
             type_name,
             kind,
             not_null,
