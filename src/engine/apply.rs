@@ -52,30 +52,18 @@ pub(crate) fn apply_batch(
 ) -> Result<(), Error> {
     // 1. Journal the batch as planned: if the process dies while writing, the next run
     //    sees these as `unknown` and re-plans from what the systems hold.
-    let journal_ids = state.transaction(|s| {
-        plans
-            .iter()
-            .map(|p| {
-                let (lk, rk) = keys(p);
-                Ok([
-                    s.journal_planned(
-                        run,
-                        &link.name,
-                        lk.as_deref(),
-                        rk.as_deref(),
-                        &p.changes[0],
-                    )?,
-                    s.journal_planned(
-                        run,
-                        &link.name,
-                        lk.as_deref(),
-                        rk.as_deref(),
-                        &p.changes[1],
-                    )?,
-                ])
-            })
-            .collect::<Result<Vec<_>, StateError>>()
-    })?;
+    let planned_keys: Vec<(Option<String>, Option<String>)> = plans.iter().map(keys).collect();
+    let entries: Vec<(Option<&str>, Option<&str>, &crate::state::Change)> = plans
+        .iter()
+        .zip(&planned_keys)
+        .flat_map(|(p, (lk, rk))| {
+            p.changes
+                .iter()
+                .flatten()
+                .map(move |c| (lk.as_deref(), rk.as_deref(), c))
+        })
+        .collect();
+    let mark = state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
 
     // 2. Write, one transaction per side.
     let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
@@ -96,22 +84,54 @@ pub(crate) fn apply_batch(
     }
 
     // 3. Commit what the systems confirmed. Entries that did not apply are marked one
-    //    by one; the rest of the batch's entries become `applied` in one statement.
-    let batch_ids = journal_ids
-        .iter()
-        .flat_map(|ids| ids.iter().flatten())
-        .copied();
-    let (first, last) = (batch_ids.clone().min(), batch_ids.max());
+    //    by one; the rest of the batch's entries become `applied` in one statement, and
+    //    the pairs are written many per statement.
     state.transaction(|s| {
-        for ((plan, outcome), ids) in plans.into_iter().zip(outcomes).zip(journal_ids) {
-            commit_pair(link, s, run, run_seq, report, plan, outcome, ids)?;
+        let mut puts = PendingPairs::default();
+        for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&planned_keys) {
+            let at = Journaled { run, mark, keys: planned };
+            commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
         }
-        if let (Some(first), Some(last)) = (first, last) {
-            s.journal_applied_range(first, last)?;
-        }
-        Ok(())
+        puts.flush(s, &link.name)?;
+        s.journal_applied_since(run, mark)
     })?;
     Ok(())
+}
+
+/// Where a pair's planned entries are in the journal: the batch's run and mark, and the
+/// keys they were journaled under.
+#[derive(Clone, Copy)]
+struct Journaled<'a> {
+    run: i64,
+    mark: i64,
+    keys: &'a (Option<String>, Option<String>),
+}
+
+/// Pair rows to write at the end of the batch's commit, in multi-row statements.
+#[derive(Default)]
+struct PendingPairs {
+    rows: Vec<PairRow>,
+    left_keys: std::collections::HashSet<String>,
+}
+
+impl PendingPairs {
+    fn put(&mut self, s: &mut StateStore, link: &str, row: PairRow) -> Result<(), StateError> {
+        // One statement cannot upsert a row twice: a repeated key goes in the next one.
+        if !self.left_keys.insert(row.left_key.clone()) {
+            self.flush(s, link)?;
+            self.left_keys.insert(row.left_key.clone());
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Writes what is pending; a delete of a pair must come after this.
+    fn flush(&mut self, s: &mut StateStore, link: &str) -> Result<(), StateError> {
+        s.put_pairs(link, &self.rows)?;
+        self.rows.clear();
+        self.left_keys.clear();
+        Ok(())
+    }
 }
 
 fn keys(p: &PairPlan) -> (Option<String>, Option<String>) {
@@ -125,13 +145,14 @@ fn keys(p: &PairPlan) -> (Option<String>, Option<String>) {
 fn commit_pair(
     link: &LinkSpec,
     s: &mut StateStore,
-    run: i64,
+    at: Journaled<'_>,
     run_seq: i64,
     report: &mut LinkReport,
     mut plan: PairPlan,
     outcomes: [Option<WriteOutcome>; 2],
-    journal_ids: [Vec<i64>; 2],
+    puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
+    let run = at.run;
     let (mut left_key, mut right_key) = keys(&plan);
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
@@ -192,10 +213,16 @@ fn commit_pair(
         };
         // Applied entries are marked with the whole batch; a created record's new key is
         // found through the id map (`log` and `explain` look there), so no row is touched.
-        if status != "applied" {
-            for id in &journal_ids[idx] {
-                s.journal_outcome(*id, status)?;
-            }
+        if status != "applied" && !plan.changes[idx].is_empty() {
+            s.journal_outcome(
+                at.run,
+                at.mark,
+                &link.name,
+                side,
+                at.keys.0.as_deref(),
+                at.keys.1.as_deref(),
+                status,
+            )?;
         }
     }
     let row = |base, marks, tombstone| PairRow {
@@ -206,28 +233,33 @@ fn commit_pair(
         tombstone,
     };
     match plan.fate {
-        Fate::Keep => s.put_pair(&link.name, &row(plan.base, plan.marks, plan.tombstone))?,
+        Fate::Keep => puts.put(s, &link.name, row(plan.base, plan.marks, plan.tombstone))?,
         Fate::Create(side) => {
             if !all_confirmed {
                 return Ok(());
             }
             if side == Side::Left {
                 // A re-created left record replaces the pair's old left key.
+                puts.flush(s, &link.name)?;
                 s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
             }
-            s.put_pair(&link.name, &row(plan.base, Default::default(), None))?;
+            puts.put(s, &link.name, row(plan.base, Default::default(), None))?;
         }
         Fate::Delete(_) => {
             if all_confirmed {
+                puts.flush(s, &link.name)?;
                 s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?;
             }
         }
         Fate::Tombstone { deleted_on } => {
             if all_confirmed {
-                s.put_pair(&link.name, &row(plan.base, plan.marks, Some(deleted_on)))?;
+                puts.put(s, &link.name, row(plan.base, plan.marks, Some(deleted_on)))?;
             }
         }
-        Fate::Forget => s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?,
+        Fate::Forget => {
+            puts.flush(s, &link.name)?;
+            s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?;
+        }
     }
     if !plan.state_changes.is_empty() {
         s.journal_changes(

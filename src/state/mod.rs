@@ -172,6 +172,9 @@ pub fn hash_values(vs: &[Value]) -> u64 {
 /// Keys looked up (or marked) per statement.
 const LOOKUP_CHUNK: usize = 200;
 
+/// Rows written per multi-row statement (journal entries, pairs).
+const WRITE_CHUNK: usize = 100;
+
 /// `$first, $first+1, …` for `n` parameters.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
@@ -246,7 +249,7 @@ impl StateStore {
         })?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version != schema::VERSION {
+        if !(schema::READABLE_FROM..=schema::VERSION).contains(&version) {
             return Err(StateError::Corrupt(format!(
                 "{} has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
                 path.display(),
@@ -322,7 +325,8 @@ impl StateStore {
                 for step in schema::PG_MIGRATIONS {
                     client.batch_execute(&step.replace("CREATE TABLE", "CREATE TEMP TABLE"))?;
                 }
-            } else if version != schema::PG_MIGRATIONS.len() as i64 {
+            } else if !(schema::READABLE_FROM..=schema::PG_MIGRATIONS.len() as i64).contains(&version)
+            {
                 return Err(StateError::Corrupt(format!(
                     "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
                     schema::PG_MIGRATIONS.len()
@@ -417,15 +421,15 @@ impl StateStore {
     /// journaled as planned become `unknown`: the next run looks them up before retrying.
     pub fn mark_interrupted_runs(&mut self) -> Result<u64> {
         self.transaction(|s| {
-            let n = s.db.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
+            s.db.execute(
+                "UPDATE journal SET status = 'unknown'
+                  WHERE run IN (SELECT id FROM runs WHERE status = 'running') AND status = 'planned'",
                 &[],
             )?;
             s.db.execute(
-                "UPDATE journal SET status = 'unknown' WHERE status = 'planned'",
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
                 &[],
-            )?;
-            Ok(n)
+            )
         })
     }
 
@@ -544,22 +548,43 @@ impl StateStore {
     }
 
     pub fn put_pair(&mut self, link: &str, pair: &PairRow) -> Result<()> {
-        let base = serde_json::to_string(&pair.base).expect("base serializes");
-        let marks = (!pair.marks.is_empty())
-            .then(|| serde_json::to_string(&pair.marks).expect("marks serialize"));
-        self.db.execute(
-            "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
-               marks = excluded.marks, tombstone = excluded.tombstone",
-            &[
-                P::Text(link),
-                P::Text(&pair.left_key),
-                P::Text(&pair.right_key),
-                P::Text(&base),
-                P::OptText(marks.as_deref()),
-                P::OptText(pair.tombstone.map(Side::as_str)),
-            ],
-        )?;
+        self.put_pairs(link, std::slice::from_ref(pair))
+    }
+
+    /// Inserts or replaces pairs, many rows per statement. Their left keys must differ
+    /// (one statement cannot upsert a row twice).
+    pub fn put_pairs(&mut self, link: &str, pairs: &[PairRow]) -> Result<()> {
+        for chunk in pairs.chunks(WRITE_CHUNK) {
+            let encoded: Vec<(String, Option<String>)> = chunk
+                .iter()
+                .map(|p| {
+                    let base = serde_json::to_string(&p.base).expect("base serializes");
+                    let marks = (!p.marks.is_empty())
+                        .then(|| serde_json::to_string(&p.marks).expect("marks serialize"));
+                    (base, marks)
+                })
+                .collect();
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
+                 ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
+                   marks = excluded.marks, tombstone = excluded.tombstone",
+                rows.join(", ")
+            );
+            let mut params = vec![P::Text(link)];
+            for (p, (base, marks)) in chunk.iter().zip(&encoded) {
+                params.extend([
+                    P::Text(&p.left_key),
+                    P::Text(&p.right_key),
+                    P::Text(base),
+                    P::OptText(marks.as_deref()),
+                    P::OptText(p.tombstone.map(Side::as_str)),
+                ]);
+            }
+            self.db.execute(&sql, &params)?;
+        }
         Ok(())
     }
 
@@ -767,16 +792,93 @@ impl StateStore {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Journals changes as `planned`; returns their ids in order.
-    pub fn journal_planned(
+    /// Journals a batch's changes as `planned`, many rows per statement. Returns the
+    /// batch's mark: every entry of it has a greater id, so outcomes are set with
+    /// [`journal_outcome`](Self::journal_outcome) and
+    /// [`journal_applied_since`](Self::journal_applied_since) without reading ids back.
+    pub fn journal_planned_batch(
         &mut self,
         run: i64,
         link: &str,
+        entries: &[(Option<&str>, Option<&str>, &Change)],
+    ) -> Result<i64> {
+        let mark = self
+            .db
+            .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
+            .map_or(Ok(0), |r| r.int(0))?;
+        let at = now();
+        for chunk in entries.chunks(WRITE_CHUNK) {
+            let values: Vec<(Option<String>, Option<String>)> = chunk
+                .iter()
+                .map(|(_, _, c)| {
+                    (
+                        c.old.as_ref().map(Value::encode),
+                        c.new.as_ref().map(Value::encode),
+                    )
+                })
+                .collect();
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, $3, {}, 'planned')", placeholders(4 + i * 8, 8)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status) VALUES {}",
+                rows.join(", ")
+            );
+            let mut params = vec![P::Int(run), P::Text(&at), P::Text(link)];
+            for ((left_key, right_key, c), (old, new)) in chunk.iter().zip(&values) {
+                params.extend([
+                    P::OptText(*left_key),
+                    P::OptText(*right_key),
+                    P::Text(c.side.as_str()),
+                    P::Text(&c.op),
+                    P::OptText(c.field.as_deref()),
+                    P::OptText(old.as_deref()),
+                    P::OptText(new.as_deref()),
+                    P::Text(&c.reason),
+                ]);
+            }
+            self.db.execute(&sql, &params)?;
+        }
+        Ok(mark)
+    }
+
+    /// Sets the outcome (`stale`, `rejected`) of one pair's planned entries for one side,
+    /// among the batch journaled after `mark` in `run`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal_outcome(
+        &mut self,
+        run: i64,
+        mark: i64,
+        link: &str,
+        side: Side,
         left_key: Option<&str>,
         right_key: Option<&str>,
-        changes: &[Change],
-    ) -> Result<Vec<i64>> {
-        self.journal_changes(run, link, left_key, right_key, changes, "planned")
+        status: &str,
+    ) -> Result<()> {
+        self.db.execute(
+            "UPDATE journal SET status = $1 WHERE id > $2 AND +run = $3 AND link = $4 AND side = $5
+               AND left_key IS NOT DISTINCT FROM $6 AND right_key IS NOT DISTINCT FROM $7 AND status = 'planned'",
+            &[
+                P::Text(status),
+                P::Int(mark),
+                P::Int(run),
+                P::Text(link),
+                P::Text(side.as_str()),
+                P::OptText(left_key),
+                P::OptText(right_key),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks every still-`planned` entry `run` journaled after `mark` as `applied`.
+    /// (`+run`: the id range is the narrow path; the run's index would visit all of it.)
+    pub fn journal_applied_since(&mut self, run: i64, mark: i64) -> Result<()> {
+        self.db.execute(
+            "UPDATE journal SET status = 'applied' WHERE id > $1 AND +run = $2 AND status = 'planned'",
+            &[P::Int(mark), P::Int(run)],
+        )?;
+        Ok(())
     }
 
     /// Journals changes with a status; returns their ids in order.
@@ -818,24 +920,6 @@ impl StateStore {
             );
         }
         Ok(ids)
-    }
-
-    /// Marks one entry `stale` or `rejected`.
-    pub fn journal_outcome(&mut self, id: i64, status: &str) -> Result<()> {
-        self.db.execute(
-            "UPDATE journal SET status = $2 WHERE id = $1",
-            &[P::Int(id), P::Text(status)],
-        )?;
-        Ok(())
-    }
-
-    /// Marks every still-`planned` entry of a batch `applied`.
-    pub fn journal_applied_range(&mut self, first: i64, last: i64) -> Result<()> {
-        self.db.execute(
-            "UPDATE journal SET status = 'applied' WHERE id BETWEEN $1 AND $2 AND status = 'planned'",
-            &[P::Int(first), P::Int(last)],
-        )?;
-        Ok(())
     }
 
     /// The journal, newest first, filtered.

@@ -3,7 +3,11 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
+
+/// The oldest version a read-only open accepts without an upgrade: versions from here
+/// to [`VERSION`] have the same tables and columns (v2 only dropped an index).
+pub const READABLE_FROM: i64 = 1;
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(
@@ -76,7 +80,11 @@ pub fn migrations() -> Migrations<'static> {
             last_seen_run INTEGER NOT NULL,
             PRIMARY KEY (link, side, key, field, kind)
          );",
-    )])
+        ),
+        // v2: interrupted runs find their planned entries through `journal_by_run`; an
+        // index on `status` cost every journaled write two index updates.
+        M::up("DROP INDEX journal_by_status;"),
+    ])
 }
 
 /// The same schema for a shared PostgreSQL store. Versioned in `syncline_schema`;
@@ -107,6 +115,8 @@ pub const PG_MIGRATIONS: &[&str] = &["
         link text NOT NULL, side text NOT NULL, key text NOT NULL, field text NOT NULL, kind text NOT NULL,
         reason text NOT NULL, detected_run bigint NOT NULL, last_seen_run bigint NOT NULL,
         PRIMARY KEY (link, side, key, field, kind));
+", "
+    DROP INDEX journal_by_status;
 "];
 
 /// Per-run scratch space, outside the store's file (SQLite TEMP) or session-private
