@@ -237,3 +237,40 @@ fn a_killed_mariadb_connection_is_retried_without_a_partial_batch() {
     f.run();
     assert_eq!(writes(&f.run()), 0);
 }
+
+#[test]
+fn ssl_mode_required_never_falls_back_to_plain_text() {
+    let Some(my) = my() else { return };
+    let mut conn = my.mysql_conn();
+    let have_ssl: Option<(String, String)> =
+        conn.query_first("SHOW VARIABLES LIKE 'have_ssl'").unwrap();
+    conn.query_drop("CREATE TABLE a (id int PRIMARY KEY, note text); CREATE TABLE b (id int PRIMARY KEY, note text); INSERT INTO a VALUES (1, 'x')").unwrap();
+    // A password in the URL must never reach the message, whatever happens.
+    let url = my.url.replacen("://root@", "://root:s3cret-pw@", 1);
+    let config = |mode: &str| {
+        format!(
+            "[systems.crm]\nkind = \"mysql\"\nurl = \"{url}?ssl-mode={mode}\"\n[systems.billing]\nkind = \"mysql\"\nurl = \"{}\"\n[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\n[links.n.fields]\nid = {{}}\nnote = {{}}\n",
+            my.url
+        )
+    };
+    let f = fixture(&config("REQUIRED"));
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    if have_ssl.is_some_and(|(_, v)| v == "YES") {
+        // A server with TLS: the link runs over it.
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    } else {
+        // This server has no TLS: REQUIRED refuses to connect rather than send in clear.
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("system `crm` (mysql)"), "{stderr}");
+        let rows: Vec<i64> = my.mysql_conn().query("SELECT id FROM b").unwrap();
+        assert!(rows.is_empty(), "nothing may be written: {rows:?}");
+    }
+    // A mode that does not exist is named in the error.
+    let f = fixture(&config("SOMETIMES"));
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ssl-mode `SOMETIMES`"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}

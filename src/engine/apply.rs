@@ -66,19 +66,24 @@ pub(crate) fn apply_batch(
     let mark = state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
 
     // 2. Write, one transaction per side.
+    let mut plans = plans;
     let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;
+        // Lent to the connector and put back: commit reads what each write was.
         let (positions, writes): (Vec<usize>, Vec<Write>) = plans
-            .iter()
+            .iter_mut()
             .enumerate()
-            .filter_map(|(i, p)| p.writes[idx].clone().map(|w| (i, w)))
+            .filter_map(|(i, p)| p.writes[idx].take().map(|w| (i, w)))
             .unzip();
         if writes.is_empty() {
             continue;
         }
-        let results = write(side, &writes)?;
-        for (pos, outcome) in positions.into_iter().zip(results) {
+        let results = write(side, &writes);
+        for (&pos, w) in positions.iter().zip(writes) {
+            plans[pos].writes[idx] = Some(w);
+        }
+        for (pos, outcome) in positions.into_iter().zip(results?) {
             outcomes[pos][idx] = Some(outcome);
         }
     }
@@ -89,7 +94,11 @@ pub(crate) fn apply_batch(
     state.transaction(|s| {
         let mut puts = PendingPairs::default();
         for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&planned_keys) {
-            let at = Journaled { run, mark, keys: planned };
+            let at = Journaled {
+                run,
+                mark,
+                keys: planned,
+            };
             commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
         }
         puts.flush(s, &link.name)?;
@@ -153,7 +162,7 @@ fn commit_pair(
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
     let run = at.run;
-    let (mut left_key, mut right_key) = keys(&plan);
+    let (mut left_key, mut right_key) = at.keys.clone();
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;

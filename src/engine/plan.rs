@@ -674,16 +674,6 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// All mapped fields of `rec`, normalized, as a fresh base.
-    fn full_base(&self, rec: &Record) -> BTreeMap<String, Value> {
-        self.link
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), f.transform.apply(rec.values[i].clone())))
-            .collect()
-    }
-
     /// Creates `rec` (from side `from`) on the other side. With `replacing`, the pair
     /// already exists and gets the new record (a delete-vs-edit won by the edit).
     fn plan_create(
@@ -693,21 +683,21 @@ impl<'a> Planner<'a> {
         replacing: Option<&PairRow>,
     ) -> Result<(), Error> {
         let to = from.other();
-        // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
-        // with a default accepts the create); those fields get no base, so the next run
-        // decides them by the owner rule instead of reading the default as an edit.
-        let mut values: Vec<(String, Value)> = self
+        let normalized: Vec<Value> = self
             .link
             .fields
             .iter()
+            .zip(&rec.values)
+            .map(|(f, v)| f.transform.apply(v.clone()))
+            .collect();
+        // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
+        // with a default accepts the create); those fields get no base, so the next run
+        // decides them by the owner rule instead of reading the default as an edit.
+        let mut values: Vec<(String, Value)> = normalized
+            .iter()
             .enumerate()
-            .map(|(i, f)| {
-                (
-                    self.link.field_column(i, to).to_string(),
-                    f.transform.apply(rec.values[i].clone()),
-                )
-            })
-            .filter(|(_, v)| *v != Value::Null)
+            .filter(|(_, v)| **v != Value::Null)
+            .map(|(i, v)| (self.link.field_column(i, to).to_string(), v.clone()))
             .collect();
         if let Some(col) = self.link.external_ref(to) {
             values.push((col.to_string(), Value::Text(rec.key.display_text())));
@@ -717,8 +707,14 @@ impl<'a> Planner<'a> {
             Side::Right => (None, Some(rec.key.clone())),
         };
         let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
-        plan.base = self.full_base(rec);
-        plan.base.retain(|_, v| *v != Value::Null);
+        plan.base = self
+            .link
+            .fields
+            .iter()
+            .zip(normalized)
+            .filter(|(_, v)| *v != Value::Null)
+            .map(|(f, v)| (f.name.clone(), v))
+            .collect();
         plan.marks.clear();
         plan.changes[side_index(to)].push(Change {
             side: to,

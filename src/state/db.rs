@@ -64,7 +64,11 @@ impl Row {
 }
 
 pub enum Db {
-    Sqlite(rusqlite::Connection),
+    Sqlite {
+        conn: rusqlite::Connection,
+        /// Each statement's `$n` → `?n` form, converted once.
+        dialect: HashMap<String, String>,
+    },
     Postgres {
         client: Box<postgres::Client>,
         statements: HashMap<String, postgres::Statement>,
@@ -83,6 +87,14 @@ fn sqlite_sql(sql: &str) -> String {
         }
     }
     out
+}
+
+/// `sql` in SQLite's form, from `cache` after the first time.
+fn sqlite_form<'c>(cache: &'c mut HashMap<String, String>, sql: &str) -> &'c str {
+    if !cache.contains_key(sql) {
+        cache.insert(sql.to_string(), sqlite_sql(sql));
+    }
+    &cache[sql]
 }
 
 impl rusqlite::ToSql for P<'_> {
@@ -134,8 +146,8 @@ fn pg_row(row: &postgres::Row) -> Row {
 impl Db {
     pub fn execute(&mut self, sql: &str, params: &[P<'_>]) -> Result<u64> {
         match self {
-            Db::Sqlite(conn) => Ok(conn
-                .prepare_cached(&sqlite_sql(sql))?
+            Db::Sqlite { conn, dialect } => Ok(conn
+                .prepare_cached(sqlite_form(dialect, sql))?
                 .execute(rusqlite::params_from_iter(params.iter()))?
                 as u64),
             Db::Postgres { client, statements } => {
@@ -150,8 +162,8 @@ impl Db {
 
     pub fn query(&mut self, sql: &str, params: &[P<'_>]) -> Result<Vec<Row>> {
         match self {
-            Db::Sqlite(conn) => {
-                let mut stmt = conn.prepare_cached(&sqlite_sql(sql))?;
+            Db::Sqlite { conn, dialect } => {
+                let mut stmt = conn.prepare_cached(sqlite_form(dialect, sql))?;
                 let n = stmt.column_count();
                 let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
                     (0..n)
@@ -187,7 +199,7 @@ impl Db {
 
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
-            Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Db::Sqlite { conn, .. } => Ok(conn.execute_batch(sql)?),
             Db::Postgres { client, .. } => Ok(client.batch_execute(sql)?),
         }
     }

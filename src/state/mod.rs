@@ -150,6 +150,8 @@ pub const PERSISTENT_QUARANTINE: &[&str] = &["flapping"];
 pub struct StateStore {
     db: Db,
     read_only: bool,
+    /// Multi-row statements by table and row count, built once.
+    multi_row: HashMap<(&'static str, usize), std::rc::Rc<str>>,
 }
 
 fn enc_values(vs: &[Value]) -> String {
@@ -325,7 +327,8 @@ impl StateStore {
                 for step in schema::PG_MIGRATIONS {
                     client.batch_execute(&step.replace("CREATE TABLE", "CREATE TEMP TABLE"))?;
                 }
-            } else if !(schema::READABLE_FROM..=schema::PG_MIGRATIONS.len() as i64).contains(&version)
+            } else if !(schema::READABLE_FROM..=schema::PG_MIGRATIONS.len() as i64)
+                .contains(&version)
             {
                 return Err(StateError::Corrupt(format!(
                     "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
@@ -340,6 +343,7 @@ impl StateStore {
                 statements: Default::default(),
             },
             read_only,
+            multi_row: HashMap::new(),
         })
     }
 
@@ -350,16 +354,33 @@ impl StateStore {
         conn.pragma_update(None, "cache_size", -8192)?;
         conn.execute_batch(schema::SQLITE_TEMP_TABLES)?;
         Ok(StateStore {
-            db: Db::Sqlite(conn),
+            db: Db::Sqlite {
+                conn,
+                dialect: HashMap::new(),
+            },
             read_only,
+            multi_row: HashMap::new(),
         })
+    }
+
+    /// The statement writing `rows` rows to `table`, built by `build` the first time.
+    fn multi_row_sql(
+        &mut self,
+        table: &'static str,
+        rows: usize,
+        build: impl FnOnce(usize) -> String,
+    ) -> std::rc::Rc<str> {
+        self.multi_row
+            .entry((table, rows))
+            .or_insert_with(|| build(rows).into())
+            .clone()
     }
 
     /// Opens a write transaction; [`end`](Self::end) commits or rolls it back.
     pub fn begin(&mut self) -> Result<()> {
         // A read-only SQLite store only ever writes its TEMP scratch tables: plain BEGIN.
         let sql = match (&self.db, self.read_only) {
-            (Db::Sqlite(_), false) => "BEGIN IMMEDIATE",
+            (Db::Sqlite { .. }, false) => "BEGIN IMMEDIATE",
             _ => "BEGIN",
         };
         self.db.batch(sql)
@@ -564,15 +585,17 @@ impl StateStore {
                     (base, marks)
                 })
                 .collect();
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
-                 ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
-                   marks = excluded.marks, tombstone = excluded.tombstone",
-                rows.join(", ")
-            );
+            let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
+                    .collect();
+                format!(
+                    "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
+                     ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
+                       marks = excluded.marks, tombstone = excluded.tombstone",
+                    rows.join(", ")
+                )
+            });
             let mut params = vec![P::Text(link)];
             for (p, (base, marks)) in chunk.iter().zip(&encoded) {
                 params.extend([
@@ -817,13 +840,15 @@ impl StateStore {
                     )
                 })
                 .collect();
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, $2, $3, {}, 'planned')", placeholders(4 + i * 8, 8)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status) VALUES {}",
-                rows.join(", ")
-            );
+            let sql = self.multi_row_sql("journal", chunk.len(), |n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| format!("($1, $2, $3, {}, 'planned')", placeholders(4 + i * 8, 8)))
+                    .collect();
+                format!(
+                    "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status) VALUES {}",
+                    rows.join(", ")
+                )
+            });
             let mut params = vec![P::Int(run), P::Text(&at), P::Text(link)];
             for ((left_key, right_key, c), (old, new)) in chunk.iter().zip(&values) {
                 params.extend([

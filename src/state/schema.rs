@@ -10,8 +10,9 @@ pub const VERSION: i64 = 2;
 pub const READABLE_FROM: i64 = 1;
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE links (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE links (
             name TEXT PRIMARY KEY,
             identity TEXT NOT NULL,
             run_seq INTEGER NOT NULL

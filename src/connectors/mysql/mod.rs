@@ -6,6 +6,8 @@
 //! truncated, and timestamps mean UTC. Creates use `INSERT … RETURNING` where the server
 //! has it (MariaDB ≥ 10.5), else one insert per row with `LAST_INSERT_ID()`.
 
+mod tls;
+
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Record, Value};
@@ -242,12 +244,14 @@ impl MysqlConnector {
         };
         // The parser's message may quote the URL, password included: say what is wrong
         // without it.
-        let opts = Opts::from_url(url).map_err(|_| {
+        let tls = tls::split(url).map_err(open_err)?;
+        let opts = Opts::from_url(&tls.driver_url).map_err(|_| {
             open_err("the url is not a valid mysql://user:password@host:port/database URL".into())
         })?;
         // FOUND_ROWS: an UPDATE reports the rows its WHERE matched, so a conditional
         // write that matched is never mistaken for a stale one.
         let opts = mysql::OptsBuilder::from_opts(opts)
+            .ssl_opts(tls.ssl)
             .additional_capabilities(mysql::consts::CapabilityFlags::CLIENT_FOUND_ROWS);
         let mut conn = Conn::new(opts).map_err(|e| open_err(message(&e)))?;
         conn.query_drop(
