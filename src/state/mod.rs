@@ -185,6 +185,20 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `VALUES` tuples for `rows` rows: each is `(shared` + its own `per_row` parameters
+/// (numbered on from `first`) + `trailing)`.
+fn row_tuples(rows: usize, shared: &str, first: usize, per_row: usize, trailing: &str) -> String {
+    (0..rows)
+        .map(|i| {
+            format!(
+                "({shared}{}{trailing})",
+                placeholders(first + i * per_row, per_row)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -586,14 +600,11 @@ impl StateStore {
                 })
                 .collect();
             let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
-                let rows: Vec<String> = (0..n)
-                    .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
-                    .collect();
                 format!(
                     "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
                      ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
                        marks = excluded.marks, tombstone = excluded.tombstone",
-                    rows.join(", ")
+                    row_tuples(n, "$1, ", 2, 5, "")
                 )
             });
             let mut params = vec![P::Text(link)];
@@ -841,12 +852,9 @@ impl StateStore {
                 })
                 .collect();
             let sql = self.multi_row_sql("journal", chunk.len(), |n| {
-                let rows: Vec<String> = (0..n)
-                    .map(|i| format!("($1, $2, $3, {}, 'planned')", placeholders(4 + i * 8, 8)))
-                    .collect();
                 format!(
                     "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status) VALUES {}",
-                    rows.join(", ")
+                    row_tuples(n, "$1, $2, $3, ", 4, 8, ", 'planned'")
                 )
             });
             let mut params = vec![P::Int(run), P::Text(&at), P::Text(link)];
