@@ -274,3 +274,134 @@ fn ssl_mode_required_never_falls_back_to_plain_text() {
     assert!(stderr.contains("ssl-mode `SOMETIMES`"), "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
+
+/// A private MariaDB with TLS on, on a free port, in a temporary folder (the shared
+/// server runs with TLS off), with a test CA and a server certificate for 127.0.0.1.
+struct TlsMariaDb {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl TlsMariaDb {
+    fn start() -> TlsMariaDb {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let sh = |cmd: &str| {
+            let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(&format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout {ca_key} -out {ca} -subj /CN=syncline-test-ca -days 2 &&
+             openssl req -newkey rsa:2048 -nodes -keyout {key} -out {csr} -subj /CN=localhost &&
+             printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > {ext} &&
+             openssl x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -out {cert} -days 2 -extfile {ext}",
+            ca_key = p("ca.key"), ca = p("ca.pem"), key = p("server.key"), csr = p("server.csr"),
+            ext = p("ext.cnf"), cert = p("server.pem"),
+        ));
+        sh(&format!(
+            "mariadb-install-db --no-defaults --datadir={} --user=root",
+            p("data")
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults".to_string(),
+                format!("--datadir={}", p("data")),
+                "--user=root".into(),
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--socket={}", p("sock")),
+                format!("--ssl-cert={}", p("server.pem")),
+                format!("--ssl-key={}", p("server.key")),
+                "--skip-grant-tables".into(),
+            ])
+            .stderr(std::fs::File::create(p("server.log")).unwrap())
+            .spawn()
+            .expect("mariadbd is installed");
+        let db = TlsMariaDb { dir, server, port };
+        let url = db.url("");
+        for _ in 0..100 {
+            if mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).is_ok() {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "the private TLS MariaDB did not start: {}",
+            std::fs::read_to_string(db.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/mysql{query}", self.port)
+    }
+
+    fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+
+    fn tls_handshakes(&self) -> u64 {
+        let mut c = mysql::Conn::new(mysql::Opts::from_url(&self.url("")).unwrap()).unwrap();
+        let row: Option<(String, u64)> = c
+            .query_first("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+            .unwrap();
+        row.unwrap().1
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn tls_is_verified_as_ssl_mode_says_against_a_server_with_tls() {
+    // Gated like the other MariaDB tests: CI sets the variable and has the server's binaries.
+    if my().is_none() {
+        return;
+    }
+    let server = TlsMariaDb::start();
+    let mut c = mysql::Conn::new(mysql::Opts::from_url(&server.url("")).unwrap()).unwrap();
+    c.query_drop("CREATE DATABASE t; CREATE TABLE t.a (id int PRIMARY KEY, note text); CREATE TABLE t.b (id int PRIMARY KEY, note text); INSERT INTO t.a VALUES (1, 'x')").unwrap();
+    let config = |query: &str| {
+        let url = server.url(query).replace("/mysql", "/t");
+        format!(
+            "[systems.crm]\nkind = \"mysql\"\nurl = \"{url}\"\n[systems.billing]\nkind = \"mysql\"\nurl = \"{url}\"\n[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\n[links.n.fields]\nid = {{}}\nnote = {{}}\n"
+        )
+    };
+    // Without the test CA, the certificate cannot be verified: no connection, no write.
+    let f = fixture(&config("?ssl-mode=VERIFY_IDENTITY"));
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // With it, the host name and the chain check out, and the link runs over TLS.
+    let before = server.tls_handshakes();
+    let f = fixture(&config(&format!(
+        "?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+        server.ca()
+    )));
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(i64, String)> = c.query("SELECT id, note FROM t.b").unwrap();
+    assert_eq!(rows, vec![(1, "x".to_string())]);
+    // Both systems' connections were TLS handshakes (the count includes none of ours).
+    assert!(server.tls_handshakes() >= before + 2);
+}
