@@ -674,16 +674,30 @@ impl StateStore {
         right_keys: &[String],
     ) -> Result<HashMap<String, RightLink>> {
         let mut out = HashMap::new();
-        // One lookup per key through `pairs_by_right`: with an IN list the planner
-        // prefers scanning the link's whole primary key (it needs `tombstone`).
-        for k in right_keys {
-            if let Some(r) = self.db.query_opt(
-                "SELECT CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
+        // The keys join as a VALUES list: with `right_key IN (…)` SQLite's planner scans
+        // the link's whole primary key instead of looking each key up in `pairs_by_right`.
+        for chunk in right_keys.chunks(LOOKUP_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${})", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT p.right_key, CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
                         CASE WHEN EXISTS (SELECT 1 FROM seen s WHERE s.side = 'left' AND s.key = p.left_key) THEN 1 ELSE 0 END
-                   FROM pairs p WHERE p.link = $1 AND p.right_key = $2",
-                &[P::Text(link), P::Text(k)],
-            )? {
-                out.insert(k.clone(), RightLink { tombstoned: r.int(0)? != 0, left_seen: r.int(1)? != 0 });
+                   FROM (SELECT column1 AS k FROM (VALUES {values}) AS keys) AS wanted
+                   JOIN pairs p ON p.link = $1 AND p.right_key = wanted.k"
+            );
+            let params: Vec<P<'_>> = std::iter::once(P::Text(link))
+                .chain(chunk.iter().map(|k| P::Text(k)))
+                .collect();
+            for r in self.db.query(&sql, &params)? {
+                out.insert(
+                    r.text(0)?,
+                    RightLink {
+                        tombstoned: r.int(1)? != 0,
+                        left_seen: r.int(2)? != 0,
+                    },
+                );
             }
         }
         Ok(out)
