@@ -786,10 +786,14 @@ impl StateStore {
     ) -> Result<Vec<(i64, Unlinked, Unlinked, String)>> {
         self.db
             .query(
-                "SELECT m.id, l.key, l.record, r.key, r.record, m.how FROM matches m
-                   JOIN unlinked l ON l.side = 'left' AND l.key = m.left_key
-                   JOIN unlinked r ON r.side = 'right' AND r.key = m.right_key
-                 WHERE m.id > $1 ORDER BY m.id LIMIT $2",
+                // CROSS JOIN fixes SQLite's join order: pages walk `matches` by id and
+                // look both records up. Left to itself it scans every unlinked record and
+                // sorts them, once per page, which is quadratic in the collection.
+                "SELECT m.id, l.key, l.record, r.key, r.record, m.how
+                   FROM matches m CROSS JOIN unlinked l CROSS JOIN unlinked r
+                  WHERE m.id > $1 AND l.side = 'left' AND l.key = m.left_key
+                    AND r.side = 'right' AND r.key = m.right_key
+                  ORDER BY m.id LIMIT $2",
                 &[P::Int(after), P::Int(limit as i64)],
             )?
             .iter()
@@ -813,7 +817,9 @@ impl StateStore {
     ) -> Result<Vec<(i64, Unlinked)>> {
         self.db
             .query(
-                "SELECT id, key, record FROM unlinked WHERE side = $1 AND matched = 0 AND id > $2 ORDER BY id LIMIT $3",
+                // `side || ''`: walk the ids in order instead of the side's index plus a
+                // sort per page (quadratic over a large collection).
+                "SELECT id, key, record FROM unlinked WHERE side || '' = $1 AND matched = 0 AND id > $2 ORDER BY id LIMIT $3",
                 &[P::Text(side.as_str()), P::Int(after), P::Int(limit as i64)],
             )?
             .iter()
