@@ -102,6 +102,12 @@ pub(crate) fn apply_batch(
             commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
         }
         puts.flush(s, &link.name)?;
+        let applied: Vec<_> = puts
+            .applied
+            .iter()
+            .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
+            .collect();
+        s.journal_batch(run, &link.name, &applied, "applied")?;
         s.journal_applied_since(run, mark)
     })?;
     Ok(())
@@ -116,11 +122,13 @@ struct Journaled<'a> {
     keys: &'a (Option<String>, Option<String>),
 }
 
-/// Pair rows to write at the end of the batch's commit, in multi-row statements.
+/// Pair rows to write at the end of the batch's commit, in multi-row statements, and the
+/// state-only changes (links, unlinks) to journal as applied.
 #[derive(Default)]
 struct PendingPairs {
     rows: Vec<PairRow>,
     left_keys: std::collections::HashSet<String>,
+    applied: Vec<(Option<String>, Option<String>, crate::state::Change)>,
 }
 
 impl PendingPairs {
@@ -161,7 +169,6 @@ fn commit_pair(
     outcomes: [Option<WriteOutcome>; 2],
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
-    let run = at.run;
     let (mut left_key, mut right_key) = at.keys.clone();
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
@@ -270,15 +277,9 @@ fn commit_pair(
             s.delete_pair(&link.name, left_key.as_deref().unwrap_or_default())?;
         }
     }
-    if !plan.state_changes.is_empty() {
-        s.journal_changes(
-            run,
-            &link.name,
-            left_key.as_deref(),
-            right_key.as_deref(),
-            &plan.state_changes,
-            "applied",
-        )?;
+    for change in plan.state_changes {
+        puts.applied
+            .push((left_key.clone(), right_key.clone(), change));
     }
     Ok(())
 }

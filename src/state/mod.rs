@@ -860,6 +860,18 @@ impl StateStore {
             .db
             .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
             .map_or(Ok(0), |r| r.int(0))?;
+        self.journal_batch(run, link, entries, "planned")?;
+        Ok(mark)
+    }
+
+    /// Journals changes with one status, many rows per statement.
+    pub fn journal_batch(
+        &mut self,
+        run: i64,
+        link: &str,
+        entries: &[(Option<&str>, Option<&str>, &Change)],
+        status: &str,
+    ) -> Result<()> {
         let at = now();
         for chunk in entries.chunks(WRITE_CHUNK) {
             let values: Vec<(Option<String>, Option<String>)> = chunk
@@ -874,10 +886,10 @@ impl StateStore {
             let sql = self.multi_row_sql("journal", chunk.len(), |n| {
                 format!(
                     "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status) VALUES {}",
-                    row_tuples(n, "$1, $2, $3, ", 4, 8, ", 'planned'")
+                    row_tuples(n, "$1, $2, $3, ", 5, 8, ", $4")
                 )
             });
-            let mut params = vec![P::Int(run), P::Text(&at), P::Text(link)];
+            let mut params = vec![P::Int(run), P::Text(&at), P::Text(link), P::Text(status)];
             for ((left_key, right_key, c), (old, new)) in chunk.iter().zip(&values) {
                 params.extend([
                     P::OptText(*left_key),
@@ -892,7 +904,7 @@ impl StateStore {
             }
             self.db.execute(&sql, &params)?;
         }
-        Ok(mark)
+        Ok(())
     }
 
     /// Sets the outcome (`stale`, `rejected`) of one pair's planned entries for one side,
@@ -932,47 +944,6 @@ impl StateStore {
             &[P::Int(mark), P::Int(run)],
         )?;
         Ok(())
-    }
-
-    /// Journals changes with a status; returns their ids in order.
-    pub fn journal_changes(
-        &mut self,
-        run: i64,
-        link: &str,
-        left_key: Option<&str>,
-        right_key: Option<&str>,
-        changes: &[Change],
-        status: &str,
-    ) -> Result<Vec<i64>> {
-        let at = now();
-        let mut ids = Vec::with_capacity(changes.len());
-        for c in changes {
-            let old = c.old.as_ref().map(Value::encode);
-            let new = c.new.as_ref().map(Value::encode);
-            let row = self.db.query_opt(
-                "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                &[
-                    P::Int(run),
-                    P::Text(&at),
-                    P::Text(link),
-                    P::OptText(left_key),
-                    P::OptText(right_key),
-                    P::Text(c.side.as_str()),
-                    P::Text(&c.op),
-                    P::OptText(c.field.as_deref()),
-                    P::OptText(old.as_deref()),
-                    P::OptText(new.as_deref()),
-                    P::Text(&c.reason),
-                    P::Text(status),
-                ],
-            )?;
-            ids.push(
-                row.ok_or_else(|| StateError::Corrupt("no journal id returned".into()))?
-                    .int(0)?,
-            );
-        }
-        Ok(ids)
     }
 
     /// The journal, newest first, filtered.
