@@ -297,5 +297,12 @@ impl Drop for TempDatabase {
                 self.name
             ));
         }
+        if self.kind == "mysql"
+            && let Ok(opts) = mysql::Opts::from_url(&self.admin_url)
+            && let Ok(mut c) = mysql::Conn::new(opts)
+        {
+            use mysql::prelude::Queryable;
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
+        }
     }
 }
