@@ -342,4 +342,31 @@ fn tls_is_negotiated_and_verified_as_sslmode_says() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("certificate"));
+    // With the server's own (self-signed) certificate as the root: verify-ca accepts it
+    // for 127.0.0.1, verify-full does not unless the certificate names 127.0.0.1.
+    let cert_file: String = c.query_one("SHOW ssl_cert_file", &[]).unwrap().get(0);
+    let Ok(pem) = std::fs::read_to_string(&cert_file) else {
+        eprintln!("skipped the verify-ca part: cannot read the server's {cert_file}");
+        return;
+    };
+    let root = f.path().join("server-root.pem");
+    std::fs::write(&root, pem).unwrap();
+    let with_root = |mode: &str| config(&format!("{mode}&sslrootcert={}", root.display()));
+    // Each run below is a fresh first load.
+    c.batch_execute("DELETE FROM b").unwrap();
+    let f = fixture(&with_root("verify-ca"), "");
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.batch_execute("DELETE FROM b").unwrap();
+    let f = fixture(&with_root("verify-full"), "");
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(0) {
+        assert!(stderr.contains("not valid for name"), "{stderr}");
+    }
 }
