@@ -254,23 +254,21 @@ fn ssl_mode_required_never_falls_back_to_plain_text() {
         )
     };
     let f = fixture(&config("REQUIRED"));
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = support::run_binary(f.path());
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
     if have_ssl.is_some_and(|(_, v)| v == "YES") {
         // A server with TLS: the link runs over it.
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(code, Some(0), "{stderr}");
     } else {
         // This server has no TLS: REQUIRED refuses to connect rather than send in clear.
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("system `crm` (mysql)"), "{stderr}");
         let rows: Vec<i64> = my.mysql_conn().query("SELECT id FROM b").unwrap();
         assert!(rows.is_empty(), "nothing may be written: {rows:?}");
     }
     // A mode that does not exist is named in the error.
     let f = fixture(&config("SOMETIMES"));
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = support::run_binary(f.path());
     assert!(stderr.contains("ssl-mode `SOMETIMES`"), "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
@@ -383,9 +381,8 @@ fn tls_is_verified_as_ssl_mode_says_against_a_server_with_tls() {
     };
     // Without the test CA, the certificate cannot be verified: no connection, no write.
     let f = fixture(&config("?ssl-mode=VERIFY_IDENTITY"));
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = support::run_binary(f.path());
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("certificate"), "{stderr}");
     // With it, the host name and the chain check out, and the link runs over TLS.
     let before = server.tls_handshakes();
@@ -393,13 +390,8 @@ fn tls_is_verified_as_ssl_mode_says_against_a_server_with_tls() {
         "?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
         server.ca()
     )));
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = support::run_binary(f.path());
+    assert_eq!(code, Some(0), "{stderr}");
     let rows: Vec<(i64, String)> = c.query("SELECT id, note FROM t.b").unwrap();
     assert_eq!(rows, vec![(1, "x".to_string())]);
     // Both systems' connections were TLS handshakes (the count includes none of ours).

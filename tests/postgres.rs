@@ -355,18 +355,12 @@ fn tls_is_negotiated_and_verified_as_sslmode_says() {
     // Each run below is a fresh first load.
     c.batch_execute("DELETE FROM b").unwrap();
     let f = fixture(&with_root("verify-ca"), "");
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = support::run_binary(f.path());
+    assert_eq!(code, Some(0), "{stderr}");
     c.batch_execute("DELETE FROM b").unwrap();
     let f = fixture(&with_root("verify-full"), "");
-    let out = support::syncline(f.path()).arg("run").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() != Some(0) {
+    let (code, stderr) = support::run_binary(f.path());
+    if code != Some(0) {
         assert!(stderr.contains("not valid for name"), "{stderr}");
     }
 }

@@ -193,6 +193,15 @@ pub fn syncline(dir: &Path) -> assert_cmd::Command {
     cmd
 }
 
+/// Runs `syncline run` in `dir`: its exit code and what it printed on stderr.
+pub fn run_binary(dir: &Path) -> (Option<i32>, String) {
+    let out = syncline(dir).arg("run").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A server URL from the environment. In CI (`CI` set) a missing variable is a failure;
 /// on a laptop the test is skipped with a message saying how to run it.
 pub fn server_url(var: &str, example: &str) -> Option<String> {
