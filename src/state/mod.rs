@@ -757,11 +757,13 @@ impl StateStore {
              UPDATE unlinked SET matched = 1 WHERE
                (side = 'left' AND key IN (SELECT left_key FROM matches)) OR
                (side = 'right' AND key IN (SELECT right_key FROM matches));
+             -- match_on: a key held by exactly two unmatched records, one on each side
+             -- (one pass over the match-key index, grouped)
              INSERT INTO matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'match_on' FROM unlinked l JOIN unlinked r
-                 ON l.side = 'left' AND r.side = 'right' AND l.match_key = r.match_key
-               WHERE l.matched = 0 AND r.matched = 0
-                 AND (SELECT count(*) FROM unlinked x WHERE x.match_key = l.match_key AND x.matched = 0) = 2
+               SELECT MIN(CASE WHEN side = 'left' THEN key END), MIN(CASE WHEN side = 'right' THEN key END), 'match_on'
+                 FROM unlinked WHERE matched = 0 AND match_key IS NOT NULL
+                GROUP BY match_key
+               HAVING COUNT(*) = 2 AND MIN(side) <> MAX(side)
              ON CONFLICT DO NOTHING;
              UPDATE unlinked SET matched = 1 WHERE matched = 0 AND
                ((side = 'left' AND key IN (SELECT left_key FROM matches)) OR
