@@ -53,6 +53,32 @@ fn fresh_state(dir: &Path) {
     }
 }
 
+/// A timed one-way first load from `src.contacts` into `right` (an empty collection),
+/// as a report line against `baseline` seconds.
+fn first_load(
+    dir: &Path,
+    systems: &str,
+    right: &str,
+    rows: u64,
+    phase: &'static str,
+    baseline: f64,
+) -> Line {
+    fresh_state(dir);
+    let config = format!(
+        "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"{right}\"\nbatch_size = 5000\n{}",
+        fields()
+    );
+    let (r, t, rss) = timed(|| run(dir, &config));
+    assert_eq!(r.links[0].to_right.created, rows);
+    Line {
+        phase,
+        secs: t.as_secs_f64(),
+        rows,
+        baseline: Some(baseline),
+        rss: Some(rss),
+    }
+}
+
 fn fields() -> &'static str {
     "[links.c.fields]\nid = {}\nemail = {}\nname = {}\ncompany = {}\nstatus = {}\namount = {}\nupdated_at = {}\n"
 }
@@ -130,24 +156,14 @@ fn main() {
         "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
     );
     if wants("pg") {
-        fresh_state(dir.path());
-        let (r, t, rss) = timed(|| {
-            run(
-                dir.path(),
-                &format!(
-                    "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nbatch_size = 5000\n{}",
-                    fields()
-                ),
-            )
-        });
-        assert_eq!(r.links[0].to_right.created, rows);
-        lines.push(Line {
-            phase: "syncline first load PG→PG",
-            secs: t.as_secs_f64(),
+        lines.push(first_load(
+            dir.path(),
+            &systems,
+            "dst.contacts",
             rows,
-            baseline: Some(copy_pipe.as_secs_f64()),
-            rss: Some(rss),
-        });
+            "syncline first load PG→PG",
+            copy_pipe.as_secs_f64(),
+        ));
     }
 
     if wants("sqlite") {
@@ -181,24 +197,14 @@ fn main() {
             .unwrap()
             .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
             .unwrap();
-        fresh_state(dir.path());
-        let (r, t, rss) = timed(|| {
-            run(
-                dir.path(),
-                &format!(
-                    "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"lite.contacts\"\nbatch_size = 5000\n{}",
-                    fields()
-                ),
-            )
-        });
-        assert_eq!(r.links[0].to_right.created, rows);
-        lines.push(Line {
-            phase: "syncline first load PG→SQLite",
-            secs: t.as_secs_f64(),
+        lines.push(first_load(
+            dir.path(),
+            &systems,
+            "lite.contacts",
             rows,
-            baseline: Some(csv_import.as_secs_f64()),
-            rss: Some(rss),
-        });
+            "syncline first load PG→SQLite",
+            csv_import.as_secs_f64(),
+        ));
     }
 
     if let Ok(my_admin) = std::env::var("SYNCLINE_TEST_MYSQL_URL")
@@ -210,37 +216,26 @@ fn main() {
         let my_url = with_db(&my_admin, &tag);
         let mut myc = mysql::Conn::new(mysql::Opts::from_url(&my_url).unwrap()).unwrap();
         myc.query_drop("CREATE TABLE contacts (id bigint PRIMARY KEY, email text, name text, company text, status text, amount decimal(12,2), updated_at datetime(6))").unwrap();
-        let config = format!(
-            "{systems}[systems.maria]\nkind = \"mysql\"\nurl = \"{my_url}\"\n[links.c]\nleft = \"src.contacts\"\nright = \"maria.contacts\"\nbatch_size = 5000\n{}",
-            fields()
-        );
-        fresh_state(dir.path());
-        let (r, t, rss) = timed(|| run(dir.path(), &config));
-        assert_eq!(r.links[0].to_right.created, rows);
-        lines.push(Line {
-            phase: "syncline first load PG→MariaDB",
-            secs: t.as_secs_f64(),
+        lines.push(first_load(
+            dir.path(),
+            &format!("{systems}[systems.maria]\nkind = \"mysql\"\nurl = \"{my_url}\"\n"),
+            "maria.contacts",
             rows,
-            baseline: Some(copy_pipe.as_secs_f64()),
-            rss: Some(rss),
-        });
+            "syncline first load PG→MariaDB",
+            copy_pipe.as_secs_f64(),
+        ));
         my.query_drop(format!("DROP DATABASE {tag}")).unwrap();
     }
 
     if wants("two-way") {
         // Steady state: a two-way PG↔PG link over the loaded tables, 1% changed per side.
         let two_way = format!(
-            "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.contacts\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\nbatch_size = 5000\non_delete = {{ left = \"propagate\", right = \"propagate\" }}\n[links.c.fields]\nid = {{ owner = \"left\" }}\nemail = {{ owner = \"both\" }}\nname = {{ owner = \"both\" }}\ncompany = {{ owner = \"both\" }}\nstatus = {{ owner = \"both\" }}\namount = {{ owner = \"both\" }}\nupdated_at = {{ owner = \"both\" }}\n"
+            "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.copy_baseline\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\nbatch_size = 5000\non_delete = {{ left = \"propagate\", right = \"propagate\" }}\n[links.c.fields]\nid = {{ owner = \"left\" }}\nemail = {{ owner = \"both\" }}\nname = {{ owner = \"both\" }}\ncompany = {{ owner = \"both\" }}\nstatus = {{ owner = \"both\" }}\namount = {{ owner = \"both\" }}\nupdated_at = {{ owner = \"both\" }}\n"
         );
         // The first run links the two loaded tables (match_on id, nothing to write); the
         // second is the steady state.
         fresh_state(dir.path());
-        let (linked, link_time, link_rss) = timed(|| {
-            run(
-                dir.path(),
-                &two_way.replace("dst.contacts", "dst.copy_baseline"),
-            )
-        });
+        let (linked, link_time, link_rss) = timed(|| run(dir.path(), &two_way));
         assert_eq!(
             linked.links[0].to_right.created + linked.links[0].to_left.created,
             0
@@ -249,12 +244,7 @@ fn main() {
             .unwrap();
         dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
             .unwrap();
-        let (r, t, rss) = timed(|| {
-            run(
-                dir.path(),
-                &two_way.replace("dst.contacts", "dst.copy_baseline"),
-            )
-        });
+        let (r, t, rss) = timed(|| run(dir.path(), &two_way));
         let changed = rows / 100 * 2;
         assert_eq!(
             r.links[0].to_right.updated + r.links[0].to_left.updated,

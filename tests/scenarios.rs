@@ -313,6 +313,14 @@ fn a_write_never_replaces_a_value_changed_after_it_was_read() {
     assert_eq!(r.links[0].to_right.stale_skipped, 1);
     assert_eq!(r.links[0].to_right.updated, 0);
     assert_eq!(right_names(&f)[0][2], text("typed meanwhile"));
+    // AND the journal says so: the planned write is `stale`, not `applied`
+    let journal = f.store().journal(Some("c"), None, None, 100).unwrap();
+    let statuses: Vec<(&str, &str)> = journal
+        .iter()
+        .filter(|e| e.run == journal[0].run)
+        .map(|e| (e.op.as_str(), e.status.as_str()))
+        .collect();
+    assert_eq!(statuses, vec![("update", "stale")], "{journal:?}");
     // AND the next run re-plans it under the policy (left-wins), openly
     let r = f.run();
     assert_eq!(r.links[0].to_right.updated, 1);
@@ -493,6 +501,20 @@ fn a_record_the_other_side_refuses_is_quarantined_and_the_rest_applied() {
     let q = f.store().quarantine(Some("c")).unwrap();
     assert_eq!(q.len(), 1);
     assert!(q[0].reason.contains("CHECK constraint"), "{}", q[0].reason);
+    // the journal marks the refused create `rejected` and only that one
+    let journal = f.store().journal(Some("c"), None, None, 100).unwrap();
+    let mut rejected: Vec<&str> = journal
+        .iter()
+        .filter(|e| e.status == "rejected")
+        .filter_map(|e| e.left_key.as_deref())
+        .collect();
+    rejected.dedup();
+    assert_eq!(rejected.len(), 1, "{journal:?}");
+    assert_eq!(
+        journal.iter().filter(|e| e.status == "applied").count(),
+        4,
+        "{journal:?}"
+    );
     // fixed at the source, it goes through and the quarantine clears
     f.left
         .execute(

@@ -127,16 +127,18 @@ struct Journaled<'a> {
 #[derive(Default)]
 struct PendingPairs {
     rows: Vec<PairRow>,
-    left_keys: std::collections::HashSet<String>,
+    /// Fingerprints of the pending rows' left keys: a collision only costs an early flush.
+    left_keys: std::collections::HashSet<u64>,
     applied: Vec<(Option<String>, Option<String>, crate::state::Change)>,
 }
 
 impl PendingPairs {
     fn put(&mut self, s: &mut StateStore, link: &str, row: PairRow) -> Result<(), StateError> {
         // One statement cannot upsert a row twice: a repeated key goes in the next one.
-        if !self.left_keys.insert(row.left_key.clone()) {
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(row.left_key.as_bytes());
+        if !self.left_keys.insert(fingerprint) {
             self.flush(s, link)?;
-            self.left_keys.insert(row.left_key.clone());
+            self.left_keys.insert(fingerprint);
         }
         self.rows.push(row);
         Ok(())

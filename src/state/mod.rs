@@ -150,7 +150,7 @@ pub const PERSISTENT_QUARANTINE: &[&str] = &["flapping"];
 pub struct StateStore {
     db: Db,
     read_only: bool,
-    /// Multi-row statements by table and row count, built once.
+    /// Statements whose text depends on a row or key count, by name and count, built once.
     multi_row: HashMap<(&'static str, usize), std::rc::Rc<str>>,
 }
 
@@ -377,15 +377,15 @@ impl StateStore {
         })
     }
 
-    /// The statement writing `rows` rows to `table`, built by `build` the first time.
+    /// The statement `name` for `rows` rows (or keys), built by `build` the first time.
     fn multi_row_sql(
         &mut self,
-        table: &'static str,
+        name: &'static str,
         rows: usize,
         build: impl FnOnce(usize) -> String,
     ) -> std::rc::Rc<str> {
         self.multi_row
-            .entry((table, rows))
+            .entry((name, rows))
             .or_insert_with(|| build(rows).into())
             .clone()
     }
@@ -548,16 +548,18 @@ impl StateStore {
         side: Side,
         keys: &[String],
     ) -> Result<HashMap<String, PairRow>> {
-        let column = match side {
-            Side::Left => "left_key",
-            Side::Right => "right_key",
+        let (statement, column) = match side {
+            Side::Left => ("pairs_by_left", "left_key"),
+            Side::Right => ("pairs_by_right", "right_key"),
         };
         let mut out = HashMap::new();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let sql = format!(
-                "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND {column} IN ({})",
-                placeholders(2, chunk.len())
-            );
+            let sql = self.multi_row_sql(statement, chunk.len(), |n| {
+                format!(
+                    "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND {column} IN ({})",
+                    placeholders(2, n)
+                )
+            });
             let params: Vec<P<'_>> = std::iter::once(P::Text(link))
                 .chain(chunk.iter().map(|k| P::Text(k)))
                 .collect();
@@ -651,13 +653,12 @@ impl StateStore {
     /// Remembers that linked keys were present in this run's scan of `side`.
     pub fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, ${})", i + 2))
-                .collect();
-            let sql = format!(
-                "INSERT INTO seen (side, key) VALUES {} ON CONFLICT DO NOTHING",
-                rows.join(", ")
-            );
+            let sql = self.multi_row_sql("seen", chunk.len(), |n| {
+                format!(
+                    "INSERT INTO seen (side, key) VALUES {} ON CONFLICT DO NOTHING",
+                    row_tuples(n, "$1, ", 2, 1, "")
+                )
+            });
             let params: Vec<P<'_>> = std::iter::once(P::Text(side.as_str()))
                 .chain(chunk.iter().map(|k| P::Text(k)))
                 .collect();
@@ -677,16 +678,15 @@ impl StateStore {
         // The keys join as a VALUES list: with `right_key IN (…)` SQLite's planner scans
         // the link's whole primary key instead of looking each key up in `pairs_by_right`.
         for chunk in right_keys.chunks(LOOKUP_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| format!("(${})", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT p.right_key, CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
-                        CASE WHEN EXISTS (SELECT 1 FROM seen s WHERE s.side = 'left' AND s.key = p.left_key) THEN 1 ELSE 0 END
-                   FROM (SELECT column1 AS k FROM (VALUES {values}) AS keys) AS wanted
-                   JOIN pairs p ON p.link = $1 AND p.right_key = wanted.k"
-            );
+            let sql = self.multi_row_sql("right_links", chunk.len(), |n| {
+                format!(
+                    "SELECT p.right_key, CASE WHEN p.tombstone IS NULL THEN 0 ELSE 1 END,
+                            CASE WHEN EXISTS (SELECT 1 FROM seen s WHERE s.side = 'left' AND s.key = p.left_key) THEN 1 ELSE 0 END
+                       FROM (SELECT column1 AS k FROM (VALUES {}) AS keys) AS wanted
+                       JOIN pairs p ON p.link = $1 AND p.right_key = wanted.k",
+                    row_tuples(n, "", 2, 1, "")
+                )
+            });
             let params: Vec<P<'_>> = std::iter::once(P::Text(link))
                 .chain(chunk.iter().map(|k| P::Text(k)))
                 .collect();
@@ -1196,5 +1196,50 @@ impl Unlinked {
             ext_ref: None,
             values: dec_values(record)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Change, StateStore};
+    use crate::model::Side;
+
+    #[test]
+    fn a_run_that_never_finished_leaves_its_planned_entries_unknown_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
+        let change = Change {
+            side: Side::Right,
+            op: "create".into(),
+            field: None,
+            old: None,
+            new: None,
+            reason: "new on the left".into(),
+        };
+        // A finished run whose entry stayed planned (an older build's): not this run's.
+        let done = s.begin_run("run").unwrap();
+        s.journal_batch(done, "c", &[(Some("I1"), None, &change)], "planned")
+            .unwrap();
+        s.finish_run(done, "ok", &serde_json::json!({})).unwrap();
+        // The run that died between journaling a batch and committing it.
+        let died = s.begin_run("run").unwrap();
+        s.journal_planned_batch(
+            died,
+            "c",
+            &[(Some("I2"), None, &change), (Some("I3"), None, &change)],
+        )
+        .unwrap();
+        assert_eq!(s.mark_interrupted_runs().unwrap(), 1);
+        let journal = s.journal(Some("c"), None, None, 10).unwrap();
+        // The journal shows keys as people write them: `I2` (integer 2) reads `2`.
+        let status = |key: &str| {
+            journal
+                .iter()
+                .find(|e| e.left_key.as_deref() == Some(key))
+                .map(|e| e.status.as_str())
+        };
+        assert_eq!(status("2"), Some("unknown"));
+        assert_eq!(status("3"), Some("unknown"));
+        assert_eq!(status("1"), Some("planned"));
     }
 }

@@ -150,11 +150,10 @@ impl PostgresConnector {
         let rows = self
             .client
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text, t.typtype::text,
-                        COALESCE(i.indisprimary, false),
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text,
+                        format_type(a.atttypid, NULL), COALESCE(i.indisprimary, false),
                         EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
-                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum),
-                        format_type(a.atttypid, NULL)
+                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum)
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -177,7 +176,6 @@ impl PostgresConnector {
                     r.get(5),
                 );
                 c.unique = r.get(6);
-                c.cast_type = r.get(7);
                 c
             })
             .collect();

@@ -39,7 +39,7 @@ impl PgColumn {
         type_name: String,
         not_null: bool,
         typname: String,
-        _typtype: String,
+        cast_type: String,
         primary_key: bool,
     ) -> PgColumn {
         let kind = match typname.as_str() {
@@ -57,7 +57,7 @@ impl PgColumn {
         };
         PgColumn {
             name,
-            cast_type: type_name.clone(),
+            cast_type,
             type_name,
             kind,
             not_null,
@@ -143,7 +143,7 @@ mod tests {
             "numeric(12,2)".into(),
             false,
             "numeric".into(),
-            "b".into(),
+            "numeric".into(),
             false,
         )];
         assert!(check_fits(&cols, "n", &Value::Numeric("1.005".into())).is_err());
