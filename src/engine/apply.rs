@@ -50,67 +50,139 @@ pub(crate) fn apply_batch(
     report: &mut LinkReport,
     plans: Vec<PairPlan>,
 ) -> Result<(), Error> {
-    // 1. Journal the batch as planned: if the process dies while writing, the next run
-    //    sees these as `unknown` and re-plans from what the systems hold.
-    let planned_keys: Vec<(Option<String>, Option<String>)> = plans.iter().map(keys).collect();
-    let entries: Vec<(Option<&str>, Option<&str>, &crate::state::Change)> = plans
-        .iter()
-        .zip(&planned_keys)
-        .flat_map(|(p, (lk, rk))| {
-            p.changes
-                .iter()
-                .flatten()
-                .map(move |c| (lk.as_deref(), rk.as_deref(), c))
-        })
-        .collect();
-    let mark = state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
-
-    // 2. Write, one transaction per side.
-    let mut plans = plans;
-    let mut outcomes: Vec<[Option<WriteOutcome>; 2]> = vec![[None, None]; plans.len()];
+    let mut batch = PlannedBatch::journal(link, state, run, plans)?;
     for side in [Side::Left, Side::Right] {
-        let idx = side as usize;
-        // Lent to the connector and put back: commit reads what each write was.
-        let (positions, writes): (Vec<usize>, Vec<Write>) = plans
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, p)| p.writes[idx].take().map(|w| (i, w)))
-            .unzip();
-        if writes.is_empty() {
+        let lent = batch.lend_writes(side);
+        if lent.writes.is_empty() {
             continue;
         }
-        let results = write(side, &writes);
-        for (&pos, w) in positions.iter().zip(writes) {
-            plans[pos].writes[idx] = Some(w);
-        }
-        for (pos, outcome) in positions.into_iter().zip(results?) {
-            outcomes[pos][idx] = Some(outcome);
+        let results = write(side, &lent.writes);
+        batch.settle(lent, results)?;
+    }
+    batch.commit(link, state, run_seq, report)
+}
+
+/// A batch journaled as `planned`: its writes go out to the systems, and what they
+/// confirm is committed to the state store.
+pub(crate) struct PlannedBatch {
+    run: i64,
+    /// Every entry of the batch has a greater journal id.
+    mark: i64,
+    plans: Vec<PairPlan>,
+    /// The keys each pair's entries were journaled under.
+    keys: Vec<(Option<String>, Option<String>)>,
+    outcomes: Vec<[Option<WriteOutcome>; 2]>,
+}
+
+/// One side's writes of a batch, lent out to its system and given back with the
+/// outcomes: the commit reads what each write was.
+pub(crate) struct LentWrites {
+    side: Side,
+    positions: Vec<usize>,
+    pub writes: Vec<Write>,
+}
+
+impl PlannedBatch {
+    /// Journals the batch as planned: if the process dies while writing, the next run
+    /// sees these entries as `unknown` and re-plans from what the systems hold.
+    pub fn journal(
+        link: &LinkSpec,
+        state: &mut StateStore,
+        run: i64,
+        plans: Vec<PairPlan>,
+    ) -> Result<PlannedBatch, Error> {
+        let keys: Vec<(Option<String>, Option<String>)> = plans.iter().map(keys).collect();
+        let entries: Vec<(Option<&str>, Option<&str>, &crate::state::Change)> = plans
+            .iter()
+            .zip(&keys)
+            .flat_map(|(p, (lk, rk))| {
+                p.changes
+                    .iter()
+                    .flatten()
+                    .map(move |c| (lk.as_deref(), rk.as_deref(), c))
+            })
+            .collect();
+        let mark = state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
+        let outcomes = vec![[None, None]; plans.len()];
+        Ok(PlannedBatch {
+            run,
+            mark,
+            plans,
+            keys,
+            outcomes,
+        })
+    }
+
+    /// Takes `side`'s writes out of the plans, to send to its system.
+    pub fn lend_writes(&mut self, side: Side) -> LentWrites {
+        let (positions, writes) = self
+            .plans
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| p.writes[side as usize].take().map(|w| (i, w)))
+            .unzip();
+        LentWrites {
+            side,
+            positions,
+            writes,
         }
     }
 
-    // 3. Commit what the systems confirmed. Entries that did not apply are marked one
-    //    by one; the rest of the batch's entries become `applied` in one statement, and
-    //    the pairs are written many per statement.
-    state.transaction(|s| {
-        let mut puts = PendingPairs::default();
-        for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&planned_keys) {
-            let at = Journaled {
-                run,
-                mark,
-                keys: planned,
-            };
-            commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
+    /// Puts lent writes back with what the system said of them. A failed batch (the
+    /// system could not be written at all) is the error; its entries stay `planned`.
+    pub fn settle(
+        &mut self,
+        lent: LentWrites,
+        results: Result<Vec<WriteOutcome>, ConnectorError>,
+    ) -> Result<(), ConnectorError> {
+        let idx = lent.side as usize;
+        for (&pos, w) in lent.positions.iter().zip(lent.writes) {
+            self.plans[pos].writes[idx] = Some(w);
         }
-        puts.flush(s, &link.name)?;
-        let applied: Vec<_> = puts
-            .applied
-            .iter()
-            .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
-            .collect();
-        s.journal_batch(run, &link.name, &applied, "applied")?;
-        s.journal_applied_since(run, mark)
-    })?;
-    Ok(())
+        for (pos, outcome) in lent.positions.into_iter().zip(results?) {
+            self.outcomes[pos][idx] = Some(outcome);
+        }
+        Ok(())
+    }
+
+    /// Commits what the systems confirmed, in one transaction. Entries that did not
+    /// apply are marked one by one; the rest of the batch's entries become `applied` in
+    /// one statement, and the pairs are written many per statement.
+    pub fn commit(
+        self,
+        link: &LinkSpec,
+        state: &mut StateStore,
+        run_seq: i64,
+        report: &mut LinkReport,
+    ) -> Result<(), Error> {
+        let PlannedBatch {
+            run,
+            mark,
+            plans,
+            keys,
+            outcomes,
+        } = self;
+        state.transaction(|s| {
+            let mut puts = PendingPairs::default();
+            for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&keys) {
+                let at = Journaled {
+                    run,
+                    mark,
+                    keys: planned,
+                };
+                commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
+            }
+            puts.flush(s, &link.name)?;
+            let applied: Vec<_> = puts
+                .applied
+                .iter()
+                .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
+                .collect();
+            s.journal_batch(run, &link.name, &applied, "applied")?;
+            s.journal_applied_since(run, mark)
+        })?;
+        Ok(())
+    }
 }
 
 /// Where a pair's planned entries are in the journal: the batch's run and mark, and the

@@ -17,6 +17,7 @@ mod layout;
 mod plan;
 mod read_ahead;
 mod report;
+mod write_behind;
 
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};

@@ -2,9 +2,11 @@
 //! the resulting [`PairPlan`]s. Writes nothing to any system; in a `run` it records the
 //! conflicts and quarantine findings it makes.
 
+use super::apply::PlannedBatch;
 use super::layout::Layout;
 use super::read_ahead::scan_ahead;
 use super::report::{LinkReport, PlannedLine};
+use super::write_behind::WriteBehind;
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
 use crate::connectors::{Connector, Write};
@@ -133,7 +135,7 @@ impl<'a> Planner<'a> {
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
-        mut before_apply: Option<&mut dyn FnMut(&str)>,
+        before_apply: Option<&mut dyn FnMut(&str)>,
     ) -> Result<bool, Error> {
         let batch = self.link.batch_size;
         let left_spec = self.layout.left.clone();
@@ -142,36 +144,18 @@ impl<'a> Planner<'a> {
         // A first load into an empty collection: nothing to link, match or delete, so
         // every left record is planned as a create straight from the scan.
         if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
-            let streaming = self.run_id.is_some();
-            let left_records = scan_ahead(left, &left_spec, batch, &mut |records| {
-                self.buffer = streaming.then(Vec::new);
-                self.in_transaction(|p| {
-                    records
-                        .iter()
-                        .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-                })?;
-                let (Some(plans), Some(run)) = (self.buffer.take(), self.run_id) else {
-                    return Ok(());
-                };
-                if let Some(hook) = before_apply.take() {
-                    hook(&self.link.name);
-                }
-                let mut write = |side: Side, writes: &[Write]| {
-                    debug_assert_eq!(side, Side::Right, "a first load only writes to the right");
-                    right.apply(&right_spec, writes)
-                };
-                super::apply::apply_batch(
-                    self.link,
-                    &mut write,
-                    self.state,
-                    run,
-                    self.run_seq,
-                    self.report,
-                    plans,
-                )
-            })?;
+            let left_records = match self.run_id {
+                Some(run) => self.stream_first_load(run, left, right, before_apply)?,
+                None => scan_ahead(left, &left_spec, batch, &mut |records| {
+                    self.in_transaction(|p| {
+                        records
+                            .iter()
+                            .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
+                    })
+                })?,
+            };
             self.report.left_records = left_records;
-            return Ok(streaming);
+            return Ok(self.run_id.is_some());
         }
         // The left scan fetches partners from the right while the left reads ahead; the
         // right scan only consults the state store.
@@ -187,6 +171,46 @@ impl<'a> Planner<'a> {
         self.in_transaction(|p| p.forget_vanished_pairs())?;
         self.in_transaction(|p| p.match_and_create())?;
         Ok(false)
+    }
+
+    /// A first load in a run: each batch is planned, journaled and handed to the right's
+    /// writer thread while the batch before is committed (see [`WriteBehind`]).
+    fn stream_first_load(
+        &mut self,
+        run: i64,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+        mut before_apply: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<u64, Error> {
+        let left_spec = self.layout.left.clone();
+        let right_spec = self.layout.right.clone();
+        std::thread::scope(|scope| {
+            let mut writer = WriteBehind::start(scope, Side::Right, right, &right_spec);
+            let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
+                self.buffer = Some(Vec::new());
+                self.in_transaction(|p| {
+                    records
+                        .iter()
+                        .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
+                })?;
+                let plans = self.buffer.take().unwrap_or_default();
+                let batch = PlannedBatch::journal(self.link, self.state, run, plans)?;
+                if let Some(hook) = before_apply.take() {
+                    hook(&self.link.name);
+                }
+                match writer.send(batch)? {
+                    Some(done) => done.commit(self.link, self.state, self.run_seq, self.report),
+                    None => Ok(()),
+                }
+            });
+            // Whatever stopped the scan, the batch out at the right is committed if its
+            // writes came back: what the system confirmed is never forgotten.
+            let last = writer.finish();
+            if let Some(done) = last? {
+                done.commit(self.link, self.state, self.run_seq, self.report)?;
+            }
+            scanned
+        })
     }
 
     fn in_transaction(
