@@ -10,11 +10,14 @@
 //! `SYNCLINE_BENCH_PHASES` picks phases (comma-separated: `pg`, `sqlite`, `mariadb`,
 //! `two-way`; default all), e.g. to profile one of them.
 
-use std::io::{Read, Write};
+// The allocator the `syncline` binary runs with, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 mod support;
 
-use support::timed;
+use support::{cpu_secs, timed};
 use syncline::config::Config;
 use syncline::engine::{self, RunOptions, RunReport};
 use syncline::state::StateStore;
@@ -68,7 +71,9 @@ fn first_load(
         "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"{right}\"\nbatch_size = 5000\n{}",
         fields()
     );
+    let cpu = cpu_secs();
     let (r, t, rss) = timed(|| run(dir, &config));
+    let cpu = cpu_secs() - cpu;
     assert_eq!(r.links[0].to_right.created, rows);
     Line {
         phase,
@@ -76,6 +81,7 @@ fn first_load(
         rows,
         baseline: Some(baseline),
         rss: Some(rss),
+        cpu: Some(cpu),
     }
 }
 
@@ -89,6 +95,8 @@ struct Line {
     rows: u64,
     baseline: Option<f64>,
     rss: Option<f64>,
+    /// CPU seconds syncline's process used (all its threads).
+    cpu: Option<f64>,
 }
 
 fn main() {
@@ -150,6 +158,7 @@ fn main() {
         rows,
         baseline: None,
         rss: None,
+        cpu: None,
     });
 
     let systems = format!(
@@ -171,13 +180,13 @@ fn main() {
         let csv = dir.path().join("contacts.csv");
         let baseline_db = dir.path().join("baseline.db");
         let (_, csv_import, _) = timed(|| {
-            let mut out = std::fs::File::create(&csv).unwrap();
+            let mut out =
+                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&csv).unwrap());
             let mut reader = src
                 .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
                 .unwrap();
-            let mut buf = Vec::new();
-            reader.read_to_end(&mut buf).unwrap();
-            out.write_all(&buf).unwrap();
+            std::io::copy(&mut reader, &mut out).unwrap();
+            drop(out);
             let status = std::process::Command::new("sqlite3")
                 .arg(&baseline_db)
                 .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
@@ -192,6 +201,7 @@ fn main() {
             rows,
             baseline: None,
             rss: None,
+            cpu: None,
         });
         rusqlite::Connection::open(dir.path().join("lite.db"))
             .unwrap()
@@ -235,7 +245,9 @@ fn main() {
         // The first run links the two loaded tables (match_on id, nothing to write); the
         // second is the steady state.
         fresh_state(dir.path());
+        let link_cpu = cpu_secs();
         let (linked, link_time, link_rss) = timed(|| run(dir.path(), &two_way));
+        let link_cpu = cpu_secs() - link_cpu;
         assert_eq!(
             linked.links[0].to_right.created + linked.links[0].to_left.created,
             0
@@ -244,7 +256,9 @@ fn main() {
             .unwrap();
         dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
             .unwrap();
+        let cycle_cpu = cpu_secs();
         let (r, t, rss) = timed(|| run(dir.path(), &two_way));
+        let cycle_cpu = cpu_secs() - cycle_cpu;
         let changed = rows / 100 * 2;
         assert_eq!(
             r.links[0].to_right.updated + r.links[0].to_left.updated,
@@ -264,6 +278,7 @@ fn main() {
             rows,
             baseline: None,
             rss: None,
+            cpu: None,
         });
         lines.push(Line {
             phase: "syncline linking two loaded tables",
@@ -271,6 +286,7 @@ fn main() {
             rows,
             baseline: Some(scan.as_secs_f64()),
             rss: Some(link_rss),
+            cpu: Some(link_cpu),
         });
         lines.push(Line {
             phase: "syncline two-way cycle, 1%+1% changed",
@@ -278,22 +294,24 @@ fn main() {
             rows,
             baseline: Some(scan.as_secs_f64()),
             rss: Some(rss),
+            cpu: Some(cycle_cpu),
         });
     }
 
     println!(
-        "\n{:<40} {:>9} {:>12} {:>9} {:>13}",
-        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB"
+        "\n{:<40} {:>9} {:>12} {:>9} {:>13} {:>7}",
+        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB", "CPU s"
     );
     for l in &lines {
         println!(
-            "{:<40} {:>9.2} {:>12.0} {:>9} {:>13}",
+            "{:<40} {:>9.2} {:>12.0} {:>9} {:>13} {:>7}",
             l.phase,
             l.secs,
             l.rows as f64 / l.secs,
             l.baseline
                 .map_or("1.00×".to_string(), |b| format!("{:.2}×", l.secs / b)),
-            l.rss.map_or("-".to_string(), |r| format!("{r:.1}"))
+            l.rss.map_or("-".to_string(), |r| format!("{r:.1}")),
+            l.cpu.map_or("-".to_string(), |c| format!("{c:.1}"))
         );
     }
     drop(src);

@@ -8,6 +8,10 @@
 //! Prints times, rows/s, ratios and the peak resident memory (VmHWM) of each phase.
 //! Run with `cargo bench --bench sqlite_sync`.
 
+// The allocator the `syncline` binary runs with, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod support;
 
 use rusqlite::Connection;

@@ -14,6 +14,25 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this process has used so far (all threads, user + system), in seconds:
+/// steadier than wall time on a shared machine, and what a faster engine saves.
+#[allow(dead_code)] // not every benchmark reports it
+pub fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(vec![], |(_, rest)| rest.split(' ').collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Runs `f`, returning its result, how long it took and the peak RSS (MiB) while it ran.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, f64) {
     // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.

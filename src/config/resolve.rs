@@ -134,9 +134,9 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct FieldSpec {
     /// The field's name, which is also its column on the left.
-    pub name: String,
+    pub name: crate::model::Name,
     /// Its column on the right.
-    pub right: String,
+    pub right: crate::model::Name,
     pub transform: Transform,
     pub span: Range<usize>,
 }
@@ -202,7 +202,7 @@ impl LinkSpec {
         }
     }
 
-    pub fn field_column(&self, field: usize, side: crate::model::Side) -> &str {
+    pub fn field_column(&self, field: usize, side: crate::model::Side) -> &crate::model::Name {
         match side {
             crate::model::Side::Left => &self.fields[field].name,
             crate::model::Side::Right => &self.fields[field].right,
@@ -496,11 +496,11 @@ fn resolve_link(
             .transpose()?
             .unwrap_or_default();
         fields.push(FieldSpec {
-            name: fname.clone(),
+            name: fname.as_str().into(),
             right: fr
                 .right
                 .as_ref()
-                .map_or_else(|| fname.clone(), |r| r.get_ref().clone()),
+                .map_or_else(|| fname.as_str().into(), |r| r.get_ref().as_str().into()),
             transform,
             span: f.span(),
         });
@@ -511,7 +511,7 @@ fn resolve_link(
             f.span(),
         ));
     }
-    let index_of = |n: &str| fields.iter().position(|f| f.name == n);
+    let index_of = |n: &str| fields.iter().position(|f| *f.name == *n);
 
     let default_owner = match mode {
         Mode::OneWay => Owner::Left,
@@ -574,7 +574,7 @@ fn resolve_link(
         }
         let (owner, policy, clk, span) = &per_field[i];
         units.push(UnitSpec {
-            name: f.name.clone(),
+            name: f.name.to_string(),
             fields: vec![i],
             owner: owner.unwrap_or(default_owner),
             owner_explicit: owner.is_some(),
@@ -674,9 +674,9 @@ fn resolve_link(
         if let Some(r) = reference {
             let clash = fields.iter().any(|f| {
                 if side == "left" {
-                    &f.name == r.get_ref()
+                    *f.name == **r.get_ref()
                 } else {
-                    &f.right == r.get_ref()
+                    *f.right == **r.get_ref()
                 }
             });
             if clash {

@@ -9,7 +9,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::config::SystemSpec;
-use crate::model::{Key, Record, Value};
+use crate::model::{Key, Name, Record, Value};
 
 /// What to read from a collection: its key columns first, then `columns`, in order.
 #[derive(Debug, Clone)]
@@ -35,16 +35,16 @@ pub struct ColumnInfo {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     Create {
-        values: Vec<(String, Value)>,
+        values: Vec<(Name, Value)>,
     },
     Update {
         key: Key,
-        set: Vec<(String, Value)>,
-        expect: Vec<(String, Value)>,
+        set: Vec<(Name, Value)>,
+        expect: Vec<(Name, Value)>,
     },
     Delete {
         key: Key,
-        expect: Vec<(String, Value)>,
+        expect: Vec<(Name, Value)>,
     },
 }
 
@@ -280,10 +280,12 @@ pub(crate) fn pick_columns<C: Clone>(
 /// Runs of consecutive creates that write the same columns, each at most `max` long:
 /// a connector can send each run as one statement.
 pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {
-    let columns = |w: &Write| match w {
-        Write::Create { values } => Some(values.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()),
-        _ => None,
-    };
+    fn columns(w: &Write) -> Option<impl Iterator<Item = &Name> + Clone> {
+        match w {
+            Write::Create { values } => Some(values.iter().map(|(c, _)| c)),
+            _ => None,
+        }
+    }
     let mut runs = Vec::new();
     let mut i = 0;
     while i < writes.len() {
@@ -292,7 +294,10 @@ pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<u
             continue;
         };
         let mut j = i + 1;
-        while j < writes.len() && j - i < max && columns(&writes[j]).as_ref() == Some(&first) {
+        while j < writes.len()
+            && j - i < max
+            && columns(&writes[j]).is_some_and(|c| c.eq(first.clone()))
+        {
             j += 1;
         }
         runs.push(i..j);

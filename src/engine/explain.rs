@@ -172,8 +172,8 @@ pub fn explain(
                 None => None,
             };
             fields.push(FieldExplanation {
-                field: spec.name.clone(),
-                right_column: spec.right.clone(),
+                field: spec.name.to_string(),
+                right_column: spec.right.to_string(),
                 owner: unit.owner.as_str().into(),
                 policy: if unit.owner == crate::config::Owner::Both {
                     link.policy_of(unit).as_str().into()

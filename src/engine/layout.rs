@@ -96,12 +96,12 @@ impl Layout {
         let mut left_read = ReadSpec {
             collection: link.left.collection.clone(),
             key: link.left.key.clone(),
-            columns: link.fields.iter().map(|f| f.name.clone()).collect(),
+            columns: link.fields.iter().map(|f| f.name.to_string()).collect(),
         };
         let mut right_read = ReadSpec {
             collection: link.right.collection.clone(),
             key: link.right.key.clone(),
-            columns: link.fields.iter().map(|f| f.right.clone()).collect(),
+            columns: link.fields.iter().map(|f| f.right.to_string()).collect(),
         };
         let position = |spec: &mut ReadSpec, col: &str| -> usize {
             spec.columns

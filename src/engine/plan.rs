@@ -11,7 +11,7 @@ use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
 use crate::connectors::{Connector, Write};
 use crate::merge::{self, Clocks, Decision, UnitRule};
-use crate::model::{Key, Record, Side, Value};
+use crate::model::{Key, Name, Record, Side, Value};
 use crate::state::{
     Change, ConflictRow, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values,
 };
@@ -42,9 +42,9 @@ pub(crate) struct PairPlan {
     pub fate: Fate,
     pub writes: [Option<Write>; 2],
     /// The base after this cycle for fields that do not depend on a write.
-    pub base: BTreeMap<String, Value>,
+    pub base: BTreeMap<Name, Value>,
     /// Base fields that take effect only if the write to that side succeeds.
-    pub base_if: [BTreeMap<String, Value>; 2],
+    pub base_if: [BTreeMap<Name, Value>; 2],
     pub marks: BTreeMap<String, crate::state::Mark>,
     pub marks_if: [BTreeMap<String, crate::state::Mark>; 2],
     /// Journal entries for each side's write; `state_changes` for the id map alone.
@@ -149,7 +149,7 @@ impl<'a> Planner<'a> {
                 None => scan_ahead(left, &left_spec, batch, &mut |records| {
                     self.in_transaction(|p| {
                         records
-                            .iter()
+                            .into_iter()
                             .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
                     })
                 })?,
@@ -190,7 +190,7 @@ impl<'a> Planner<'a> {
                 self.buffer = Some(Vec::new());
                 self.in_transaction(|p| {
                     records
-                        .iter()
+                        .into_iter()
                         .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
                 })?;
                 let plans = self.buffer.take().unwrap_or_default();
@@ -233,7 +233,7 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn base_values(&self, unit: usize, base: &BTreeMap<String, Value>) -> Option<Vec<Value>> {
+    fn base_values(&self, unit: usize, base: &BTreeMap<Name, Value>) -> Option<Vec<Value>> {
         self.link.units[unit]
             .fields
             .iter()
@@ -401,7 +401,7 @@ impl<'a> Planner<'a> {
                 for (_, rec) in records {
                     self.plan_create(
                         from,
-                        &Record {
+                        Record {
                             key: rec.key,
                             values: rec.values,
                         },
@@ -474,8 +474,8 @@ impl<'a> Planner<'a> {
     ) -> Result<(), Error> {
         let left_key = l.key.encode();
         let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
-        let mut sets: [Vec<(String, Value)>; 2] = Default::default();
-        let mut expects: [Vec<(String, Value)>; 2] = Default::default();
+        let mut sets: [Vec<(Name, Value)>; 2] = Default::default();
+        let mut expects: [Vec<(Name, Value)>; 2] = Default::default();
         let mut state_dirty = pair.is_none();
         if let Some(how) = matched_by {
             plan.state_changes.push(Change {
@@ -484,7 +484,7 @@ impl<'a> Planner<'a> {
                 field: None,
                 old: None,
                 new: None,
-                reason: format!("matched by {how}"),
+                reason: format!("matched by {how}").into(),
             });
         }
         let records = [l, r];
@@ -594,7 +594,7 @@ impl<'a> Planner<'a> {
                 );
                 let rec = records[idx];
                 for (i, &f) in unit.fields.iter().enumerate() {
-                    let col = self.link.field_column(f, to).to_string();
+                    let col = self.link.field_column(f, to).clone();
                     let old = rec.values[f].clone();
                     plan.base_if[idx].insert(self.link.fields[f].name.clone(), target[i].clone());
                     if old == target[i] {
@@ -603,10 +603,10 @@ impl<'a> Planner<'a> {
                     plan.changes[idx].push(Change {
                         side: to,
                         op: "update".into(),
-                        field: Some(self.link.fields[f].name.clone()),
+                        field: Some(self.link.fields[f].name.to_string()),
                         old: Some(old.clone()),
                         new: Some(target[i].clone()),
-                        reason: reason.clone(),
+                        reason: reason.clone().into(),
                     });
                     sets[idx].push((col.clone(), target[i].clone()));
                     expects[idx].push((col, old));
@@ -703,32 +703,33 @@ impl<'a> Planner<'a> {
     fn plan_create(
         &mut self,
         from: Side,
-        rec: &Record,
+        rec: Record,
         replacing: Option<&PairRow>,
     ) -> Result<(), Error> {
         let to = from.other();
+        let Record { key, values } = rec;
         let normalized: Vec<Value> = self
             .link
             .fields
             .iter()
-            .zip(&rec.values)
-            .map(|(f, v)| f.transform.apply(v.clone()))
+            .zip(values)
+            .map(|(f, v)| f.transform.apply(v))
             .collect();
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
         // with a default accepts the create); those fields get no base, so the next run
         // decides them by the owner rule instead of reading the default as an edit.
-        let mut values: Vec<(String, Value)> = normalized
+        let mut values: Vec<(Name, Value)> = normalized
             .iter()
             .enumerate()
             .filter(|(_, v)| **v != Value::Null)
-            .map(|(i, v)| (self.link.field_column(i, to).to_string(), v.clone()))
+            .map(|(i, v)| (self.link.field_column(i, to).clone(), v.clone()))
             .collect();
         if let Some(col) = self.link.external_ref(to) {
-            values.push((col.to_string(), Value::Text(rec.key.display_text())));
+            values.push((col.into(), Value::Text(key.display_text())));
         }
         let (left_key, right_key) = match from {
-            Side::Left => (Some(rec.key.clone()), None),
-            Side::Right => (None, Some(rec.key.clone())),
+            Side::Left => (Some(key), None),
+            Side::Right => (None, Some(key)),
         };
         let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
         plan.base = self
@@ -747,8 +748,11 @@ impl<'a> Planner<'a> {
             old: None,
             new: None,
             reason: match replacing {
-                Some(_) => format!("re-created: deleted on the {to} but edited on the {from} (delete_vs_edit = edit-wins)"),
-                None => format!("new on the {from}"),
+                Some(_) => format!("re-created: deleted on the {to} but edited on the {from} (delete_vs_edit = edit-wins)").into(),
+                None => match from {
+                    Side::Left => "new on the left".into(),
+                    Side::Right => "new on the right".into(),
+                },
             },
         });
         plan.writes[side_index(to)] = Some(Write::Create { values });
@@ -771,7 +775,9 @@ impl<'a> Planner<'a> {
         let rule = if edited && rule != DeleteRule::Ignore {
             match self.link.delete_vs_edit {
                 DeleteVsEdit::DeleteWins => rule,
-                DeleteVsEdit::EditWins => return self.plan_create(on, survivor, Some(pair)),
+                DeleteVsEdit::EditWins => {
+                    return self.plan_create(on, survivor.clone(), Some(pair));
+                }
                 DeleteVsEdit::Hold => {
                     return self.quarantine(on, &survivor_key, "", "delete_vs_edit", format!(
                         "deleted on the {deleted_on} but edited on the {on} since the last run (delete_vs_edit = hold): delete it here too, or restore it there"
@@ -785,21 +791,21 @@ impl<'a> Planner<'a> {
             .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
         let right_key = Key::decode(&pair.right_key)
             .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
-        let expect: Vec<(String, Value)> = (0..self.link.fields.len())
+        let expect: Vec<(Name, Value)> = (0..self.link.fields.len())
             .map(|i| {
                 (
-                    self.link.field_column(i, on).to_string(),
+                    self.link.field_column(i, on).clone(),
                     survivor.values[i].clone(),
                 )
             })
             .collect();
-        let change = |op: &str, reason: String| Change {
+        let change = |op: &'static str, reason: String| Change {
             side: on,
             op: op.into(),
             field: None,
             old: None,
             new: None,
-            reason,
+            reason: reason.into(),
         };
         match rule {
             DeleteRule::Hold => self.quarantine(on, &survivor_key, "", "delete_held", format!(
@@ -846,7 +852,7 @@ impl<'a> Planner<'a> {
                 );
                 plan.writes[side_index(on)] = Some(Write::Update {
                     key: survivor.key.clone(),
-                    set: vec![(column.clone(), value.clone())],
+                    set: vec![(column.as_str().into(), value.clone())],
                     expect,
                 });
                 plan.changes[side_index(on)].push(Change {
@@ -855,7 +861,7 @@ impl<'a> Planner<'a> {
                     field: Some(column),
                     old: None,
                     new: Some(value),
-                    reason: format!("deleted on the {deleted_on}; on_delete.{deleted_on} = soft"),
+                    reason: format!("deleted on the {deleted_on}; on_delete.{deleted_on} = soft").into(),
                 });
                 self.report.direction(on).deleted += 1;
                 self.report.planned_deletes[side_index(on)] += 1;
@@ -882,12 +888,12 @@ impl<'a> Planner<'a> {
                     });
                     self.report.planned.push(PlannedLine {
                         side: c.side,
-                        op: c.op.clone(),
+                        op: c.op.to_string(),
                         key,
                         field: c.field.clone(),
                         old: c.old.as_ref().map(Value::to_json),
                         new: c.new.as_ref().map(Value::to_json),
-                        reason: c.reason.clone(),
+                        reason: c.reason.to_string(),
                     });
                 }
             }

@@ -8,6 +8,10 @@ pub mod value;
 
 pub use value::{Key, Value, ValueDecodeError};
 
+/// A field or column name as plans and writes carry it: shared, so the millions of
+/// records a run handles clone a pointer, not the text.
+pub type Name = std::sync::Arc<str>;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

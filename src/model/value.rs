@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A single column value, typed as the system stored it.
@@ -6,8 +7,8 @@ use std::fmt;
 /// Equality is semantic where types legitimately blur: an integer equals a real with the
 /// same exact value (SQLite stores `1.0` in an INTEGER column as `1`). Reals compare by bit
 /// pattern otherwise, so `NaN` equals itself and a stored NaN never loops.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Value {
     Null,
     Integer(i64),
@@ -171,9 +172,15 @@ impl Value {
     /// The value as text in the form SQL systems accept for its type (what text
     /// transfer and SQLite's TEXT columns carry).
     pub fn to_sql_text(&self) -> Option<String> {
+        self.sql_text().map(Cow::into_owned)
+    }
+
+    /// [`to_sql_text`](Self::to_sql_text), borrowing the text a value already holds.
+    pub fn sql_text(&self) -> Option<Cow<'_, str>> {
         Some(match self {
             Value::Null => return None,
-            Value::Integer(i) => i.to_string(),
+            Value::Text(t) | Value::Numeric(t) | Value::Uuid(t) => Cow::Borrowed(t),
+            Value::Integer(i) => i.to_string().into(),
             Value::Real(r) if r.is_nan() => "NaN".into(),
             Value::Real(r) if r.is_infinite() => {
                 if *r > 0.0 {
@@ -182,38 +189,21 @@ impl Value {
                     "-Infinity".into()
                 }
             }
-            Value::Real(r) => format!("{r:?}"),
-            Value::Text(t) => t.clone(),
-            Value::Blob(b) => format!("\\x{}", hex(b)),
-            Value::Bool(b) => b.to_string(),
-            Value::Numeric(n) => n.clone(),
-            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
-            Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
-            Value::TimestampTz(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            Value::Json(j) => j.to_string(),
-            Value::Uuid(u) => u.clone(),
+            Value::Real(r) => format!("{r:?}").into(),
+            Value::Blob(b) => format!("\\x{}", hex(b)).into(),
+            Value::Bool(b) => b.to_string().into(),
+            Value::Date(d) => d.format("%Y-%m-%d").to_string().into(),
+            Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.f").to_string().into(),
+            Value::TimestampTz(t) => t
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .into(),
+            Value::Json(j) => j.to_string().into(),
         })
     }
 
     /// Exact, type-preserving text form used in the state store. Reals keep their bits.
     pub fn encode(&self) -> String {
-        match self {
-            Value::Null => "N".to_string(),
-            Value::Integer(i) => format!("I{i}"),
-            Value::Real(r) => format!("R{:016x}", r.to_bits()),
-            Value::Text(t) => format!("T{t}"),
-            Value::Blob(b) => format!("B{}", hex(b)),
-            Value::Bool(b) => format!("Z{}", u8::from(*b)),
-            Value::Numeric(n) => format!("D{n}"),
-            Value::Date(d) => format!("d{}", d.format("%Y-%m-%d")),
-            Value::Timestamp(t) => format!("S{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(t) => format!(
-                "Y{}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            ),
-            Value::Json(j) => format!("J{j}"),
-            Value::Uuid(u) => format!("U{u}"),
-        }
+        Encoded(self).to_string()
     }
 
     pub fn decode(s: &str) -> Result<Value, ValueDecodeError> {
@@ -310,10 +300,79 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// [`Value::encode`]'s form, written straight into whatever formats it (a JSON string,
+/// a key) rather than into a string of its own first.
+struct Encoded<'a>(&'a Value);
+
+impl fmt::Display for Encoded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Null => f.write_str("N"),
+            Value::Integer(i) => write!(f, "I{i}"),
+            Value::Real(r) => write!(f, "R{:016x}", r.to_bits()),
+            Value::Text(t) => write!(f, "T{t}"),
+            Value::Blob(b) => write!(f, "B{}", hex(b)),
+            Value::Bool(b) => write!(f, "Z{}", u8::from(*b)),
+            Value::Numeric(n) => write!(f, "D{n}"),
+            Value::Date(d) => write!(f, "d{}", d.format("%Y-%m-%d")),
+            Value::Timestamp(t) => write!(f, "S{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::TimestampTz(t) => write!(
+                f,
+                "Y{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+            Value::Json(j) => write!(f, "J{j}"),
+            Value::Uuid(u) => write!(f, "U{u}"),
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Encoded(self))
+    }
+}
+
 /// A record's key: one value per key column.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Key(pub Vec<Value>);
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&EncodedKey(self))
+    }
+}
+
+/// [`Key::encode`]'s form: the parts' encoded forms, escaped and separated.
+struct EncodedKey<'a>(&'a Key);
+
+impl fmt::Display for EncodedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        /// Escapes `\` and the separator in what is written through it.
+        struct Escaping<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Escaping<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let mut rest = s;
+                while let Some(at) = rest.find(['\\', KEY_SEP]) {
+                    self.0.write_str(&rest[..at])?;
+                    let c = rest[at..].chars().next().expect("found at `at`");
+                    self.0.write_str(if c == '\\' { "\\\\" } else { "\\u" })?;
+                    rest = &rest[at + c.len_utf8()..];
+                }
+                self.0.write_str(rest)
+            }
+        }
+        for (i, v) in self.0.0.iter().enumerate() {
+            if i > 0 {
+                f.write_char(KEY_SEP)?;
+            }
+            write!(Escaping(f), "{}", Encoded(v))?;
+        }
+        Ok(())
+    }
+}
 
 /// Separates the parts of a composite key in its encoded form; cannot occur in an
 /// encoded integer, real or blob, and a text part is escaped.
@@ -326,14 +385,7 @@ impl Key {
 
     /// Stable text form used in the state store (id map, journal, conflicts).
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        for (i, v) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(KEY_SEP);
-            }
-            out.push_str(&v.encode().replace('\\', "\\\\").replace(KEY_SEP, "\\u"));
-        }
-        out
+        EncodedKey(self).to_string()
     }
 
     pub fn decode(s: &str) -> Result<Key, ValueDecodeError> {
@@ -430,6 +482,21 @@ mod tests {
         }
         let key = Key(values.to_vec());
         assert_eq!(Key::decode(&key.encode()).unwrap(), key);
+    }
+
+    #[test]
+    fn stored_forms_stay_what_earlier_releases_wrote() {
+        // State stores hold these forms: a change here would orphan every id map.
+        let key = Key(vec![Value::Text("a\u{1f}b\\u".into()), Value::Integer(7)]);
+        assert_eq!(key.encode(), "Ta\\ub\\\\u\u{1f}I7");
+        assert_eq!(
+            serde_json::to_string(&key).unwrap(),
+            serde_json::to_string(&key.encode()).unwrap()
+        );
+        let v = Value::Numeric("12.50".into());
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"D12.50\"");
+        let back: Key = serde_json::from_str(&serde_json::to_string(&key).unwrap()).unwrap();
+        assert_eq!(back, key);
     }
 
     #[test]

@@ -16,10 +16,11 @@
 mod db;
 mod schema;
 
-use crate::model::{Key, Side, Value};
+use crate::model::{Key, Name, Side, Value};
 use db::{Db, P, Row};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -80,7 +81,7 @@ pub struct PairRow {
     pub left_key: String,
     pub right_key: String,
     /// Field name → last agreed value (normalized by the field's transform).
-    pub base: BTreeMap<String, Value>,
+    pub base: BTreeMap<Name, Value>,
     /// Unit name → last write mark.
     pub marks: BTreeMap<String, Mark>,
     /// `Some(side)`: that side's record was deleted and the link says `ignore`: the pair
@@ -110,11 +111,12 @@ pub struct JournalEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub side: Side,
-    pub op: String,
+    /// Fixed words and, mostly, fixed reasons: borrowed, not allocated per record.
+    pub op: Cow<'static, str>,
     pub field: Option<String>,
     pub old: Option<Value>,
     pub new: Option<Value>,
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -524,7 +526,7 @@ impl StateStore {
 
     fn decode_pair(r: &Row) -> Result<PairRow> {
         let left_key = r.text(0)?;
-        let base: BTreeMap<String, Value> = serde_json::from_str(&r.text(2)?)
+        let base: BTreeMap<Name, Value> = serde_json::from_str(&r.text(2)?)
             .map_err(|e| StateError::Corrupt(format!("base of {left_key}: {e}")))?;
         let marks = match r.opt_text(3)? {
             Some(m) => serde_json::from_str(&m)

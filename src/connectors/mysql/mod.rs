@@ -10,7 +10,7 @@ mod tls;
 
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
-use crate::model::{Key, Record, Value};
+use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, TxOpts};
@@ -362,7 +362,7 @@ impl MysqlConnector {
             .map_or(Kind::Text, |c| c.kind)
     }
 
-    fn params(all: &[MyColumn], pairs: &[(String, Value)]) -> Result<Vec<mysql::Value>, String> {
+    fn params(all: &[MyColumn], pairs: &[(Name, Value)]) -> Result<Vec<mysql::Value>, String> {
         pairs
             .iter()
             .map(|(c, v)| {
@@ -430,7 +430,7 @@ impl MysqlConnector {
             let Write::Create { values } = &writes[i] else {
                 unreachable!("runs start with a create")
             };
-            let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
+            let cols: Vec<&str> = values.iter().map(|(c, _)| &**c).collect();
             // A whole chunk in one statement when the server returns the new keys;
             // InnoDB undoes a failed statement alone, so a refusal falls back to rows.
             let mut done = false;
@@ -506,7 +506,10 @@ impl MysqlConnector {
                                     .key
                                     .iter()
                                     .map(|k| {
-                                        values.iter().find(|(c, _)| c == k).map(|(_, v)| v.clone())
+                                        values
+                                            .iter()
+                                            .find(|(c, _)| **c == **k)
+                                            .map(|(_, v)| v.clone())
                                     })
                                     .collect();
                                 key.map(Key)

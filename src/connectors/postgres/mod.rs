@@ -10,7 +10,7 @@ pub(crate) mod tls;
 mod types;
 
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
-use crate::model::{Key, Record, Value};
+use crate::model::{Key, Name, Record, Value};
 use postgres::{Client, IsolationLevel};
 use std::collections::HashMap;
 use types::{PgColumn, PgKind};
@@ -249,7 +249,7 @@ impl PostgresConnector {
         tx: &mut postgres::Transaction<'_>,
         table: &str,
         cols: &[&str],
-        chunk: &[&Vec<(String, Value)>],
+        chunk: &[&Vec<(Name, Value)>],
     ) -> Result<(), postgres::Error> {
         use std::io::Write as _;
         let mut data = Vec::with_capacity(chunk.len() * 128);
@@ -258,7 +258,7 @@ impl PostgresConnector {
                 if i > 0 {
                     data.push(b'\t');
                 }
-                match v.to_sql_text() {
+                match v.sql_text() {
                     None => data.extend_from_slice(b"\\N"),
                     Some(text) => copy_escape(&mut data, &text),
                 }
@@ -285,7 +285,7 @@ impl PostgresConnector {
         spec: &ReadSpec,
         key_text: &str,
         cols: &[&str],
-        chunk: &[&Vec<(String, Value)>],
+        chunk: &[&Vec<(Name, Value)>],
     ) -> Result<Vec<Key>, postgres::Error> {
         let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
             .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
@@ -374,11 +374,11 @@ impl PostgresConnector {
             let Write::Create { values } = &writes[i] else {
                 unreachable!("runs start with a create")
             };
-            let cols: Vec<&str> = values.iter().map(|(c, _)| c.as_str()).collect();
+            let cols: Vec<&str> = values.iter().map(|(c, _)| &**c).collect();
             // Values the columns cannot hold exactly are refused here, by name, since
             // PostgreSQL would round them silently.
             let mut positions = Vec::new();
-            let mut chunk: Vec<&Vec<(String, Value)>> = Vec::new();
+            let mut chunk: Vec<&Vec<(Name, Value)>> = Vec::new();
             for (n, w) in writes.iter().enumerate().take(j).skip(i) {
                 let Write::Create { values } = w else {
                     unreachable!("chunk holds creates only")

@@ -5,7 +5,7 @@
 //! BLOB, NULL), so values round-trip exactly.
 
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
-use crate::model::{Key, Record, Value};
+use crate::model::{Key, Name, Record, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 use std::path::Path;
@@ -156,10 +156,11 @@ impl SqliteConnector {
 }
 
 /// `k1 IS ? AND … AND c1 IS ? …`: `IS` so that NULL read means NULL expected.
-fn where_clause(spec: &ReadSpec, expect: &[(String, Value)]) -> String {
+fn where_clause(spec: &ReadSpec, expect: &[(Name, Value)]) -> String {
     spec.key
         .iter()
-        .chain(expect.iter().map(|(c, _)| c))
+        .map(String::as_str)
+        .chain(expect.iter().map(|(c, _)| &**c))
         .map(|c| format!("{} IS ?", quote(c)))
         .collect::<Vec<_>>()
         .join(" AND ")
@@ -440,12 +441,12 @@ mod tests {
     #[test]
     fn values_round_trip_exactly() {
         let (_d, mut c, spec) = db();
-        let values = vec![
-            ("i".to_string(), Value::Integer(i64::MIN)),
-            ("r".to_string(), Value::Real(1e-300)),
-            ("s".to_string(), Value::Text("ünïcode".into())),
-            ("b".to_string(), Value::Blob(vec![0, 1, 2])),
-            ("n".to_string(), Value::Null),
+        let values: Vec<(Name, Value)> = vec![
+            ("i".into(), Value::Integer(i64::MIN)),
+            ("r".into(), Value::Real(1e-300)),
+            ("s".into(), Value::Text("ünïcode".into())),
+            ("b".into(), Value::Blob(vec![0, 1, 2])),
+            ("n".into(), Value::Null),
         ];
         let out = c
             .apply(
