@@ -479,11 +479,25 @@ fn newest_uses_clocks_beyond_the_skew_and_holds_ties() {
 
 #[test]
 fn a_record_the_other_side_refuses_is_quarantined_and_the_rest_applied() {
+    refused_record_is_quarantined_and_the_rest_applied("");
+}
+
+#[test]
+fn a_refused_record_in_a_later_batch_is_journaled_rejected_not_applied() {
+    // Batches of two: the refused record is in the second batch, which is journaled
+    // while the first is committed.
+    refused_record_is_quarantined_and_the_rest_applied("\nbatch_size = 2");
+}
+
+fn refused_record_is_quarantined_and_the_rest_applied(link_options: &str) {
     let right = "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT CHECK (length(name) < 10), crm_id TEXT);";
     let f = Fixture::new(
         LEFT,
         right,
-        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+        &link(
+            &format!("mode = \"one-way\"{link_options}"),
+            "email = {}\nname = {}",
+        ),
     );
     seed_left(&f, 5);
     f.left

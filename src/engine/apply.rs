@@ -7,7 +7,7 @@ use crate::Error;
 use crate::config::LinkSpec;
 use crate::connectors::{ConnectorError, Write, WriteOutcome};
 use crate::model::Side;
-use crate::state::{PairRow, QuarantineRow, StateError, StateStore};
+use crate::state::{JournalRange, PairRow, QuarantineRow, StateError, StateStore};
 
 pub(crate) fn apply_plan(
     link: &LinkSpec,
@@ -65,9 +65,8 @@ pub(crate) fn apply_batch(
 /// A batch journaled as `planned`: its writes go out to the systems, and what they
 /// confirm is committed to the state store.
 pub(crate) struct PlannedBatch {
-    run: i64,
-    /// Every entry of the batch has a greater journal id.
-    mark: i64,
+    /// Where the batch's entries are in the journal.
+    journaled: JournalRange,
     plans: Vec<PairPlan>,
     /// The keys each pair's entries were journaled under.
     keys: Vec<(Option<String>, Option<String>)>,
@@ -102,11 +101,11 @@ impl PlannedBatch {
                     .map(move |c| (lk.as_deref(), rk.as_deref(), c))
             })
             .collect();
-        let mark = state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
+        let journaled =
+            state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
         let outcomes = vec![[None, None]; plans.len()];
         Ok(PlannedBatch {
-            run,
-            mark,
+            journaled,
             plans,
             keys,
             outcomes,
@@ -156,8 +155,7 @@ impl PlannedBatch {
         report: &mut LinkReport,
     ) -> Result<(), Error> {
         let PlannedBatch {
-            run,
-            mark,
+            journaled,
             plans,
             keys,
             outcomes,
@@ -166,8 +164,7 @@ impl PlannedBatch {
             let mut puts = PendingPairs::default();
             for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&keys) {
                 let at = Journaled {
-                    run,
-                    mark,
+                    range: journaled,
                     keys: planned,
                 };
                 commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
@@ -178,19 +175,18 @@ impl PlannedBatch {
                 .iter()
                 .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
                 .collect();
-            s.journal_batch(run, &link.name, &applied, "applied")?;
-            s.journal_applied_since(run, mark)
+            s.journal_batch(journaled.run, &link.name, &applied, "applied")?;
+            s.journal_applied_within(journaled)
         })?;
         Ok(())
     }
 }
 
-/// Where a pair's planned entries are in the journal: the batch's run and mark, and the
-/// keys they were journaled under.
+/// Where a pair's planned entries are in the journal: its batch's range, and the keys
+/// they were journaled under.
 #[derive(Clone, Copy)]
 struct Journaled<'a> {
-    run: i64,
-    mark: i64,
+    range: JournalRange,
     keys: &'a (Option<String>, Option<String>),
 }
 
@@ -305,12 +301,10 @@ fn commit_pair(
         // found through the id map (`log` and `explain` look there), so no row is touched.
         if status != "applied" && !plan.changes[idx].is_empty() {
             s.journal_outcome(
-                at.run,
-                at.mark,
+                at.range,
                 &link.name,
                 side,
-                at.keys.0.as_deref(),
-                at.keys.1.as_deref(),
+                (at.keys.0.as_deref(), at.keys.1.as_deref()),
                 status,
             )?;
         }

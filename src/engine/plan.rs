@@ -187,7 +187,8 @@ impl<'a> Planner<'a> {
         std::thread::scope(|scope| {
             let mut writer = WriteBehind::start(scope, Side::Right, right, &right_spec);
             let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
-                self.buffer = Some(Vec::new());
+                // Sized once: a plan is large, and a growing buffer would move them all.
+                self.buffer = Some(Vec::with_capacity(records.len()));
                 self.in_transaction(|p| {
                     records
                         .into_iter()

@@ -9,10 +9,11 @@
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!
 //! Embedded SQLite by default, in WAL mode with `synchronous = FULL`, so a commit is on
-//! disk when it returns; one writer at a time (`BEGIN IMMEDIATE`). Or PostgreSQL, for a
+//! disk when it returns; one writer at a time (`BEGIN IMMEDIATE`); a thread of its own checkpoints the WAL. Or PostgreSQL, for a
 //! store shared by several machines. Scratch tables for one run (records waiting to be
 //! matched, the staged plan) are temporary: they never reach the store's durable tables.
 
+mod checkpoint;
 mod db;
 mod schema;
 
@@ -107,6 +108,14 @@ pub struct JournalEntry {
     pub status: String,
 }
 
+/// Where a journaled batch's entries are: ids in `(after, upto]` of `run`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JournalRange {
+    pub run: i64,
+    pub after: i64,
+    pub upto: i64,
+}
+
 /// A change to journal, before it has an id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
@@ -150,6 +159,9 @@ pub struct QuarantineRow {
 pub const PERSISTENT_QUARANTINE: &[&str] = &["flapping"];
 
 pub struct StateStore {
+    /// Stopped before the connection closes (fields drop in order), so the store's own
+    /// connection is the last and folds the WAL back into the file.
+    checkpointer: Option<checkpoint::Checkpointer>,
     db: Db,
     read_only: bool,
     /// Statements whose text depends on a row or key count, by name and count, built once.
@@ -238,7 +250,14 @@ impl StateStore {
                 path: path.display().to_string(),
                 source: e,
             })?;
-        Self::prepare_sqlite(conn, false)
+        let checkpointer = checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+                .map_err(open_err)?;
+        }
+        let mut store = Self::prepare_sqlite(conn, false)?;
+        store.checkpointer = checkpointer;
+        Ok(store)
     }
 
     /// Opens an existing embedded store without ever writing to it (for `plan`,
@@ -354,6 +373,7 @@ impl StateStore {
         }
         client.batch_execute(schema::PG_TEMP_TABLES)?;
         Ok(StateStore {
+            checkpointer: None,
             db: Db::Postgres {
                 client: Box::new(client),
                 statements: Default::default(),
@@ -370,6 +390,7 @@ impl StateStore {
         conn.pragma_update(None, "cache_size", -8192)?;
         conn.execute_batch(schema::SQLITE_TEMP_TABLES)?;
         Ok(StateStore {
+            checkpointer: None,
             db: Db::Sqlite {
                 conn,
                 dialect: HashMap::new(),
@@ -442,16 +463,26 @@ impl StateStore {
         status: &str,
         summary: &serde_json::Value,
     ) -> Result<()> {
-        self.db.execute(
-            "UPDATE runs SET finished_at = $1, status = $2, summary = $3 WHERE id = $4",
-            &[
-                P::Text(&now()),
-                P::Text(status),
-                P::Text(&summary.to_string()),
-                P::Int(run),
-            ],
-        )?;
-        Ok(())
+        self.transaction(|s| {
+            if status == "failed" {
+                // A batch whose writes failed part-way may have reached its system or not:
+                // `unknown`, as after a crash, and the next run looks before it writes.
+                s.db.execute(
+                    "UPDATE journal SET status = 'unknown' WHERE run = $1 AND status = 'planned'",
+                    &[P::Int(run)],
+                )?;
+            }
+            s.db.execute(
+                "UPDATE runs SET finished_at = $1, status = $2, summary = $3 WHERE id = $4",
+                &[
+                    P::Text(&now()),
+                    P::Text(status),
+                    P::Text(&summary.to_string()),
+                    P::Int(run),
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Runs that never finished (the process died) are marked so, and the writes they
@@ -850,22 +881,25 @@ impl StateStore {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Journals a batch's changes as `planned`, many rows per statement. Returns the
-    /// batch's mark: every entry of it has a greater id, so outcomes are set with
-    /// [`journal_outcome`](Self::journal_outcome) and
-    /// [`journal_applied_since`](Self::journal_applied_since) without reading ids back.
+    /// Journals a batch's changes as `planned`, many rows per statement. Returns where
+    /// they are, so outcomes are set with [`journal_outcome`](Self::journal_outcome) and
+    /// [`journal_applied_within`](Self::journal_applied_within) without reading ids back.
     pub fn journal_planned_batch(
         &mut self,
         run: i64,
         link: &str,
         entries: &[(Option<&str>, Option<&str>, &Change)],
-    ) -> Result<i64> {
-        let mark = self
+    ) -> Result<JournalRange> {
+        let after = self
             .db
             .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
             .map_or(Ok(0), |r| r.int(0))?;
         self.journal_batch(run, link, entries, "planned")?;
-        Ok(mark)
+        let upto = self
+            .db
+            .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
+            .map_or(Ok(0), |r| r.int(0))?;
+        Ok(JournalRange { run, after, upto })
     }
 
     /// Journals changes with one status, many rows per statement.
@@ -912,40 +946,40 @@ impl StateStore {
     }
 
     /// Sets the outcome (`stale`, `rejected`) of one pair's planned entries for one side,
-    /// among the batch journaled after `mark` in `run`.
-    #[allow(clippy::too_many_arguments)]
+    /// among the batch journaled at `at`.
     pub fn journal_outcome(
         &mut self,
-        run: i64,
-        mark: i64,
+        at: JournalRange,
         link: &str,
         side: Side,
-        left_key: Option<&str>,
-        right_key: Option<&str>,
+        keys: (Option<&str>, Option<&str>),
         status: &str,
     ) -> Result<()> {
         self.db.execute(
-            "UPDATE journal SET status = $1 WHERE id > $2 AND +run = $3 AND link = $4 AND side = $5
-               AND left_key IS NOT DISTINCT FROM $6 AND right_key IS NOT DISTINCT FROM $7 AND status = 'planned'",
+            "UPDATE journal SET status = $1 WHERE id > $2 AND id <= $3 AND +run = $4 AND link = $5 AND side = $6
+               AND left_key IS NOT DISTINCT FROM $7 AND right_key IS NOT DISTINCT FROM $8 AND status = 'planned'",
             &[
                 P::Text(status),
-                P::Int(mark),
-                P::Int(run),
+                P::Int(at.after),
+                P::Int(at.upto),
+                P::Int(at.run),
                 P::Text(link),
                 P::Text(side.as_str()),
-                P::OptText(left_key),
-                P::OptText(right_key),
+                P::OptText(keys.0),
+                P::OptText(keys.1),
             ],
         )?;
         Ok(())
     }
 
-    /// Marks every still-`planned` entry `run` journaled after `mark` as `applied`.
-    /// (`+run`: the id range is the narrow path; the run's index would visit all of it.)
-    pub fn journal_applied_since(&mut self, run: i64, mark: i64) -> Result<()> {
+    /// Marks every still-`planned` entry of the batch journaled at `at` as `applied`.
+    /// Bounded above as well as below: the next batch may already be journaled while this
+    /// one commits. (`+run`: the id range is the narrow path; the run's index would visit
+    /// all of it.)
+    pub fn journal_applied_within(&mut self, at: JournalRange) -> Result<()> {
         self.db.execute(
-            "UPDATE journal SET status = 'applied' WHERE id > $1 AND +run = $2 AND status = 'planned'",
-            &[P::Int(mark), P::Int(run)],
+            "UPDATE journal SET status = 'applied' WHERE id > $1 AND id <= $2 AND +run = $3 AND status = 'planned'",
+            &[P::Int(at.after), P::Int(at.upto), P::Int(at.run)],
         )?;
         Ok(())
     }
@@ -1243,5 +1277,15 @@ mod tests {
         assert_eq!(status("2"), Some("unknown"));
         assert_eq!(status("3"), Some("unknown"));
         assert_eq!(status("1"), Some("planned"));
+        // A run that failed (a system broke mid-batch) leaves no entry `planned` either.
+        let failed = s.begin_run("run").unwrap();
+        let at = s
+            .journal_planned_batch(failed, "c", &[(Some("I4"), None, &change)])
+            .unwrap();
+        assert_eq!((at.run, at.upto - at.after), (failed, 1));
+        s.finish_run(failed, "failed", &serde_json::json!({}))
+            .unwrap();
+        let journal = s.journal(Some("c"), None, Some(failed), 10).unwrap();
+        assert_eq!(journal[0].status, "unknown");
     }
 }
