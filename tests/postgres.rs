@@ -194,7 +194,8 @@ fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
         "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\n[links.n.fields]\nid = { owner = \"left\" }\nnote = { owner = \"both\" }\n",
     );
     f.run();
-    c.batch_execute("UPDATE a SET note = 'left edit' WHERE id = 1")
+    // Two updates to the right: they go in one statement, which must skip row 1 alone.
+    c.batch_execute("UPDATE a SET note = 'left edit' WHERE id IN (1, 2)")
         .unwrap();
     let url = db.url.clone();
     let mut hook = |_: &str| {
@@ -208,11 +209,57 @@ fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
         ..Default::default()
     });
     assert_eq!(r.links[0].to_right.stale_skipped, 1);
+    assert_eq!(r.links[0].to_right.updated, 1);
+    let notes: Vec<String> = c
+        .query("SELECT note FROM b ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(notes, ["typed meanwhile", "left edit"]);
+    // The next run sees both edits, and the left wins as configured.
+    f.run();
     let note: String = c
         .query_one("SELECT note FROM b WHERE id = 1", &[])
         .unwrap()
         .get(0);
-    assert_eq!(note, "typed meanwhile");
+    assert_eq!(note, "left edit");
+}
+
+#[test]
+fn updates_sent_together_with_one_refused_land_the_rest_and_quarantine_that_one() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, note text);
+         CREATE TABLE b (id int PRIMARY KEY, note text CHECK (length(note) < 10));
+         INSERT INTO a SELECT g, 'n' || g FROM generate_series(1, 5) g;",
+    )
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url, db.url
+        ),
+        "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\n[links.n.fields]\nid = {}\nnote = {}\n",
+    );
+    assert_eq!(f.run().links[0].to_right.created, 5);
+    c.batch_execute(
+        "UPDATE a SET note = 'edited' || id; UPDATE a SET note = 'far too long for b' WHERE id = 3",
+    )
+    .unwrap();
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_right.updated, r.links[0].to_right.rejected),
+        (4, 1)
+    );
+    let notes: Vec<String> = c
+        .query("SELECT note FROM b ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(notes, ["edited1", "edited2", "n3", "edited4", "edited5"]);
 }
 
 #[test]

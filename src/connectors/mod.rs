@@ -306,6 +306,43 @@ pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<u
     runs
 }
 
+/// Runs of consecutive updates that set and expect the same columns, each at most `max`
+/// long: a connector can send each run as one statement.
+pub(crate) fn update_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {
+    fn columns(
+        w: &Write,
+    ) -> Option<(
+        impl Iterator<Item = &Name> + Clone,
+        impl Iterator<Item = &Name> + Clone,
+    )> {
+        match w {
+            Write::Update { set, expect, .. } => {
+                Some((set.iter().map(|(c, _)| c), expect.iter().map(|(c, _)| c)))
+            }
+            _ => None,
+        }
+    }
+    let same = |a: &Write, b: &Write| match (columns(a), columns(b)) {
+        (Some((sa, ea)), Some((sb, eb))) => sa.eq(sb) && ea.eq(eb),
+        _ => false,
+    };
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < writes.len() {
+        if columns(&writes[i]).is_none() {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < writes.len() && j - i < max && same(&writes[i], &writes[j]) {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
+}
+
 /// Opens the connector for a system.
 ///
 /// # Errors

@@ -327,6 +327,89 @@ impl PostgresConnector {
             .collect())
     }
 
+    /// Conditional updates that all set and expect the same columns, in one statement:
+    /// each row is changed only if it still holds the values read. Returns, per write,
+    /// whether it applied (`false`: the row changed or went since it was read).
+    fn bulk_update(
+        tx: &mut postgres::Transaction<'_>,
+        table: &str,
+        all: &[PgColumn],
+        spec: &ReadSpec,
+        writes: &[Write],
+    ) -> Result<Vec<bool>, postgres::Error> {
+        let Some(Write::Update { set, expect, .. }) = writes.first() else {
+            return Ok(Vec::new());
+        };
+        // One text array per key column, set column and expected column, in that order;
+        // `u.aN` is the Nth.
+        let set_cols: Vec<&str> = set.iter().map(|(c, _)| &**c).collect();
+        let expect_cols: Vec<&str> = expect.iter().map(|(c, _)| &**c).collect();
+        let (n_key, n_set) = (spec.key.len(), set_cols.len());
+        let mut arrays: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(writes.len()); n_key + n_set + expect_cols.len()];
+        for w in writes {
+            let Write::Update { key, set, expect } = w else {
+                unreachable!("an update run holds updates only")
+            };
+            let texts = key
+                .0
+                .iter()
+                .map(Value::to_sql_text)
+                .chain(set.iter().map(|(_, v)| v.to_sql_text()))
+                .chain(expect.iter().map(|(_, v)| v.to_sql_text()));
+            for (array, text) in arrays.iter_mut().zip(texts) {
+                array.push(text);
+            }
+        }
+        let cast = |n: usize, col: &str| format!("CAST(u.a{n} AS {})", Self::type_of(all, col));
+        let sets = set_cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = {}", quote(c), cast(n_key + i, c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conditions = spec
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("t.{} = {}", quote(k), cast(i, k)))
+            .chain(expect_cols.iter().enumerate().map(|(i, c)| {
+                format!(
+                    "t.{} IS NOT DISTINCT FROM {}",
+                    quote(c),
+                    cast(n_key + n_set + i, c)
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sql = format!(
+            "UPDATE {table} AS t SET {sets} FROM unnest({}) WITH ORDINALITY AS u({}, ord) WHERE {conditions} RETURNING u.ord",
+            (1..=arrays.len())
+                .map(|n| format!("${n}::text[]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..arrays.len())
+                .map(|n| format!("a{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let mut applied = vec![false; writes.len()];
+        for row in tx.query(&sql, &params)? {
+            let ord: i64 = row.get(0);
+            if let Some(slot) = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| applied.get_mut(i))
+            {
+                *slot = true;
+            }
+        }
+        Ok(applied)
+    }
+
     /// One batch inside one transaction. `Err(true)` = retryable before COMMIT.
     fn apply_once(
         &mut self,
@@ -472,8 +555,44 @@ impl PostgresConnector {
             }
         }
 
-        // Updates and deletes, each conditional on the values read.
+        // Updates that set and expect the same columns go in one statement per run: the
+        // rows it changes are those still holding what was read, the rest are stale. If
+        // one is refused, the run is left to the row-by-row pass below to find which.
+        for run in super::update_runs(writes, CREATE_CHUNK) {
+            let batch = &writes[run.clone()];
+            let fits = batch.iter().all(|w| match w {
+                Write::Update { set, .. } => set
+                    .iter()
+                    .all(|(c, v)| types::check_fits(&all, c, v).is_ok()),
+                _ => false,
+            });
+            if batch.len() < 2 || !fits {
+                continue;
+            }
+            tx.batch_execute("SAVEPOINT updates").map_err(retry)?;
+            match Self::bulk_update(&mut tx, &table, &all, spec, batch) {
+                Ok(applied) => {
+                    tx.batch_execute("RELEASE updates").map_err(retry)?;
+                    for (offset, applied) in applied.into_iter().enumerate() {
+                        outcomes[run.start + offset] = Some(if applied {
+                            WriteOutcome::Applied
+                        } else {
+                            WriteOutcome::Stale
+                        });
+                    }
+                }
+                Err(e) if is_record_error(&e) => {
+                    tx.batch_execute("ROLLBACK TO updates").map_err(retry)?;
+                }
+                Err(e) => return Err(retry(e)),
+            }
+        }
+
+        // The remaining updates, and deletes, each conditional on the values read.
         for (n, write) in writes.iter().enumerate() {
+            if outcomes[n].is_some() {
+                continue;
+            }
             let (sql, texts) = match write {
                 Write::Create { .. } => continue,
                 Write::Update { set, .. }

@@ -80,34 +80,40 @@ impl SqliteConnector {
             .join(", ")
     }
 
+    /// The `INSERT` for a create that sends `columns`.
+    fn insert_sql(table: &str, spec: &ReadSpec, columns: &[&Name]) -> String {
+        if columns.is_empty() {
+            format!(
+                "INSERT INTO {table} DEFAULT VALUES RETURNING {}",
+                Self::key_list(spec)
+            )
+        } else {
+            format!(
+                "INSERT INTO {table} ({}) VALUES ({}) RETURNING {}",
+                columns
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                vec!["?"; columns.len()].join(", "),
+                Self::key_list(spec)
+            )
+        }
+    }
+
     fn apply_one(
         &self,
         table: &str,
         spec: &ReadSpec,
         write: &Write,
+        inserts: &mut InsertSql,
     ) -> rusqlite::Result<WriteOutcome> {
         match write {
             Write::Create { values } => {
-                let sql = if values.is_empty() {
-                    format!(
-                        "INSERT INTO {table} DEFAULT VALUES RETURNING {}",
-                        Self::key_list(spec)
-                    )
-                } else {
-                    format!(
-                        "INSERT INTO {table} ({}) VALUES ({}) RETURNING {}",
-                        values
-                            .iter()
-                            .map(|(c, _)| quote(c))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        vec!["?"; values.len()].join(", "),
-                        Self::key_list(spec)
-                    )
-                };
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                let params: Vec<&dyn ToSql> = values.iter().map(|(_, v)| v as &dyn ToSql).collect();
-                let key = stmt.query_row(params.as_slice(), |row| {
+                let sql = inserts.for_columns(values, |cols| Self::insert_sql(table, spec, cols));
+                let mut stmt = self.conn.prepare_cached(sql)?;
+                let params = rusqlite::params_from_iter(values.iter().map(|(_, v)| v));
+                let key = stmt.query_row(params, |row| {
                     (0..spec.key.len())
                         .map(|i| row.get::<_, Value>(i))
                         .collect::<rusqlite::Result<Vec<_>>>()
@@ -359,10 +365,11 @@ impl Connector for SqliteConnector {
         // busy_timeout) before anything of the batch is written.
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
         let mut outcomes = Vec::with_capacity(writes.len());
+        let mut inserts = InsertSql::default();
         for write in writes {
             // No savepoint per write: a statement that fails on a constraint is undone
             // by SQLite alone (statement rollback), and the transaction goes on.
-            match self.apply_one(&table, spec, write) {
+            match self.apply_one(&table, spec, write, &mut inserts) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) if is_record_error(&e) && !self.conn.is_autocommit() => {
                     outcomes.push(WriteOutcome::Rejected(e.to_string()));
@@ -380,6 +387,31 @@ impl Connector for SqliteConnector {
             return Err(fail(e));
         }
         Ok(outcomes)
+    }
+}
+
+/// The last create's `INSERT`, kept while creates send the same columns (they mostly
+/// do): building the statement's text per record cost more than running it.
+#[derive(Default)]
+struct InsertSql {
+    columns: Vec<Name>,
+    sql: String,
+}
+
+impl InsertSql {
+    fn for_columns(
+        &mut self,
+        values: &[(Name, Value)],
+        build: impl FnOnce(&[&Name]) -> String,
+    ) -> &str {
+        let same = self.columns.len() == values.len()
+            && self.columns.iter().zip(values).all(|(a, (b, _))| a == b);
+        if !same || self.sql.is_empty() {
+            let columns: Vec<&Name> = values.iter().map(|(c, _)| c).collect();
+            self.sql = build(&columns);
+            self.columns = values.iter().map(|(c, _)| c.clone()).collect();
+        }
+        &self.sql
     }
 }
 
