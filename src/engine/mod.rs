@@ -14,10 +14,10 @@
 mod apply;
 mod explain;
 mod layout;
+mod one_behind;
 mod plan;
 mod read_ahead;
 mod report;
-mod write_behind;
 
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};

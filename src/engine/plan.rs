@@ -4,9 +4,9 @@
 
 use super::apply::PlannedBatch;
 use super::layout::Layout;
+use super::one_behind::{OneBehind, WriteBehind};
 use super::read_ahead::scan_ahead;
 use super::report::{LinkReport, PlannedLine};
-use super::write_behind::WriteBehind;
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
 use crate::connectors::{Connector, Write};
@@ -74,6 +74,14 @@ impl PairPlan {
             tombstone: pair.and_then(|p| p.tombstone),
         }
     }
+}
+
+/// A left batch between its lookup and its merge: the records, their encoded keys, and
+/// the pairs of those that are linked.
+struct LeftBatch {
+    records: Vec<Record>,
+    keys: Vec<String>,
+    pairs: HashMap<String, PairRow>,
 }
 
 pub(crate) struct Planner<'a> {
@@ -157,11 +165,27 @@ impl<'a> Planner<'a> {
             self.report.left_records = left_records;
             return Ok(self.run_id.is_some());
         }
-        // The left scan fetches partners from the right while the left reads ahead; the
-        // right scan only consults the state store.
-        let left_records = scan_ahead(left, &left_spec, batch, &mut |records| {
-            let right: &mut dyn Connector = &mut *right;
-            self.in_transaction(|p| p.left_batch(records, right))
+        // The left scan reads ahead on one thread and fetches each batch's partners from
+        // the right on another, while this one merges the batch before; the right scan
+        // only consults the state store.
+        let left_records = std::thread::scope(|scope| -> Result<u64, Error> {
+            let (fetch_from, fetch_spec) = (&mut *right, &right_spec);
+            let mut fetcher = OneBehind::start(scope, move |keys: Vec<Key>| {
+                fetch_from.fetch(fetch_spec, &keys)
+            });
+            let scanned = scan_ahead(left, &left_spec, batch, &mut |records| {
+                let (looked_up, partner_keys) = self.in_transaction(|p| p.left_lookup(records))?;
+                match fetcher.send(looked_up, partner_keys) {
+                    Some((before, partners)) => {
+                        self.in_transaction(|p| p.left_merge(before, partners?))
+                    }
+                    None => Ok(()),
+                }
+            })?;
+            if let Some((last, partners)) = fetcher.finish() {
+                self.in_transaction(|p| p.left_merge(last, partners?))?;
+            }
+            Ok(scanned)
         })?;
         self.report.left_records = left_records;
         let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
@@ -214,10 +238,10 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn in_transaction(
+    fn in_transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+        f: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         // Not `StateStore::transaction`: the closure's error is the engine's, not the store's.
         self.state.begin()?;
         let outcome = f(self);
@@ -260,7 +284,8 @@ impl<'a> Planner<'a> {
         Some(parts.join("\u{1f}"))
     }
 
-    fn left_batch(&mut self, records: Vec<Record>, right: &mut dyn Connector) -> Result<(), Error> {
+    /// The first half of a left batch: its pairs, and the right keys to fetch.
+    fn left_lookup(&mut self, records: Vec<Record>) -> Result<(LeftBatch, Vec<Key>), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;
         // Only linked keys matter to delete detection; unlinked ones are staged anyway.
@@ -273,11 +298,23 @@ impl<'a> Planner<'a> {
                     .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?,
             );
         }
-        let partners: HashMap<String, Record> = right
-            .fetch(&self.layout.right, &right_keys)?
-            .into_iter()
-            .map(|r| (r.key.encode(), r))
-            .collect();
+        let batch = LeftBatch {
+            records,
+            keys,
+            pairs,
+        };
+        Ok((batch, right_keys))
+    }
+
+    /// The second half: every record merged with its partner, or planned without one.
+    fn left_merge(&mut self, batch: LeftBatch, partners: Vec<Record>) -> Result<(), Error> {
+        let LeftBatch {
+            records,
+            keys,
+            pairs,
+        } = batch;
+        let partners: HashMap<String, Record> =
+            partners.into_iter().map(|r| (r.key.encode(), r)).collect();
         for (rec, key) in records.iter().zip(&keys) {
             match pairs.get(key) {
                 None => self.stage_unlinked(Side::Left, rec)?,

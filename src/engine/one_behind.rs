@@ -1,0 +1,146 @@
+//! Work handed to a thread one batch behind the cycle: the cycle gives the worker batch
+//! N's request and, while the worker answers it, finishes batch N−1 with the answer it
+//! already has. Used to write a first load's right side ([`WriteBehind`]) and to fetch
+//! the right partners of the left scan's batches.
+//!
+//! For writes the write-ahead order holds per batch: a batch is journaled as planned
+//! before its writes are handed over, and committed only after its outcomes come back.
+//! At most two batches are between journal and commit at any moment; a crash leaves
+//! both `unknown`, as it leaves one when writing in step.
+
+use super::apply::{LentWrites, PlannedBatch};
+use crate::Error;
+use crate::connectors::{Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use crate::model::Side;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::{Scope, ScopedJoinHandle};
+
+/// A worker thread answering requests in order, with the caller's context for the one
+/// request it holds.
+pub(crate) struct OneBehind<'scope, Context, Request, Answer> {
+    to_worker: Option<SyncSender<Request>>,
+    from_worker: Receiver<Answer>,
+    worker: Option<ScopedJoinHandle<'scope, ()>>,
+    in_flight: Option<Context>,
+}
+
+impl<'scope, Context, Request, Answer> OneBehind<'scope, Context, Request, Answer>
+where
+    Request: Send + 'scope,
+    Answer: Send + 'scope,
+{
+    pub fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        mut work: impl FnMut(Request) -> Answer + Send + 'scope,
+    ) -> Self {
+        let (to_worker, requests) = sync_channel::<Request>(1);
+        // Room for the one answer: a worker never blocks on a caller that went away.
+        let (answers, from_worker) = sync_channel::<Answer>(1);
+        let worker = scope.spawn(move || {
+            for request in requests {
+                if answers.send(work(request)).is_err() {
+                    break;
+                }
+            }
+        });
+        OneBehind {
+            to_worker: Some(to_worker),
+            from_worker,
+            worker: Some(worker),
+            in_flight: None,
+        }
+    }
+
+    /// Hands `request` to the worker, keeping `context` until it is answered. Returns
+    /// the request handed over before, answered, with its context.
+    pub fn send(&mut self, context: Context, request: Request) -> Option<(Context, Answer)> {
+        let before = self.answered();
+        let sender = self
+            .to_worker
+            .as_ref()
+            .expect("the worker runs until finish");
+        if sender.send(request).is_err() {
+            self.worker_died();
+        }
+        self.in_flight = Some(context);
+        before
+    }
+
+    /// Waits for the last answer and stops the worker.
+    pub fn finish(mut self) -> Option<(Context, Answer)> {
+        let last = self.answered();
+        self.to_worker = None;
+        self.join_worker();
+        last
+    }
+
+    fn answered(&mut self) -> Option<(Context, Answer)> {
+        let context = self.in_flight.take()?;
+        match self.from_worker.recv() {
+            Ok(answer) => Some((context, answer)),
+            Err(_) => self.worker_died(),
+        }
+    }
+
+    /// The worker only stops early by panicking: its panic is the one to report.
+    fn worker_died(&mut self) -> ! {
+        self.join_worker();
+        unreachable!("the worker thread stopped without a panic")
+    }
+
+    fn join_worker(&mut self) {
+        if let Some(Err(panic)) = self.worker.take().map(ScopedJoinHandle::join) {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+type Outcomes = Result<Vec<WriteOutcome>, ConnectorError>;
+/// What the writer keeps of a batch while its writes are out, and what it gets back.
+type Lent = (PlannedBatch, LentWrites);
+type Written = (Vec<Write>, Outcomes);
+
+/// One side's system written on its own thread, one batch behind the planner.
+pub(crate) struct WriteBehind<'scope> {
+    side: Side,
+    writer: OneBehind<'scope, Lent, Vec<Write>, Written>,
+}
+
+impl<'scope> WriteBehind<'scope> {
+    /// Starts the writer thread for `side`, writing to `connector` what `spec` names.
+    pub fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        side: Side,
+        connector: &'scope mut dyn Connector,
+        spec: &'scope ReadSpec,
+    ) -> WriteBehind<'scope> {
+        let writer = OneBehind::start(scope, move |writes: Vec<Write>| {
+            let outcomes = connector.apply(spec, &writes);
+            (writes, outcomes)
+        });
+        WriteBehind { side, writer }
+    }
+
+    /// Hands `batch`'s writes to the writer. Returns the batch handed over before, with
+    /// its outcomes, for the caller to commit; or the error that stopped its writes.
+    pub fn send(&mut self, mut batch: PlannedBatch) -> Result<Option<PlannedBatch>, Error> {
+        let mut lent = batch.lend_writes(self.side);
+        let writes = std::mem::take(&mut lent.writes);
+        Self::settled(self.writer.send((batch, lent), writes))
+    }
+
+    /// Waits for the last batch's outcomes and stops the writer. Returns that batch to
+    /// commit, or the error that stopped its writes.
+    pub fn finish(self) -> Result<Option<PlannedBatch>, Error> {
+        Self::settled(self.writer.finish())
+    }
+
+    fn settled(answered: Option<(Lent, Written)>) -> Result<Option<PlannedBatch>, Error> {
+        let Some(((mut batch, mut lent), (writes, outcomes))) = answered else {
+            return Ok(None);
+        };
+        lent.writes = writes;
+        batch.settle(lent, outcomes)?;
+        Ok(Some(batch))
+    }
+}
