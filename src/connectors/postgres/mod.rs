@@ -21,6 +21,9 @@ pub struct PostgresConnector {
     /// Kept to reconnect after a dropped connection; never logged or printed.
     url: String,
     columns: HashMap<String, Vec<PgColumn>>,
+    /// Partner fetches by their text, prepared once per connection: a statement sent as
+    /// text is parsed and planned again on every batch.
+    fetches: HashMap<String, postgres::Statement>,
 }
 
 /// Creates are sent in chunks of at most this many rows per statement.
@@ -102,6 +105,33 @@ fn db_message(e: &postgres::Error) -> String {
 }
 
 impl PostgresConnector {
+    /// The records whose keys are in the text arrays `$1…$n`, one array per key column.
+    fn fetch_sql(spec: &ReadSpec, cols: &[PgColumn]) -> String {
+        let n = spec.key.len();
+        format!(
+            "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+            Self::select_sql(spec),
+            quote_table(&spec.collection),
+            spec.key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..n)
+                .map(|i| format!("CAST(u.k{i} AS {})", cols[i].cast_type))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=n)
+                .map(|i| format!("${i}::text[]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..n)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
     /// Connects and prepares the session.
     ///
     /// # Errors
@@ -113,6 +143,7 @@ impl PostgresConnector {
             name: name.to_string(),
             url: url.to_string(),
             columns: HashMap::new(),
+            fetches: HashMap::new(),
         })
     }
 
@@ -778,28 +809,18 @@ impl Connector for PostgresConnector {
         }
         let cols = self.spec_columns(spec)?;
         let n = spec.key.len();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
-            Self::select_sql(spec),
-            quote_table(&spec.collection),
-            spec.key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (0..n)
-                .map(|i| format!("CAST(u.k{i} AS {})", cols[i].cast_type))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (1..=n)
-                .map(|i| format!("${i}::text[]"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (0..n)
-                .map(|i| format!("k{i}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        let sql = Self::fetch_sql(spec, &cols);
+        let statement = match self.fetches.get(&sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = self
+                    .client
+                    .prepare(&sql)
+                    .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), e))?;
+                self.fetches.insert(sql, statement.clone());
+                statement
+            }
+        };
         let arrays: Vec<Vec<Option<String>>> = (0..n)
             .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
             .collect();
@@ -809,7 +830,7 @@ impl Connector for PostgresConnector {
             .collect();
         let rows = self
             .client
-            .query(&sql, &params)
+            .query(&statement, &params)
             .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), e))?;
         Ok(rows.iter().map(|r| Self::to_record(r, &cols, n)).collect())
     }
@@ -841,6 +862,7 @@ impl super::RetryableBatches for PostgresConnector {
     fn recover(&mut self) -> Result<(), ConnectorError> {
         if self.client.is_closed() {
             self.client = Self::connect(&self.name, &self.url)?;
+            self.fetches.clear();
         }
         Ok(())
     }
