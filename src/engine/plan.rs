@@ -383,7 +383,8 @@ impl<'a> Planner<'a> {
     }
 
     fn match_and_create(&mut self) -> Result<(), Error> {
-        let ambiguous = self.state.match_unlinked()?;
+        let by_refs = self.link.left_ref.is_some() || self.link.right_ref.is_some();
+        let ambiguous = self.state.match_unlinked(by_refs)?;
         let mut by_key: BTreeMap<String, Vec<(Side, String)>> = BTreeMap::new();
         for (side, key, match_key) in ambiguous {
             by_key.entry(match_key).or_default().push((side, key));

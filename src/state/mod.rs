@@ -770,37 +770,41 @@ impl StateStore {
     /// Pairs staged records, first by external-id reference, then by normalized match
     /// key. A reference or match key that more than one record shares on either side is
     /// ambiguous: those records are returned as such (side, key, match key), never guessed.
-    pub fn match_unlinked(&mut self) -> Result<Vec<(Side, String, String)>> {
+    pub fn match_unlinked(&mut self, by_refs: bool) -> Result<Vec<(Side, String, String)>> {
         // Indexes are built once here, after staging: cheaper than maintaining them
-        // through a million random inserts.
+        // through a million random inserts. Matches name records by their scratch ids,
+        // so marking and pairing them are rowid lookups, not key lookups.
         self.db.batch(schema::TEMP_INDEXES)?;
+        if by_refs {
+            self.db.batch(schema::TEMP_REF_INDEXES)?;
+            self.db.batch(
+                "-- a right record whose right_ref names a left key, and that is the only one to
+                 INSERT INTO matches (left_id, right_id, how)
+                   SELECT l.id, r.id, 'right_ref' FROM unlinked r JOIN unlinked l
+                     ON l.side = 'left' AND r.side = 'right' AND r.ref = l.key_text
+                   WHERE (SELECT count(*) FROM unlinked r2 WHERE r2.side = 'right' AND r2.ref = l.key_text) = 1
+                 ON CONFLICT DO NOTHING;
+                 INSERT INTO matches (left_id, right_id, how)
+                   SELECT l.id, r.id, 'left_ref' FROM unlinked l JOIN unlinked r
+                     ON l.side = 'left' AND r.side = 'right' AND l.ref = r.key_text
+                   WHERE (SELECT count(*) FROM unlinked l2 WHERE l2.side = 'left' AND l2.ref = r.key_text) = 1
+                     AND NOT EXISTS (SELECT 1 FROM matches m WHERE m.left_id = l.id OR m.right_id = r.id)
+                 ON CONFLICT DO NOTHING;
+                 UPDATE unlinked SET matched = 1 WHERE id IN (SELECT left_id FROM matches);
+                 UPDATE unlinked SET matched = 1 WHERE id IN (SELECT right_id FROM matches);",
+            )?;
+        }
         self.db.batch(
-            "-- a right record whose right_ref names a left key, and that is the only one to
-             INSERT INTO matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'right_ref' FROM unlinked r JOIN unlinked l
-                 ON l.side = 'left' AND r.side = 'right' AND r.ref = l.key_text
-               WHERE (SELECT count(*) FROM unlinked r2 WHERE r2.side = 'right' AND r2.ref = l.key_text) = 1
-             ON CONFLICT DO NOTHING;
-             INSERT INTO matches (left_key, right_key, how)
-               SELECT l.key, r.key, 'left_ref' FROM unlinked l JOIN unlinked r
-                 ON l.side = 'left' AND r.side = 'right' AND l.ref = r.key_text
-               WHERE (SELECT count(*) FROM unlinked l2 WHERE l2.side = 'left' AND l2.ref = r.key_text) = 1
-                 AND NOT EXISTS (SELECT 1 FROM matches m WHERE m.left_key = l.key OR m.right_key = r.key)
-             ON CONFLICT DO NOTHING;
-             UPDATE unlinked SET matched = 1 WHERE
-               (side = 'left' AND key IN (SELECT left_key FROM matches)) OR
-               (side = 'right' AND key IN (SELECT right_key FROM matches));
-             -- match_on: a key held by exactly two unmatched records, one on each side
+            "-- match_on: a key held by exactly two unmatched records, one on each side
              -- (one pass over the match-key index, grouped)
-             INSERT INTO matches (left_key, right_key, how)
-               SELECT MIN(CASE WHEN side = 'left' THEN key END), MIN(CASE WHEN side = 'right' THEN key END), 'match_on'
+             INSERT INTO matches (left_id, right_id, how)
+               SELECT MIN(CASE WHEN side = 'left' THEN id END), MIN(CASE WHEN side = 'right' THEN id END), 'match_on'
                  FROM unlinked WHERE matched = 0 AND match_key IS NOT NULL
                 GROUP BY match_key
                HAVING COUNT(*) = 2 AND MIN(side) <> MAX(side)
              ON CONFLICT DO NOTHING;
-             UPDATE unlinked SET matched = 1 WHERE matched = 0 AND
-               ((side = 'left' AND key IN (SELECT left_key FROM matches)) OR
-                (side = 'right' AND key IN (SELECT right_key FROM matches)));
+             UPDATE unlinked SET matched = 1 WHERE id IN (SELECT left_id FROM matches WHERE how = 'match_on');
+             UPDATE unlinked SET matched = 1 WHERE id IN (SELECT right_id FROM matches WHERE how = 'match_on');
              -- ambiguous: a match key shared by several records, present on both sides
              UPDATE unlinked SET matched = 2 WHERE matched = 0 AND match_key IN (
                SELECT match_key FROM unlinked WHERE matched = 0 AND match_key IS NOT NULL
@@ -826,8 +830,7 @@ impl StateStore {
                 // sorts them, once per page, which is quadratic in the collection.
                 "SELECT m.id, l.key, l.record, r.key, r.record, m.how
                    FROM matches m CROSS JOIN unlinked l CROSS JOIN unlinked r
-                  WHERE m.id > $1 AND l.side = 'left' AND l.key = m.left_key
-                    AND r.side = 'right' AND r.key = m.right_key
+                  WHERE m.id > $1 AND l.id = m.left_id AND r.id = m.right_id
                   ORDER BY m.id LIMIT $2",
                 &[P::Int(after), P::Int(limit as i64)],
             )?

@@ -128,7 +128,7 @@ pub const SQLITE_TEMP_TABLES: &str = "
         id INTEGER PRIMARY KEY, side TEXT NOT NULL, key TEXT NOT NULL, key_text TEXT NOT NULL, match_key TEXT,
         ref TEXT, record TEXT NOT NULL, matched INTEGER NOT NULL DEFAULT 0);
     CREATE TEMP TABLE IF NOT EXISTS matches (
-        id INTEGER PRIMARY KEY, left_key TEXT NOT NULL UNIQUE, right_key TEXT NOT NULL UNIQUE, how TEXT NOT NULL);
+        id INTEGER PRIMARY KEY, left_id INTEGER NOT NULL UNIQUE, right_id INTEGER NOT NULL UNIQUE, how TEXT NOT NULL);
     CREATE TEMP TABLE IF NOT EXISTS plan (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 ";
 
@@ -138,14 +138,17 @@ pub const PG_TEMP_TABLES: &str = "
         id bigserial PRIMARY KEY, side text NOT NULL, key text NOT NULL, key_text text NOT NULL, match_key text,
         ref text, record text NOT NULL, matched bigint NOT NULL DEFAULT 0);
     CREATE TEMP TABLE IF NOT EXISTS matches (
-        id bigserial PRIMARY KEY, left_key text NOT NULL UNIQUE, right_key text NOT NULL UNIQUE, how text NOT NULL);
+        id bigserial PRIMARY KEY, left_id bigint NOT NULL UNIQUE, right_id bigint NOT NULL UNIQUE, how text NOT NULL);
     CREATE TEMP TABLE IF NOT EXISTS plan (seq bigserial PRIMARY KEY, body text NOT NULL);
 ";
 
 /// Indexes on the staged records, built after staging (see `match_unlinked`).
 pub const TEMP_INDEXES: &str = "
-    CREATE INDEX IF NOT EXISTS unlinked_key ON unlinked (side, key);
     CREATE INDEX IF NOT EXISTS unlinked_match ON unlinked (match_key);
+";
+
+/// Only for links that match by `right_ref` / `left_ref`.
+pub const TEMP_REF_INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS unlinked_ref ON unlinked (ref);
     CREATE INDEX IF NOT EXISTS unlinked_text ON unlinked (key_text);
 ";
