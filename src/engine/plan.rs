@@ -315,17 +315,18 @@ impl<'a> Planner<'a> {
         } = batch;
         let partners: HashMap<String, Record> =
             partners.into_iter().map(|r| (r.key.encode(), r)).collect();
-        for (rec, key) in records.iter().zip(&keys) {
+        let mut unlinked = Vec::new();
+        for (rec, key) in records.into_iter().zip(&keys) {
             match pairs.get(key) {
-                None => self.stage_unlinked(Side::Left, rec)?,
+                None => unlinked.push(self.unlinked(Side::Left, rec)),
                 Some(p) if p.tombstone.is_some() => {}
                 Some(p) => match partners.get(&p.right_key) {
-                    Some(partner) => self.plan_pair(rec, partner, Some(p), None)?,
-                    None => self.plan_deleted(Side::Right, rec, p)?,
+                    Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
+                    None => self.plan_deleted(Side::Right, &rec, p)?,
                 },
             }
         }
-        Ok(())
+        Ok(self.state.stage_unlinked(Side::Left, &unlinked)?)
     }
 
     fn right_batch(&mut self, records: Vec<Record>) -> Result<(), Error> {
@@ -335,9 +336,10 @@ impl<'a> Planner<'a> {
         let links = self.state.right_links(&self.link.name, &keys)?;
         let linked: Vec<String> = links.keys().cloned().collect();
         self.state.mark_seen(Side::Right, &linked)?;
-        for (rec, key) in records.iter().zip(&keys) {
+        let mut unlinked = Vec::new();
+        for (rec, key) in records.into_iter().zip(&keys) {
             match links.get(key) {
-                None => self.stage_unlinked(Side::Right, rec)?,
+                None => unlinked.push(self.unlinked(Side::Right, rec)),
                 Some(link) if link.tombstoned || link.left_seen => {}
                 Some(_) => {
                     let pair = self.state.pairs_by(
@@ -346,22 +348,22 @@ impl<'a> Planner<'a> {
                         std::slice::from_ref(key),
                     )?;
                     if let Some(p) = pair.get(key) {
-                        self.plan_deleted(Side::Left, rec, p)?;
+                        self.plan_deleted(Side::Left, &rec, p)?;
                     }
                 }
             }
         }
-        Ok(())
+        Ok(self.state.stage_unlinked(Side::Right, &unlinked)?)
     }
 
-    fn stage_unlinked(&mut self, side: Side, rec: &Record) -> Result<(), Error> {
-        let staged = Unlinked {
-            key: rec.key.clone(),
-            match_key: self.match_key(rec),
-            ext_ref: self.layout.ext_ref_of(side, rec),
-            values: rec.values.clone(),
-        };
-        Ok(self.state.stage_unlinked(side, &staged)?)
+    /// A record with no pair, as it waits in the scratch tables to be matched.
+    fn unlinked(&self, side: Side, rec: Record) -> Unlinked {
+        Unlinked {
+            match_key: self.match_key(&rec),
+            ext_ref: self.layout.ext_ref_of(side, &rec),
+            key: rec.key,
+            values: rec.values,
+        }
     }
 
     fn forget_vanished_pairs(&mut self) -> Result<(), Error> {

@@ -752,18 +752,38 @@ impl StateStore {
     }
 
     /// Stages a record no pair knows, to be matched once both sides are read.
-    pub fn stage_unlinked(&mut self, side: Side, rec: &Unlinked) -> Result<()> {
-        self.db.execute(
-            "INSERT INTO unlinked (side, key, key_text, match_key, ref, record) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                P::Text(side.as_str()),
-                P::Text(&rec.key.encode()),
-                P::Text(&rec.key.display_text()),
-                P::OptText(rec.match_key.as_deref()),
-                P::OptText(rec.ext_ref.as_deref()),
-                P::Text(&enc_values(&rec.values)),
-            ],
-        )?;
+    /// Stages records with no pair, to be matched after both scans; many rows per
+    /// statement.
+    pub fn stage_unlinked(&mut self, side: Side, records: &[Unlinked]) -> Result<()> {
+        for chunk in records.chunks(WRITE_CHUNK) {
+            let encoded: Vec<[String; 3]> = chunk
+                .iter()
+                .map(|rec| {
+                    [
+                        rec.key.encode(),
+                        rec.key.display_text(),
+                        enc_values(&rec.values),
+                    ]
+                })
+                .collect();
+            let sql = self.multi_row_sql("unlinked", chunk.len(), |n| {
+                format!(
+                    "INSERT INTO unlinked (side, key, key_text, match_key, ref, record) VALUES {}",
+                    row_tuples(n, "$1, ", 2, 5, "")
+                )
+            });
+            let mut params = vec![P::Text(side.as_str())];
+            for (rec, [key, key_text, record]) in chunk.iter().zip(&encoded) {
+                params.extend([
+                    P::Text(key),
+                    P::Text(key_text),
+                    P::OptText(rec.match_key.as_deref()),
+                    P::OptText(rec.ext_ref.as_deref()),
+                    P::Text(record),
+                ]);
+            }
+            self.db.execute(&sql, &params)?;
+        }
         Ok(())
     }
 
