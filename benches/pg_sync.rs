@@ -9,18 +9,14 @@
 //! `SYNCLINE_BENCH_ROWS` (default 1,000,000). `cargo bench --bench pg_sync`.
 //! `SYNCLINE_BENCH_PHASES` picks phases (comma-separated: `pg`, `sqlite`, `mariadb`,
 //! `two-way`; default all), e.g. to profile one of them.
-
-// The allocator the `syncline` binary runs with, so the figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//!
+//! syncline runs as its binary (`syncline run --json`) under GNU `time`: the peak memory
+//! and CPU seconds printed are the binary's own, none of the benchmark's.
 
 use std::path::Path;
 mod support;
 
-use support::{cpu_secs, timed};
-use syncline::config::Config;
-use syncline::engine::{self, RunOptions, RunReport};
-use syncline::state::StateStore;
+use support::{BinaryRun, run_syncline_binary, timed};
 
 const TABLE: &str = "(id bigint PRIMARY KEY, email text, name text, company text, status text, amount numeric(12,2), updated_at timestamptz)";
 
@@ -33,20 +29,10 @@ fn pg(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
 
-/// Runs one cycle of the config written to `dir/syncline.toml`.
-fn run(dir: &Path, config: &str) -> RunReport {
+/// Runs one cycle of `config` with the `syncline` binary, measured.
+fn run(dir: &Path, config: &str) -> BinaryRun {
     std::fs::write(dir.join("syncline.toml"), config).unwrap();
-    let config = Config::load(&dir.join("syncline.toml")).unwrap();
-    let mut state = StateStore::for_config(&config.state, false).unwrap();
-    engine::run_cycle(
-        &config,
-        &mut state,
-        RunOptions {
-            list_limit: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    run_syncline_binary(dir)
 }
 
 /// Each first load starts from an empty state store, as a first load does.
@@ -71,17 +57,15 @@ fn first_load(
         "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"{right}\"\nbatch_size = 5000\n{}",
         fields()
     );
-    let cpu = cpu_secs();
-    let (r, t, rss) = timed(|| run(dir, &config));
-    let cpu = cpu_secs() - cpu;
-    assert_eq!(r.links[0].to_right.created, rows);
+    let r = run(dir, &config);
+    assert_eq!(r.count("to_right", "created"), rows);
     Line {
         phase,
-        secs: t.as_secs_f64(),
+        secs: r.elapsed.as_secs_f64(),
         rows,
         baseline: Some(baseline),
-        rss: Some(rss),
-        cpu: Some(cpu),
+        rss: r.peak_rss_mib,
+        cpu: r.cpu_secs,
     }
 }
 
@@ -245,23 +229,19 @@ fn main() {
         // The first run links the two loaded tables (match_on id, nothing to write); the
         // second is the steady state.
         fresh_state(dir.path());
-        let link_cpu = cpu_secs();
-        let (linked, link_time, link_rss) = timed(|| run(dir.path(), &two_way));
-        let link_cpu = cpu_secs() - link_cpu;
+        let linked = run(dir.path(), &two_way);
         assert_eq!(
-            linked.links[0].to_right.created + linked.links[0].to_left.created,
+            linked.count("to_right", "created") + linked.count("to_left", "created"),
             0
         );
         src.batch_execute("UPDATE contacts SET name = name || ' (L)' WHERE id % 100 = 0")
             .unwrap();
         dst.batch_execute("UPDATE copy_baseline SET status = 'cancelled' WHERE id % 100 = 50")
             .unwrap();
-        let cycle_cpu = cpu_secs();
-        let (r, t, rss) = timed(|| run(dir.path(), &two_way));
-        let cycle_cpu = cpu_secs() - cycle_cpu;
+        let cycle = run(dir.path(), &two_way);
         let changed = rows / 100 * 2;
         assert_eq!(
-            r.links[0].to_right.updated + r.links[0].to_left.updated,
+            cycle.count("to_right", "updated") + cycle.count("to_left", "updated"),
             changed
         );
         let (_, scan, _) = timed(|| {
@@ -282,19 +262,19 @@ fn main() {
         });
         lines.push(Line {
             phase: "syncline linking two loaded tables",
-            secs: link_time.as_secs_f64(),
+            secs: linked.elapsed.as_secs_f64(),
             rows,
             baseline: Some(scan.as_secs_f64()),
-            rss: Some(link_rss),
-            cpu: Some(link_cpu),
+            rss: linked.peak_rss_mib,
+            cpu: linked.cpu_secs,
         });
         lines.push(Line {
             phase: "syncline two-way cycle, 1%+1% changed",
-            secs: t.as_secs_f64(),
+            secs: cycle.elapsed.as_secs_f64(),
             rows,
             baseline: Some(scan.as_secs_f64()),
-            rss: Some(rss),
-            cpu: Some(cycle_cpu),
+            rss: cycle.peak_rss_mib,
+            cpu: cycle.cpu_secs,
         });
     }
 

@@ -5,22 +5,16 @@
 //!   fastest copy SQLite can do, with no identity, base or journal);
 //! - no-change run vs. a plain scan of both tables.
 //!
-//! Prints times, rows/s, ratios and the peak resident memory (VmHWM) of each phase.
-//! Run with `cargo bench --bench sqlite_sync`.
-
-// The allocator the `syncline` binary runs with, so the figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! syncline runs as its binary (`syncline run --json`) under GNU `time`, so the peak
+//! resident memory printed is the binary's own. Prints times, rows/s, ratios and peak
+//! memory per phase. Run with `cargo bench --bench sqlite_sync`.
 
 mod support;
 
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::Duration;
-use support::timed;
-use syncline::config::Config;
-use syncline::engine::{self, RunOptions};
-use syncline::state::StateStore;
+use support::{run_syncline_binary, timed};
 
 const CONFIG: &str = r#"
 [systems.crm]
@@ -83,20 +77,6 @@ fn seed(dir: &Path, rows: u64) {
     std::fs::write(dir.join("syncline.toml"), CONFIG).unwrap();
 }
 
-fn run_syncline(dir: &Path) -> engine::RunReport {
-    let config = Config::load(&dir.join("syncline.toml")).unwrap();
-    let mut state = StateStore::for_config(&config.state, false).unwrap();
-    engine::run_cycle(
-        &config,
-        &mut state,
-        RunOptions {
-            list_limit: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this file too: keep it tiny then.
     let is_bench = std::env::args().any(|a| a == "--bench");
@@ -124,11 +104,13 @@ fn main() {
             .unwrap()
     });
 
-    let (report, first_time, first_rss) = timed(|| run_syncline(dir.path()));
+    let first = run_syncline_binary(dir.path());
     assert_eq!(
-        report.links[0].to_right.created, rows,
+        first.count("to_right", "created"),
+        rows,
         "first run must create every row"
     );
+    let (first_time, first_rss) = (first.elapsed, first.peak_rss_mib);
 
     // Baseline 2: reading both tables once, which a no-change run has to do at least.
     let (_, scan_time, _) = timed(|| {
@@ -144,14 +126,19 @@ fn main() {
             assert_eq!(n, rows_count(&c));
         }
     });
-    let (report, again_time, again_rss) = timed(|| run_syncline(dir.path()));
+    let again = run_syncline_binary(dir.path());
     assert_eq!(
-        report.links[0].unchanged, rows,
+        again.report["links"][0]["unchanged"].as_u64(),
+        Some(rows),
         "no-change run must find every pair unchanged"
     );
-    assert_eq!(report.links[0].to_right.writes(), 0);
+    for counter in ["created", "updated", "deleted"] {
+        assert_eq!(again.count("to_right", counter), 0);
+    }
+    let (again_time, again_rss) = (again.elapsed, again.peak_rss_mib);
 
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let mib = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{m:.1}"));
     println!(
         "\n{:<34} {:>10} {:>14} {:>10} {:>12}",
         "phase", "seconds", "rows/s", "ratio", "peak RSS MiB"
@@ -165,12 +152,12 @@ fn main() {
         copy_rss
     );
     println!(
-        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12.1}",
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12}",
         "syncline first run (one-way)",
         first_time.as_secs_f64(),
         rate(first_time),
         first_time.as_secs_f64() / copy_time.as_secs_f64(),
-        first_rss
+        mib(first_rss)
     );
     println!(
         "{:<34} {:>10.2} {:>14.0} {:>10} {:>12}",
@@ -181,12 +168,12 @@ fn main() {
         "-"
     );
     println!(
-        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12.1}",
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12}",
         "syncline no-change run",
         again_time.as_secs_f64(),
         rate(again_time),
         again_time.as_secs_f64() / scan_time.as_secs_f64(),
-        again_rss
+        mib(again_rss)
     );
 }
 
