@@ -110,7 +110,7 @@ fn main() {
         rows,
         "first run must create every row"
     );
-    let (first_time, first_rss) = (first.elapsed, first.peak_rss_mib);
+    let (first_time, first_rss, first_cpu) = (first.elapsed, first.peak_rss_mib, first.cpu_secs);
 
     // Baseline 2: reading both tables once, which a no-change run has to do at least.
     let (_, scan_time, _) = timed(|| {
@@ -135,13 +135,13 @@ fn main() {
     for counter in ["created", "updated", "deleted"] {
         assert_eq!(again.count("to_right", counter), 0);
     }
-    let (again_time, again_rss) = (again.elapsed, again.peak_rss_mib);
+    let (again_time, again_rss, again_cpu) = (again.elapsed, again.peak_rss_mib, again.cpu_secs);
 
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
-    let mib = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{m:.1}"));
+    let known = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{m:.1}"));
     println!(
-        "\n{:<34} {:>10} {:>14} {:>10} {:>12}",
-        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB"
+        "\n{:<34} {:>10} {:>14} {:>10} {:>12} {:>6}",
+        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB", "CPU s"
     );
     println!(
         "{:<34} {:>10.2} {:>14.0} {:>10} {:>12.1}",
@@ -152,12 +152,13 @@ fn main() {
         copy_rss
     );
     println!(
-        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12}",
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12} {:>6}",
         "syncline first run (one-way)",
         first_time.as_secs_f64(),
         rate(first_time),
         first_time.as_secs_f64() / copy_time.as_secs_f64(),
-        mib(first_rss)
+        known(first_rss),
+        known(first_cpu)
     );
     println!(
         "{:<34} {:>10.2} {:>14.0} {:>10} {:>12}",
@@ -168,12 +169,13 @@ fn main() {
         "-"
     );
     println!(
-        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12}",
+        "{:<34} {:>10.2} {:>14.0} {:>9.2}× {:>12} {:>6}",
         "syncline no-change run",
         again_time.as_secs_f64(),
         rate(again_time),
         again_time.as_secs_f64() / scan_time.as_secs_f64(),
-        mib(again_rss)
+        known(again_rss),
+        known(again_cpu)
     );
 }
 
