@@ -78,6 +78,28 @@ fn copy_escape(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// How a batch's values travel in one statement: one text array per column. Returns
+/// `unnest($1::text[], …, $n::text[])` and the names `{prefix}0, …` its columns take.
+fn unnest_text_arrays(n: usize, prefix: &str) -> (String, String) {
+    let arrays = (1..=n)
+        .map(|i| format!("${i}::text[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (0..n)
+        .map(|i| format!("{prefix}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (format!("unnest({arrays})"), names)
+}
+
+/// The text arrays of [`unnest_text_arrays`] as statement parameters.
+fn array_params(arrays: &[Vec<Option<String>>]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    arrays
+        .iter()
+        .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
 fn is_retryable(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -108,8 +130,9 @@ impl PostgresConnector {
     /// The records whose keys are in the text arrays `$1…$n`, one array per key column.
     fn fetch_sql(spec: &ReadSpec, cols: &[PgColumn]) -> String {
         let n = spec.key.len();
+        let (unnest, names) = unnest_text_arrays(n, "k");
         format!(
-            "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+            "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM {} AS u({}))",
             Self::select_sql(spec),
             quote_table(&spec.collection),
             spec.key
@@ -121,14 +144,8 @@ impl PostgresConnector {
                 .map(|i| format!("CAST(u.k{i} AS {})", cols[i].cast_type))
                 .collect::<Vec<_>>()
                 .join(", "),
-            (1..=n)
-                .map(|i| format!("${i}::text[]"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (0..n)
-                .map(|i| format!("k{i}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            unnest,
+            names,
         )
     }
 
@@ -321,23 +338,16 @@ impl PostgresConnector {
         let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
             .map(|c| chunk.iter().map(|v| v[c].1.to_sql_text()).collect())
             .collect();
+        let (unnest, names) = unnest_text_arrays(cols.len(), "c");
         let sql = if cols.is_empty() {
             format!("INSERT INTO {table} SELECT FROM generate_series(1, $1) RETURNING {key_text}")
         } else {
             format!(
-                "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}, ord) ORDER BY ord RETURNING {key_text}",
+                "INSERT INTO {table} ({}) SELECT {} FROM {unnest} WITH ORDINALITY AS u({names}, ord) ORDER BY ord RETURNING {key_text}",
                 cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
                 cols.iter()
                     .enumerate()
                     .map(|(n, c)| format!("CAST(u.c{n} AS {})", Self::type_of(all, c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                (1..=cols.len())
-                    .map(|n| format!("${n}::text[]"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                (0..cols.len())
-                    .map(|n| format!("c{n}"))
                     .collect::<Vec<_>>()
                     .join(", "),
             )
@@ -346,10 +356,7 @@ impl PostgresConnector {
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> = if cols.is_empty() {
             vec![&count]
         } else {
-            arrays
-                .iter()
-                .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-                .collect()
+            array_params(&arrays)
         };
         Ok(tx
             .query(&sql, &params)?
@@ -413,21 +420,11 @@ impl PostgresConnector {
             }))
             .collect::<Vec<_>>()
             .join(" AND ");
+        let (unnest, names) = unnest_text_arrays(arrays.len(), "a");
         let sql = format!(
-            "UPDATE {table} AS t SET {sets} FROM unnest({}) WITH ORDINALITY AS u({}, ord) WHERE {conditions} RETURNING u.ord",
-            (1..=arrays.len())
-                .map(|n| format!("${n}::text[]"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (0..arrays.len())
-                .map(|n| format!("a{n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "UPDATE {table} AS t SET {sets} FROM {unnest} WITH ORDINALITY AS u({names}, ord) WHERE {conditions} RETURNING u.ord",
         );
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-            .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-            .collect();
+        let params = array_params(&arrays);
         let mut applied = vec![false; writes.len()];
         for row in tx.query(&sql, &params)? {
             let ord: i64 = row.get(0);
@@ -824,10 +821,7 @@ impl Connector for PostgresConnector {
         let arrays: Vec<Vec<Option<String>>> = (0..n)
             .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
             .collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-            .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-            .collect();
+        let params = array_params(&arrays);
         let rows = self
             .client
             .query(&statement, &params)
