@@ -123,6 +123,16 @@ pub trait Connector: Send {
     /// Any read failure.
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError>;
 
+    /// How many records the collection holds, where the system can say cheaply (`None`
+    /// otherwise). Lets a cycle see that a scan would find nothing new.
+    ///
+    /// # Errors
+    /// Any read failure.
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        let _ = spec;
+        Ok(None)
+    }
+
     /// The records with these keys; missing keys are simply absent from the result.
     ///
     /// # Errors

@@ -98,6 +98,10 @@ pub(crate) struct Planner<'a> {
     /// During a streamed first load, plans collect here and are applied batch by batch
     /// instead of being staged.
     buffer: Option<Vec<PairPlan>>,
+    /// Pairs whose left record the left scan read, and right partners it fetched: what
+    /// tells whether the right scan can find anything.
+    left_pairs_read: u64,
+    partners_fetched: u64,
 }
 
 fn side_index(side: Side) -> usize {
@@ -131,6 +135,8 @@ impl<'a> Planner<'a> {
             frozen,
             conflicts,
             buffer: None,
+            left_pairs_read: 0,
+            partners_fetched: 0,
         })
     }
 
@@ -188,11 +194,21 @@ impl<'a> Planner<'a> {
             Ok(scanned)
         })?;
         self.report.left_records = left_records;
-        let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
-            self.in_transaction(|p| p.right_batch(records))
-        })?;
-        self.report.right_records = right_records;
-        self.in_transaction(|p| p.forget_vanished_pairs())?;
+        // The right scan looks for two things: records no pair holds, and pairs whose
+        // left record is gone. If the left scan read every pair's left record and the
+        // right holds exactly the partners it fetched, there are neither: counted, not
+        // assumed, and any difference runs the scan.
+        let pairs = self.state.pair_count(&self.link.name)?;
+        let every_left_read = u64::try_from(pairs).is_ok_and(|n| n == self.left_pairs_read);
+        if every_left_read && right.count(&right_spec)? == Some(self.partners_fetched) {
+            self.report.right_records = self.partners_fetched;
+        } else {
+            let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
+                self.in_transaction(|p| p.right_batch(records))
+            })?;
+            self.report.right_records = right_records;
+            self.in_transaction(|p| p.forget_vanished_pairs())?;
+        }
         self.in_transaction(|p| p.match_and_create())?;
         Ok(false)
     }
@@ -288,6 +304,7 @@ impl<'a> Planner<'a> {
     fn left_lookup(&mut self, records: Vec<Record>) -> Result<(LeftBatch, Vec<Key>), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;
+        self.left_pairs_read += pairs.len() as u64;
         // Only linked keys matter to delete detection; unlinked ones are staged anyway.
         let linked: Vec<String> = pairs.keys().cloned().collect();
         self.state.mark_seen(Side::Left, &linked)?;
@@ -313,6 +330,7 @@ impl<'a> Planner<'a> {
             keys,
             pairs,
         } = batch;
+        self.partners_fetched += partners.len() as u64;
         let partners: HashMap<String, Record> =
             partners.into_iter().map(|r| (r.key.encode(), r)).collect();
         let mut unlinked = Vec::new();

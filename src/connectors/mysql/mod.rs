@@ -675,6 +675,15 @@ impl Connector for MysqlConnector {
         Ok(any.unwrap_or(0) == 0)
     }
 
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_table(&spec.collection));
+        let n: Option<u64> = self
+            .conn
+            .query_first(sql)
+            .map_err(|e| self.query_err(&format!("count {}", spec.collection), &e))?;
+        Ok(n)
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let cols = self.spec_columns(spec)?;
         let all = self

@@ -800,6 +800,16 @@ impl Connector for PostgresConnector {
         Ok(!any)
     }
 
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_table(&spec.collection));
+        let n: i64 = self
+            .client
+            .query_one(sql.as_str(), &[])
+            .map_err(|e| self.query_err(&format!("count {}", spec.collection), e))?
+            .get(0);
+        Ok(u64::try_from(n).ok())
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -317,6 +317,18 @@ impl Connector for SqliteConnector {
         Ok(!any)
     }
 
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_table(&spec.collection));
+        let n: i64 =
+            self.conn
+                .query_row(&sql, [], |r| r.get(0))
+                .map_err(|e| ConnectorError::Query {
+                    context: format!("system `{}`: count {}", self.name, spec.collection),
+                    source: Box::new(e),
+                })?;
+        Ok(u64::try_from(n).ok())
+    }
+
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let mut out = Vec::with_capacity(keys.len());
         let total = spec.key.len() + spec.columns.len();
