@@ -489,6 +489,60 @@ fn a_refused_record_in_a_later_batch_is_journaled_rejected_not_applied() {
     refused_record_is_quarantined_and_the_rest_applied("\nbatch_size = 2");
 }
 
+#[test]
+fn a_first_load_whose_system_fails_mid_way_keeps_what_landed_and_resumes_without_duplicates() {
+    // Batches of two, written one batch behind the planner; the right system fails the
+    // whole fourth batch (a trigger that rolls its transaction back).
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"one-way\"\nbatch_size = 2",
+            "email = {}\nname = {}",
+        ),
+    );
+    seed_left(&f, 10);
+    f.right
+        .execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON customers WHEN NEW.email = 'p6@x.org'
+             BEGIN SELECT RAISE(ROLLBACK, 'the right system failed'); END;",
+        )
+        .unwrap();
+    let config = f.config();
+    let mut state = f.store();
+    let failed = syncline::engine::run_cycle(&config, &mut state, RunOptions::default());
+    assert!(
+        failed
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("the right system failed")),
+        "{:?}",
+        failed.map(|r| r.summary_json())
+    );
+    drop(state);
+    // The three batches before landed and are linked; nothing of the failed one did.
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT count(*) FROM customers"),
+        vec![vec![Value::Integer(6)]]
+    );
+    assert_eq!(f.store().pair_count("c").unwrap(), 6);
+    // Entries of the failed run that never got an outcome are `unknown`, none `planned`.
+    let journal = f.store().journal(Some("c"), None, None, 100).unwrap();
+    assert!(journal.iter().all(|e| e.status != "planned"), "{journal:?}");
+    assert_eq!(journal.iter().filter(|e| e.status == "applied").count(), 6);
+    assert!(journal.iter().any(|e| e.status == "unknown"), "{journal:?}");
+    // Fixed, the next run creates the other four, once each.
+    f.right.execute_batch("DROP TRIGGER boom").unwrap();
+    assert_eq!(f.run().links[0].to_right.created, 4);
+    assert_eq!(
+        Fixture::rows(
+            &f.right,
+            "SELECT count(DISTINCT email), count(*) FROM customers"
+        ),
+        vec![vec![Value::Integer(10), Value::Integer(10)]]
+    );
+    assert_eq!(writes(&f.run()), 0);
+}
+
 fn refused_record_is_quarantined_and_the_rest_applied(link_options: &str) {
     let right = "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT CHECK (length(name) < 10), crm_id TEXT);";
     let f = Fixture::new(

@@ -51,10 +51,11 @@ where
         }
     }
 
-    /// Hands `request` to the worker, keeping `context` until it is answered. Returns
-    /// the request handed over before, answered, with its context.
-    pub fn send(&mut self, context: Context, request: Request) -> Option<(Context, Answer)> {
-        let before = self.answered();
+    /// Hands `request` to the worker, keeping `context` until it is answered. The one
+    /// before must have been [received](Self::receive): a caller decides on each answer
+    /// before handing over more.
+    pub fn send(&mut self, context: Context, request: Request) {
+        assert!(self.in_flight.is_none(), "one request at a time");
         let sender = self
             .to_worker
             .as_ref()
@@ -63,18 +64,18 @@ where
             self.worker_died();
         }
         self.in_flight = Some(context);
-        before
     }
 
     /// Waits for the last answer and stops the worker.
     pub fn finish(mut self) -> Option<(Context, Answer)> {
-        let last = self.answered();
+        let last = self.receive();
         self.to_worker = None;
         self.join_worker();
         last
     }
 
-    fn answered(&mut self) -> Option<(Context, Answer)> {
+    /// Waits for the answer to the request handed over, if one is.
+    pub fn receive(&mut self) -> Option<(Context, Answer)> {
         let context = self.in_flight.take()?;
         match self.from_worker.recv() {
             Ok(answer) => Some((context, answer)),
@@ -121,12 +122,15 @@ impl<'scope> WriteBehind<'scope> {
         WriteBehind { side, writer }
     }
 
-    /// Hands `batch`'s writes to the writer. Returns the batch handed over before, with
-    /// its outcomes, for the caller to commit; or the error that stopped its writes.
+    /// Hands `batch`'s writes to the writer once the batch before came back written.
+    /// Returns that batch, with its outcomes, for the caller to commit; or the error that
+    /// stopped its writes, and then `batch` is not handed over (it stays `planned`).
     pub fn send(&mut self, mut batch: PlannedBatch) -> Result<Option<PlannedBatch>, Error> {
+        let before = Self::settled(self.writer.receive())?;
         let mut lent = batch.lend_writes(self.side);
         let writes = std::mem::take(&mut lent.writes);
-        Self::settled(self.writer.send((batch, lent), writes))
+        self.writer.send((batch, lent), writes);
+        Ok(before)
     }
 
     /// Waits for the last batch's outcomes and stops the writer. Returns that batch to

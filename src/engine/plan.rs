@@ -181,7 +181,9 @@ impl<'a> Planner<'a> {
             });
             let scanned = scan_ahead(left, &left_spec, batch, &mut |records| {
                 let (looked_up, partner_keys) = self.in_transaction(|p| p.left_lookup(records))?;
-                match fetcher.send(looked_up, partner_keys) {
+                let before = fetcher.receive();
+                fetcher.send(looked_up, partner_keys);
+                match before {
                     Some((before, partners)) => {
                         self.in_transaction(|p| p.left_merge(before, partners?))
                     }
