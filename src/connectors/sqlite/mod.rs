@@ -7,13 +7,36 @@
 use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
 use crate::model::{Key, Name, Record, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, ToSql};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
 use std::path::Path;
 use std::time::Duration;
 
 pub struct SqliteConnector {
     conn: Connection,
     name: String,
+    /// Declared types of each collection's key columns (for [`keys_as_sent`]).
+    key_types: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// Creates per multi-row `INSERT` (7 columns × 100 rows stays far below SQLite's
+/// parameter limit).
+const CREATE_CHUNK: usize = 100;
+
+/// Whether SQLite stores these key values exactly as sent, so a create's key is known
+/// without reading it back: integers into INTEGER affinity, text into TEXT affinity
+/// (SQLite's rules: a declared type containing "INT", or "CHAR", "CLOB", "TEXT").
+fn keys_as_sent(declared: &[String], key: &[&Value]) -> bool {
+    declared.len() == key.len()
+        && declared.iter().zip(key).all(|(t, v)| {
+            let t = t.to_ascii_uppercase();
+            match v {
+                Value::Integer(_) => t.contains("INT"),
+                Value::Text(_) => {
+                    !t.contains("INT") && ["CHAR", "CLOB", "TEXT"].iter().any(|a| t.contains(a))
+                }
+                _ => false,
+            }
+        })
 }
 
 /// Fetches look records up by key in chunks of this many, one statement per chunk.
@@ -53,6 +76,7 @@ impl SqliteConnector {
         Ok(SqliteConnector {
             conn,
             name: name.to_string(),
+            key_types: std::collections::HashMap::new(),
         })
     }
 
@@ -369,6 +393,10 @@ impl Connector for SqliteConnector {
         writes: &[Write],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let table = quote_table(&spec.collection);
+        let key_types = self.key_types(spec).map_err(|e| ConnectorError::Query {
+            context: format!("system `{}`: describe {}", self.name, spec.collection),
+            source: Box::new(e),
+        })?;
         let fail = |e: rusqlite::Error| ConnectorError::Query {
             context: format!("system `{}`: write to {}", self.name, spec.collection),
             source: Box::new(e),
@@ -378,7 +406,32 @@ impl Connector for SqliteConnector {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut inserts = InsertSql::default();
-        for write in writes {
+        let mut runs = super::create_runs(writes, CREATE_CHUNK)
+            .into_iter()
+            .peekable();
+        let mut next = 0;
+        while next < writes.len() {
+            // Creates whose keys are among their values go many per statement; if one is
+            // refused, the statement is undone alone and its creates go one by one.
+            if let Some(run) = runs.next_if(|r| r.start == next) {
+                let keys = Self::sent_keys(spec, &key_types, &writes[run.clone()]);
+                if let Some(keys) = keys.filter(|k| k.len() > 1) {
+                    match self.insert_many(&table, &writes[run.clone()]) {
+                        Ok(()) => {
+                            outcomes.extend(keys.into_iter().map(WriteOutcome::Created));
+                            next = run.end;
+                            continue;
+                        }
+                        Err(e) if is_record_error(&e) && !self.conn.is_autocommit() => {}
+                        Err(e) => {
+                            let _ = self.conn.execute_batch("ROLLBACK");
+                            return Err(fail(e));
+                        }
+                    }
+                }
+            }
+            let write = &writes[next];
+            next += 1;
             // No savepoint per write: a statement that fails on a constraint is undone
             // by SQLite alone (statement rollback), and the transaction goes on.
             match self.apply_one(&table, spec, write, &mut inserts) {
@@ -399,6 +452,77 @@ impl Connector for SqliteConnector {
             return Err(fail(e));
         }
         Ok(outcomes)
+    }
+}
+
+impl SqliteConnector {
+    /// The declared types of `spec`'s key columns, looked up once per collection.
+    fn key_types(&mut self, spec: &ReadSpec) -> rusqlite::Result<Vec<String>> {
+        if let Some(types) = self.key_types.get(&spec.collection) {
+            return Ok(types.clone());
+        }
+        let (schema, table) = match spec.collection.split_once('.') {
+            Some((s, t)) => (quote(s), t),
+            None => ("main".to_string(), spec.collection.as_str()),
+        };
+        let sql = format!("SELECT type FROM {schema}.pragma_table_info(?) WHERE name = ?");
+        let types = spec
+            .key
+            .iter()
+            .map(|k| {
+                // A key the table does not declare (`rowid`) has no type: never bulk.
+                self.conn
+                    .query_row(&sql, [table, k.as_str()], |r| r.get::<_, String>(0))
+                    .optional()
+                    .map(Option::unwrap_or_default)
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        self.key_types
+            .insert(spec.collection.clone(), types.clone());
+        Ok(types)
+    }
+
+    /// The keys of a run of creates, when every one sends its key and SQLite keeps it
+    /// as sent; `None` otherwise (the creates then read their keys back one by one).
+    fn sent_keys(spec: &ReadSpec, key_types: &[String], creates: &[Write]) -> Option<Vec<Key>> {
+        creates
+            .iter()
+            .map(|w| {
+                let Write::Create { values } = w else {
+                    return None;
+                };
+                let key: Vec<&Value> = spec
+                    .key
+                    .iter()
+                    .map(|k| values.iter().find(|(c, _)| **c == **k).map(|(_, v)| v))
+                    .collect::<Option<_>>()?;
+                keys_as_sent(key_types, &key).then(|| Key(key.into_iter().cloned().collect()))
+            })
+            .collect()
+    }
+
+    /// One `INSERT … VALUES (…), (…)` for creates that send the same columns.
+    fn insert_many(&self, table: &str, creates: &[Write]) -> rusqlite::Result<()> {
+        let Some(Write::Create { values: first }) = creates.first() else {
+            return Ok(());
+        };
+        let tuple = format!("({})", vec!["?"; first.len()].join(", "));
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {}",
+            first
+                .iter()
+                .map(|(c, _)| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            vec![tuple.as_str(); creates.len()].join(", ")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let params = creates.iter().flat_map(|w| match w {
+            Write::Create { values } => values.iter().map(|(_, v)| v).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        });
+        stmt.execute(rusqlite::params_from_iter(params))?;
+        Ok(())
     }
 }
 
@@ -460,6 +584,87 @@ impl rusqlite::types::FromSql for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creates_that_send_their_keys_go_together_and_a_refused_one_alone() {
+        let (_d, mut c, spec) = db();
+        let create = |id: i64, s: Option<&str>| Write::Create {
+            values: vec![
+                ("id".into(), Value::Integer(id)),
+                ("s".into(), s.map_or(Value::Null, |s| Value::Text(s.into()))),
+            ],
+        };
+        // 5 is refused (s NOT NULL); 1 already exists (the fixture's row).
+        let writes: Vec<Write> = (2..=7)
+            .map(|id| create(id, (id != 5).then_some("ok")))
+            .chain([create(1, Some("dup"))])
+            .collect();
+        let out = c.apply(&spec, &writes).unwrap();
+        let keys: Vec<Option<i64>> = out
+            .iter()
+            .map(|o| match o {
+                WriteOutcome::Created(Key(k)) => match k[..] {
+                    [Value::Integer(i)] => Some(i),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [Some(2), Some(3), Some(4), None, Some(6), Some(7), None]
+        );
+        assert!(matches!(&out[3], WriteOutcome::Rejected(r) if r.contains("NOT NULL")));
+        assert!(matches!(&out[6], WriteOutcome::Rejected(r) if r.contains("UNIQUE")));
+        let ids: Vec<i64> = c
+            .conn
+            .prepare("SELECT id FROM t ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(ids, [1, 2, 3, 4, 6, 7]);
+        // All accepted: one statement, and the keys are the ones sent.
+        let writes: Vec<Write> = (20..25).map(|id| create(id, Some("ok"))).collect();
+        let out = c.apply(&spec, &writes).unwrap();
+        let expected: Vec<WriteOutcome> = (20..25)
+            .map(|id| WriteOutcome::Created(Key(vec![Value::Integer(id)])))
+            .collect();
+        assert_eq!(out, expected);
+        let count: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM t WHERE id >= 20", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 5);
+        // A text key in an INTEGER column is stored as a number: its key is read back.
+        let out = c
+            .apply(
+                &spec,
+                &[
+                    Write::Create {
+                        values: vec![
+                            ("id".into(), Value::Text("10".into())),
+                            ("s".into(), Value::Text("a".into())),
+                        ],
+                    },
+                    Write::Create {
+                        values: vec![
+                            ("id".into(), Value::Text("11".into())),
+                            ("s".into(), Value::Text("b".into())),
+                        ],
+                    },
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                WriteOutcome::Created(Key(vec![Value::Integer(10)])),
+                WriteOutcome::Created(Key(vec![Value::Integer(11)]))
+            ]
+        );
+    }
 
     fn db() -> (tempfile::TempDir, SqliteConnector, ReadSpec) {
         let dir = tempfile::tempdir().unwrap();
