@@ -4,7 +4,10 @@
 //!   both native keys, the last agreed value of each field, and the marks that detect
 //!   bouncing writes. They are always read and written together, so one row keeps a
 //!   pair's identity and base consistent by construction.
-//! - **journal**: every planned and applied write, with its reason and outcome.
+//! - **journal**: every planned and applied write, with its reason and outcome. Entries
+//!   are written `planned` before their batch is written; a batch that applied is then
+//!   recorded once, as its range of entries (**journal_applied**), and only entries with
+//!   another outcome (`stale`, `rejected`, `unknown`) are updated.
 //! - **conflicts**, **quarantine**: what waits for a person.
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!
@@ -293,6 +296,9 @@ impl StateStore {
                 schema::VERSION
             )));
         }
+        if version < 3 {
+            conn.execute_batch(schema::JOURNAL_APPLIED_STAND_IN)?;
+        }
         Self::prepare_sqlite(conn, true)
     }
 
@@ -369,6 +375,8 @@ impl StateStore {
                     "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
                     schema::PG_MIGRATIONS.len()
                 )));
+            } else if version < 3 {
+                client.batch_execute(schema::JOURNAL_APPLIED_STAND_IN)?;
             }
         }
         client.batch_execute(schema::PG_TEMP_TABLES)?;
@@ -468,7 +476,10 @@ impl StateStore {
                 // A batch whose writes failed part-way may have reached its system or not:
                 // `unknown`, as after a crash, and the next run looks before it writes.
                 s.db.execute(
-                    "UPDATE journal SET status = 'unknown' WHERE run = $1 AND status = 'planned'",
+                    &format!(
+                        "UPDATE journal SET status = 'unknown' WHERE run = $1 AND status = 'planned' AND NOT {}",
+                        schema::applied_by_batch("journal")
+                    ),
                     &[P::Int(run)],
                 )?;
             }
@@ -490,8 +501,12 @@ impl StateStore {
     pub fn mark_interrupted_runs(&mut self) -> Result<u64> {
         self.transaction(|s| {
             s.db.execute(
-                "UPDATE journal SET status = 'unknown'
-                  WHERE run IN (SELECT id FROM runs WHERE status = 'running') AND status = 'planned'",
+                &format!(
+                    "UPDATE journal SET status = 'unknown'
+                      WHERE run IN (SELECT id FROM runs WHERE status = 'running') AND status = 'planned'
+                        AND NOT {}",
+                    schema::applied_by_batch("journal")
+                ),
                 &[],
             )?;
             s.db.execute(
@@ -995,15 +1010,17 @@ impl StateStore {
         Ok(())
     }
 
-    /// Marks every still-`planned` entry of the batch journaled at `at` as `applied`.
-    /// Bounded above as well as below: the next batch may already be journaled while this
-    /// one commits. (`+run`: the id range is the narrow path; the run's index would visit
-    /// all of it.)
+    /// Records that every still-`planned` entry of the batch journaled at `at` applied:
+    /// one row for the batch, not one update per entry (readers resolve the status with
+    /// [`schema::applied_by_batch`]). Bounded above as well as below: the next batch may
+    /// already be journaled while this one commits.
     pub fn journal_applied_within(&mut self, at: JournalRange) -> Result<()> {
-        self.db.execute(
-            "UPDATE journal SET status = 'applied' WHERE id > $1 AND id <= $2 AND +run = $3 AND status = 'planned'",
-            &[P::Int(at.after), P::Int(at.upto), P::Int(at.run)],
-        )?;
+        if at.upto > at.after {
+            self.db.execute(
+                "INSERT INTO journal_applied (run, after_id, upto_id) VALUES ($1, $2, $3)",
+                &[P::Int(at.run), P::Int(at.after), P::Int(at.upto)],
+            )?;
+        }
         Ok(())
     }
 
@@ -1016,14 +1033,15 @@ impl StateStore {
         limit: i64,
     ) -> Result<Vec<JournalEntry>> {
         let rows = self.db.query(
-            "SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason, status FROM journal
+            &format!("SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason,
+                    CASE WHEN {} THEN 'applied' ELSE status END FROM journal
              WHERE (CAST($1 AS TEXT) IS NULL OR link = $1)
                AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2
                     -- a create's journal row has only its source's key: the id map has the other
                     OR left_key IN (SELECT p.left_key FROM pairs p WHERE p.link = journal.link AND p.right_key = $2)
                     OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = journal.link AND p.left_key = $2))
                AND (CAST($3 AS BIGINT) IS NULL OR run = $3)
-             ORDER BY id DESC LIMIT $4",
+             ORDER BY id DESC LIMIT $4", schema::applied_by_batch("journal")),
             &[P::OptText(link), P::OptText(key), P::OptInt(run), P::Int(limit)],
         )?;
         let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok()).map(|v| v.to_json());
@@ -1060,10 +1078,10 @@ impl StateStore {
         field: &str,
     ) -> Result<Option<(i64, String, String, String)>> {
         match self.db.query_opt(
-            "SELECT run, at, reason, side FROM journal WHERE link = $1
+            &format!("SELECT run, at, reason, side FROM journal WHERE link = $1
                AND (left_key = $2 OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = $1 AND p.left_key = $2))
-               AND (field = $3 OR (field IS NULL AND op = 'create')) AND status = 'applied'
-             ORDER BY id DESC LIMIT 1",
+               AND (field = $3 OR (field IS NULL AND op = 'create')) AND (status = 'applied' OR {})
+             ORDER BY id DESC LIMIT 1", schema::applied_by_batch("journal")),
             &[P::Text(link), P::Text(left_key), P::Text(field)],
         )? {
             Some(r) => Ok(Some((r.int(0)?, r.text(1)?, r.text(2)?, r.text(3)?))),
@@ -1263,18 +1281,83 @@ mod tests {
     use super::{Change, StateStore};
     use crate::model::Side;
 
-    #[test]
-    fn a_run_that_never_finished_leaves_its_planned_entries_unknown_and_no_one_elses() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
-        let change = Change {
+    fn create_change() -> Change {
+        Change {
             side: Side::Right,
             op: "create".into(),
             field: None,
             old: None,
             new: None,
             reason: "new on the left".into(),
+        }
+    }
+
+    #[test]
+    fn an_applied_batch_is_one_range_and_an_older_store_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // A store an earlier release wrote (schema v2): statuses are in the rows.
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::schema::migrations()
+                .to_version(&mut conn, 2)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (id, started_at, command, status) VALUES (1, 't', 'run', 'ok');
+                 INSERT INTO journal (run, at, link, left_key, side, op, reason, status)
+                   VALUES (1, 't', 'c', 'I1', 'right', 'create', 'new on the left', 'applied');",
+            )
+            .unwrap();
+        }
+        let status = |s: &mut StateStore| -> Vec<String> {
+            let mut entries = s.journal(Some("c"), None, None, 10).unwrap();
+            entries.sort_by_key(|e| e.id);
+            entries.into_iter().map(|e| e.status).collect()
         };
+        // `plan`, `log`, `status` read it without upgrading it.
+        let mut read_only = StateStore::open_read_only(&path).unwrap();
+        assert_eq!(status(&mut read_only), ["applied"]);
+        drop(read_only);
+        // A run upgrades it; a batch that applies is recorded as its range, and an entry
+        // with another outcome keeps it.
+        let mut s = StateStore::open(&path).unwrap();
+        let change = create_change();
+        let run = s.begin_run("run").unwrap();
+        let at = s
+            .journal_planned_batch(
+                run,
+                "c",
+                &[(Some("I2"), None, &change), (Some("I3"), None, &change)],
+            )
+            .unwrap();
+        s.journal_outcome(at, "c", Side::Right, (Some("I3"), None), "rejected")
+            .unwrap();
+        let next = s
+            .journal_planned_batch(run, "c", &[(Some("I4"), None, &change)])
+            .unwrap();
+        s.journal_applied_within(at).unwrap();
+        assert_eq!(
+            status(&mut s),
+            ["applied", "applied", "rejected", "planned"]
+        );
+        let last = s.last_write("c", "I2", "any").unwrap();
+        assert_eq!(last.map(|(r, ..)| r), Some(run));
+        // The next batch never came back: the run is interrupted, its entry unknown.
+        drop(s);
+        let mut s = StateStore::open(&path).unwrap();
+        assert_eq!(s.mark_interrupted_runs().unwrap(), 1);
+        assert_eq!(
+            status(&mut s),
+            ["applied", "applied", "rejected", "unknown"]
+        );
+        assert_eq!(next.run, run);
+    }
+
+    #[test]
+    fn a_run_that_never_finished_leaves_its_planned_entries_unknown_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
+        let change = create_change();
         // A finished run whose entry stayed planned (an older build's): not this run's.
         let done = s.begin_run("run").unwrap();
         s.journal_batch(done, "c", &[(Some("I1"), None, &change)], "planned")

@@ -3,10 +3,12 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// The oldest version a read-only open accepts without an upgrade: versions from here
-/// to [`VERSION`] have the same tables and columns (v2 only dropped an index).
+/// to [`VERSION`] have the same tables and columns (v2 only dropped an index), save v3's
+/// `journal_applied`, which a read-only open of an older store stands in for with an
+/// empty temporary one ([`JOURNAL_APPLIED_STAND_IN`]).
 pub const READABLE_FROM: i64 = 1;
 
 pub fn migrations() -> Migrations<'static> {
@@ -85,6 +87,9 @@ pub fn migrations() -> Migrations<'static> {
         // v2: interrupted runs find their planned entries through `journal_by_run`; an
         // index on `status` cost every journaled write two index updates.
         M::up("DROP INDEX journal_by_status;"),
+        // v3: a batch that applied is recorded as its range of entries, once, instead
+        // of updating each entry from `planned` to `applied` (see `journal_applied`).
+        M::up(JOURNAL_APPLIED),
     ])
 }
 
@@ -118,7 +123,34 @@ pub const PG_MIGRATIONS: &[&str] = &["
         PRIMARY KEY (link, side, key, field, kind));
 ", "
     DROP INDEX journal_by_status;
-"];
+", JOURNAL_APPLIED];
+
+/// The journal entries of `run` with ids in `(after_id, upto_id]` that were still
+/// `planned` when their batch committed are `applied`. Within a run the ranges are
+/// disjoint and ordered, so the one range that can hold an entry is the first whose
+/// `upto_id` reaches it.
+const JOURNAL_APPLIED: &str = "
+    CREATE TABLE journal_applied (
+        run BIGINT NOT NULL, after_id BIGINT NOT NULL, upto_id BIGINT NOT NULL,
+        PRIMARY KEY (run, upto_id));
+";
+
+/// For a read-only open of a store older than v3, whose entries all hold their final
+/// status: an empty `journal_applied`, temporary, so reads work unchanged.
+pub const JOURNAL_APPLIED_STAND_IN: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS journal_applied (
+        run BIGINT NOT NULL, after_id BIGINT NOT NULL, upto_id BIGINT NOT NULL,
+        PRIMARY KEY (run, upto_id));
+";
+
+/// Whether journal entry `{j}` (an alias) is `planned` but its batch committed: an SQL
+/// condition, written once for every query that reads a status.
+pub fn applied_by_batch(j: &str) -> String {
+    format!(
+        "({j}.status = 'planned' AND COALESCE((SELECT a.after_id FROM journal_applied a
+            WHERE a.run = {j}.run AND a.upto_id >= {j}.id ORDER BY a.upto_id LIMIT 1), {j}.id) < {j}.id)"
+    )
+}
 
 /// Per-run scratch space, outside the store's file (SQLite TEMP) or session-private
 /// (PostgreSQL temporary tables). Referred to unqualified: temporary names come first.

@@ -93,6 +93,7 @@ impl Fixture {
                         "pairs",
                         "runs",
                         "journal",
+                        "journal_applied",
                         "conflicts",
                         "quarantine",
                     ]
