@@ -6,7 +6,7 @@
 //! - no-change run vs. a plain scan of both tables.
 //!
 //! syncline runs as its binary (`syncline run --json`) under GNU `time`, so the peak
-//! resident memory printed is the binary's own. Prints times, rows/s, ratios and peak
+//! resident memory printed is the binary's own. The link uses the default `batch_size`. Prints times, rows/s, ratios and peak
 //! memory per phase. Run with `cargo bench --bench sqlite_sync`.
 
 mod support;
@@ -32,7 +32,6 @@ left_key = "id"
 right_key = "id"
 mode = "one-way"
 right_ref = "crm_id"
-batch_size = 5000
 
 [links.contacts.fields]
 email = {}
