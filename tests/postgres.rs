@@ -19,6 +19,23 @@ fn fixture(systems: &str, links: &str) -> Fixture {
     f
 }
 
+/// `crm` and `billing`, both in the test's PostgreSQL database.
+fn both_in_postgres(db: &TempDatabase) -> String {
+    format!(
+        "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
+        db.url, db.url
+    )
+}
+
+/// Table `b`'s notes, by id.
+fn notes_of_b(c: &mut postgres::Client) -> Vec<String> {
+    c.query("SELECT note FROM b ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 const ALL_TYPES: &str = "id bigint PRIMARY KEY, i int, s smallint, n numeric(12,2), big numeric, f float8, t text, v varchar(20),
     b bool, d date, ts timestamp, tz timestamptz, j jsonb, js json, u uuid, by bytea, m mood";
 
@@ -44,10 +61,7 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
     ))
     .unwrap();
     let f = fixture(
-        &format!(
-            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            db.url, db.url
-        ),
+        &both_in_postgres(&db),
         &format!(
             "[links.t]\nleft = \"crm.src\"\nright = \"billing.billing.dst\"\nleft_key = \"id\"\nright_key = \"id\"\non_delete = {{ left = \"propagate\" }}\n[links.t.fields]\nid = {{}}\n{TYPE_FIELDS}\n"
         ),
@@ -187,10 +201,7 @@ fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
     )
     .unwrap();
     let f = fixture(
-        &format!(
-            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            db.url, db.url
-        ),
+        &both_in_postgres(&db),
         "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\nmode = \"two-way\"\nmatch_on = [\"id\"]\nconflict = \"left-wins\"\n[links.n.fields]\nid = { owner = \"left\" }\nnote = { owner = \"both\" }\n",
     );
     f.run();
@@ -210,12 +221,7 @@ fn a_concurrent_update_between_read_and_write_is_not_overwritten() {
     });
     assert_eq!(r.links[0].to_right.stale_skipped, 1);
     assert_eq!(r.links[0].to_right.updated, 1);
-    let notes: Vec<String> = c
-        .query("SELECT note FROM b ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let notes = notes_of_b(&mut c);
     assert_eq!(notes, ["typed meanwhile", "left edit"]);
     // The next run sees both edits, and the left wins as configured.
     f.run();
@@ -237,10 +243,7 @@ fn updates_sent_together_with_one_refused_land_the_rest_and_quarantine_that_one(
     )
     .unwrap();
     let f = fixture(
-        &format!(
-            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            db.url, db.url
-        ),
+        &both_in_postgres(&db),
         "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\n[links.n.fields]\nid = {}\nnote = {}\n",
     );
     assert_eq!(f.run().links[0].to_right.created, 5);
@@ -253,12 +256,7 @@ fn updates_sent_together_with_one_refused_land_the_rest_and_quarantine_that_one(
         (r.links[0].to_right.updated, r.links[0].to_right.rejected),
         (4, 1)
     );
-    let notes: Vec<String> = c
-        .query("SELECT note FROM b ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let notes = notes_of_b(&mut c);
     assert_eq!(notes, ["edited1", "edited2", "n3", "edited4", "edited5"]);
 }
 
@@ -272,10 +270,7 @@ fn a_connection_killed_before_a_batch_is_retried_without_a_partial_batch() {
     )
     .unwrap();
     let f = fixture(
-        &format!(
-            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            db.url, db.url
-        ),
+        &both_in_postgres(&db),
         "[links.n]\nleft = \"crm.a\"\nright = \"billing.b\"\nbatch_size = 100\n[links.n.fields]\nid = {}\nnote = {}\n",
     );
     // The writer's connection dies after the plan, before the first batch.

@@ -490,6 +490,41 @@ fn a_refused_record_in_a_later_batch_is_journaled_rejected_not_applied() {
 }
 
 #[test]
+fn a_right_side_the_same_size_but_not_the_same_records_is_still_scanned() {
+    // The right scan is skipped only when the right holds exactly the partners the left
+    // scan fetched; one record gone and one new keeps the count and must not fool it.
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\non_delete = { right = \"propagate\" }\nmax_delete_fraction = 1.0",
+            TWO_WAY_FIELDS,
+        ),
+    );
+    seed_left(&f, 5);
+    assert_eq!(f.run().links[0].to_right.created, 5);
+    assert_eq!(writes(&f.run()), 0);
+    f.right
+        .execute_batch(
+            "DELETE FROM customers WHERE email = 'p1@x.org';
+             INSERT INTO customers (email, name) VALUES ('new@x.org', 'New');",
+        )
+        .unwrap();
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_left.deleted, r.links[0].to_left.created),
+        (1, 1)
+    );
+    let emails: Vec<Vec<Value>> =
+        Fixture::rows(&f.left, "SELECT email FROM contacts ORDER BY email");
+    assert_eq!(
+        emails,
+        ["new@x.org", "p0@x.org", "p2@x.org", "p3@x.org", "p4@x.org"].map(|e| vec![text(e)])
+    );
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
 fn a_first_load_whose_system_fails_mid_way_keeps_what_landed_and_resumes_without_duplicates() {
     // Batches of two, written one batch behind the planner; the right system fails the
     // whole fourth batch (a trigger that rolls its transaction back).

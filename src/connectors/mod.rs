@@ -153,6 +153,19 @@ pub trait Connector: Send {
 
 /// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
 /// doubling any `q` inside it: nothing from the config reaches SQL unquoted.
+/// `a, b, c`: identifiers quoted by a connector's `quote`, for column and key lists.
+pub(crate) fn quote_list<I>(idents: I, quote: fn(&str) -> String) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    idents
+        .into_iter()
+        .map(|i| quote(i.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn quote_ident(ident: &str, q: char) -> String {
     let doubled: String = [q, q].iter().collect();
     format!("{q}{}{q}", ident.replace(q, &doubled))

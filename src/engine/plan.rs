@@ -161,11 +161,7 @@ impl<'a> Planner<'a> {
             let left_records = match self.run_id {
                 Some(run) => self.stream_first_load(run, left, right, before_apply)?,
                 None => scan_ahead(left, &left_spec, batch, &mut |records| {
-                    self.in_transaction(|p| {
-                        records
-                            .into_iter()
-                            .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-                    })
+                    self.plan_left_creates(records)
                 })?,
             };
             self.report.left_records = left_records;
@@ -215,6 +211,15 @@ impl<'a> Planner<'a> {
         Ok(false)
     }
 
+    /// Plans a first load's batch: every record a create on the right.
+    fn plan_left_creates(&mut self, records: Vec<Record>) -> Result<(), Error> {
+        self.in_transaction(|p| {
+            records
+                .into_iter()
+                .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
+        })
+    }
+
     /// A first load in a run: each batch is planned, journaled and handed to the right's
     /// writer thread while the batch before is committed (see [`WriteBehind`]).
     fn stream_first_load(
@@ -231,11 +236,7 @@ impl<'a> Planner<'a> {
             let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
                 // Sized once: a plan is large, and a growing buffer would move them all.
                 self.buffer = Some(Vec::with_capacity(records.len()));
-                self.in_transaction(|p| {
-                    records
-                        .into_iter()
-                        .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-                })?;
+                self.plan_left_creates(records)?;
                 let plans = self.buffer.take().unwrap_or_default();
                 let batch = PlannedBatch::journal(self.link, self.state, run, plans)?;
                 if let Some(hook) = before_apply.take() {

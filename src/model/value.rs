@@ -429,22 +429,10 @@ impl fmt::Display for Key {
     }
 }
 
-impl From<Value> for String {
-    fn from(v: Value) -> String {
-        v.encode()
-    }
-}
-
 impl TryFrom<String> for Value {
     type Error = ValueDecodeError;
     fn try_from(s: String) -> Result<Value, ValueDecodeError> {
         Value::decode(&s)
-    }
-}
-
-impl From<Key> for String {
-    fn from(k: Key) -> String {
-        k.encode()
     }
 }
 

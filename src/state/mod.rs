@@ -475,13 +475,7 @@ impl StateStore {
             if status == "failed" {
                 // A batch whose writes failed part-way may have reached its system or not:
                 // `unknown`, as after a crash, and the next run looks before it writes.
-                s.db.execute(
-                    &format!(
-                        "UPDATE journal SET status = 'unknown' WHERE run = $1 AND status = 'planned' AND NOT {}",
-                        schema::applied_by_batch("journal")
-                    ),
-                    &[P::Int(run)],
-                )?;
+                s.planned_to_unknown("run = $1", &[P::Int(run)])?;
             }
             s.db.execute(
                 "UPDATE runs SET finished_at = $1, status = $2, summary = $3 WHERE id = $4",
@@ -496,19 +490,23 @@ impl StateStore {
         })
     }
 
+    /// Entries of the runs `runs` selects (an SQL condition on `journal.run`) that have
+    /// no outcome: their writes may have reached the system or not.
+    fn planned_to_unknown(&mut self, runs: &str, params: &[P<'_>]) -> Result<u64> {
+        self.db.execute(
+            &format!(
+                "UPDATE journal SET status = 'unknown' WHERE {runs} AND status = 'planned' AND NOT {}",
+                schema::applied_by_batch("journal")
+            ),
+            params,
+        )
+    }
+
     /// Runs that never finished (the process died) are marked so, and the writes they
     /// journaled as planned become `unknown`: the next run looks them up before retrying.
     pub fn mark_interrupted_runs(&mut self) -> Result<u64> {
         self.transaction(|s| {
-            s.db.execute(
-                &format!(
-                    "UPDATE journal SET status = 'unknown'
-                      WHERE run IN (SELECT id FROM runs WHERE status = 'running') AND status = 'planned'
-                        AND NOT {}",
-                    schema::applied_by_batch("journal")
-                ),
-                &[],
-            )?;
+            s.planned_to_unknown("run IN (SELECT id FROM runs WHERE status = 'running')", &[])?;
             s.db.execute(
                 "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
                 &[],
@@ -630,10 +628,6 @@ impl StateStore {
                 &[P::Text(link)],
             )?
             .map_or(Ok(0), |r| r.int(0))
-    }
-
-    pub fn put_pair(&mut self, link: &str, pair: &PairRow) -> Result<()> {
-        self.put_pairs(link, std::slice::from_ref(pair))
     }
 
     /// Inserts or replaces pairs, many rows per statement. Their left keys must differ

@@ -8,7 +8,7 @@
 
 mod tls;
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
@@ -404,12 +404,7 @@ impl MysqlConnector {
             .map(|k| format!("{} <=> ?", quote(k)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let key_list = spec
-            .key
-            .iter()
-            .map(|k| quote(k))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let key_list = quote_list(&spec.key, quote);
         let returning = self.returning;
         let auto_key = spec.key.len() == 1
             && all
@@ -450,7 +445,7 @@ impl MysqlConnector {
                     let row = format!("({})", vec!["?"; cols.len()].join(", "));
                     let sql = format!(
                         "INSERT INTO {table} ({}) VALUES {} RETURNING {key_list}",
-                        cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                        quote_list(cols, quote),
                         vec![row.as_str(); j - i].join(", ")
                     );
                     match tx.exec::<mysql::Row, _, _>(sql, params) {
@@ -478,11 +473,7 @@ impl MysqlConnector {
                             continue;
                         }
                     };
-                    let cols_sql = values
-                        .iter()
-                        .map(|(c, _)| quote(c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let cols_sql = quote_list(values.iter().map(|(c, _)| c), quote);
                     let marks = vec!["?"; values.len()].join(", ");
                     let insert = if values.is_empty() {
                         format!("INSERT INTO {table} () VALUES ()")
@@ -624,18 +615,9 @@ impl Connector for MysqlConnector {
         let cols = self.spec_columns(spec)?;
         let sql = format!(
             "SELECT {} FROM {} ORDER BY {}",
-            spec.key
-                .iter()
-                .chain(&spec.columns)
-                .map(|c| quote(c))
-                .collect::<Vec<_>>()
-                .join(", "),
+            quote_list(spec.key.iter().chain(&spec.columns), quote),
             quote_table(&spec.collection),
-            spec.key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quote_list(&spec.key, quote)
         );
         let name = self.name.clone();
         let err = |e: mysql::Error| ConnectorError::Query {
@@ -696,18 +678,9 @@ impl Connector for MysqlConnector {
         for chunk in keys.chunks(500) {
             let sql = format!(
                 "SELECT {} FROM {} WHERE ({}) IN ({})",
-                spec.key
-                    .iter()
-                    .chain(&spec.columns)
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                quote_list(spec.key.iter().chain(&spec.columns), quote),
                 quote_table(&spec.collection),
-                spec.key
-                    .iter()
-                    .map(|k| quote(k))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                quote_list(&spec.key, quote),
                 vec![tuple.as_str(); chunk.len()].join(", ")
             );
             let mut params = Vec::new();

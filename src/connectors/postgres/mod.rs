@@ -9,7 +9,7 @@
 pub(crate) mod tls;
 mod types;
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
 use crate::model::{Key, Name, Record, Value};
 use postgres::{Client, IsolationLevel};
 use std::collections::HashMap;
@@ -135,11 +135,7 @@ impl PostgresConnector {
             "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM {} AS u({}))",
             Self::select_sql(spec),
             quote_table(&spec.collection),
-            spec.key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", "),
+            quote_list(&spec.key, quote),
             (0..n)
                 .map(|i| format!("CAST(u.k{i} AS {})", cols[i].cast_type))
                 .collect::<Vec<_>>()
@@ -313,10 +309,7 @@ impl PostgresConnector {
             }
             data.push(b'\n');
         }
-        let sql = format!(
-            "COPY {table} ({}) FROM STDIN",
-            cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-        );
+        let sql = format!("COPY {table} ({}) FROM STDIN", quote_list(cols, quote));
         let mut writer = tx.copy_in(sql.as_str())?;
         // A failed write means the connection broke; `finish` reports it as the error.
         let _ = writer.write_all(&data);
@@ -344,7 +337,7 @@ impl PostgresConnector {
         } else {
             format!(
                 "INSERT INTO {table} ({}) SELECT {} FROM {unnest} WITH ORDINALITY AS u({names}, ord) ORDER BY ord RETURNING {key_text}",
-                cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                quote_list(cols, quote),
                 cols.iter()
                     .enumerate()
                     .map(|(n, c)| format!("CAST(u.c{n} AS {})", Self::type_of(all, c)))
@@ -541,11 +534,7 @@ impl PostgresConnector {
                         } else {
                             format!(
                                 "INSERT INTO {table} ({}) VALUES ({}) RETURNING {key_text}",
-                                values
-                                    .iter()
-                                    .map(|(c, _)| quote(c))
-                                    .collect::<Vec<_>>()
-                                    .join(", "),
+                                quote_list(values.iter().map(|(c, _)| c), quote),
                                 values
                                     .iter()
                                     .enumerate()
@@ -750,11 +739,7 @@ impl Connector for PostgresConnector {
             "SELECT {} FROM {} ORDER BY {}",
             Self::select_sql(spec),
             quote_table(&spec.collection),
-            spec.key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quote_list(&spec.key, quote)
         );
         let name = self.name.clone();
         let err = |e: postgres::Error| ConnectorError::Query {

@@ -4,7 +4,7 @@
 //! would look like every record was deleted. Types map one to one (INTEGER, REAL, TEXT,
 //! BLOB, NULL), so values round-trip exactly.
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
 use crate::model::{Key, Name, Record, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
@@ -88,20 +88,11 @@ impl SqliteConnector {
     }
 
     fn select_list(spec: &ReadSpec) -> String {
-        spec.key
-            .iter()
-            .chain(&spec.columns)
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        quote_list(spec.key.iter().chain(&spec.columns), quote)
     }
 
     fn key_list(spec: &ReadSpec) -> String {
-        spec.key
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        quote_list(&spec.key, quote)
     }
 
     /// The `INSERT` for a create that sends `columns`.
@@ -114,11 +105,7 @@ impl SqliteConnector {
         } else {
             format!(
                 "INSERT INTO {table} ({}) VALUES ({}) RETURNING {}",
-                columns
-                    .iter()
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                quote_list(columns, quote),
                 vec!["?"; columns.len()].join(", "),
                 Self::key_list(spec)
             )
@@ -331,25 +318,19 @@ impl Connector for SqliteConnector {
             "SELECT EXISTS (SELECT 1 FROM {})",
             quote_table(&spec.collection)
         );
-        let any: bool =
-            self.conn
-                .query_row(&sql, [], |r| r.get(0))
-                .map_err(|e| ConnectorError::Query {
-                    context: format!("system `{}`: read {}", self.name, spec.collection),
-                    source: Box::new(e),
-                })?;
+        let any: bool = self
+            .conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(self.query_err(format!("read {}", spec.collection)))?;
         Ok(!any)
     }
 
     fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
         let sql = format!("SELECT count(*) FROM {}", quote_table(&spec.collection));
-        let n: i64 =
-            self.conn
-                .query_row(&sql, [], |r| r.get(0))
-                .map_err(|e| ConnectorError::Query {
-                    context: format!("system `{}`: count {}", self.name, spec.collection),
-                    source: Box::new(e),
-                })?;
+        let n: i64 = self
+            .conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(self.query_err(format!("count {}", spec.collection)))?;
         Ok(u64::try_from(n).ok())
     }
 
@@ -393,10 +374,9 @@ impl Connector for SqliteConnector {
         writes: &[Write],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let table = quote_table(&spec.collection);
-        let key_types = self.key_types(spec).map_err(|e| ConnectorError::Query {
-            context: format!("system `{}`: describe {}", self.name, spec.collection),
-            source: Box::new(e),
-        })?;
+        let key_types = self
+            .key_types(spec)
+            .map_err(self.query_err(format!("describe {}", spec.collection)))?;
         let fail = |e: rusqlite::Error| ConnectorError::Query {
             context: format!("system `{}`: write to {}", self.name, spec.collection),
             source: Box::new(e),
@@ -509,11 +489,7 @@ impl SqliteConnector {
         let tuple = format!("({})", vec!["?"; first.len()].join(", "));
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES {}",
-            first
-                .iter()
-                .map(|(c, _)| quote(c))
-                .collect::<Vec<_>>()
-                .join(", "),
+            quote_list(first.iter().map(|(c, _)| c), quote),
             vec![tuple.as_str(); creates.len()].join(", ")
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
