@@ -37,9 +37,9 @@ fn notes_of_b(c: &mut postgres::Client) -> Vec<String> {
 }
 
 const ALL_TYPES: &str = "id bigint PRIMARY KEY, i int, s smallint, n numeric(12,2), big numeric, f float8, t text, v varchar(20),
-    b bool, d date, ts timestamp, tz timestamptz, j jsonb, js json, u uuid, by bytea, m mood";
+    b bool, d date, ts timestamp, tz timestamptz, j jsonb, js json, u uuid, by bytea, m mood, ch char(4)";
 
-const TYPE_FIELDS: &str = "i = {}\ns = {}\nn = {}\nbig = {}\nf = {}\nt = {}\nv = {}\nb = {}\nd = {}\nts = {}\ntz = {}\nj = {}\njs = {}\nu = {}\nby = {}\nm = {}";
+const TYPE_FIELDS: &str = "i = {}\ns = {}\nn = {}\nbig = {}\nf = {}\nt = {}\nv = {}\nb = {}\nd = {}\nts = {}\ntz = {}\nj = {}\njs = {}\nu = {}\nby = {}\nm = {}\nch = {}";
 
 #[test]
 fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing() {
@@ -54,10 +54,10 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
            (1, -2147483648, 32767, 1234567890.12, 123456789012345678901234567890.000000000000000001, 0.1,
             'ünïcödé ''quoted'' \\ back', 'short', true, '2026-02-28', '2026-11-26 10:00:00.123456',
             '2026-11-26 10:00:00.5+02', '{{\"a\": [1, 2.5, null], \"b\": {{\"c\": \"d\"}}}}', '[1, 2,  3]',
-            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy'),
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy', 'ab'),
            (2, NULL, NULL, -0.01, NULL, 'NaN', '', NULL, false, '0001-01-01', NULL, '1970-01-01 00:00:00+00',
-            'null', NULL, NULL, '\\x', 'sad'),
-           (3, 0, 0, 0, 1e-20, 1e300, 'x', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+            'null', NULL, NULL, '\\x', 'sad', NULL),
+           (3, 0, 0, 0, 1e-20, 1e300, E'tab\\tnew\\nline\\rcr\\\\back\\x01\\bbell', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'abcd');"
     ))
     .unwrap();
     let f = fixture(
@@ -405,4 +405,103 @@ fn tls_is_negotiated_and_verified_as_sslmode_says() {
     if code != Some(0) {
         assert!(stderr.contains("not valid for name"), "{stderr}");
     }
+}
+
+#[test]
+fn a_shared_state_store_is_upgraded_to_sortable_keys_as_the_embedded_one_is() {
+    use syncline::model::{Key, Value};
+    use syncline::state::StateStore;
+    let Some(db) = pg() else { return };
+    drop(StateStore::open_postgres(&db.url, false).unwrap());
+    let mut c = db.pg_client();
+    // Keys as a store before v4 held them, each with the key it stands for.
+    let numbers = [
+        0,
+        1,
+        9,
+        10,
+        99,
+        12345,
+        i64::MAX,
+        -1,
+        -9,
+        -10,
+        -100,
+        -4_200_000_000,
+        i64::MIN,
+    ];
+    let mut keys: Vec<(String, Key)> = numbers
+        .iter()
+        .map(|&n| (format!("I{n}"), Key::single(Value::Integer(n))))
+        .collect();
+    keys.push((
+        "I-12\u{1f}Tx\\uI7\\\\\u{1f}I7".into(),
+        Key(vec![
+            Value::Integer(-12),
+            Value::Text("x\u{1f}I7\\".into()),
+            Value::Integer(7),
+        ]),
+    ));
+    keys.push((
+        "Tplain I".into(),
+        Key::single(Value::Text("plain I".into())),
+    ));
+    for (n, (old, _)) in keys.iter().enumerate() {
+        c.execute(
+            "INSERT INTO pairs (link, left_key, right_key, base) VALUES ('c', $1, $2, '{}')",
+            &[old, &format!("T{n}")],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO journal (run, at, link, left_key, right_key, side, op, reason, status)
+             VALUES (1, 't', 'c', $1, NULL, 'right', 'create', 'new on the left', 'applied')",
+            &[old],
+        )
+        .unwrap();
+    }
+    c.batch_execute(
+        "INSERT INTO quarantine VALUES ('c', 'left', 'I5', 'f', 'bad value', 'why', 1, 1);
+         INSERT INTO conflicts (link, left_key, right_key, unit, left_value, right_value, cause, status, detected_run, last_seen_run)
+           VALUES ('c', 'I6', 'I-6', 'f', 'a', 'b', 'both changed', 'open', 1, 1);
+         UPDATE syncline_schema SET version = 3;",
+    )
+    .unwrap();
+    // A read-only open asks for the upgrade; a writing one makes it.
+    let Err(refused) = StateStore::open_postgres(&db.url, true) else {
+        panic!("a read-only open of a v3 store must ask for an upgrade")
+    };
+    assert!(refused.to_string().contains("syncline run"), "{refused}");
+    drop(StateStore::open_postgres(&db.url, false).unwrap());
+    for (n, (old, key)) in keys.iter().enumerate() {
+        let row = c
+            .query_one(
+                "SELECT left_key FROM pairs WHERE right_key = $1",
+                &[&format!("T{n}")],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), key.encode(), "re-encoding {old:?}");
+    }
+    let journal: Vec<String> = c
+        .query("SELECT left_key FROM journal ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = keys.iter().map(|(_, k)| k.encode()).collect();
+    assert_eq!(journal, expected);
+    let row = c
+        .query_one(
+            "SELECT q.key, k.left_key, k.right_key FROM quarantine q, conflicts k",
+            &[],
+        )
+        .unwrap();
+    let int = |n: i64| Key::single(Value::Integer(n)).encode();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        (int(5), int(6), int(-6))
+    );
 }

@@ -212,6 +212,7 @@ impl Value {
         Ok(match tag {
             "N" => Value::Null,
             "I" => Value::Integer(rest.parse().map_err(|_| bad())?),
+            "P" | "M" => Value::Integer(read_sortable_integer(tag == "M", rest).ok_or_else(bad)?),
             "R" => Value::Real(f64::from_bits(
                 u64::from_str_radix(rest, 16).map_err(|_| bad())?,
             )),
@@ -368,9 +369,63 @@ impl fmt::Display for EncodedKey<'_> {
             if i > 0 {
                 f.write_char(KEY_SEP)?;
             }
-            write!(Escaping(f), "{}", Encoded(v))?;
+            match v {
+                // Integer parts sort as their numbers: see `write_sortable_integer`.
+                Value::Integer(n) => write_sortable_integer(f, *n)?,
+                other => write!(Escaping(f), "{}", Encoded(other))?,
+            }
         }
         Ok(())
+    }
+}
+
+/// An integer key part in a form whose byte order is the numbers' order, so that keys
+/// read in key order (every connector reads so) land in the state store's indexes in
+/// order, appended rather than scattered: `P` + a letter for the digit count + the
+/// digits for zero and up (`7` is `Pa7`, `42` is `Pb42`); `M` + a letter that falls as
+/// the digit count grows + the digits' nines' complement below zero (`-1` is `Ms8`).
+fn write_sortable_integer(out: &mut impl fmt::Write, n: i64) -> fmt::Result {
+    let digits = n.unsigned_abs().to_string();
+    // At most 20 digits (`u64::MAX`; an `i64` has at most 19).
+    let width = digits.len() as u8;
+    if n >= 0 {
+        out.write_char('P')?;
+        out.write_char(char::from(b'a' + width - 1))?;
+        out.write_str(&digits)
+    } else {
+        out.write_char('M')?;
+        out.write_char(char::from(b'a' + 19 - width))?;
+        digits
+            .bytes()
+            .try_for_each(|d| out.write_char(char::from(b'9' - d + b'0')))
+    }
+}
+
+/// Reads [`write_sortable_integer`]'s form (without its tag).
+fn read_sortable_integer(negative: bool, rest: &str) -> Option<i64> {
+    let (width, digits) = rest.split_at_checked(1)?;
+    let width = i64::from(width.as_bytes()[0]) - i64::from(b'a');
+    let expected = if negative { 19 - width } else { width + 1 };
+    // One form per number: the width must match, and no leading zero (a complemented
+    // `9` below zero) but in zero itself.
+    let leading_zero = if negative { b'9' } else { b'0' };
+    if digits.is_empty()
+        || digits.len() as i64 != expected
+        || !digits.bytes().all(|d| d.is_ascii_digit())
+        || (digits.len() > 1 || negative) && digits.as_bytes()[0] == leading_zero
+    {
+        return None;
+    }
+    if negative {
+        let magnitude: u64 = digits
+            .bytes()
+            .map(|d| char::from(b'9' - d + b'0'))
+            .collect::<String>()
+            .parse()
+            .ok()?;
+        0i64.checked_sub_unsigned(magnitude).filter(|n| *n < 0)
+    } else {
+        digits.parse().ok()
     }
 }
 
@@ -474,9 +529,43 @@ mod tests {
 
     #[test]
     fn stored_forms_stay_what_earlier_releases_wrote() {
-        // State stores hold these forms: a change here would orphan every id map.
+        // State stores hold these forms: a change here would orphan every id map unless
+        // a schema migration re-encodes them (v4 did, for integer parts).
         let key = Key(vec![Value::Text("a\u{1f}b\\u".into()), Value::Integer(7)]);
-        assert_eq!(key.encode(), "Ta\\ub\\\\u\u{1f}I7");
+        assert_eq!(key.encode(), "Ta\\ub\\\\u\u{1f}Pa7");
+        let int = |n: i64| Key::single(Value::Integer(n)).encode();
+        assert_eq!(
+            [
+                int(0),
+                int(42),
+                int(-1),
+                int(-10),
+                int(i64::MAX),
+                int(i64::MIN)
+            ],
+            [
+                "Pa0",
+                "Pb42",
+                "Ms8",
+                "Mr89",
+                "Ps9223372036854775807",
+                "Ma0776627963145224191"
+            ]
+        );
+        // Integer parts as stores before v4 held them still decode.
+        assert_eq!(Key::decode("I-7").unwrap(), Key::single(Value::Integer(-7)));
+        for not_canonical in [
+            "Pb05",
+            "Pa",
+            "Pc12",
+            "Ms9",
+            "Mr98",
+            "Mt",
+            "P",
+            "Pt99999999999999999999",
+        ] {
+            assert!(Key::decode(not_canonical).is_err(), "{not_canonical}");
+        }
         assert_eq!(
             serde_json::to_string(&key).unwrap(),
             serde_json::to_string(&key.encode()).unwrap()
@@ -485,6 +574,32 @@ mod tests {
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"D12.50\"");
         let back: Key = serde_json::from_str(&serde_json::to_string(&key).unwrap()).unwrap();
         assert_eq!(back, key);
+    }
+
+    proptest::proptest! {
+        /// Integer keys sort in the state store's indexes as their numbers do, so keys
+        /// read in key order are appended there, and every form decodes back.
+        #[test]
+        fn integer_keys_encode_in_numeric_order(a: i64, b: i64, tail in "[a-z\u{1f}\\\\]{0,3}") {
+            let key = |n: i64| Key(vec![Value::Integer(n), Value::Text(tail.clone())]);
+            let (ea, eb) = (key(a).encode(), key(b).encode());
+            proptest::prop_assert_eq!(ea.cmp(&eb), a.cmp(&b));
+            proptest::prop_assert_eq!(Key::decode(&ea).unwrap(), key(a));
+            proptest::prop_assert_eq!(Key::decode(&format!("I{a}")).unwrap(), Key::single(Value::Integer(a)));
+        }
+
+        /// A part that is not an integer's sortable form is refused, not misread.
+        #[test]
+        fn malformed_sortable_integers_are_refused(width in "[a-z]", digits in "[0-9]{0,21}", negative: bool) {
+            let tag = if negative { "M" } else { "P" };
+            let encoded = format!("{tag}{width}{digits}");
+            if let Ok(Key(parts)) = Key::decode(&encoded) {
+                let [Value::Integer(n)] = parts.as_slice() else {
+                    return Err(proptest::test_runner::TestCaseError::fail("not one integer"));
+                };
+                proptest::prop_assert_eq!(Key::single(Value::Integer(*n)).encode(), encoded);
+            }
+        }
     }
 
     #[test]

@@ -296,9 +296,6 @@ impl StateStore {
                 schema::VERSION
             )));
         }
-        if version < 3 {
-            conn.execute_batch(schema::JOURNAL_APPLIED_STAND_IN)?;
-        }
         Self::prepare_sqlite(conn, true)
     }
 
@@ -375,8 +372,6 @@ impl StateStore {
                     "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
                     schema::PG_MIGRATIONS.len()
                 )));
-            } else if version < 3 {
-                client.batch_execute(schema::JOURNAL_APPLIED_STAND_IN)?;
             }
         }
         client.batch_execute(schema::PG_TEMP_TABLES)?;
@@ -1287,10 +1282,13 @@ mod tests {
     }
 
     #[test]
-    fn an_applied_batch_is_one_range_and_an_older_store_still_reads() {
+    fn an_older_store_is_upgraded_to_sortable_keys_and_an_applied_batch_is_one_range() {
+        use crate::model::{Key, Value};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        // A store an earlier release wrote (schema v2): statuses are in the rows.
+        let composite = Key(vec![Value::Integer(-12), Value::Text("x\u{1f}\\I7".into())]);
+        // A store an earlier release wrote (schema v2): statuses are in the rows, and
+        // integer keys in their earlier form (`I1`, `I-12`).
         {
             let mut conn = rusqlite::Connection::open(&path).unwrap();
             super::schema::migrations()
@@ -1302,16 +1300,47 @@ mod tests {
                    VALUES (1, 't', 'c', 'I1', 'right', 'create', 'new on the left', 'applied');",
             )
             .unwrap();
+            conn.execute(
+                "INSERT INTO pairs (link, left_key, right_key, base) VALUES ('c', ?1, 'Tabc', '{}'),
+                   ('c', 'I9223372036854775807', 'I-9223372036854775808', '{}')",
+                ["I-12\u{1f}Tx\\u\\\\I7"],
+            )
+            .unwrap();
         }
         let status = |s: &mut StateStore| -> Vec<String> {
             let mut entries = s.journal(Some("c"), None, None, 10).unwrap();
             entries.sort_by_key(|e| e.id);
             entries.into_iter().map(|e| e.status).collect()
         };
-        // `plan`, `log`, `status` read it without upgrading it.
-        let mut read_only = StateStore::open_read_only(&path).unwrap();
-        assert_eq!(status(&mut read_only), ["applied"]);
-        drop(read_only);
+        // `plan`, `log`, `status` would look keys up in the new form: they refuse.
+        let Err(refused) = StateStore::open_read_only(&path) else {
+            panic!("a read-only open of a v2 store must ask for an upgrade")
+        };
+        assert!(refused.to_string().contains("syncline run"), "{refused}");
+        // A run upgrades it, keys and all.
+        drop(StateStore::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let stored = |sql: &str| -> Vec<String> {
+            let mut st = conn.prepare(sql).unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(stored("SELECT left_key FROM journal"), ["Pa1"]);
+        let mut pairs = stored("SELECT left_key || ' ' || right_key FROM pairs");
+        pairs.sort();
+        let mut expected = vec![
+            format!("{} Tabc", composite.encode()),
+            format!(
+                "{} {}",
+                Key::single(Value::Integer(i64::MAX)).encode(),
+                Key::single(Value::Integer(i64::MIN)).encode()
+            ),
+        ];
+        expected.sort();
+        assert_eq!(pairs, expected);
+        drop(conn);
         // A run upgrades it; a batch that applies is recorded as its range, and an entry
         // with another outcome keeps it.
         let mut s = StateStore::open(&path).unwrap();
@@ -1321,20 +1350,20 @@ mod tests {
             .journal_planned_batch(
                 run,
                 "c",
-                &[(Some("I2"), None, &change), (Some("I3"), None, &change)],
+                &[(Some("Pa2"), None, &change), (Some("Pa3"), None, &change)],
             )
             .unwrap();
-        s.journal_outcome(at, "c", Side::Right, (Some("I3"), None), "rejected")
+        s.journal_outcome(at, "c", Side::Right, (Some("Pa3"), None), "rejected")
             .unwrap();
         let next = s
-            .journal_planned_batch(run, "c", &[(Some("I4"), None, &change)])
+            .journal_planned_batch(run, "c", &[(Some("Pa4"), None, &change)])
             .unwrap();
         s.journal_applied_within(at).unwrap();
         assert_eq!(
             status(&mut s),
             ["applied", "applied", "rejected", "planned"]
         );
-        let last = s.last_write("c", "I2", "any").unwrap();
+        let last = s.last_write("c", "Pa2", "any").unwrap();
         assert_eq!(last.map(|(r, ..)| r), Some(run));
         // The next batch never came back: the run is interrupted, its entry unknown.
         drop(s);
@@ -1354,7 +1383,7 @@ mod tests {
         let change = create_change();
         // A finished run whose entry stayed planned (an older build's): not this run's.
         let done = s.begin_run("run").unwrap();
-        s.journal_batch(done, "c", &[(Some("I1"), None, &change)], "planned")
+        s.journal_batch(done, "c", &[(Some("Pa1"), None, &change)], "planned")
             .unwrap();
         s.finish_run(done, "ok", &serde_json::json!({})).unwrap();
         // The run that died between journaling a batch and committing it.
@@ -1362,12 +1391,12 @@ mod tests {
         s.journal_planned_batch(
             died,
             "c",
-            &[(Some("I2"), None, &change), (Some("I3"), None, &change)],
+            &[(Some("Pa2"), None, &change), (Some("Pa3"), None, &change)],
         )
         .unwrap();
         assert_eq!(s.mark_interrupted_runs().unwrap(), 1);
         let journal = s.journal(Some("c"), None, None, 10).unwrap();
-        // The journal shows keys as people write them: `I2` (integer 2) reads `2`.
+        // The journal shows keys as people write them: `Pa2` (integer 2) reads `2`.
         let status = |key: &str| {
             journal
                 .iter()
@@ -1380,7 +1409,7 @@ mod tests {
         // A run that failed (a system broke mid-batch) leaves no entry `planned` either.
         let failed = s.begin_run("run").unwrap();
         let at = s
-            .journal_planned_batch(failed, "c", &[(Some("I4"), None, &change)])
+            .journal_planned_batch(failed, "c", &[(Some("Pa4"), None, &change)])
             .unwrap();
         assert_eq!((at.run, at.upto - at.after), (failed, 1));
         s.finish_run(failed, "failed", &serde_json::json!({}))

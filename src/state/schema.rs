@@ -3,13 +3,12 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
-/// The oldest version a read-only open accepts without an upgrade: versions from here
-/// to [`VERSION`] have the same tables and columns (v2 only dropped an index), save v3's
-/// `journal_applied`, which a read-only open of an older store stands in for with an
-/// empty temporary one ([`JOURNAL_APPLIED_STAND_IN`]).
-pub const READABLE_FROM: i64 = 1;
+/// The oldest version a read-only open accepts without an upgrade. Older stores hold
+/// integer keys in the form before v4's, which this build's lookups would not find, so
+/// `plan` or `explain` would read them wrong: they ask for one `run` to upgrade first.
+pub const READABLE_FROM: i64 = 4;
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -90,8 +89,40 @@ pub fn migrations() -> Migrations<'static> {
         // v3: a batch that applied is recorded as its range of entries, once, instead
         // of updating each entry from `planned` to `applied` (see `journal_applied`).
         M::up(JOURNAL_APPLIED),
+        // v4: integer key parts in their sortable form (see `Key::encode`).
+        M::up_with_hook("", |tx: &rusqlite::Transaction| {
+            use rusqlite::functions::FunctionFlags;
+            tx.create_scalar_function(
+                "syncline_rekey",
+                1,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|k| rekey(&k))),
+            )?;
+            tx.execute_batch(REKEY)?;
+            tx.remove_function("syncline_rekey", 1)?;
+            Ok(())
+        }),
     ])
 }
+
+/// An encoded key of a store before v4 in this build's form: the same key, its integer
+/// parts now sortable. A key that does not decode is left as it is.
+pub fn rekey(encoded: &str) -> String {
+    crate::model::Key::decode(encoded).map_or_else(|_| encoded.to_string(), |k| k.encode())
+}
+
+/// Re-encodes every stored key with `syncline_rekey` (SQLite: [`rekey`]; PostgreSQL: the
+/// SQL function of [`PG_REKEY_STEP`]). Only keys holding an `I` can change; no new form
+/// equals an old one, so the unique indexes hold throughout.
+const REKEY: &str = "
+    UPDATE pairs SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
+      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
+    UPDATE journal SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
+      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
+    UPDATE conflicts SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
+      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
+    UPDATE quarantine SET key = syncline_rekey(key) WHERE instr(key, 'I');
+";
 
 /// The same schema for a shared PostgreSQL store. Versioned in `syncline_schema`;
 /// each entry upgrades from the previous version.
@@ -123,7 +154,34 @@ pub const PG_MIGRATIONS: &[&str] = &["
         PRIMARY KEY (link, side, key, field, kind));
 ", "
     DROP INDEX journal_by_status;
-", JOURNAL_APPLIED];
+", JOURNAL_APPLIED, PG_REKEY_STEP];
+
+/// v4 for PostgreSQL: [`REKEY`] with a session-private `syncline_rekey` in SQL. An `I`
+/// part (`I42`, `I-7`) becomes `P`/`M`, a width letter and the digits (complemented
+/// below zero), as `Key::encode` writes it; parts are split on the separator (U+001F).
+const PG_REKEY_STEP: &str = r"
+    CREATE FUNCTION pg_temp.syncline_rekey_part(p text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+      SELECT CASE
+        WHEN p ~ '^I[0-9]{1,19}$' THEN 'P' || chr(ascii('a') + length(p) - 2) || substr(p, 2)
+        WHEN p ~ '^I-[0-9]{1,19}$' THEN 'M' || chr(ascii('a') + 21 - length(p))
+          || translate(substr(p, 3), '0123456789', '9876543210')
+        ELSE p END
+    $$;
+    CREATE FUNCTION pg_temp.syncline_rekey(k text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+      SELECT CASE WHEN k IS NULL OR strpos(k, chr(31)) = 0 THEN pg_temp.syncline_rekey_part(k)
+        ELSE (SELECT string_agg(pg_temp.syncline_rekey_part(part), chr(31) ORDER BY n)
+              FROM unnest(string_to_array(k, chr(31))) WITH ORDINALITY AS t(part, n)) END
+    $$;
+    UPDATE pairs SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
+      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
+    UPDATE journal SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
+      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
+    UPDATE conflicts SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
+      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
+    UPDATE quarantine SET key = pg_temp.syncline_rekey(key) WHERE strpos(key, 'I') > 0;
+    DROP FUNCTION pg_temp.syncline_rekey(text);
+    DROP FUNCTION pg_temp.syncline_rekey_part(text);
+";
 
 /// The journal entries of `run` with ids in `(after_id, upto_id]` that were still
 /// `planned` when their batch committed are `applied`. Within a run the ranges are
@@ -131,14 +189,6 @@ pub const PG_MIGRATIONS: &[&str] = &["
 /// `upto_id` reaches it.
 const JOURNAL_APPLIED: &str = "
     CREATE TABLE journal_applied (
-        run BIGINT NOT NULL, after_id BIGINT NOT NULL, upto_id BIGINT NOT NULL,
-        PRIMARY KEY (run, upto_id));
-";
-
-/// For a read-only open of a store older than v3, whose entries all hold their final
-/// status: an empty `journal_applied`, temporary, so reads work unchanged.
-pub const JOURNAL_APPLIED_STAND_IN: &str = "
-    CREATE TEMP TABLE IF NOT EXISTS journal_applied (
         run BIGINT NOT NULL, after_id BIGINT NOT NULL, upto_id BIGINT NOT NULL,
         PRIMARY KEY (run, upto_id));
 ";
