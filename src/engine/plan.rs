@@ -552,9 +552,11 @@ impl<'a> Planner<'a> {
         let records = [l, r];
         for u in 0..self.link.units.len() {
             let unit = &self.link.units[u];
-            if self
-                .frozen
-                .contains(&(Side::Left, left_key.clone(), unit.name.clone()))
+            // Most links have nothing frozen or in conflict: no key copies to ask.
+            if !self.frozen.is_empty()
+                && self
+                    .frozen
+                    .contains(&(Side::Left, left_key.clone(), unit.name.clone()))
             {
                 self.report.quarantined += 1;
                 continue;
@@ -718,6 +720,9 @@ impl<'a> Planner<'a> {
         lv: &[Value],
         rv: &[Value],
     ) -> Option<Vec<Value>> {
+        if self.conflicts.is_empty() {
+            return None;
+        }
         let c = self
             .conflicts
             .get(&(left_key.to_string(), unit.to_string()))?;

@@ -79,24 +79,48 @@ impl PartialEq for Value {
 /// `YYYY-MM-DD HH:MM:SS[.f]` or with a `T`.
 pub fn parse_naive_timestamp(t: &str) -> Option<chrono::NaiveDateTime> {
     let t = t.trim();
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+    NAIVE_TIMESTAMP_FORMATS.iter().find_map(|items| {
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, t, items.iter()).ok()?;
+        parsed.to_naive_datetime_with_offset(0).ok()
+    })
 }
 
 /// RFC 3339, PostgreSQL's `2026-11-26 10:00:00+00`, or a naive timestamp taken as UTC.
 pub fn parse_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = t.trim();
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+    // PostgreSQL's form first: it is what every scan of a `timestamptz` column reads.
+    let zoned = TIMESTAMPTZ_FORMATS.iter().find_map(|items| {
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, t, items.iter()).ok()?;
+        parsed.to_datetime().ok()
+    });
+    if let Some(d) = zoned.or_else(|| chrono::DateTime::parse_from_rfc3339(t).ok()) {
         return Some(d.with_timezone(&chrono::Utc));
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
-        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
-            return Some(d.with_timezone(&chrono::Utc));
-        }
     }
     parse_naive_timestamp(t).map(|n| n.and_utc())
 }
+
+/// Format strings parsed once: chrono's `parse_from_str` parses its format string again
+/// for every value, which was most of the cost of reading a timestamp.
+type Formats = std::sync::LazyLock<Vec<Vec<chrono::format::Item<'static>>>>;
+
+fn parsed_formats(formats: &[&str]) -> Vec<Vec<chrono::format::Item<'static>>> {
+    formats
+        .iter()
+        .map(|f| {
+            chrono::format::StrftimeItems::new(f)
+                .parse_to_owned()
+                .expect("a valid format")
+        })
+        .collect()
+}
+
+static NAIVE_TIMESTAMP_FORMATS: Formats =
+    Formats::new(|| parsed_formats(&["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]));
+
+static TIMESTAMPTZ_FORMATS: Formats =
+    Formats::new(|| parsed_formats(&["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"]));
 
 /// Whether a canonical decimal fits `decimal(precision, scale)` without rounding.
 pub fn decimal_fits(decimal: &str, precision: usize, scale: usize) -> bool {
@@ -600,6 +624,33 @@ mod tests {
                 proptest::prop_assert_eq!(Key::single(Value::Integer(*n)).encode(), encoded);
             }
         }
+    }
+
+    #[test]
+    fn timestamps_read_in_every_form_a_system_prints() {
+        let utc = |s: &str| parse_timestamptz(s).map(|d| d.to_rfc3339());
+        let ten = Some("2026-11-26T10:00:00+00:00".to_string());
+        for form in [
+            "2026-11-26 10:00:00+00",
+            "2026-11-26 12:00:00+02",
+            "2026-11-26 15:30:00+05:30",
+            "2026-11-26T10:00:00Z",
+            "2026-11-26T05:00:00-05:00",
+            "2026-11-26 10:00:00",
+            " 2026-11-26T10:00:00 ",
+        ] {
+            assert_eq!(utc(form), ten, "{form}");
+        }
+        assert_eq!(
+            utc("2026-11-26 10:00:00.123456+00"),
+            Some("2026-11-26T10:00:00.123456+00:00".into())
+        );
+        assert_eq!(utc("2026-11-26 10:00"), None);
+        assert_eq!(utc("infinity"), None);
+        assert_eq!(
+            parse_naive_timestamp("2026-11-26 10:00:00.5").map(|n| n.to_string()),
+            Some("2026-11-26 10:00:00.500".into())
+        );
     }
 
     #[test]
