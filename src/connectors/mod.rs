@@ -300,6 +300,15 @@ pub(crate) fn pick_columns<C: Clone>(
         .collect()
 }
 
+/// The values a create sends for `spec`'s key columns, in key order; `None` if one of
+/// them is not sent (the system assigns it).
+pub(crate) fn sent_key<'a>(spec: &ReadSpec, values: &'a [(Name, Value)]) -> Option<Vec<&'a Value>> {
+    spec.key
+        .iter()
+        .map(|k| values.iter().find(|(c, _)| **c == **k).map(|(_, v)| v))
+        .collect()
+}
+
 /// Runs of consecutive creates that write the same columns, each at most `max` long:
 /// a connector can send each run as one statement.
 pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {

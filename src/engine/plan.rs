@@ -93,8 +93,10 @@ pub(crate) struct Planner<'a> {
     run_seq: i64,
     report: &'a mut LinkReport,
     list_limit: usize,
-    frozen: HashSet<(Side, String, String)>,
-    conflicts: HashMap<(String, String), ConflictRow>,
+    /// Units frozen by a person's quarantine, and conflicts, by left key and then unit:
+    /// a pair's lookups borrow its key instead of copying it per unit.
+    frozen: HashMap<String, HashSet<String>>,
+    conflicts: HashMap<String, HashMap<String, ConflictRow>>,
     /// During a streamed first load, plans collect here and are applied batch by batch
     /// instead of being staged.
     buffer: Option<Vec<PairPlan>>,
@@ -118,12 +120,20 @@ impl<'a> Planner<'a> {
         report: &'a mut LinkReport,
         list_limit: usize,
     ) -> Result<Planner<'a>, Error> {
-        let frozen = state.frozen(&link.name)?;
-        let conflicts = state
-            .conflicts(Some(&link.name))?
-            .into_iter()
-            .map(|c| ((c.left_key.clone(), c.unit.clone()), c))
-            .collect();
+        let mut frozen: HashMap<String, HashSet<String>> = HashMap::new();
+        for (side, key, unit) in state.frozen(&link.name)? {
+            // Frozen units are looked up by the pair's left key.
+            if side == Side::Left {
+                frozen.entry(key).or_default().insert(unit);
+            }
+        }
+        let mut conflicts: HashMap<String, HashMap<String, ConflictRow>> = HashMap::new();
+        for c in state.conflicts(Some(&link.name))? {
+            conflicts
+                .entry(c.left_key.clone())
+                .or_default()
+                .insert(c.unit.clone(), c);
+        }
         Ok(Planner {
             link,
             layout,
@@ -552,11 +562,10 @@ impl<'a> Planner<'a> {
         let records = [l, r];
         for u in 0..self.link.units.len() {
             let unit = &self.link.units[u];
-            // Most links have nothing frozen or in conflict: no key copies to ask.
-            if !self.frozen.is_empty()
-                && self
-                    .frozen
-                    .contains(&(Side::Left, left_key.clone(), unit.name.clone()))
+            if self
+                .frozen
+                .get(&left_key)
+                .is_some_and(|units| units.contains(&unit.name))
             {
                 self.report.quarantined += 1;
                 continue;
@@ -720,12 +729,7 @@ impl<'a> Planner<'a> {
         lv: &[Value],
         rv: &[Value],
     ) -> Option<Vec<Value>> {
-        if self.conflicts.is_empty() {
-            return None;
-        }
-        let c = self
-            .conflicts
-            .get(&(left_key.to_string(), unit.to_string()))?;
+        let c = self.conflicts.get(left_key)?.get(unit)?;
         if c.status != "resolved" || c.left_value != lv || c.right_value != rv {
             return None;
         }

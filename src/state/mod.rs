@@ -335,7 +335,7 @@ impl StateStore {
             let version: i64 = tx
                 .query_opt("SELECT version FROM syncline_schema", &[])?
                 .map_or(0, |r| r.get(0));
-            for (i, step) in schema::PG_MIGRATIONS
+            for (i, step) in schema::pg_migrations()
                 .iter()
                 .enumerate()
                 .skip(version as usize)
@@ -362,15 +362,13 @@ impl StateStore {
             if version == 0 {
                 // Nothing stored yet: an empty store reads as empty, from session-private
                 // tables, and nothing is created in the database.
-                for step in schema::PG_MIGRATIONS {
+                for step in schema::pg_migrations() {
                     client.batch_execute(&step.replace("CREATE TABLE", "CREATE TEMP TABLE"))?;
                 }
-            } else if !(schema::READABLE_FROM..=schema::PG_MIGRATIONS.len() as i64)
-                .contains(&version)
-            {
+            } else if !(schema::READABLE_FROM..=schema::VERSION).contains(&version) {
                 return Err(StateError::Corrupt(format!(
                     "the PostgreSQL state store has schema version {version}, this syncline uses {}; run `syncline run` once to upgrade it",
-                    schema::PG_MIGRATIONS.len()
+                    schema::VERSION
                 )));
             }
         }

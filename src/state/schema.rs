@@ -85,7 +85,7 @@ pub fn migrations() -> Migrations<'static> {
         ),
         // v2: interrupted runs find their planned entries through `journal_by_run`; an
         // index on `status` cost every journaled write two index updates.
-        M::up("DROP INDEX journal_by_status;"),
+        M::up(DROP_STATUS_INDEX),
         // v3: a batch that applied is recorded as its range of entries, once, instead
         // of updating each entry from `planned` to `applied` (see `journal_applied`).
         M::up(JOURNAL_APPLIED),
@@ -98,7 +98,7 @@ pub fn migrations() -> Migrations<'static> {
                 FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
                 |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|k| rekey(&k))),
             )?;
-            tx.execute_batch(REKEY)?;
+            tx.execute_batch(&rekey_updates("syncline_rekey"))?;
             tx.remove_function("syncline_rekey", 1)?;
             Ok(())
         }),
@@ -107,26 +107,45 @@ pub fn migrations() -> Migrations<'static> {
 
 /// An encoded key of a store before v4 in this build's form: the same key, its integer
 /// parts now sortable. A key that does not decode is left as it is.
-pub fn rekey(encoded: &str) -> String {
+fn rekey(encoded: &str) -> String {
     crate::model::Key::decode(encoded).map_or_else(|_| encoded.to_string(), |k| k.encode())
 }
 
-/// Re-encodes every stored key with `syncline_rekey` (SQLite: [`rekey`]; PostgreSQL: the
-/// SQL function of [`PG_REKEY_STEP`]). Only keys holding an `I` can change; no new form
-/// equals an old one, so the unique indexes hold throughout.
-const REKEY: &str = "
-    UPDATE pairs SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
-      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
-    UPDATE journal SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
-      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
-    UPDATE conflicts SET left_key = syncline_rekey(left_key), right_key = syncline_rekey(right_key)
-      WHERE instr(left_key, 'I') OR instr(right_key, 'I');
-    UPDATE quarantine SET key = syncline_rekey(key) WHERE instr(key, 'I');
-";
+/// Re-encodes every stored key with the function `rekey` (SQLite: [`rekey`]; PostgreSQL:
+/// the SQL function of [`PG_REKEY_FUNCTIONS`]). Only keys holding an `I` can change
+/// (`replace` is case-sensitive in both); no new form equals an old one, so the unique
+/// indexes hold throughout.
+fn rekey_updates(rekey: &str) -> String {
+    let has_i = |c: &str| format!("replace({c}, 'I', '') <> {c}");
+    let both = format!("{} OR {}", has_i("left_key"), has_i("right_key"));
+    format!(
+        "UPDATE pairs SET left_key = {rekey}(left_key), right_key = {rekey}(right_key) WHERE {both};
+         UPDATE journal SET left_key = {rekey}(left_key), right_key = {rekey}(right_key) WHERE {both};
+         UPDATE conflicts SET left_key = {rekey}(left_key), right_key = {rekey}(right_key) WHERE {both};
+         UPDATE quarantine SET key = {rekey}(key) WHERE {};",
+        has_i("key")
+    )
+}
 
-/// The same schema for a shared PostgreSQL store. Versioned in `syncline_schema`;
-/// each entry upgrades from the previous version.
-pub const PG_MIGRATIONS: &[&str] = &["
+const DROP_STATUS_INDEX: &str = "DROP INDEX journal_by_status;";
+
+/// The same schema for a shared PostgreSQL store, [`VERSION`] steps. Versioned in
+/// `syncline_schema`; each step upgrades from the previous version.
+pub fn pg_migrations() -> [String; VERSION as usize] {
+    [
+        PG_SCHEMA.to_string(),
+        DROP_STATUS_INDEX.to_string(),
+        JOURNAL_APPLIED.to_string(),
+        format!(
+            "{PG_REKEY_FUNCTIONS}{}
+             DROP FUNCTION pg_temp.syncline_rekey(text);
+             DROP FUNCTION pg_temp.syncline_rekey_part(text);",
+            rekey_updates("pg_temp.syncline_rekey")
+        ),
+    ]
+}
+
+const PG_SCHEMA: &str = "
     CREATE TABLE links (name text PRIMARY KEY, identity text NOT NULL, run_seq bigint NOT NULL);
     CREATE TABLE pairs (
         link text NOT NULL, left_key text NOT NULL, right_key text NOT NULL, base text NOT NULL,
@@ -152,14 +171,13 @@ pub const PG_MIGRATIONS: &[&str] = &["
         link text NOT NULL, side text NOT NULL, key text NOT NULL, field text NOT NULL, kind text NOT NULL,
         reason text NOT NULL, detected_run bigint NOT NULL, last_seen_run bigint NOT NULL,
         PRIMARY KEY (link, side, key, field, kind));
-", "
-    DROP INDEX journal_by_status;
-", JOURNAL_APPLIED, PG_REKEY_STEP];
+";
 
-/// v4 for PostgreSQL: [`REKEY`] with a session-private `syncline_rekey` in SQL. An `I`
-/// part (`I42`, `I-7`) becomes `P`/`M`, a width letter and the digits (complemented
-/// below zero), as `Key::encode` writes it; parts are split on the separator (U+001F).
-const PG_REKEY_STEP: &str = r"
+/// v4 for PostgreSQL: a session-private `syncline_rekey` in SQL for [`rekey_updates`].
+/// An `I` part (`I42`, `I-7`) becomes `P`/`M`, a width letter and the digits
+/// (complemented below zero), as `Key::encode` writes it; parts are split on the
+/// separator (U+001F).
+const PG_REKEY_FUNCTIONS: &str = r"
     CREATE FUNCTION pg_temp.syncline_rekey_part(p text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
       SELECT CASE
         WHEN p ~ '^I[0-9]{1,19}$' THEN 'P' || chr(ascii('a') + length(p) - 2) || substr(p, 2)
@@ -172,15 +190,6 @@ const PG_REKEY_STEP: &str = r"
         ELSE (SELECT string_agg(pg_temp.syncline_rekey_part(part), chr(31) ORDER BY n)
               FROM unnest(string_to_array(k, chr(31))) WITH ORDINALITY AS t(part, n)) END
     $$;
-    UPDATE pairs SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
-      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
-    UPDATE journal SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
-      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
-    UPDATE conflicts SET left_key = pg_temp.syncline_rekey(left_key), right_key = pg_temp.syncline_rekey(right_key)
-      WHERE strpos(left_key, 'I') > 0 OR strpos(right_key, 'I') > 0;
-    UPDATE quarantine SET key = pg_temp.syncline_rekey(key) WHERE strpos(key, 'I') > 0;
-    DROP FUNCTION pg_temp.syncline_rekey(text);
-    DROP FUNCTION pg_temp.syncline_rekey_part(text);
 ";
 
 /// The journal entries of `run` with ids in `(after_id, upto_id]` that were still

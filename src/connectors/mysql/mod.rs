@@ -493,17 +493,8 @@ impl MysqlConnector {
                                     .map(|id| Key(vec![Value::Integer(id as i64)]))
                             } else {
                                 // The key was among the values written.
-                                let key: Option<Vec<Value>> = spec
-                                    .key
-                                    .iter()
-                                    .map(|k| {
-                                        values
-                                            .iter()
-                                            .find(|(c, _)| **c == **k)
-                                            .map(|(_, v)| v.clone())
-                                    })
-                                    .collect();
-                                key.map(Key)
+                                super::sent_key(spec, values)
+                                    .map(|key| Key(key.into_iter().cloned().collect()))
                             }
                         })
                     };

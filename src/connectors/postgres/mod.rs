@@ -52,13 +52,8 @@ fn copy_key(all: &[PgColumn], spec: &ReadSpec, cols: &[&str]) -> Option<Vec<(usi
         .map(|k| {
             let at = cols.iter().position(|c| c == k)?;
             let col = all.iter().find(|c| &c.name == k)?;
-            let stored_as_sent = match col.kind {
-                PgKind::Int | PgKind::Uuid => true,
-                PgKind::Text => {
-                    col.type_name == "text" || col.type_name.starts_with("character varying")
-                }
-                _ => false,
-            };
+            let stored_as_sent =
+                matches!(col.kind, PgKind::Int | PgKind::Uuid) || col.is_plain_text();
             stored_as_sent.then_some((at, col.kind))
         })
         .collect()
@@ -88,8 +83,7 @@ fn copy_out_columns(spec: &ReadSpec, cols: &[PgColumn]) -> String {
         .chain(&spec.columns)
         .zip(cols)
         .map(|(name, col)| {
-            let printed_as_cast = col.kind != PgKind::Text
-                || matches!(col.cast_type.as_str(), "text" | "character varying");
+            let printed_as_cast = col.kind != PgKind::Text || col.is_plain_text();
             if printed_as_cast {
                 quote(name)
             } else {

@@ -67,6 +67,14 @@ impl PgColumn {
     }
 }
 
+impl PgColumn {
+    /// `text` or `varchar`: PostgreSQL stores these exactly as sent and prints them as
+    /// stored, padding nothing (unlike `character(n)`) and adding nothing (unlike `inet`).
+    pub fn is_plain_text(&self) -> bool {
+        self.kind == PgKind::Text && matches!(self.cast_type.as_str(), "text" | "character varying")
+    }
+}
+
 impl PgKind {
     /// Types PostgreSQL's text form. A form we cannot read (`infinity` dates, say) stays
     /// text rather than being lost.

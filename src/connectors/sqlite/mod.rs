@@ -471,11 +471,7 @@ impl SqliteConnector {
                 let Write::Create { values } = w else {
                     return None;
                 };
-                let key: Vec<&Value> = spec
-                    .key
-                    .iter()
-                    .map(|k| values.iter().find(|(c, _)| **c == **k).map(|(_, v)| v))
-                    .collect::<Option<_>>()?;
+                let key = super::sent_key(spec, values)?;
                 keys_as_sent(key_types, &key).then(|| Key(key.into_iter().cloned().collect()))
             })
             .collect()
