@@ -295,8 +295,12 @@ impl Output {
                 (None, Some(n)) => format!(": → {n}"),
                 _ => String::new(),
             };
+            let records = match e.records {
+                Some(n) => format!(" {n} records"),
+                None => String::new(),
+            };
             println!(
-                "#{} run {} {} {} {} {} left:{} right:{}{field}{change} ({}) [{}]",
+                "#{} run {} {} {} {} {} left:{} right:{}{field}{change}{records} ({}) [{}]",
                 e.id,
                 e.run,
                 e.at,

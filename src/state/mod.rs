@@ -7,7 +7,9 @@
 //! - **journal**: every planned and applied write, with its reason and outcome. Entries
 //!   are written `planned` before their batch is written; a batch that applied is then
 //!   recorded once, as its range of entries (**journal_applied**), and only entries with
-//!   another outcome (`stale`, `rejected`, `unknown`) are updated.
+//!   another outcome (`stale`, `rejected`, `unknown`) are updated. A batch's creates are
+//!   one entry, its records listed by key in **journal_members**; a record whose create
+//!   gets another outcome leaves the group as an entry of its own.
 //! - **conflicts**, **quarantine**: what waits for a person.
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!
@@ -109,6 +111,10 @@ pub struct JournalEntry {
     pub new: Option<serde_json::Value>,
     pub reason: String,
     pub status: String,
+    /// For an entry that stands for many records' same change (a batch's creates), how
+    /// many; their keys are listed only when the journal is filtered by one of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<i64>,
 }
 
 /// Where a journaled batch's entries are: ids in `(after, upto]` of `run`.
@@ -193,6 +199,52 @@ const LOOKUP_CHUNK: usize = 200;
 
 /// Rows written per multi-row statement (journal entries, pairs).
 const WRITE_CHUNK: usize = 100;
+
+/// Members of a grouped journal entry written per statement: one parameter each.
+const MEMBER_CHUNK: usize = 500;
+
+/// SQL for the member of grouped journal entry `{j}` (an alias) that is the record with
+/// encoded key `key` (a left or a right key, the other found through the id map), as
+/// `side key`: one query per side, so each is a lookup in the members' primary key.
+fn member_on(j: &str, side: Side, key: &str) -> String {
+    let (this, other) = (side.as_str(), side.other().as_str());
+    format!(
+        "SELECT m.key_side || ' ' || m.key FROM journal_members m
+          WHERE m.link = {j}.link AND m.key_side = '{this}' AND m.entry = {j}.id
+            AND m.key IN ({key}, (SELECT p.{this}_key FROM pairs p WHERE p.link = {j}.link AND p.{other}_key = {key}))"
+    )
+}
+
+/// Whether grouped entry `{j}` holds the record with encoded key `key` (see [`member_on`]).
+fn has_member(j: &str, key: &str) -> String {
+    format!(
+        "({j}.records IS NOT NULL AND (EXISTS ({}) OR EXISTS ({})))",
+        member_on(j, Side::Left, key),
+        member_on(j, Side::Right, key)
+    )
+}
+
+/// Whether a change can share one journal entry with the batch's others like it, and
+/// the key it is listed under: a create (no field values), journaled under the one key
+/// its pair has so far. Its other key is found through the id map, as for any create.
+fn group_of<'k>(
+    left_key: Option<&'k str>,
+    right_key: Option<&'k str>,
+    change: &Change,
+) -> Option<(Side, &'k str)> {
+    if change.op != "create"
+        || change.field.is_some()
+        || change.old.is_some()
+        || change.new.is_some()
+    {
+        return None;
+    }
+    match (left_key, right_key) {
+        (Some(k), None) => Some((Side::Left, k)),
+        (None, Some(k)) => Some((Side::Right, k)),
+        _ => None,
+    }
+}
 
 /// `$first, $first+1, …` for `n` parameters.
 fn placeholders(first: usize, n: usize) -> String {
@@ -906,9 +958,10 @@ impl StateStore {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Journals a batch's changes as `planned`, many rows per statement. Returns where
-    /// they are, so outcomes are set with [`journal_outcome`](Self::journal_outcome) and
-    /// [`journal_applied_within`](Self::journal_applied_within) without reading ids back.
+    /// Journals a batch's changes as `planned`, many rows per statement. Creates that
+    /// share everything but their record are one entry (see [`group_of`]). Returns where
+    /// the entries are, so outcomes are set with [`journal_outcome`](Self::journal_outcome)
+    /// and [`journal_applied_within`](Self::journal_applied_within) without reading ids back.
     pub fn journal_planned_batch(
         &mut self,
         run: i64,
@@ -919,7 +972,34 @@ impl StateStore {
             .db
             .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
             .map_or(Ok(0), |r| r.int(0))?;
-        self.journal_batch(run, link, entries, "planned")?;
+        let at = now();
+        let mut singles = Vec::new();
+        let mut groups: Vec<(Side, &Change, Vec<&str>)> = Vec::new();
+        for &(left_key, right_key, change) in entries {
+            let Some((key_side, key)) = group_of(left_key, right_key, change) else {
+                singles.push((left_key, right_key, change));
+                continue;
+            };
+            let same = |(s, c, _): &&mut (Side, &Change, Vec<&str>)| {
+                *s == key_side && c.side == change.side && c.reason == change.reason
+            };
+            match groups.iter_mut().find(same) {
+                Some((_, _, keys)) => keys.push(key),
+                None => groups.push((key_side, change, vec![key])),
+            }
+        }
+        for (key_side, change, keys) in &groups {
+            if let [key] = keys.as_slice() {
+                let (left_key, right_key) = match key_side {
+                    Side::Left => (Some(*key), None),
+                    Side::Right => (None, Some(*key)),
+                };
+                singles.push((left_key, right_key, change));
+            } else {
+                self.journal_group(run, link, &at, *key_side, change, keys)?;
+            }
+        }
+        self.journal_rows(run, link, &at, &singles, "planned")?;
         let upto = self
             .db
             .query_opt("SELECT COALESCE(MAX(id), 0) FROM journal", &[])?
@@ -927,7 +1007,48 @@ impl StateStore {
         Ok(JournalRange { run, after, upto })
     }
 
-    /// Journals changes with one status, many rows per statement.
+    /// One `planned` entry for the same change to many records, and its members.
+    fn journal_group(
+        &mut self,
+        run: i64,
+        link: &str,
+        at: &str,
+        key_side: Side,
+        change: &Change,
+        keys: &[&str],
+    ) -> Result<()> {
+        let entry = self
+            .db
+            .query_opt(
+                "INSERT INTO journal (run, at, link, side, op, reason, status, records)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7) RETURNING id",
+                &[
+                    P::Int(run),
+                    P::Text(at),
+                    P::Text(link),
+                    P::Text(change.side.as_str()),
+                    P::Text(&change.op),
+                    P::Text(&change.reason),
+                    P::Int(keys.len() as i64),
+                ],
+            )?
+            .ok_or_else(|| StateError::Corrupt("a journal insert returned no id".into()))?
+            .int(0)?;
+        for chunk in keys.chunks(MEMBER_CHUNK) {
+            let sql = self.multi_row_sql("journal_members", chunk.len(), |n| {
+                format!(
+                    "INSERT INTO journal_members (link, key_side, entry, key) VALUES {}",
+                    row_tuples(n, "$1, $2, $3, ", 4, 1, "")
+                )
+            });
+            let mut params = vec![P::Text(link), P::Text(key_side.as_str()), P::Int(entry)];
+            params.extend(chunk.iter().map(|k| P::Text(k)));
+            self.db.execute(&sql, &params)?;
+        }
+        Ok(())
+    }
+
+    /// Journals changes with one status, one entry each, many rows per statement.
     pub fn journal_batch(
         &mut self,
         run: i64,
@@ -935,7 +1056,17 @@ impl StateStore {
         entries: &[(Option<&str>, Option<&str>, &Change)],
         status: &str,
     ) -> Result<()> {
-        let at = now();
+        self.journal_rows(run, link, &now(), entries, status)
+    }
+
+    fn journal_rows(
+        &mut self,
+        run: i64,
+        link: &str,
+        at: &str,
+        entries: &[(Option<&str>, Option<&str>, &Change)],
+        status: &str,
+    ) -> Result<()> {
         for chunk in entries.chunks(WRITE_CHUNK) {
             let values: Vec<(Option<String>, Option<String>)> = chunk
                 .iter()
@@ -952,7 +1083,7 @@ impl StateStore {
                     row_tuples(n, "$1, $2, $3, ", 5, 8, ", $4")
                 )
             });
-            let mut params = vec![P::Int(run), P::Text(&at), P::Text(link), P::Text(status)];
+            let mut params = vec![P::Int(run), P::Text(at), P::Text(link), P::Text(status)];
             for ((left_key, right_key, c), (old, new)) in chunk.iter().zip(&values) {
                 params.extend([
                     P::OptText(*left_key),
@@ -971,7 +1102,8 @@ impl StateStore {
     }
 
     /// Sets the outcome (`stale`, `rejected`) of one pair's planned entries for one side,
-    /// among the batch journaled at `at`.
+    /// among the batch journaled at `at`. A record of a grouped entry leaves the group
+    /// as an entry of its own, with its outcome.
     pub fn journal_outcome(
         &mut self,
         at: JournalRange,
@@ -980,7 +1112,7 @@ impl StateStore {
         keys: (Option<&str>, Option<&str>),
         status: &str,
     ) -> Result<()> {
-        self.db.execute(
+        let updated = self.db.execute(
             "UPDATE journal SET status = $1 WHERE id > $2 AND id <= $3 AND +run = $4 AND link = $5 AND side = $6
                AND left_key IS NOT DISTINCT FROM $7 AND right_key IS NOT DISTINCT FROM $8 AND status = 'planned'",
             &[
@@ -992,6 +1124,49 @@ impl StateStore {
                 P::Text(side.as_str()),
                 P::OptText(keys.0),
                 P::OptText(keys.1),
+            ],
+        )?;
+        let (key_side, key) = match keys {
+            (Some(k), None) => (Side::Left, k),
+            (None, Some(k)) => (Side::Right, k),
+            _ => return Ok(()),
+        };
+        if updated > 0 {
+            return Ok(());
+        }
+        let member = self.db.query_opt(
+            "SELECT m.entry FROM journal_members m JOIN journal j ON j.id = m.entry
+              WHERE m.link = $1 AND m.key_side = $2 AND m.key = $3 AND m.entry > $4 AND m.entry <= $5
+                AND j.side = $6 AND j.status = 'planned'",
+            &[
+                P::Text(link),
+                P::Text(key_side.as_str()),
+                P::Text(key),
+                P::Int(at.after),
+                P::Int(at.upto),
+                P::Text(side.as_str()),
+            ],
+        )?;
+        let Some(entry) = member.map(|r| r.int(0)).transpose()? else {
+            return Ok(());
+        };
+        self.db.execute(
+            "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
+             SELECT run, at, link, CAST($2 AS TEXT), CAST($3 AS TEXT), side, op, field, old, new, reason, CAST($4 AS TEXT)
+               FROM journal WHERE id = $1",
+            &[P::Int(entry), P::OptText(keys.0), P::OptText(keys.1), P::Text(status)],
+        )?;
+        self.db.execute(
+            "UPDATE journal SET records = records - 1 WHERE id = $1",
+            &[P::Int(entry)],
+        )?;
+        self.db.execute(
+            "DELETE FROM journal_members WHERE link = $1 AND key_side = $2 AND key = $3 AND entry = $4",
+            &[
+                P::Text(link),
+                P::Text(key_side.as_str()),
+                P::Text(key),
+                P::Int(entry),
             ],
         )?;
         Ok(())
@@ -1011,7 +1186,8 @@ impl StateStore {
         Ok(())
     }
 
-    /// The journal, newest first, filtered.
+    /// The journal, newest first, filtered. With a key, a grouped entry that holds the
+    /// record is listed with the record's key on its side.
     pub fn journal(
         &mut self,
         link: Option<&str>,
@@ -1021,14 +1197,22 @@ impl StateStore {
     ) -> Result<Vec<JournalEntry>> {
         let rows = self.db.query(
             &format!("SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason,
-                    CASE WHEN {} THEN 'applied' ELSE status END FROM journal
+                    CASE WHEN {applied} THEN 'applied' ELSE status END, records,
+                    CASE WHEN records IS NOT NULL AND CAST($2 AS TEXT) IS NOT NULL
+                         THEN COALESCE(({left_member}), ({right_member})) END
+               FROM journal
              WHERE (CAST($1 AS TEXT) IS NULL OR link = $1)
                AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2
                     -- a create's journal row has only its source's key: the id map has the other
                     OR left_key IN (SELECT p.left_key FROM pairs p WHERE p.link = journal.link AND p.right_key = $2)
-                    OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = journal.link AND p.left_key = $2))
+                    OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = journal.link AND p.left_key = $2)
+                    OR {member})
                AND (CAST($3 AS BIGINT) IS NULL OR run = $3)
-             ORDER BY id DESC LIMIT $4", schema::applied_by_batch("journal")),
+             ORDER BY id DESC LIMIT $4",
+                applied = schema::applied_by_batch("journal"),
+                left_member = member_on("journal", Side::Left, "$2"),
+                right_member = member_on("journal", Side::Right, "$2"),
+                member = has_member("journal", "$2")),
             &[P::OptText(link), P::OptText(key), P::OptInt(run), P::Int(limit)],
         )?;
         let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok()).map(|v| v.to_json());
@@ -1038,13 +1222,19 @@ impl StateStore {
         };
         rows.iter()
             .map(|r| {
+                let (mut left_key, mut right_key) = (r.opt_text(4)?, r.opt_text(5)?);
+                match r.opt_text(14)?.as_deref().and_then(|m| m.split_once(' ')) {
+                    Some(("left", k)) => left_key = Some(k.to_string()),
+                    Some((_, k)) => right_key = Some(k.to_string()),
+                    None => {}
+                }
                 Ok(JournalEntry {
                     id: r.int(0)?,
                     run: r.int(1)?,
                     at: r.text(2)?,
                     link: r.text(3)?,
-                    left_key: key_text(r.opt_text(4)?),
-                    right_key: key_text(r.opt_text(5)?),
+                    left_key: key_text(left_key),
+                    right_key: key_text(right_key),
                     side: r.text(6)?,
                     op: r.text(7)?,
                     field: r.opt_text(8)?,
@@ -1052,6 +1242,7 @@ impl StateStore {
                     new: dec(r.opt_text(10)?),
                     reason: r.text(11)?,
                     status: r.text(12)?,
+                    records: r.opt_int(13)?,
                 })
             })
             .collect()
@@ -1066,9 +1257,10 @@ impl StateStore {
     ) -> Result<Option<(i64, String, String, String)>> {
         match self.db.query_opt(
             &format!("SELECT run, at, reason, side FROM journal WHERE link = $1
-               AND (left_key = $2 OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = $1 AND p.left_key = $2))
+               AND (left_key = $2 OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = $1 AND p.left_key = $2)
+                    OR {})
                AND (field = $3 OR (field IS NULL AND op = 'create')) AND (status = 'applied' OR {})
-             ORDER BY id DESC LIMIT 1", schema::applied_by_batch("journal")),
+             ORDER BY id DESC LIMIT 1", has_member("journal", "$2"), schema::applied_by_batch("journal")),
             &[P::Text(link), P::Text(left_key), P::Text(field)],
         )? {
             Some(r) => Ok(Some((r.int(0)?, r.text(1)?, r.text(2)?, r.text(3)?))),
@@ -1363,6 +1555,34 @@ mod tests {
         );
         let last = s.last_write("c", "Pa2", "any").unwrap();
         assert_eq!(last.map(|(r, ..)| r), Some(run));
+        // The two creates were one entry; the rejected one left it with its outcome. Each
+        // is found by its key, and a created record by its new key through the id map.
+        s.put_pairs(
+            "c",
+            &[super::PairRow {
+                left_key: "Pa2".into(),
+                right_key: "Tr2".into(),
+                base: Default::default(),
+                marks: Default::default(),
+                tombstone: None,
+            }],
+        )
+        .unwrap();
+        let found = |s: &mut StateStore, key: &str| -> Vec<(Option<String>, String, Option<i64>)> {
+            let entries = s.journal(Some("c"), Some(key), None, 10).unwrap();
+            entries
+                .into_iter()
+                .map(|e| (e.left_key, e.status, e.records))
+                .collect()
+        };
+        assert_eq!(
+            found(&mut s, "Tr2"),
+            [(Some("2".into()), "applied".into(), Some(1))]
+        );
+        assert_eq!(
+            found(&mut s, "Pa3"),
+            [(Some("3".into()), "rejected".into(), None)]
+        );
         // The next batch never came back: the run is interrupted, its entry unknown.
         drop(s);
         let mut s = StateStore::open(&path).unwrap();
@@ -1393,17 +1613,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.mark_interrupted_runs().unwrap(), 1);
-        let journal = s.journal(Some("c"), None, None, 10).unwrap();
-        // The journal shows keys as people write them: `Pa2` (integer 2) reads `2`.
-        let status = |key: &str| {
-            journal
-                .iter()
-                .find(|e| e.left_key.as_deref() == Some(key))
-                .map(|e| e.status.as_str())
+        // The died run's two creates are one entry, listed as such…
+        let journal = s.journal(Some("c"), None, Some(died), 10).unwrap();
+        assert_eq!(journal.len(), 1, "{journal:?}");
+        assert_eq!(
+            (journal[0].records, journal[0].left_key.as_deref()),
+            (Some(2), None)
+        );
+        // …and under each record's key when the journal is asked for one. The journal
+        // shows keys as people write them: `Pa2` (integer 2) reads `2`.
+        let mut status = |key: &str| {
+            let found = s.journal(Some("c"), Some(key), None, 10).unwrap();
+            assert_eq!(found.len(), 1, "{found:?}");
+            (found[0].left_key.clone().unwrap(), found[0].status.clone())
         };
-        assert_eq!(status("2"), Some("unknown"));
-        assert_eq!(status("3"), Some("unknown"));
-        assert_eq!(status("1"), Some("planned"));
+        assert_eq!(status("Pa2"), ("2".into(), "unknown".into()));
+        assert_eq!(status("Pa3"), ("3".into(), "unknown".into()));
+        assert_eq!(status("Pa1"), ("1".into(), "planned".into()));
         // A run that failed (a system broke mid-batch) leaves no entry `planned` either.
         let failed = s.begin_run("run").unwrap();
         let at = s

@@ -3,12 +3,13 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// The oldest version a read-only open accepts without an upgrade. Older stores hold
-/// integer keys in the form before v4's, which this build's lookups would not find, so
-/// `plan` or `explain` would read them wrong: they ask for one `run` to upgrade first.
-pub const READABLE_FROM: i64 = 4;
+/// integer keys in the form before v4's, which this build's lookups would not find, or
+/// lack v5's grouped journal entries, which its journal queries read: `plan`, `log` or
+/// `explain` would read them wrong, so they ask for one `run` to upgrade first.
+pub const READABLE_FROM: i64 = 5;
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -102,6 +103,8 @@ pub fn migrations() -> Migrations<'static> {
             tx.remove_function("syncline_rekey", 1)?;
             Ok(())
         }),
+        // v5: one journal entry for a batch's creates, its records listed by key.
+        M::up(SQLITE_JOURNAL_MEMBERS.as_str()),
     ])
 }
 
@@ -129,6 +132,21 @@ fn rekey_updates(rekey: &str) -> String {
 
 const DROP_STATUS_INDEX: &str = "DROP INDEX journal_by_status;";
 
+/// v5: a batch's creates that share everything but the record (same side, reason, no
+/// field values) are journaled as one entry whose `records` counts them; its records
+/// are listed in `journal_members` by the key they were journaled under. A first load's
+/// million creates are then a thousand entries and a million small index rows instead
+/// of a million entries with three indexes each. `records` is NULL for an entry of one
+/// record, whose key is in the entry itself.
+const JOURNAL_MEMBERS: &str = "
+    ALTER TABLE journal ADD COLUMN records BIGINT;
+    CREATE TABLE journal_members (
+        link TEXT NOT NULL, key_side TEXT NOT NULL, key TEXT NOT NULL, entry BIGINT NOT NULL,
+        PRIMARY KEY (link, key_side, key, entry))";
+
+static SQLITE_JOURNAL_MEMBERS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{JOURNAL_MEMBERS} WITHOUT ROWID;"));
+
 /// The same schema for a shared PostgreSQL store, [`VERSION`] steps. Versioned in
 /// `syncline_schema`; each step upgrades from the previous version.
 pub fn pg_migrations() -> [String; VERSION as usize] {
@@ -142,6 +160,7 @@ pub fn pg_migrations() -> [String; VERSION as usize] {
              DROP FUNCTION pg_temp.syncline_rekey_part(text);",
             rekey_updates("pg_temp.syncline_rekey")
         ),
+        format!("{JOURNAL_MEMBERS};"),
     ]
 }
 

@@ -68,7 +68,7 @@ impl Fixture {
         match &self.state_db {
             Some(db) => db
                 .pg_client()
-                .batch_execute("DROP TABLE links, pairs, runs, journal, journal_applied, conflicts, quarantine, syncline_schema")
+                .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
                 .unwrap(),
             None => std::fs::remove_dir_all(self.dir.path().join(".syncline")).unwrap(),
         }
