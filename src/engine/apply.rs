@@ -90,6 +90,16 @@ impl PlannedBatch {
         run: i64,
         plans: Vec<PairPlan>,
     ) -> Result<PlannedBatch, Error> {
+        Ok(state.transaction(|s| Self::journal_in(link, s, run, plans))?)
+    }
+
+    /// [`journal`](Self::journal) inside the caller's state transaction.
+    pub fn journal_in(
+        link: &LinkSpec,
+        s: &mut StateStore,
+        run: i64,
+        plans: Vec<PairPlan>,
+    ) -> Result<PlannedBatch, StateError> {
         let keys: Vec<(Option<String>, Option<String>)> = plans.iter().map(keys).collect();
         let entries: Vec<(Option<&str>, Option<&str>, &crate::state::Change)> = plans
             .iter()
@@ -101,8 +111,7 @@ impl PlannedBatch {
                     .map(move |c| (lk.as_deref(), rk.as_deref(), c))
             })
             .collect();
-        let journaled =
-            state.transaction(|s| s.journal_planned_batch(run, &link.name, &entries))?;
+        let journaled = s.journal_planned_batch(run, &link.name, &entries)?;
         let outcomes = vec![[None, None]; plans.len()];
         Ok(PlannedBatch {
             journaled,
@@ -154,31 +163,39 @@ impl PlannedBatch {
         run_seq: i64,
         report: &mut LinkReport,
     ) -> Result<(), Error> {
+        Ok(state.transaction(|s| self.commit_in(link, s, run_seq, report))?)
+    }
+
+    /// [`commit`](Self::commit) inside the caller's state transaction.
+    pub fn commit_in(
+        self,
+        link: &LinkSpec,
+        s: &mut StateStore,
+        run_seq: i64,
+        report: &mut LinkReport,
+    ) -> Result<(), StateError> {
         let PlannedBatch {
             journaled,
             plans,
             keys,
             outcomes,
         } = self;
-        state.transaction(|s| {
-            let mut puts = PendingPairs::default();
-            for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&keys) {
-                let at = Journaled {
-                    range: journaled,
-                    keys: planned,
-                };
-                commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
-            }
-            puts.flush(s, &link.name)?;
-            let applied: Vec<_> = puts
-                .applied
-                .iter()
-                .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
-                .collect();
-            s.journal_batch(journaled.run, &link.name, &applied, "applied")?;
-            s.journal_applied_within(journaled)
-        })?;
-        Ok(())
+        let mut puts = PendingPairs::default();
+        for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&keys) {
+            let at = Journaled {
+                range: journaled,
+                keys: planned,
+            };
+            commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
+        }
+        puts.flush(s, &link.name)?;
+        let applied: Vec<_> = puts
+            .applied
+            .iter()
+            .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
+            .collect();
+        s.journal_batch(journaled.run, &link.name, &applied, "applied")?;
+        s.journal_applied_within(journaled)
     }
 }
 

@@ -5,8 +5,9 @@
 //!
 //! For writes the write-ahead order holds per batch: a batch is journaled as planned
 //! before its writes are handed over, and committed only after its outcomes come back.
-//! At most two batches are between journal and commit at any moment; a crash leaves
-//! both `unknown`, as it leaves one when writing in step.
+//! A first load commits a batch that came back in the transaction that journals the
+//! next, so at most three batches are between journal and commit at any moment; a crash
+//! leaves them `unknown`, as it leaves one when writing in step.
 
 use super::apply::{LentWrites, PlannedBatch};
 use crate::Error;
