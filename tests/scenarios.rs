@@ -767,3 +767,50 @@ fn a_state_store_made_for_other_collections_is_not_trusted() {
     );
     assert_eq!(writes(&f.run()), 0);
 }
+
+#[test]
+fn a_created_record_s_base_is_what_its_create_sent() {
+    // GIVEN a left record with a field a transform normalizes and a NULL field
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"",
+            "email = { owner = \"left\", transform = \"trim+lowercase\" }\nname = { owner = \"left\" }\nnotes = { owner = \"both\", conflict = \"manual\" }",
+        ),
+    );
+    f.left
+        .execute(
+            "INSERT INTO contacts (email, name, notes) VALUES (' P0@X.org ', NULL, 'n')",
+            [],
+        )
+        .unwrap();
+    // WHEN a first load creates it on the right
+    assert_eq!(f.run().links[0].to_right.created, 1);
+    // THEN the pair's base holds the values sent, normalized, and no NULL
+    use syncline::model::{Key, Side};
+    let left_key = Key::single(Value::Integer(1)).encode();
+    let pairs = f
+        .store()
+        .pairs_by("c", Side::Left, std::slice::from_ref(&left_key))
+        .unwrap();
+    let base: Vec<(String, Value)> = pairs[&left_key]
+        .base
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(
+        base,
+        [
+            ("email".to_string(), text("p0@x.org")),
+            ("notes".to_string(), text("n"))
+        ]
+    );
+    // AND an edit on the right of a field both own is a clean update, not a conflict
+    f.right
+        .execute("UPDATE customers SET notes = 'edited'", [])
+        .unwrap();
+    let r = f.run();
+    assert_eq!((r.links[0].to_left.updated, r.links[0].conflicts), (1, 0));
+    assert_eq!(writes(&f.run()), 0);
+}

@@ -6,8 +6,9 @@ use super::report::LinkReport;
 use crate::Error;
 use crate::config::LinkSpec;
 use crate::connectors::{ConnectorError, Write, WriteOutcome};
-use crate::model::Side;
+use crate::model::{Name, Side, Value};
 use crate::state::{JournalRange, PairRow, QuarantineRow, StateError, StateStore};
+use std::collections::BTreeMap;
 
 pub(crate) fn apply_plan(
     link: &LinkSpec,
@@ -269,6 +270,7 @@ fn commit_pair(
                     Side::Left => left_key = Some(k.encode()),
                     Side::Right => right_key = Some(k.encode()),
                 }
+                plan.base = created_base(link, side, plan.writes[idx].take());
                 "applied"
             }
             WriteOutcome::Applied => {
@@ -367,6 +369,25 @@ fn commit_pair(
             .push((left_key.clone(), right_key.clone(), change));
     }
     Ok(())
+}
+
+/// A created record's base: the values its create sent, by field. A create sends the
+/// link's fields in order, by their column on the receiving side, without NULLs (and
+/// then the external id, which is no field).
+fn created_base(link: &LinkSpec, to: Side, create: Option<Write>) -> BTreeMap<Name, Value> {
+    let Some(Write::Create { values }) = create else {
+        return BTreeMap::new();
+    };
+    let mut sent = values.into_iter().peekable();
+    link.fields
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let column = link.field_column(i, to);
+            sent.next_if(|(c, _)| c == column)
+                .map(|(_, v)| (f.name.clone(), v))
+        })
+        .collect()
 }
 
 fn decrement(counts: &mut super::report::DirectionCounts, plan: &PairPlan, idx: usize) {

@@ -793,21 +793,17 @@ impl<'a> Planner<'a> {
     ) -> Result<(), Error> {
         let to = from.other();
         let Record { key, values } = rec;
-        let normalized: Vec<Value> = self
+        // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
+        // with a default accepts the create); those fields get no base, so the next run
+        // decides them by the owner rule instead of reading the default as an edit.
+        let mut values: Vec<(Name, Value)> = self
             .link
             .fields
             .iter()
             .zip(values)
-            .map(|(f, v)| f.transform.apply(v))
-            .collect();
-        // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
-        // with a default accepts the create); those fields get no base, so the next run
-        // decides them by the owner rule instead of reading the default as an edit.
-        let mut values: Vec<(Name, Value)> = normalized
-            .iter()
             .enumerate()
-            .filter(|(_, v)| **v != Value::Null)
-            .map(|(i, v)| (self.link.field_column(i, to).clone(), v.clone()))
+            .map(|(i, (f, v))| (self.link.field_column(i, to).clone(), f.transform.apply(v)))
+            .filter(|(_, v)| *v != Value::Null)
             .collect();
         if let Some(col) = self.link.external_ref(to) {
             values.push((col.into(), Value::Text(key.display_text())));
@@ -817,14 +813,9 @@ impl<'a> Planner<'a> {
             Side::Right => (None, Some(key)),
         };
         let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
-        plan.base = self
-            .link
-            .fields
-            .iter()
-            .zip(normalized)
-            .filter(|(_, v)| *v != Value::Null)
-            .map(|(f, v)| (f.name.clone(), v))
-            .collect();
+        // The base is what the create sends: the commit takes it from the write once the
+        // record exists (see `created_base`), instead of the plan carrying a copy.
+        plan.base.clear();
         plan.marks.clear();
         plan.changes[side_index(to)].push(Change {
             side: to,
