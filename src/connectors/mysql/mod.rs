@@ -288,19 +288,15 @@ impl MysqlConnector {
             Some((s, t)) => (Some(s.to_string()), t.to_string()),
             None => (None, collection.to_string()),
         };
-        let rows: Vec<(String, String, String, String, String, String, i64)> = self
+        // Two plain queries: MariaDB 10.11 crashed (signal 11, in the cleanup of a failed
+        // temporary table) running information_schema subqueries correlated per column.
+        let rows: Vec<(String, String, String, String, String, String)> = self
             .conn
             .exec(
-                "SELECT c.COLUMN_NAME, c.COLUMN_TYPE, c.DATA_TYPE, c.IS_NULLABLE, c.COLUMN_KEY, c.EXTRA,
-                        EXISTS (SELECT 1 FROM information_schema.STATISTICS s
-                                 WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME
-                                   AND s.COLUMN_NAME = c.COLUMN_NAME AND s.NON_UNIQUE = 0
-                                   AND (SELECT count(*) FROM information_schema.STATISTICS s2
-                                         WHERE s2.TABLE_SCHEMA = s.TABLE_SCHEMA AND s2.TABLE_NAME = s.TABLE_NAME
-                                           AND s2.INDEX_NAME = s.INDEX_NAME) = 1)
-                   FROM information_schema.COLUMNS c
-                  WHERE c.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION",
-                (schema, table),
+                "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA
+                   FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (&schema, &table),
             )
             .map_err(|e| self.query_err(&format!("describe {collection}"), &e))?;
         if rows.is_empty() {
@@ -309,11 +305,31 @@ impl MysqlConnector {
                 self.name
             )));
         }
+        let unique_indexes: Vec<(String, String)> = self
+            .conn
+            .exec(
+                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0",
+                (&schema, &table),
+            )
+            .map_err(|e| self.query_err(&format!("describe the indexes of {collection}"), &e))?;
+        // A column is unique on its own when a unique index has it as its only column.
+        let mut index_columns: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (index, column) in &unique_indexes {
+            index_columns.entry(index).or_default().push(column);
+        }
+        let unique_alone: std::collections::HashSet<&str> = index_columns
+            .values()
+            .filter_map(|columns| match columns.as_slice() {
+                [only] => Some(*only),
+                _ => None,
+            })
+            .collect();
         let cols: Vec<MyColumn> = rows
             .into_iter()
             .map(
-                |(name, column_type, data_type, nullable, key, extra, unique)| MyColumn {
-                    unique: unique != 0,
+                |(name, column_type, data_type, nullable, key, extra)| MyColumn {
+                    unique: unique_alone.contains(name.as_str()),
                     kind: Kind::of(&data_type, &column_type),
                     name,
                     column_type,
