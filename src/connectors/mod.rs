@@ -153,6 +153,11 @@ pub trait Connector: Send {
 
 /// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
 /// doubling any `q` inside it: nothing from the config reaches SQL unquoted.
+pub(crate) fn quote_ident(ident: &str, q: char) -> String {
+    let doubled: String = [q, q].iter().collect();
+    format!("{q}{}{q}", ident.replace(q, &doubled))
+}
+
 /// `a, b, c`: identifiers quoted by a connector's `quote`, for column and key lists.
 pub(crate) fn quote_list<I>(idents: I, quote: fn(&str) -> String) -> String
 where
@@ -164,11 +169,6 @@ where
         .map(|i| quote(i.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub(crate) fn quote_ident(ident: &str, q: char) -> String {
-    let doubled: String = [q, q].iter().collect();
-    format!("{q}{}{q}", ident.replace(q, &doubled))
 }
 
 /// `schema.table` → (`Some(schema)`, `table`); a bare `table` has no schema.

@@ -171,7 +171,7 @@ impl<'a> Planner<'a> {
             let left_records = match self.run_id {
                 Some(run) => self.stream_first_load(run, left, right, before_apply)?,
                 None => scan_ahead(left, &left_spec, batch, &mut |records| {
-                    self.plan_left_creates(records)
+                    self.in_transaction(|p| p.plan_left_creates(records))
                 })?,
             };
             self.report.left_records = left_records;
@@ -221,13 +221,12 @@ impl<'a> Planner<'a> {
         Ok(false)
     }
 
-    /// Plans a first load's batch: every record a create on the right.
+    /// Plans a first load's batch: every record a create on the right. Inside the
+    /// caller's state transaction.
     fn plan_left_creates(&mut self, records: Vec<Record>) -> Result<(), Error> {
-        self.in_transaction(|p| {
-            records
-                .into_iter()
-                .try_for_each(|rec| p.plan_create(Side::Left, rec, None))
-        })
+        records
+            .into_iter()
+            .try_for_each(|rec| self.plan_create(Side::Left, rec, None))
     }
 
     /// A first load in a run: each batch is planned, journaled and handed to the right's
@@ -250,9 +249,7 @@ impl<'a> Planner<'a> {
                 let batch = self.in_transaction(|p| {
                     // Sized once: a plan is large, and a growing buffer would move them all.
                     p.buffer = Some(Vec::with_capacity(records.len()));
-                    for rec in records {
-                        p.plan_create(Side::Left, rec, None)?;
-                    }
+                    p.plan_left_creates(records)?;
                     let plans = p.buffer.take().unwrap_or_default();
                     let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
                     // Taken only once this batch is journaled: if journaling fails, the
@@ -812,11 +809,10 @@ impl<'a> Planner<'a> {
             Side::Left => (Some(key), None),
             Side::Right => (None, Some(key)),
         };
-        let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), replacing);
-        // The base is what the create sends: the commit takes it from the write once the
-        // record exists (see `created_base`), instead of the plan carrying a copy.
-        plan.base.clear();
-        plan.marks.clear();
+        // Nothing of a replaced pair carries over (the commit writes the pair afresh),
+        // and the base is what the create sends: the commit takes it from the write once
+        // the record exists (see `created_base`), instead of the plan carrying a copy.
+        let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), None);
         plan.changes[side_index(to)].push(Change {
             side: to,
             op: "create".into(),

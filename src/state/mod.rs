@@ -239,6 +239,11 @@ fn group_of<'k>(
     {
         return None;
     }
+    sole_key(left_key, right_key)
+}
+
+/// The one key an entry has so far, and its side; `None` with both or neither.
+fn sole_key<'k>(left_key: Option<&'k str>, right_key: Option<&'k str>) -> Option<(Side, &'k str)> {
     match (left_key, right_key) {
         (Some(k), None) => Some((Side::Left, k)),
         (None, Some(k)) => Some((Side::Right, k)),
@@ -1126,14 +1131,10 @@ impl StateStore {
                 P::OptText(keys.1),
             ],
         )?;
-        let (key_side, key) = match keys {
-            (Some(k), None) => (Side::Left, k),
-            (None, Some(k)) => (Side::Right, k),
-            _ => return Ok(()),
-        };
-        if updated > 0 {
+        // Not among the batch's own entries: a member of its grouped creates, if any.
+        let Some((key_side, key)) = sole_key(keys.0, keys.1).filter(|_| updated == 0) else {
             return Ok(());
-        }
+        };
         let member = self.db.query_opt(
             "SELECT m.entry FROM journal_members m JOIN journal j ON j.id = m.entry
               WHERE m.link = $1 AND m.key_side = $2 AND m.key = $3 AND m.entry > $4 AND m.entry <= $5
