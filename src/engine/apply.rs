@@ -6,8 +6,8 @@ use super::report::LinkReport;
 use crate::Error;
 use crate::config::LinkSpec;
 use crate::connectors::{ConnectorError, Write, WriteOutcome};
-use crate::model::{Name, Side, Value};
-use crate::state::{JournalRange, PairRow, QuarantineRow, StateError, StateStore};
+use crate::model::Side;
+use crate::state::{EncodedPair, JournalRange, QuarantineRow, StateError, StateStore};
 use std::collections::BTreeMap;
 
 pub(crate) fn apply_plan(
@@ -53,11 +53,11 @@ pub(crate) fn apply_batch(
 ) -> Result<(), Error> {
     let mut batch = PlannedBatch::journal(link, state, run, plans)?;
     for side in [Side::Left, Side::Right] {
-        let lent = batch.lend_writes(side);
+        let mut lent = batch.lend_writes(side);
         if lent.writes.is_empty() {
             continue;
         }
-        let results = write(side, &lent.writes);
+        let results = write_out(link, side, &mut lent.writes, |w| write(side, w));
         batch.settle(lent, results)?;
     }
     batch.commit(link, state, run_seq, report)
@@ -72,6 +72,63 @@ pub(crate) struct PlannedBatch {
     /// The keys each pair's entries were journaled under.
     keys: Vec<(Option<String>, Option<String>)>,
     outcomes: Vec<[Option<WriteOutcome>; 2]>,
+    /// Each pair's created record's base, encoded (see [`write_out`]).
+    created_bases: Vec<Option<String>>,
+}
+
+/// What a system said of a side's lent writes, and the base of each record they
+/// created, by write.
+pub(crate) struct WriteResults {
+    pub outcomes: Result<Vec<WriteOutcome>, ConnectorError>,
+    pub created_bases: Vec<Option<String>>,
+}
+
+/// Sends `writes` to side `to` through `apply`, then encodes each created record's base
+/// as the store keeps it: the values its create sent, by field. A create sends the
+/// link's fields in order, by their column on the receiving side, without NULLs (and
+/// then the external id, which is no field). The sent values are dropped here: a first
+/// load runs this on its writer's thread, which has time to spare, instead of the
+/// planner's, which has none.
+pub(crate) fn write_out(
+    link: &LinkSpec,
+    to: Side,
+    writes: &mut [Write],
+    apply: impl FnOnce(&[Write]) -> Result<Vec<WriteOutcome>, ConnectorError>,
+) -> WriteResults {
+    let outcomes = apply(writes);
+    let Ok(confirmed) = &outcomes else {
+        return WriteResults {
+            outcomes,
+            created_bases: Vec::new(),
+        };
+    };
+    let created_bases = writes
+        .iter_mut()
+        .zip(confirmed)
+        .map(|(write, outcome)| match (write, outcome) {
+            (Write::Create { values }, WriteOutcome::Created(_)) => {
+                let mut sent = values.iter().peekable();
+                let fields = link
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, f)| {
+                        let column = link.field_column(i, to);
+                        sent.next_if(|(c, _)| c == column)
+                            .map(|(_, v)| (&*f.name, v))
+                    })
+                    .collect();
+                let base = crate::state::encode_base_fields(fields);
+                *values = Vec::new();
+                Some(base)
+            }
+            _ => None,
+        })
+        .collect();
+    WriteResults {
+        outcomes,
+        created_bases,
+    }
 }
 
 /// One side's writes of a batch, lent out to its system and given back with the
@@ -116,6 +173,7 @@ impl PlannedBatch {
         let outcomes = vec![[None, None]; plans.len()];
         Ok(PlannedBatch {
             journaled,
+            created_bases: vec![None; plans.len()],
             plans,
             keys,
             outcomes,
@@ -142,13 +200,18 @@ impl PlannedBatch {
     pub fn settle(
         &mut self,
         lent: LentWrites,
-        results: Result<Vec<WriteOutcome>, ConnectorError>,
+        results: WriteResults,
     ) -> Result<(), ConnectorError> {
         let idx = lent.side as usize;
         for (&pos, w) in lent.positions.iter().zip(lent.writes) {
             self.plans[pos].writes[idx] = Some(w);
         }
-        for (pos, outcome) in lent.positions.into_iter().zip(results?) {
+        for (&pos, base) in lent.positions.iter().zip(results.created_bases) {
+            if base.is_some() {
+                self.created_bases[pos] = base;
+            }
+        }
+        for (pos, outcome) in lent.positions.into_iter().zip(results.outcomes?) {
             self.outcomes[pos][idx] = Some(outcome);
         }
         Ok(())
@@ -180,13 +243,16 @@ impl PlannedBatch {
             plans,
             keys,
             outcomes,
+            created_bases,
         } = self;
         let mut puts = PendingPairs::default();
-        for ((plan, outcome), planned) in plans.into_iter().zip(outcomes).zip(&keys) {
+        let pairs = plans.into_iter().zip(outcomes).zip(created_bases);
+        for (((plan, outcome), created_base), planned) in pairs.zip(&keys) {
             let at = Journaled {
                 range: journaled,
                 keys: planned,
             };
+            let outcome = (outcome, created_base);
             commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
         }
         puts.flush(s, &link.name)?;
@@ -212,14 +278,14 @@ struct Journaled<'a> {
 /// state-only changes (links, unlinks) to journal as applied.
 #[derive(Default)]
 struct PendingPairs {
-    rows: Vec<PairRow>,
+    rows: Vec<EncodedPair>,
     /// Fingerprints of the pending rows' left keys: a collision only costs an early flush.
     left_keys: std::collections::HashSet<u64>,
     applied: Vec<(Option<String>, Option<String>, crate::state::Change)>,
 }
 
 impl PendingPairs {
-    fn put(&mut self, s: &mut StateStore, link: &str, row: PairRow) -> Result<(), StateError> {
+    fn put(&mut self, s: &mut StateStore, link: &str, row: EncodedPair) -> Result<(), StateError> {
         // One statement cannot upsert a row twice: a repeated key goes in the next one.
         let fingerprint = xxhash_rust::xxh3::xxh3_64(row.left_key.as_bytes());
         if !self.left_keys.insert(fingerprint) {
@@ -254,10 +320,12 @@ fn commit_pair(
     run_seq: i64,
     report: &mut LinkReport,
     mut plan: PairPlan,
-    outcomes: [Option<WriteOutcome>; 2],
+    (outcomes, created_base): ([Option<WriteOutcome>; 2], Option<String>),
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
     let (mut left_key, mut right_key) = at.keys.clone();
+    let mut created_base = created_base;
+
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;
@@ -270,7 +338,8 @@ fn commit_pair(
                     Side::Left => left_key = Some(k.encode()),
                     Side::Right => right_key = Some(k.encode()),
                 }
-                plan.base = created_base(link, side, plan.writes[idx].take());
+                // The create's values are the base, encoded already (see `write_out`).
+                created_base.get_or_insert_with(|| "{}".into());
                 "applied"
             }
             WriteOutcome::Applied => {
@@ -328,15 +397,20 @@ fn commit_pair(
             )?;
         }
     }
-    let row = |base, marks, tombstone| PairRow {
-        left_key: left_key.clone().unwrap_or_default(),
-        right_key: right_key.clone().unwrap_or_default(),
-        base,
-        marks,
-        tombstone,
+    let row = |base: &BTreeMap<_, _>, marks: BTreeMap<String, crate::state::Mark>, tombstone| {
+        EncodedPair {
+            left_key: left_key.clone().unwrap_or_default(),
+            right_key: right_key.clone().unwrap_or_default(),
+            base: created_base
+                .clone()
+                .unwrap_or_else(|| crate::state::encode_base(base)),
+            marks: (!marks.is_empty())
+                .then(|| serde_json::to_string(&marks).expect("marks serialize")),
+            tombstone,
+        }
     };
     match plan.fate {
-        Fate::Keep => puts.put(s, &link.name, row(plan.base, plan.marks, plan.tombstone))?,
+        Fate::Keep => puts.put(s, &link.name, row(&plan.base, plan.marks, plan.tombstone))?,
         Fate::Create(side) => {
             if !all_confirmed {
                 return Ok(());
@@ -346,7 +420,7 @@ fn commit_pair(
                 puts.flush(s, &link.name)?;
                 s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
             }
-            puts.put(s, &link.name, row(plan.base, Default::default(), None))?;
+            puts.put(s, &link.name, row(&plan.base, Default::default(), None))?;
         }
         Fate::Delete(_) => {
             if all_confirmed {
@@ -356,7 +430,7 @@ fn commit_pair(
         }
         Fate::Tombstone { deleted_on } => {
             if all_confirmed {
-                puts.put(s, &link.name, row(plan.base, plan.marks, Some(deleted_on)))?;
+                puts.put(s, &link.name, row(&plan.base, plan.marks, Some(deleted_on)))?;
             }
         }
         Fate::Forget => {
@@ -369,25 +443,6 @@ fn commit_pair(
             .push((left_key.clone(), right_key.clone(), change));
     }
     Ok(())
-}
-
-/// A created record's base: the values its create sent, by field. A create sends the
-/// link's fields in order, by their column on the receiving side, without NULLs (and
-/// then the external id, which is no field).
-fn created_base(link: &LinkSpec, to: Side, create: Option<Write>) -> BTreeMap<Name, Value> {
-    let Some(Write::Create { values }) = create else {
-        return BTreeMap::new();
-    };
-    let mut sent = values.into_iter().peekable();
-    link.fields
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| {
-            let column = link.field_column(i, to);
-            sent.next_if(|(c, _)| c == column)
-                .map(|(_, v)| (f.name.clone(), v))
-        })
-        .collect()
 }
 
 fn decrement(counts: &mut super::report::DirectionCounts, plan: &PairPlan, idx: usize) {

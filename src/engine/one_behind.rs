@@ -9,9 +9,10 @@
 //! next, so at most three batches are between journal and commit at any moment; a crash
 //! leaves them `unknown`, as it leaves one when writing in step.
 
-use super::apply::{LentWrites, PlannedBatch};
+use super::apply::{LentWrites, PlannedBatch, WriteResults, write_out};
 use crate::Error;
-use crate::connectors::{Connector, ConnectorError, ReadSpec, Write, WriteOutcome};
+use crate::config::LinkSpec;
+use crate::connectors::{Connector, ReadSpec, Write};
 use crate::model::Side;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -97,10 +98,9 @@ where
     }
 }
 
-type Outcomes = Result<Vec<WriteOutcome>, ConnectorError>;
 /// What the writer keeps of a batch while its writes are out, and what it gets back.
 type Lent = (PlannedBatch, LentWrites);
-type Written = (Vec<Write>, Outcomes);
+type Written = (Vec<Write>, WriteResults);
 
 /// One side's system written on its own thread, one batch behind the planner.
 pub(crate) struct WriteBehind<'scope> {
@@ -112,13 +112,14 @@ impl<'scope> WriteBehind<'scope> {
     /// Starts the writer thread for `side`, writing to `connector` what `spec` names.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
+        link: &'scope LinkSpec,
         side: Side,
         connector: &'scope mut dyn Connector,
         spec: &'scope ReadSpec,
     ) -> WriteBehind<'scope> {
-        let writer = OneBehind::start(scope, move |writes: Vec<Write>| {
-            let outcomes = connector.apply(spec, &writes);
-            (writes, outcomes)
+        let writer = OneBehind::start(scope, move |mut writes: Vec<Write>| {
+            let results = write_out(link, side, &mut writes, |w| connector.apply(spec, w));
+            (writes, results)
         });
         WriteBehind { side, writer }
     }
@@ -141,11 +142,11 @@ impl<'scope> WriteBehind<'scope> {
     }
 
     fn settled(answered: Option<(Lent, Written)>) -> Result<Option<PlannedBatch>, Error> {
-        let Some(((mut batch, mut lent), (writes, outcomes))) = answered else {
+        let Some(((mut batch, mut lent), (writes, results))) = answered else {
             return Ok(None);
         };
         lent.writes = writes;
-        batch.settle(lent, outcomes)?;
+        batch.settle(lent, results)?;
         Ok(Some(batch))
     }
 }

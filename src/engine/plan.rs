@@ -243,7 +243,8 @@ impl<'a> Planner<'a> {
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
         std::thread::scope(|scope| {
-            let mut writer = WriteBehind::start(scope, Side::Right, right, &right_spec);
+            let link = self.link;
+            let mut writer = WriteBehind::start(scope, link, Side::Right, right, &right_spec);
             let mut written: Option<PlannedBatch> = None;
             let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
                 let batch = self.in_transaction(|p| {

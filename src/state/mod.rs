@@ -95,6 +95,50 @@ pub struct PairRow {
     pub tombstone: Option<Side>,
 }
 
+/// A pair as [`StateStore::put_pairs`] stores it: base and marks already JSON-encoded,
+/// so the encoding can happen where it costs least (a created record's base is encoded
+/// on the writer's thread, see `engine::apply`).
+pub struct EncodedPair {
+    pub left_key: String,
+    pub right_key: String,
+    /// [`encode_base`]'s form.
+    pub base: String,
+    pub marks: Option<String>,
+    pub tombstone: Option<Side>,
+}
+
+impl PairRow {
+    pub fn encode(&self) -> EncodedPair {
+        EncodedPair {
+            left_key: self.left_key.clone(),
+            right_key: self.right_key.clone(),
+            base: encode_base(&self.base),
+            marks: (!self.marks.is_empty())
+                .then(|| serde_json::to_string(&self.marks).expect("marks serialize")),
+            tombstone: self.tombstone,
+        }
+    }
+}
+
+/// A base as the store keeps it: a JSON object of field name → encoded value.
+pub fn encode_base(base: &BTreeMap<Name, Value>) -> String {
+    serde_json::to_string(base).expect("a base serializes")
+}
+
+/// [`encode_base`]'s form of `fields` without building the map: the same object, its
+/// names in the map's (byte) order.
+pub fn encode_base_fields(mut fields: Vec<(&str, &Value)>) -> String {
+    struct Sorted<'a>(Vec<(&'a str, &'a Value)>);
+    impl Serialize for Sorted<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    fields.dedup_by(|later, first| later.0 == first.0);
+    serde_json::to_string(&Sorted(fields)).expect("a base serializes")
+}
+
 /// A journal row.
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalEntry {
@@ -682,17 +726,8 @@ impl StateStore {
 
     /// Inserts or replaces pairs, many rows per statement. Their left keys must differ
     /// (one statement cannot upsert a row twice).
-    pub fn put_pairs(&mut self, link: &str, pairs: &[PairRow]) -> Result<()> {
+    pub fn put_pairs(&mut self, link: &str, pairs: &[EncodedPair]) -> Result<()> {
         for chunk in pairs.chunks(WRITE_CHUNK) {
-            let encoded: Vec<(String, Option<String>)> = chunk
-                .iter()
-                .map(|p| {
-                    let base = serde_json::to_string(&p.base).expect("base serializes");
-                    let marks = (!p.marks.is_empty())
-                        .then(|| serde_json::to_string(&p.marks).expect("marks serialize"));
-                    (base, marks)
-                })
-                .collect();
             let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
                 format!(
                     "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
@@ -702,12 +737,12 @@ impl StateStore {
                 )
             });
             let mut params = vec![P::Text(link)];
-            for (p, (base, marks)) in chunk.iter().zip(&encoded) {
+            for p in chunk {
                 params.extend([
                     P::Text(&p.left_key),
                     P::Text(&p.right_key),
-                    P::Text(base),
-                    P::OptText(marks.as_deref()),
+                    P::Text(&p.base),
+                    P::OptText(p.marks.as_deref()),
                     P::OptText(p.tombstone.map(Side::as_str)),
                 ]);
             }
@@ -1566,7 +1601,8 @@ mod tests {
                 base: Default::default(),
                 marks: Default::default(),
                 tombstone: None,
-            }],
+            }
+            .encode()],
         )
         .unwrap();
         let found = |s: &mut StateStore, key: &str| -> Vec<(Option<String>, String, Option<i64>)> {
