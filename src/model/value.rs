@@ -79,6 +79,14 @@ impl PartialEq for Value {
 /// `YYYY-MM-DD HH:MM:SS[.f]` or with a `T`.
 pub fn parse_naive_timestamp(t: &str) -> Option<chrono::NaiveDateTime> {
     let t = t.trim();
+    if let Some((n, "")) = iso_prefix(t) {
+        return Some(n);
+    }
+    general_naive_timestamp(t)
+}
+
+/// [`parse_naive_timestamp`] by chrono's parser alone.
+fn general_naive_timestamp(t: &str) -> Option<chrono::NaiveDateTime> {
     NAIVE_TIMESTAMP_FORMATS.iter().find_map(|items| {
         let mut parsed = chrono::format::Parsed::new();
         chrono::format::parse(&mut parsed, t, items.iter()).ok()?;
@@ -89,6 +97,15 @@ pub fn parse_naive_timestamp(t: &str) -> Option<chrono::NaiveDateTime> {
 /// RFC 3339, PostgreSQL's `2026-11-26 10:00:00+00`, or a naive timestamp taken as UTC.
 pub fn parse_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = t.trim();
+    let t_separated = t.as_bytes().get(10) == Some(&b'T');
+    if let Some(z) = iso_prefix(t).and_then(|(n, zone)| Some(n - utc_offset(zone, t_separated)?)) {
+        return Some(z.and_utc());
+    }
+    general_timestamptz(t)
+}
+
+/// [`parse_timestamptz`] by chrono's parsers alone.
+fn general_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     // PostgreSQL's form first: it is what every scan of a `timestamptz` column reads.
     let zoned = TIMESTAMPTZ_FORMATS.iter().find_map(|items| {
         let mut parsed = chrono::format::Parsed::new();
@@ -98,7 +115,77 @@ pub fn parse_timestamptz(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Some(d) = zoned.or_else(|| chrono::DateTime::parse_from_rfc3339(t).ok()) {
         return Some(d.with_timezone(&chrono::Utc));
     }
-    parse_naive_timestamp(t).map(|n| n.and_utc())
+    general_naive_timestamp(t).map(|n| n.and_utc())
+}
+
+/// The common form of a timestamp, read without chrono's general parser (which took a
+/// tenth of a PostgreSQL scan): `YYYY-MM-DD`, a space or `T`, `HH:MM:SS`, optionally `.`
+/// and up to nine digits; and what follows. `None` for anything else (other years, leap
+/// seconds, other layouts), which the general parser then reads.
+fn iso_prefix(t: &str) -> Option<(chrono::NaiveDateTime, &str)> {
+    let b = t.as_bytes();
+    let digits = |from: usize, n: usize| -> Option<u32> {
+        let part = b.get(from..from + n)?;
+        part.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-')
+        && at(7, b'-')
+        && (at(10, b' ') || at(10, b'T'))
+        && at(13, b':')
+        && at(16, b':'))
+    {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0, 4)?).ok()?,
+        digits(5, 2)?,
+        digits(8, 2)?,
+    )?;
+    let (h, m, sec) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let mut end = 19;
+    let mut nanos = 0;
+    if at(end, b'.') {
+        let count = b[end + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if !(1..=9).contains(&count) {
+            return None;
+        }
+        nanos = digits(end + 1, count)? * 10u32.pow(9 - count as u32);
+        end += 1 + count;
+    }
+    let time = chrono::NaiveTime::from_hms_nano_opt(h, m, sec, nanos)?;
+    Some((date.and_time(time), &t[end..]))
+}
+
+/// A zone after `HH:MM:SS[.f]` in the forms the general parsers read: nothing (UTC);
+/// `±HH:MM`, `Z`; after a space also `±HH` and `±HHMM` (PostgreSQL's forms). `None` for
+/// anything else, which the general parsers then read or refuse.
+fn utc_offset(zone: &str, t_separated: bool) -> Option<chrono::TimeDelta> {
+    let b = zone.as_bytes();
+    if b.is_empty() || b == b"Z" {
+        return Some(chrono::TimeDelta::zero());
+    }
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let two = |i: usize| -> Option<i64> {
+        let (h, l) = (*b.get(i)?, *b.get(i + 1)?);
+        (h.is_ascii_digit() && l.is_ascii_digit()).then(|| i64::from((h - b'0') * 10 + (l - b'0')))
+    };
+    let (h, m) = match (b.len(), b.get(3)) {
+        (6, Some(b':')) => (two(1)?, two(4)?),
+        (3, _) if !t_separated => (two(1)?, 0),
+        (5, _) if !t_separated => (two(1)?, two(3)?),
+        _ => return None,
+    };
+    (h < 24 && m < 60).then(|| chrono::TimeDelta::seconds(sign * (h * 3600 + m * 60)))
 }
 
 /// Format strings parsed once: chrono's `parse_from_str` parses its format string again
@@ -642,6 +729,26 @@ mod tests {
             proptest::prop_assert_eq!(ea.cmp(&eb), a.cmp(&b));
             proptest::prop_assert_eq!(Key::decode(&ea).unwrap(), key(a));
             proptest::prop_assert_eq!(Key::decode(&format!("I{a}")).unwrap(), Key::single(Value::Integer(a)));
+        }
+
+        /// The fast path for the common timestamp forms reads what chrono's parser reads.
+        #[test]
+        fn timestamps_read_fast_as_chrono_reads_them(
+            secs in -2_000_000_000i64..100_000_000_000,
+            nanos in 0u32..1_000_000_000,
+            digits in 0usize..10,
+            t in proptest::bool::ANY,
+            zone in proptest::sample::select(vec!["", "Z", "+00", "-05", "+05:30", "+0530", "-03:30:15", "+14", "+24", "+05:60", "+5", "x"]),
+        ) {
+            let stamp = chrono::DateTime::from_timestamp(secs, nanos).unwrap().naive_utc();
+            let mut text = stamp.format(if t { "%Y-%m-%dT%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" }).to_string();
+            if digits > 0 {
+                text.push('.');
+                text.push_str(&format!("{nanos:09}")[..digits]);
+            }
+            text.push_str(zone);
+            proptest::prop_assert_eq!(parse_timestamptz(&text), general_timestamptz(&text), "{}", text);
+            proptest::prop_assert_eq!(parse_naive_timestamp(&text), general_naive_timestamp(&text), "{}", text);
         }
 
         /// A part that is not an integer's sortable form is refused, not misread.
