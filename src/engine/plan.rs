@@ -794,15 +794,16 @@ impl<'a> Planner<'a> {
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
         // with a default accepts the create); those fields get no base, so the next run
         // decides them by the owner rule instead of reading the default as an edit.
-        let mut values: Vec<(Name, Value)> = self
-            .link
-            .fields
-            .iter()
-            .zip(values)
-            .enumerate()
-            .map(|(i, (f, v))| (self.link.field_column(i, to).clone(), f.transform.apply(v)))
-            .filter(|(_, v)| *v != Value::Null)
-            .collect();
+        // Sized once for the fields and an external id: collecting through the filter
+        // would grow it twice per record.
+        let mut sent = Vec::with_capacity(self.link.fields.len() + 1);
+        for (i, (f, v)) in self.link.fields.iter().zip(values).enumerate() {
+            let v = f.transform.apply(v);
+            if v != Value::Null {
+                sent.push((self.link.field_column(i, to).clone(), v));
+            }
+        }
+        let mut values: Vec<(Name, Value)> = sent;
         if let Some(col) = self.link.external_ref(to) {
             values.push((col.into(), Value::Text(key.display_text())));
         }

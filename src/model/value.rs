@@ -428,7 +428,7 @@ impl fmt::Display for Encoded<'_> {
 impl Value {
     /// Writes [`encode`](Self::encode)'s form: a tag letter, then the value. Text-like
     /// values are written as they are, without a trip through `format_args!`.
-    fn write_encoded(&self, w: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn write_encoded(&self, w: &mut impl fmt::Write) -> fmt::Result {
         let tagged = |w: &mut dyn fmt::Write, tag: char, body: &str| {
             w.write_char(tag)?;
             w.write_str(body)

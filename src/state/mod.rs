@@ -122,21 +122,53 @@ impl PairRow {
 
 /// A base as the store keeps it: a JSON object of field name → encoded value.
 pub fn encode_base(base: &BTreeMap<Name, Value>) -> String {
-    serde_json::to_string(base).expect("a base serializes")
+    write_base(base.iter().map(|(k, v)| (&**k, v)))
 }
 
 /// [`encode_base`]'s form of `fields` without building the map: the same object, its
 /// names in the map's (byte) order.
 pub fn encode_base_fields(mut fields: Vec<(&str, &Value)>) -> String {
-    struct Sorted<'a>(Vec<(&'a str, &'a Value)>);
-    impl Serialize for Sorted<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
-        }
-    }
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     fields.dedup_by(|later, first| later.0 == first.0);
-    serde_json::to_string(&Sorted(fields)).expect("a base serializes")
+    write_base(fields)
+}
+
+/// The JSON object of `fields` (in order), written directly: a base is written for
+/// every record a run creates or changes, and serde's map machinery was most of that.
+fn write_base<'a>(fields: impl IntoIterator<Item = (&'a str, &'a Value)>) -> String {
+    let mut out = String::with_capacity(192);
+    out.push('{');
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, |out| out.push_str(name));
+        out.push(':');
+        push_json_string(&mut out, |out| {
+            value
+                .write_encoded(out)
+                .expect("writing to a String cannot fail")
+        });
+    }
+    out.push('}');
+    out
+}
+
+/// Appends the JSON string of what `write` appends to `out`: written as is, then
+/// escaped by serde_json only if it holds a character JSON escapes.
+fn push_json_string(out: &mut String, write: impl FnOnce(&mut String)) {
+    out.push('"');
+    let start = out.len();
+    write(out);
+    if out.as_bytes()[start..]
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        let raw = out.split_off(start);
+        let quoted = serde_json::to_string(&raw).expect("a string serializes");
+        out.push_str(&quoted[1..quoted.len() - 1]);
+    }
+    out.push('"');
 }
 
 /// A journal row.
@@ -1494,7 +1526,31 @@ impl Unlinked {
 #[cfg(test)]
 mod tests {
     use super::{Change, StateStore};
-    use crate::model::Side;
+    use crate::model::{Name, Side, Value};
+    use std::collections::BTreeMap;
+
+    proptest::proptest! {
+        /// A base written directly is the JSON serde writes for the map, whatever its
+        /// names and texts hold (quotes, backslashes, control characters, any Unicode),
+        /// and reads back as the map.
+        #[test]
+        fn a_base_is_written_as_serde_writes_it(
+            fields in proptest::collection::btree_map("[a-z_\"\\\\\u{0}-\u{1f}é]{0,6}", "\\PC*|[\"\\\\\u{0}-\u{1f}\u{7f}]{0,3}", 0..6),
+            number: i64,
+        ) {
+            let mut base: BTreeMap<Name, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (Name::from(k), Value::Text(v)))
+                .collect();
+            base.insert("n".into(), Value::Integer(number));
+            let written = super::encode_base(&base);
+            proptest::prop_assert_eq!(&written, &serde_json::to_string(&base).unwrap());
+            let read: BTreeMap<Name, Value> = serde_json::from_str(&written).unwrap();
+            proptest::prop_assert_eq!(read, base.clone());
+            let unsorted = base.iter().rev().map(|(k, v)| (&**k, v)).collect();
+            proptest::prop_assert_eq!(super::encode_base_fields(unsorted), written);
+        }
+    }
 
     fn create_change() -> Change {
         Change {
