@@ -353,19 +353,20 @@ impl<'a> Planner<'a> {
         let LeftBatch {
             records,
             keys,
-            pairs,
+            mut pairs,
         } = batch;
         self.partners_fetched += partners.len() as u64;
         let partners: HashMap<String, Record> =
             partners.into_iter().map(|r| (r.key.encode(), r)).collect();
         let mut unlinked = Vec::new();
         for (rec, key) in records.into_iter().zip(&keys) {
-            match pairs.get(key) {
+            // Taken out of the map: the plan takes the pair's base and marks as they are.
+            match pairs.remove(key) {
                 None => unlinked.push(self.unlinked(Side::Left, rec)),
                 Some(p) if p.tombstone.is_some() => {}
                 Some(p) => match partners.get(&p.right_key) {
                     Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
-                    None => self.plan_deleted(Side::Right, &rec, p)?,
+                    None => self.plan_deleted(Side::Right, &rec, &p)?,
                 },
             }
         }
@@ -553,14 +554,19 @@ impl<'a> Planner<'a> {
         &mut self,
         l: &Record,
         r: &Record,
-        pair: Option<&PairRow>,
+        pair: Option<PairRow>,
         matched_by: Option<&str>,
     ) -> Result<(), Error> {
         let left_key = l.key.encode();
-        let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
+        let mut state_dirty = pair.is_none();
+        let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, None);
+        if let Some(pair) = pair {
+            plan.base = pair.base;
+            plan.marks = pair.marks;
+            plan.tombstone = pair.tombstone;
+        }
         let mut sets: [Vec<(Name, Value)>; 2] = Default::default();
         let mut expects: [Vec<(Name, Value)>; 2] = Default::default();
-        let mut state_dirty = pair.is_none();
         if let Some(how) = matched_by {
             plan.state_changes.push(Change {
                 side: Side::Right,
