@@ -89,6 +89,11 @@ pub struct Transform {
 }
 
 impl Transform {
+    /// Whether `apply` returns every value as it is.
+    pub fn is_identity(&self) -> bool {
+        !(self.trim || self.lowercase || self.uppercase)
+    }
+
     pub fn apply(&self, v: Value) -> Value {
         match v {
             Value::Text(t) if self.trim || self.lowercase || self.uppercase => {

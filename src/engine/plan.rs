@@ -588,6 +588,9 @@ impl<'a> Planner<'a> {
                 self.report.quarantined += 1;
                 continue;
             }
+            if self.unchanged_as_read(u, l, r, &plan, &left_key) {
+                continue;
+            }
             let lv = self.unit_values(u, l);
             let rv = self.unit_values(u, r);
             let bv = self.base_values(u, &plan.base);
@@ -727,6 +730,49 @@ impl<'a> Planner<'a> {
             }
         }
         self.stage(plan)
+    }
+
+    /// Whether unit `unit` of a linked pair is unchanged, decided without copying a
+    /// value (most units of a steady-state run are): both records and the base hold the
+    /// same values, read as is (no transform), and there is no mark to count an echo
+    /// against and no conflict a person resolved. `decide` would say `Unchanged`;
+    /// debug builds check that it does.
+    fn unchanged_as_read(
+        &self,
+        unit: usize,
+        l: &Record,
+        r: &Record,
+        plan: &PairPlan,
+        left_key: &str,
+    ) -> bool {
+        let spec = &self.link.units[unit];
+        let unchanged = !plan.marks.contains_key(&spec.name)
+            && self
+                .conflicts
+                .get(left_key)
+                .is_none_or(|units| !units.contains_key(&spec.name))
+            && spec.fields.iter().all(|&f| {
+                let field = &self.link.fields[f];
+                let value = &l.values[f];
+                field.transform.is_identity()
+                    && r.values[f] == *value
+                    && plan.base.get(&field.name) == Some(value)
+            });
+        debug_assert!(
+            !unchanged
+                || matches!(
+                    merge::decide(
+                        &self.rule(unit),
+                        &self.unit_values(unit, l),
+                        &self.unit_values(unit, r),
+                        self.base_values(unit, &plan.base).as_deref(),
+                        self.clocks(unit, l, r),
+                    ),
+                    Decision::Unchanged
+                ),
+            "the fast path and decide disagree"
+        );
+        unchanged
     }
 
     fn count_echo(&mut self, marks: &BTreeMap<String, Mark>, unit: &str, value: &[Value]) {
