@@ -38,6 +38,15 @@ impl Row {
             .ok_or_else(|| StateError::Corrupt(format!("column {i} is NULL")))
     }
 
+    /// [`text`](Self::text) without copying it out of the row.
+    pub fn text_ref(&self, i: usize) -> Result<std::borrow::Cow<'_, str>> {
+        match self.cell(i)? {
+            Cell::Null => Err(StateError::Corrupt(format!("column {i} is NULL"))),
+            Cell::Text(t) => Ok(std::borrow::Cow::Borrowed(t)),
+            Cell::Int(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
+        }
+    }
+
     pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
         Ok(match self.cell(i)? {
             Cell::Null => None,

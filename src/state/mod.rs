@@ -769,7 +769,7 @@ impl StateStore {
 
     fn decode_pair(names: &mut std::collections::HashSet<Name>, r: &Row) -> Result<PairRow> {
         let left_key = r.text(0)?;
-        let base = decode_base(&r.text(2)?, names)
+        let base = decode_base(&r.text_ref(2)?, names)
             .map_err(|e| StateError::Corrupt(format!("base of {left_key}: {e}")))?;
         let marks = match r.opt_text(3)? {
             Some(m) => serde_json::from_str(&m)
