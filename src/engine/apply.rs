@@ -397,18 +397,20 @@ fn commit_pair(
             )?;
         }
     }
-    let row = |base: &BTreeMap<_, _>, marks: BTreeMap<String, crate::state::Mark>, tombstone| {
-        EncodedPair {
-            left_key: left_key.clone().unwrap_or_default(),
-            right_key: right_key.clone().unwrap_or_default(),
-            base: created_base
-                .clone()
-                .unwrap_or_else(|| crate::state::encode_base(base)),
-            marks: (!marks.is_empty())
-                .then(|| serde_json::to_string(&marks).expect("marks serialize")),
-            tombstone,
-        }
-    };
+    // Called once, whichever the fate: the created base is taken, not copied.
+    let mut row =
+        |base: &BTreeMap<_, _>, marks: BTreeMap<String, crate::state::Mark>, tombstone| {
+            EncodedPair {
+                left_key: left_key.clone().unwrap_or_default(),
+                right_key: right_key.clone().unwrap_or_default(),
+                base: created_base
+                    .take()
+                    .unwrap_or_else(|| crate::state::encode_base(base)),
+                marks: (!marks.is_empty())
+                    .then(|| serde_json::to_string(&marks).expect("marks serialize")),
+                tombstone,
+            }
+        };
     match plan.fate {
         Fate::Keep => puts.put(s, &link.name, row(&plan.base, plan.marks, plan.tombstone))?,
         Fate::Create(side) => {
