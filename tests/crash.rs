@@ -215,3 +215,79 @@ fn killing_a_run_at_any_point_ends_in_the_same_state() {
 fn killing_a_first_load_at_any_point_creates_nothing_twice() {
     kill_at_many_points(3000, false, 8);
 }
+
+/// A first load whose state store refuses to journal a batch (a trigger injected into
+/// the store fails the ninth batch's entry) stops there with the error, and what the
+/// target had already confirmed is committed anyway: every record written is in the id
+/// map, and no journaled batch is left `planned`. The next run creates the rest, nothing
+/// twice.
+#[test]
+fn a_first_load_whose_journal_fails_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), 500, false);
+    let state_path = dir.path().join(".syncline/state.db");
+    std::fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+    drop(syncline::state::StateStore::open(&state_path).unwrap());
+    let state = Connection::open(&state_path).unwrap();
+    state
+        .execute_batch(
+            "CREATE TRIGGER injected BEFORE INSERT ON journal
+               WHEN NEW.records IS NOT NULL AND (SELECT count(*) FROM journal WHERE records IS NOT NULL) >= 8
+             BEGIN SELECT RAISE(ABORT, 'injected journal failure'); END;",
+        )
+        .unwrap();
+
+    let out = run(dir.path());
+    assert_ne!(out.status.code(), Some(0), "the run should have failed");
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("injected journal failure"),
+        "the error is not the injected one: {stderr}"
+    );
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let right = Connection::open(dir.path().join("right.db")).unwrap();
+    let written = count(&right, "SELECT count(*) FROM customers");
+    let paired = count(&state, "SELECT count(*) FROM pairs WHERE link = 'c'");
+    // Batches of 25: eight journaled, the ninth refused; all eight went out.
+    assert_eq!(written, 8 * 25, "records written before the failure");
+    assert_eq!(
+        paired, written,
+        "a written record is missing from the id map"
+    );
+    // As `log` shows it: the eight batches' entries applied, nothing left planned.
+    let log = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .current_dir(dir.path())
+        .args(["log", "--json", "--run", "1"])
+        .output()
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_slice(&log.stdout)
+        .unwrap_or_else(|e| panic!("log --json: {e}: {}", String::from_utf8_lossy(&log.stdout)));
+    let statuses: Vec<(String, i64)> = entries["journal"]
+        .as_array()
+        .expect("log --json lists entries")
+        .iter()
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap().to_string(),
+                e["records"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![("applied".to_string(), 25); 8],
+        "the journal after the failure"
+    );
+
+    state.execute_batch("DROP TRIGGER injected").unwrap();
+    drop(state);
+    run_until_quiet(dir.path());
+    let (left, right) = snapshot(dir.path());
+    assert_eq!(right.len(), 500, "records created twice or not at all");
+    assert_eq!(left, right);
+}
