@@ -797,6 +797,9 @@ impl StateStore {
             Side::Left => ("pairs_by_left", "left_key"),
             Side::Right => ("pairs_by_right", "right_key"),
         };
+        if let Some(found) = self.pairs_in_range(link, column, keys)? {
+            return Ok(found);
+        }
         let mut out = HashMap::new();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
             let sql = self.multi_row_sql(statement, chunk.len(), |n| {
@@ -818,6 +821,52 @@ impl StateStore {
             }
         }
         Ok(out)
+    }
+
+    /// [`pairs_by`](Self::pairs_by) as one walk of the key range the keys span, in an
+    /// embedded store: a scan reads keys in the order the store sorts them (integer keys
+    /// have a sortable form), so a batch's pairs lie together and one range read replaces
+    /// a thousand index lookups. `None` when the range holds more than twice as many
+    /// pairs as keys (the system sorts its keys otherwise), and the keys are then looked
+    /// up one by one. In PostgreSQL, where text compares by collation rather than by
+    /// bytes, never.
+    fn pairs_in_range(
+        &mut self,
+        link: &str,
+        column: &str,
+        keys: &[String],
+    ) -> Result<Option<HashMap<String, PairRow>>> {
+        let (Db::Sqlite { .. }, Some(low), Some(high)) =
+            (&self.db, keys.iter().min(), keys.iter().max())
+        else {
+            return Ok(None);
+        };
+        if keys.len() < 2 {
+            return Ok(None);
+        }
+        let limit = 2 * keys.len() as i64;
+        let sql = format!(
+            "SELECT left_key, right_key, base, marks, tombstone FROM pairs
+              WHERE link = $1 AND {column} BETWEEN $2 AND $3 ORDER BY {column} LIMIT $4"
+        );
+        let rows = self.db.query(
+            &sql,
+            &[P::Text(link), P::Text(low), P::Text(high), P::Int(limit)],
+        )?;
+        if rows.len() as i64 >= limit {
+            return Ok(None);
+        }
+        let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+        let key_at = usize::from(column == "right_key");
+        let mut out = HashMap::new();
+        for r in rows {
+            let key = r.text_ref(key_at)?;
+            if wanted.contains(&*key) {
+                let key = key.into_owned();
+                out.insert(key, Self::decode_pair(&mut self.names, &r)?);
+            }
+        }
+        Ok(Some(out))
     }
 
     pub fn pair_count(&mut self, link: &str) -> Result<i64> {
@@ -1641,6 +1690,84 @@ mod tests {
             old: None,
             new: None,
             reason: "new on the left".into(),
+        }
+    }
+
+    /// Pairs are found by either side's keys whether the keys asked for lie close
+    /// together (one range read) or far apart in a range of many other pairs (the range
+    /// is refused and the keys looked up one by one), and keys without a pair are absent.
+    #[test]
+    fn pairs_are_found_by_key_whether_their_range_is_dense_or_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(&dir.path().join("s.db")).unwrap();
+        let key = |n: i64| crate::model::Key::single(Value::Integer(n)).encode();
+        let pairs: Vec<_> = (1..=100)
+            .map(|n| {
+                super::PairRow {
+                    left_key: key(n),
+                    right_key: format!("r{n}"),
+                    base: [(Name::from("f"), Value::Integer(n))].into(),
+                    marks: Default::default(),
+                    tombstone: None,
+                }
+                .encode()
+            })
+            .collect();
+        s.put_pairs("c", &pairs).unwrap();
+        s.put_pairs("other", &pairs[..10]).unwrap();
+        for wanted in [
+            vec![3, 4, 5],
+            vec![20, 21, 23, 24],
+            vec![3, 4, 5, 200],
+            vec![1, 100],
+            vec![7],
+            vec![50, 10, 99, 1],
+            vec![0, 101],
+        ] {
+            let expected: Vec<i64> = wanted
+                .iter()
+                .copied()
+                .filter(|n| (1..=100).contains(n))
+                .collect();
+            for side in [Side::Left, Side::Right] {
+                let keys: Vec<String> = wanted
+                    .iter()
+                    .map(|&n| {
+                        if side == Side::Left {
+                            key(n)
+                        } else {
+                            format!("r{n}")
+                        }
+                    })
+                    .collect();
+                let found = s.pairs_by("c", side, &keys).unwrap();
+                let mut got: Vec<(i64, String, String)> = found
+                    .iter()
+                    .map(|(k, p)| {
+                        let Some(Value::Integer(n)) = p.base.get("f") else {
+                            panic!("base of {k}")
+                        };
+                        (*n, k.clone(), p.right_key.clone())
+                    })
+                    .collect();
+                got.sort();
+                let mut want: Vec<(i64, String, String)> = expected
+                    .iter()
+                    .map(|&n| {
+                        (
+                            n,
+                            if side == Side::Left {
+                                key(n)
+                            } else {
+                                format!("r{n}")
+                            },
+                            format!("r{n}"),
+                        )
+                    })
+                    .collect();
+                want.sort();
+                assert_eq!(got, want, "{side} keys {wanted:?}");
+            }
         }
     }
 
