@@ -320,12 +320,10 @@ fn commit_pair(
     run_seq: i64,
     report: &mut LinkReport,
     mut plan: PairPlan,
-    (outcomes, created_base): ([Option<WriteOutcome>; 2], Option<String>),
+    (outcomes, mut created_base): ([Option<WriteOutcome>; 2], Option<String>),
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
     let (mut left_key, mut right_key) = at.keys.clone();
-    let mut created_base = created_base;
-
     let mut all_confirmed = true;
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;
@@ -338,8 +336,6 @@ fn commit_pair(
                     Side::Left => left_key = Some(k.encode()),
                     Side::Right => right_key = Some(k.encode()),
                 }
-                // The create's values are the base, encoded already (see `write_out`).
-                created_base.get_or_insert_with(|| "{}".into());
                 "applied"
             }
             WriteOutcome::Applied => {
@@ -397,22 +393,19 @@ fn commit_pair(
             )?;
         }
     }
-    // Called once, whichever the fate: the created base is taken, not copied.
-    let mut row =
-        |base: &BTreeMap<_, _>, marks: BTreeMap<String, crate::state::Mark>, tombstone| {
-            EncodedPair {
-                left_key: left_key.clone().unwrap_or_default(),
-                right_key: right_key.clone().unwrap_or_default(),
-                base: created_base
-                    .take()
-                    .unwrap_or_else(|| crate::state::encode_base(base)),
-                marks: (!marks.is_empty())
-                    .then(|| serde_json::to_string(&marks).expect("marks serialize")),
-                tombstone,
-            }
-        };
+    // Called once, whichever the fate. A created record's base is the one its create
+    // sent, encoded already (see `write_out`), and is taken, not copied.
+    let mut row = |base: &BTreeMap<_, _>, marks: &BTreeMap<_, _>, tombstone| EncodedPair {
+        left_key: left_key.clone().unwrap_or_default(),
+        right_key: right_key.clone().unwrap_or_default(),
+        base: created_base
+            .take()
+            .unwrap_or_else(|| crate::state::encode_base(base)),
+        marks: crate::state::encode_marks(marks),
+        tombstone,
+    };
     match plan.fate {
-        Fate::Keep => puts.put(s, &link.name, row(&plan.base, plan.marks, plan.tombstone))?,
+        Fate::Keep => puts.put(s, &link.name, row(&plan.base, &plan.marks, plan.tombstone))?,
         Fate::Create(side) => {
             if !all_confirmed {
                 return Ok(());
@@ -422,7 +415,7 @@ fn commit_pair(
                 puts.flush(s, &link.name)?;
                 s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
             }
-            puts.put(s, &link.name, row(&plan.base, Default::default(), None))?;
+            puts.put(s, &link.name, row(&plan.base, &BTreeMap::new(), None))?;
         }
         Fate::Delete(_) => {
             if all_confirmed {
@@ -432,7 +425,11 @@ fn commit_pair(
         }
         Fate::Tombstone { deleted_on } => {
             if all_confirmed {
-                puts.put(s, &link.name, row(&plan.base, plan.marks, Some(deleted_on)))?;
+                puts.put(
+                    s,
+                    &link.name,
+                    row(&plan.base, &plan.marks, Some(deleted_on)),
+                )?;
             }
         }
         Fate::Forget => {

@@ -58,20 +58,23 @@ impl PairPlan {
         left_key: Option<Key>,
         right_key: Option<Key>,
         fate: Fate,
-        pair: Option<&PairRow>,
+        pair: Option<PairRow>,
     ) -> PairPlan {
+        // The plan takes the pair's base and marks as they are: it replaces the pair.
+        let (base, marks, tombstone) =
+            pair.map_or_else(Default::default, |p| (p.base, p.marks, p.tombstone));
         PairPlan {
             left_key,
             right_key,
             fate,
             writes: [None, None],
-            base: pair.map(|p| p.base.clone()).unwrap_or_default(),
+            base,
             base_if: Default::default(),
-            marks: pair.map(|p| p.marks.clone()).unwrap_or_default(),
+            marks,
             marks_if: Default::default(),
             changes: Default::default(),
             state_changes: Vec::new(),
-            tombstone: pair.and_then(|p| p.tombstone),
+            tombstone,
         }
     }
 }
@@ -366,7 +369,7 @@ impl<'a> Planner<'a> {
                 Some(p) if p.tombstone.is_some() => {}
                 Some(p) => match partners.get(&p.right_key) {
                     Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
-                    None => self.plan_deleted(Side::Right, &rec, &p)?,
+                    None => self.plan_deleted(Side::Right, &rec, p)?,
                 },
             }
         }
@@ -386,12 +389,12 @@ impl<'a> Planner<'a> {
                 None => unlinked.push(self.unlinked(Side::Right, rec)),
                 Some(link) if link.tombstoned || link.left_seen => {}
                 Some(_) => {
-                    let pair = self.state.pairs_by(
+                    let mut pair = self.state.pairs_by(
                         &self.link.name,
                         Side::Right,
                         std::slice::from_ref(key),
                     )?;
-                    if let Some(p) = pair.get(key) {
+                    if let Some(p) = pair.remove(key) {
                         self.plan_deleted(Side::Left, &rec, p)?;
                     }
                 }
@@ -559,12 +562,7 @@ impl<'a> Planner<'a> {
     ) -> Result<(), Error> {
         let left_key = l.key.encode();
         let mut state_dirty = pair.is_none();
-        let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, None);
-        if let Some(pair) = pair {
-            plan.base = pair.base;
-            plan.marks = pair.marks;
-            plan.tombstone = pair.tombstone;
-        }
+        let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
         let mut sets: [Vec<(Name, Value)>; 2] = Default::default();
         let mut expects: [Vec<(Name, Value)>; 2] = Default::default();
         if let Some(how) = matched_by {
@@ -848,16 +846,15 @@ impl<'a> Planner<'a> {
         // decides them by the owner rule instead of reading the default as an edit.
         // Sized once for the fields and an external id: collecting through the filter
         // would grow it twice per record.
-        let mut sent = Vec::with_capacity(self.link.fields.len() + 1);
+        let mut sent: Vec<(Name, Value)> = Vec::with_capacity(self.link.fields.len() + 1);
         for (i, (f, v)) in self.link.fields.iter().zip(values).enumerate() {
             let v = f.transform.apply(v);
             if v != Value::Null {
                 sent.push((self.link.field_column(i, to).clone(), v));
             }
         }
-        let mut values: Vec<(Name, Value)> = sent;
         if let Some(col) = self.link.external_ref(to) {
-            values.push((col.into(), Value::Text(key.display_text())));
+            sent.push((col.into(), Value::Text(key.display_text())));
         }
         let (left_key, right_key) = match from {
             Side::Left => (Some(key), None),
@@ -865,7 +862,7 @@ impl<'a> Planner<'a> {
         };
         // Nothing of a replaced pair carries over (the commit writes the pair afresh),
         // and the base is what the create sends: the commit takes it from the write once
-        // the record exists (see `created_base`), instead of the plan carrying a copy.
+        // the record exists (see `apply::write_out`), instead of the plan carrying a copy.
         let mut plan = PairPlan::new(left_key, right_key, Fate::Create(to), None);
         plan.changes[side_index(to)].push(Change {
             side: to,
@@ -881,7 +878,7 @@ impl<'a> Planner<'a> {
                 },
             },
         });
-        plan.writes[side_index(to)] = Some(Write::Create { values });
+        plan.writes[side_index(to)] = Some(Write::Create { values: sent });
         self.report.direction(to).created += 1;
         self.stage(plan)
     }
@@ -891,7 +888,7 @@ impl<'a> Planner<'a> {
         &mut self,
         deleted_on: Side,
         survivor: &Record,
-        pair: &PairRow,
+        pair: PairRow,
     ) -> Result<(), Error> {
         let on = deleted_on.other();
         let survivor_key = survivor.key.encode();
@@ -902,7 +899,7 @@ impl<'a> Planner<'a> {
             match self.link.delete_vs_edit {
                 DeleteVsEdit::DeleteWins => rule,
                 DeleteVsEdit::EditWins => {
-                    return self.plan_create(on, survivor.clone(), Some(pair));
+                    return self.plan_create(on, survivor.clone(), Some(&pair));
                 }
                 DeleteVsEdit::Hold => {
                     return self.quarantine(on, &survivor_key, "", "delete_vs_edit", format!(

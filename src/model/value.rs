@@ -415,16 +415,6 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// [`Value::encode`]'s form, written straight into whatever formats it (a key, a
-/// string) rather than into a string of its own first.
-struct Encoded<'a>(&'a Value);
-
-impl fmt::Display for Encoded<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.write_encoded(f)
-    }
-}
-
 impl Value {
     /// Writes [`encode`](Self::encode)'s form: a tag letter, then the value. Text-like
     /// values are written as they are, without a trip through `format_args!`.
@@ -511,7 +501,7 @@ impl fmt::Display for EncodedKey<'_> {
             match v {
                 // Integer parts sort as their numbers: see `write_sortable_integer`.
                 Value::Integer(n) => write_sortable_integer(f, *n)?,
-                other => write!(Escaping(f), "{}", Encoded(other))?,
+                other => other.write_encoded(&mut Escaping(f))?,
             }
         }
         Ok(())

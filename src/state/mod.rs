@@ -113,11 +113,15 @@ impl PairRow {
             left_key: self.left_key.clone(),
             right_key: self.right_key.clone(),
             base: encode_base(&self.base),
-            marks: (!self.marks.is_empty())
-                .then(|| serde_json::to_string(&self.marks).expect("marks serialize")),
+            marks: encode_marks(&self.marks),
             tombstone: self.tombstone,
         }
     }
+}
+
+/// Marks as the store keeps them: a JSON object of unit → mark, or NULL when none.
+pub fn encode_marks(marks: &BTreeMap<String, Mark>) -> Option<String> {
+    (!marks.is_empty()).then(|| serde_json::to_string(marks).expect("marks serialize"))
 }
 
 /// A base as the store keeps it: a JSON object of field name → encoded value.
@@ -797,7 +801,7 @@ impl StateStore {
             Side::Left => ("pairs_by_left", "left_key"),
             Side::Right => ("pairs_by_right", "right_key"),
         };
-        if let Some(found) = self.pairs_in_range(link, column, keys)? {
+        if let Some(found) = self.pairs_in_range(link, side, keys)? {
             return Ok(found);
         }
         let mut out = HashMap::new();
@@ -833,7 +837,7 @@ impl StateStore {
     fn pairs_in_range(
         &mut self,
         link: &str,
-        column: &str,
+        side: Side,
         keys: &[String],
     ) -> Result<Option<HashMap<String, PairRow>>> {
         let (Db::Sqlite { .. }, Some(low), Some(high)) =
@@ -845,6 +849,11 @@ impl StateStore {
             return Ok(None);
         }
         let limit = 2 * keys.len() as i64;
+        // The key's column, and its place among the selected ones.
+        let (column, key_at) = match side {
+            Side::Left => ("left_key", 0),
+            Side::Right => ("right_key", 1),
+        };
         let sql = format!(
             "SELECT left_key, right_key, base, marks, tombstone FROM pairs
               WHERE link = $1 AND {column} BETWEEN $2 AND $3 ORDER BY {column} LIMIT $4"
@@ -857,7 +866,6 @@ impl StateStore {
             return Ok(None);
         }
         let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
-        let key_at = usize::from(column == "right_key");
         let mut out = HashMap::new();
         for r in rows {
             let key = r.text_ref(key_at)?;
@@ -1730,16 +1738,11 @@ mod tests {
                 .filter(|n| (1..=100).contains(n))
                 .collect();
             for side in [Side::Left, Side::Right] {
-                let keys: Vec<String> = wanted
-                    .iter()
-                    .map(|&n| {
-                        if side == Side::Left {
-                            key(n)
-                        } else {
-                            format!("r{n}")
-                        }
-                    })
-                    .collect();
+                let side_key = |n: i64| match side {
+                    Side::Left => key(n),
+                    Side::Right => format!("r{n}"),
+                };
+                let keys: Vec<String> = wanted.iter().map(|&n| side_key(n)).collect();
                 let found = s.pairs_by("c", side, &keys).unwrap();
                 let mut got: Vec<(i64, String, String)> = found
                     .iter()
@@ -1753,17 +1756,7 @@ mod tests {
                 got.sort();
                 let mut want: Vec<(i64, String, String)> = expected
                     .iter()
-                    .map(|&n| {
-                        (
-                            n,
-                            if side == Side::Left {
-                                key(n)
-                            } else {
-                                format!("r{n}")
-                            },
-                            format!("r{n}"),
-                        )
-                    })
+                    .map(|&n| (n, side_key(n), format!("r{n}")))
                     .collect();
                 want.sort();
                 assert_eq!(got, want, "{side} keys {wanted:?}");
