@@ -57,7 +57,12 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy', 'ab'),
            (2, NULL, NULL, -0.01, NULL, 'NaN', '', NULL, false, '0001-01-01', NULL, '1970-01-01 00:00:00+00',
             'null', NULL, NULL, '\\x', 'sad', NULL),
-           (3, 0, 0, 0, 1e-20, 1e300, E'tab\\tnew\\nline\\rcr\\\\back\\x01\\bbell', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'abcd');"
+           (3, 0, 0, 0, 1e-20, 1e300, E'tab\\tnew\\nline\\rcr\\\\back\\x01\\bbell', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'abcd'),
+           (4, 2147483647, -32768, -9999999999.99, -0.000000000000000000001, -1e-300, 'x', 'y', true, '1999-12-31',
+            '1999-12-31 23:59:59.999999', '1969-07-20 20:17:40.000001+00', '{{}}', '{{}}', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12',
+            '\\x', 'ok', 'abc'),
+           (5, NULL, NULL, 10000.00, 100000000, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+           (6, NULL, NULL, 0.10, 12345.6789012345678900, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
     ))
     .unwrap();
     let f = fixture(
@@ -67,11 +72,15 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
         ),
     );
     let r = f.run();
-    assert_eq!(r.links[0].to_right.created, 3, "{:?}", r.links[0]);
+    assert_eq!(r.links[0].to_right.created, 6, "{:?}", r.links[0]);
     assert_eq!(r.links[0].to_right.rejected, 0);
-    // Every column, as PostgreSQL prints it, is identical on both sides.
+    // Every column, as PostgreSQL prints it, is identical on both sides; `json` as the
+    // same document (its spacing is not kept: values are JSON documents, see README).
     let dump = |table: &str, c: &mut postgres::Client| -> Vec<String> {
-        c.query(&format!("SELECT t::text FROM {table} t ORDER BY id"), &[])
+        c.query(
+            &format!("SELECT (id, i, s, n, big, f, t, v, b, d, ts, tz, j, js::jsonb, u, by, m, ch)::text FROM {table} ORDER BY id"),
+            &[],
+        )
             .unwrap()
             .iter()
             .map(|r| r.get(0))
@@ -84,6 +93,50 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
     assert_eq!(f.run().links[0].to_right.updated, 1);
     assert_eq!(dump("src", &mut c), dump("billing.dst", &mut c));
     assert_eq!(writes(&f.run()), 0);
+}
+
+/// Text from SQLite into typed PostgreSQL columns: creates whose values are not already of
+/// the column's type go as `COPY` text, where PostgreSQL casts them; exact all the same.
+#[test]
+fn sqlite_text_fills_typed_postgres_columns_exactly() {
+    let Some(db) = pg() else { return };
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "SET TimeZone = 'UTC';
+         CREATE TABLE orders (id bigint PRIMARY KEY, placed date, at timestamptz, total numeric(12,2), ref uuid, note varchar(10));",
+    )
+    .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.shop]\nkind = \"sqlite\"\npath = \"shop.db\"\n[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            db.url
+        ),
+        "[links.o]\nleft = \"shop.orders\"\nright = \"crm.orders\"\n[links.o.fields]\nid = {}\nplaced = {}\nat = {}\ntotal = {}\nref = {}\nnote = {}\n",
+    );
+    let shop = rusqlite::Connection::open(f.path().join("shop.db")).unwrap();
+    shop.execute_batch(
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, placed TEXT, at TEXT, total TEXT, ref TEXT, note TEXT);
+         INSERT INTO orders VALUES
+           (1, '2026-02-28', '2026-11-26T10:00:00.25Z', '12.5', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 'plain'),
+           (2, '1999-12-31', '1999-12-31 23:00:00+01:00', '-0.01', 'a0eebc999c0b4ef8bb6d6bb9bd380a12', '');",
+    )
+    .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.created, 2, "{:?}", r.links[0]);
+    let rows: Vec<String> = c
+        .query("SELECT o::text FROM orders o ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "(1,2026-02-28,\"2026-11-26 10:00:00.25+00\",12.50,a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,plain)",
+            "(2,1999-12-31,\"1999-12-31 22:00:00+00\",-0.01,a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12,\"\")",
+        ]
+    );
+    assert_eq!(writes(&f.run()), 0, "a second run must write nothing");
 }
 
 #[test]

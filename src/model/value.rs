@@ -70,7 +70,20 @@ impl PartialEq for Value {
                 serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v == *j)
             }
             (Uuid(a), Uuid(b)) => a == b,
-            (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => t.trim().eq_ignore_ascii_case(u),
+            // Any form a uuid column accepts (braces, hyphens or none, any case) is the
+            // same uuid: compared by its hex digits.
+            (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => {
+                let digits = |s: &str| {
+                    s.trim()
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .bytes()
+                        .filter(|&b| b != b'-')
+                        .map(|b| b.to_ascii_lowercase())
+                        .collect::<Vec<u8>>()
+                };
+                digits(t) == digits(u)
+            }
             _ => false,
         }
     }
@@ -817,6 +830,14 @@ mod tests {
         assert_eq!(
             Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
             Value::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())
+        );
+        assert_eq!(
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Text("{a0eebc999c0b4ef8bb6d6bb9bd380a11}".into())
+        );
+        assert_ne!(
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12".into())
         );
         assert_ne!(Value::Null, Value::Text(String::new()));
     }

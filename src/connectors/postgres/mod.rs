@@ -5,7 +5,10 @@
 //! type. That keeps numeric, timestamps, uuid, json and enums exact without a binary
 //! codec per type, and one code path handles every type PostgreSQL can cast from text.
 //! The session runs with `TimeZone = UTC` and ISO dates so the text forms are stable.
+//! Bulk creates are the exception: `COPY`'s binary format, for values that have an exact
+//! binary form in their column (see [`binary`]); text for the rest.
 
+mod binary;
 pub(crate) mod tls;
 mod types;
 
@@ -71,6 +74,24 @@ fn copy_escape(out: &mut Vec<u8>, text: &str) {
             _ => out.push(b),
         }
     }
+}
+
+/// Rows in `COPY`'s text format.
+fn copy_text_rows(chunk: &[&Vec<(Name, Value)>]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(chunk.len() * 128);
+    for values in chunk {
+        for (i, (_, v)) in values.iter().enumerate() {
+            if i > 0 {
+                data.push(b'\t');
+            }
+            match v.sql_text() {
+                None => data.extend_from_slice(b"\\N"),
+                Some(text) => copy_escape(&mut data, &text),
+            }
+        }
+        data.push(b'\n');
+    }
+    data
 }
 
 /// The select list of a `COPY` scan. `COPY` prints each value with its type's output
@@ -304,7 +325,8 @@ impl PostgresConnector {
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typname::text,
                         format_type(a.atttypid, NULL), COALESCE(i.indisprimary, false),
                         EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
-                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum)
+                                  AND u.indnatts = 1 AND u.indkey[0] = a.attnum),
+                        t.typtype = 'e'
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -327,6 +349,9 @@ impl PostgresConnector {
                     r.get(5),
                 );
                 c.unique = r.get(6);
+                if r.get::<_, bool>(7) {
+                    c.binary = binary::BinaryForm::of(&c.type_name, true);
+                }
                 c
             })
             .collect();
@@ -394,29 +419,30 @@ impl PostgresConnector {
             .map_or("text", |c| c.cast_type.as_str())
     }
 
-    /// Bulk creates through `COPY … FROM STDIN` (text format): the fastest way in, used
-    /// when the new rows' keys are among the values sent (see [`copy_key`]).
+    /// Bulk creates through `COPY … FROM STDIN`: the fastest way in, used when the new
+    /// rows' keys are among the values sent (see [`copy_key`]). In the binary format when
+    /// every value has an exact binary form in its column (see [`binary`]), else as text.
     fn copy_creates(
         tx: &mut postgres::Transaction<'_>,
         table: &str,
+        all: &[PgColumn],
         cols: &[&str],
         chunk: &[&Vec<(Name, Value)>],
     ) -> Result<(), postgres::Error> {
         use std::io::Write as _;
-        let mut data = Vec::with_capacity(chunk.len() * 128);
-        for values in chunk {
-            for (i, (_, v)) in values.iter().enumerate() {
-                if i > 0 {
-                    data.push(b'\t');
-                }
-                match v.sql_text() {
-                    None => data.extend_from_slice(b"\\N"),
-                    Some(text) => copy_escape(&mut data, &text),
-                }
-            }
-            data.push(b'\n');
-        }
-        let sql = format!("COPY {table} ({}) FROM STDIN", quote_list(cols, quote));
+        let columns: Option<Vec<&PgColumn>> = cols
+            .iter()
+            .map(|c| all.iter().find(|col| col.name == *c))
+            .collect();
+        let (data, format) = match columns.and_then(|columns| binary::encode_rows(&columns, chunk))
+        {
+            Some(data) => (data, " (FORMAT binary)"),
+            None => (copy_text_rows(chunk), ""),
+        };
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN{format}",
+            quote_list(cols, quote)
+        );
         let mut writer = tx.copy_in(sql.as_str())?;
         // A failed write means the connection broke; `finish` reports it as the error.
         let _ = writer.write_all(&data);
@@ -610,17 +636,19 @@ impl PostgresConnector {
             }
             tx.batch_execute("SAVEPOINT chunk").map_err(retry)?;
             let bulk = match copy_key(&all, spec, &cols) {
-                Some(key_at) => Self::copy_creates(&mut tx, &table, &cols, &chunk).map(|()| {
-                    chunk
-                        .iter()
-                        .map(|values| {
-                            Key(key_at
-                                .iter()
-                                .map(|&(at, kind)| kind.parse(values[at].1.to_sql_text()))
-                                .collect())
-                        })
-                        .collect()
-                }),
+                Some(key_at) => {
+                    Self::copy_creates(&mut tx, &table, &all, &cols, &chunk).map(|()| {
+                        chunk
+                            .iter()
+                            .map(|values| {
+                                Key(key_at
+                                    .iter()
+                                    .map(|&(at, kind)| kind.parse(values[at].1.to_sql_text()))
+                                    .collect())
+                            })
+                            .collect()
+                    })
+                }
                 None => Self::insert_creates(&mut tx, &table, &all, spec, &key_text, &cols, &chunk),
             };
             match bulk {

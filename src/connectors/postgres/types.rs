@@ -1,5 +1,6 @@
 //! PostgreSQL catalog types → how their text form becomes a [`Value`].
 
+use super::binary::BinaryForm;
 use crate::model::Value;
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz, unhex};
 
@@ -28,6 +29,8 @@ pub struct PgColumn {
     /// to, so that the column's own limits apply on assignment and are not cut to fit.
     pub cast_type: String,
     pub kind: PgKind,
+    /// How bulk creates write this column's values in `COPY`'s binary format.
+    pub binary: BinaryForm,
     pub not_null: bool,
     pub primary_key: bool,
     pub unique: bool,
@@ -42,6 +45,7 @@ impl PgColumn {
         cast_type: String,
         primary_key: bool,
     ) -> PgColumn {
+        let binary = BinaryForm::of(&typname, false);
         let kind = match typname.as_str() {
             "int2" | "int4" | "int8" | "oid" => PgKind::Int,
             "float4" | "float8" => PgKind::Float,
@@ -60,6 +64,7 @@ impl PgColumn {
             cast_type,
             type_name,
             kind,
+            binary,
             not_null,
             primary_key,
             unique: false,
