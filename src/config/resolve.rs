@@ -185,6 +185,13 @@ pub struct LinkSpec {
     pub batch_size: usize,
 }
 
+/// Records per read batch and per write transaction. Each batch pays fixed costs: a
+/// commit on the receiving system (a SQLite database fsyncs four times), one on the state
+/// store, a `COPY` set up on PostgreSQL — about 3 ms a batch here. At 1,000 they were a
+/// third of a 1M-row first load; at 5,000 a first load is 25–30% faster, and peak memory
+/// (a few batches in flight) stays near 70 MB for a 7-column table.
+pub const DEFAULT_BATCH_SIZE: usize = 5000;
+
 impl LinkSpec {
     /// The policy that decides a unit's two-sided changes. Without one it is `manual`:
     /// nothing is overwritten until a person says how.
@@ -665,7 +672,7 @@ fn resolve_link(
         }
     };
     let batch_size = match &raw.batch_size {
-        None => 1000,
+        None => DEFAULT_BATCH_SIZE,
         Some(b) if (1..=1_000_000).contains(b.get_ref()) => *b.get_ref() as usize,
         Some(b) => {
             return Err(err(
