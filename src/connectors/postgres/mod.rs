@@ -128,11 +128,19 @@ fn copy_line_record(line: &[u8], cols: &[PgColumn], key_len: usize) -> Result<Re
                 cols.len()
             )
         })?;
-        let text = match field {
-            b"\\N" => None,
-            _ => Some(copy_unescape(field).map_err(|why| format!("column `{}`: {why}", col.name))?),
+        let bad = |why: String| format!("column `{}`: {why}", col.name);
+        let value = match field {
+            b"\\N" => Value::Null,
+            // Numbers and times without escapes are read in place: no copy to drop.
+            _ if col.kind.is_scalar() && !field.contains(&b'\\') => {
+                let text = std::str::from_utf8(field).map_err(|e| bad(e.to_string()))?;
+                col.kind
+                    .parse_scalar(text)
+                    .unwrap_or_else(|| Value::Text(text.to_owned()))
+            }
+            _ => col.kind.parse(Some(copy_unescape(field).map_err(bad)?)),
         };
-        values.push(col.kind.parse(text));
+        values.push(value);
     }
     if fields.next().is_some() {
         return Err(format!(

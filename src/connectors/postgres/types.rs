@@ -86,30 +86,53 @@ impl PgKind {
     pub fn parse(self, text: Option<String>) -> Value {
         let Some(t) = text else { return Value::Null };
         let typed = match self {
+            PgKind::Numeric => return Value::Numeric(t),
+            PgKind::Json => serde_json::from_str(&t).ok().map(Value::Json),
+            PgKind::Uuid => Some(Value::Uuid(t.to_lowercase())),
+            PgKind::Bytea => t.strip_prefix("\\x").and_then(unhex).map(Value::Blob),
+            PgKind::Text => None,
+            _ => self.parse_scalar(&t),
+        };
+        typed.unwrap_or(Value::Text(t))
+    }
+
+    /// Whether [`parse_scalar`](Self::parse_scalar) reads this kind: a value that owns no
+    /// text, read without copying the field.
+    pub fn is_scalar(self) -> bool {
+        matches!(
+            self,
+            PgKind::Int
+                | PgKind::Float
+                | PgKind::Bool
+                | PgKind::Date
+                | PgKind::Timestamp
+                | PgKind::TimestampTz
+        )
+    }
+
+    /// A scalar kind's value from its text; `None` for a form we cannot read (kept as text
+    /// by the caller) or a kind that is not scalar.
+    pub fn parse_scalar(self, t: &str) -> Option<Value> {
+        match self {
             PgKind::Int => t.parse().ok().map(Value::Integer),
-            PgKind::Float => match t.as_str() {
+            PgKind::Float => match t {
                 "NaN" => Some(Value::Real(f64::NAN)),
                 "Infinity" => Some(Value::Real(f64::INFINITY)),
                 "-Infinity" => Some(Value::Real(f64::NEG_INFINITY)),
                 _ => t.parse().ok().map(Value::Real),
             },
-            PgKind::Numeric => Some(Value::Numeric(t.clone())),
-            PgKind::Bool => match t.as_str() {
+            PgKind::Bool => match t {
                 "t" | "true" => Some(Value::Bool(true)),
                 "f" | "false" => Some(Value::Bool(false)),
                 _ => None,
             },
-            PgKind::Date => chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+            PgKind::Date => chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
                 .ok()
                 .map(Value::Date),
-            PgKind::Timestamp => parse_naive_timestamp(&t).map(Value::Timestamp),
-            PgKind::TimestampTz => parse_timestamptz(&t).map(Value::TimestampTz),
-            PgKind::Json => serde_json::from_str(&t).ok().map(Value::Json),
-            PgKind::Uuid => Some(Value::Uuid(t.to_lowercase())),
-            PgKind::Bytea => t.strip_prefix("\\x").and_then(unhex).map(Value::Blob),
-            PgKind::Text => None,
-        };
-        typed.unwrap_or(Value::Text(t))
+            PgKind::Timestamp => parse_naive_timestamp(t).map(Value::Timestamp),
+            PgKind::TimestampTz => parse_timestamptz(t).map(Value::TimestampTz),
+            _ => None,
+        }
     }
 }
 
