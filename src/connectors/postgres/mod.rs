@@ -622,6 +622,11 @@ impl PostgresConnector {
             let cols: Vec<&str> = values.iter().map(|(c, _)| &**c).collect();
             // Values the columns cannot hold exactly are refused here, by name, since
             // PostgreSQL would round them silently.
+            // The run's creates all send these columns: looked up once, not per value.
+            let run_columns: Vec<Option<&PgColumn>> = cols
+                .iter()
+                .map(|c| all.iter().find(|col| col.name == *c))
+                .collect();
             let mut positions = Vec::new();
             let mut chunk: Vec<&Vec<(Name, Value)>> = Vec::new();
             for (n, w) in writes.iter().enumerate().take(j).skip(i) {
@@ -630,7 +635,8 @@ impl PostgresConnector {
                 };
                 match values
                     .iter()
-                    .try_for_each(|(c, v)| types::check_fits(&all, c, v))
+                    .zip(&run_columns)
+                    .try_for_each(|((c, v), col)| types::check_fits_in(*col, c, v))
                 {
                     Ok(()) => {
                         positions.push(n);
@@ -651,7 +657,11 @@ impl PostgresConnector {
                             .map(|values| {
                                 Key(key_at
                                     .iter()
-                                    .map(|&(at, kind)| kind.parse(values[at].1.to_sql_text()))
+                                    .map(|&(at, kind)| match &values[at].1 {
+                                        // The key as the column holds it, as a scan reads it.
+                                        v @ Value::Integer(_) if kind == PgKind::Int => v.clone(),
+                                        v => kind.parse(v.to_sql_text()),
+                                    })
                                     .collect())
                             })
                             .collect()

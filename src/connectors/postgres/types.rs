@@ -139,7 +139,12 @@ impl PgKind {
 /// Whether `value` fits column `column` without PostgreSQL rounding it: a numeric(p,s)
 /// rounds extra decimals silently, which would be a lost digit and a loop.
 pub fn check_fits(all: &[PgColumn], column: &str, value: &Value) -> Result<(), String> {
-    let Some(col) = all.iter().find(|c| c.name == column) else {
+    check_fits_in(all.iter().find(|c| c.name == column), column, value)
+}
+
+/// [`check_fits`] with the column already looked up (`None`: not in the table).
+pub fn check_fits_in(col: Option<&PgColumn>, column: &str, value: &Value) -> Result<(), String> {
+    let Some(col) = col else {
         return Ok(());
     };
     if col.kind != PgKind::Numeric {
