@@ -322,10 +322,53 @@ fn decode_base(
             d.deserialize_str(Text)
         }
     }
+    if let Some(base) = decode_plain_base(text, names) {
+        return Ok(base);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let base = Base(names).deserialize(&mut de)?;
     de.end()?;
     Ok(base)
+}
+
+/// [`decode_base`] without serde for the common base: no escaped character anywhere
+/// (`write_base` escapes only quotes, backslashes and control characters) and no space,
+/// as syncline writes it — then every string runs to the next quote. Reading pairs is
+/// most of a steady-state cycle, and serde's map machinery was most of reading a pair.
+/// `None` for anything else, which serde reads (and names, if it is broken).
+fn decode_plain_base(
+    text: &str,
+    names: &mut std::collections::HashSet<Name>,
+) -> Option<BTreeMap<Name, Value>> {
+    if text.contains('\\') {
+        return None;
+    }
+    let mut rest = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut base = BTreeMap::new();
+    // A quoted string at the start of `rest`, and what follows it.
+    fn quoted(rest: &str) -> Option<(&str, &str)> {
+        rest.strip_prefix('"')?.split_once('"')
+    }
+    while !rest.is_empty() {
+        let (name, after) = quoted(rest)?;
+        let (encoded, after) = quoted(after.strip_prefix(':')?)?;
+        rest = match after.strip_prefix(',') {
+            Some(more) if !more.is_empty() => more,
+            Some(_) => return None,
+            None if after.is_empty() => after,
+            None => return None,
+        };
+        let name = match names.get(name) {
+            Some(known) => known.clone(),
+            None => {
+                let new = Name::from(name);
+                names.insert(new.clone());
+                new
+            }
+        };
+        base.insert(name, Value::decode(encoded).ok()?);
+    }
+    Some(base)
 }
 
 fn enc_values(vs: &[Value]) -> String {
@@ -1688,6 +1731,29 @@ mod tests {
             let unsorted = base.iter().rev().map(|(k, v)| (&**k, v)).collect();
             proptest::prop_assert_eq!(super::encode_base_fields(unsorted), written);
         }
+    }
+
+    /// The fast read of a base takes only what syncline writes; anything else goes to
+    /// serde, which reads what is valid JSON and refuses the rest.
+    #[test]
+    fn a_base_syncline_did_not_write_is_read_by_serde() {
+        let mut names = std::collections::HashSet::new();
+        let plain = super::decode_plain_base(r#"{"a":"I1","b":"Tx"}"#, &mut names).unwrap();
+        assert_eq!(plain.len(), 2);
+        for other in [
+            r#"{ "a": "I1" }"#,
+            r#"{"a":"T\"q"}"#,
+            r#"{"a":"I1",}"#,
+            r#"{"a":""}"#,
+            "[]",
+            "",
+        ] {
+            assert_eq!(super::decode_plain_base(other, &mut names), None, "{other}");
+        }
+        let spaced = super::decode_base(r#"{ "a": "I1" }"#, &mut names).unwrap();
+        assert_eq!(spaced.get("a"), Some(&Value::Integer(1)));
+        assert!(super::decode_base(r#"{"a":"I1",}"#, &mut names).is_err());
+        assert_eq!(super::decode_base("{}", &mut names).unwrap().len(), 0);
     }
 
     fn create_change() -> Change {
