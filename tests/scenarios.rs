@@ -814,3 +814,51 @@ fn a_created_record_s_base_is_what_its_create_sent() {
     assert_eq!((r.links[0].to_left.updated, r.links[0].conflicts), (1, 0));
     assert_eq!(writes(&f.run()), 0);
 }
+
+/// Wide rows: a scan's batch ends once its records weigh `BATCH_BYTES`, before
+/// `batch_size` rows, so the few batches in memory are bounded in bytes, not only in
+/// rows. The journal shows the batches: a first load journals each one's creates as one
+/// entry with its record count.
+#[test]
+fn wide_rows_are_read_in_batches_bounded_in_bytes() {
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nnotes = {}"),
+    );
+    let wide = "x".repeat(1 << 20);
+    for i in 0..20 {
+        f.left
+            .execute(
+                "INSERT INTO contacts (email, notes) VALUES (?1, ?2)",
+                rusqlite::params![format!("w{i}@x.org"), wide],
+            )
+            .unwrap();
+    }
+    assert_eq!(f.run().links[0].to_right.created, 20);
+    let log = support::syncline(f.path())
+        .args(["log", "--json", "--run", "1"])
+        .output()
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    let batches: Vec<i64> = entries["journal"]
+        .as_array()
+        .expect("log --json lists entries")
+        .iter()
+        .filter(|e| e["op"] == "create")
+        .map(|e| e["records"].as_i64().unwrap_or(1))
+        .collect();
+    let per_batch = (syncline::connectors::BATCH_BYTES >> 20) as i64;
+    assert_eq!(batches.iter().sum::<i64>(), 20, "{batches:?}");
+    assert!(
+        batches.len() >= 3 && batches.iter().all(|&n| n <= per_batch),
+        "batches of at most {per_batch} MiB-wide rows: {batches:?}"
+    );
+    assert_eq!(
+        Fixture::rows(
+            &f.right,
+            "SELECT count(*), sum(length(notes)) FROM customers"
+        ),
+        vec![vec![Value::Integer(20), Value::Integer(20 << 20)]]
+    );
+}

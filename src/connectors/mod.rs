@@ -90,7 +90,8 @@ pub enum ConnectorError {
 ///
 /// Contract, for every kind:
 /// - [`scan`](Connector::scan) delivers every record exactly once, in ascending key
-///   order, from one consistent snapshot, in batches of at most `batch_size`. An error
+///   order, from one consistent snapshot, in batches of at most `batch_size` (fewer
+///   once a batch weighs [`BATCH_BYTES`]; [`ScanBatches`] does both). An error
 ///   means the scan is incomplete: the engine then plans nothing for the link (a failed
 ///   read never counts as deletes).
 /// - [`apply`](Connector::apply) is atomic per batch for connector failures: on `Err`
@@ -187,11 +188,19 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
-/// Hands scanned records to a scan's consumer `size` at a time, counting them.
+/// A scan's batch also ends once its records weigh this much (see [`Value::weight`]):
+/// with wide rows (documents, blobs) `batch_size` records could be far more memory than
+/// the few batches in flight are meant to hold. Narrow rows never reach it (5,000 rows of
+/// seven short columns weigh about 1.5 MiB).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Hands scanned records to a scan's consumer `size` at a time (or fewer, once they
+/// weigh [`BATCH_BYTES`]), counting them.
 pub(crate) struct ScanBatches<'c> {
     consumer: &'c mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     size: usize,
     batch: Vec<Record>,
+    weight: usize,
     count: u64,
 }
 
@@ -204,15 +213,24 @@ impl<'c> ScanBatches<'c> {
             consumer,
             size,
             batch: Vec::with_capacity(size),
+            weight: 0,
             count: 0,
         }
     }
 
     pub fn push(&mut self, record: Record) -> Result<(), ConnectorError> {
+        self.weight += record
+            .key
+            .0
+            .iter()
+            .chain(&record.values)
+            .map(Value::weight)
+            .sum::<usize>();
         self.batch.push(record);
         self.count += 1;
-        if self.batch.len() >= self.size {
+        if self.batch.len() >= self.size || self.weight >= BATCH_BYTES {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.size));
+            self.weight = 0;
             (self.consumer)(full).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
         }
         Ok(())

@@ -273,6 +273,28 @@ fn real_equals_integer(r: f64, i: i64) -> bool {
 pub struct ValueDecodeError(pub String);
 
 impl Value {
+    /// Roughly the bytes this value occupies in memory: its own size and what it holds.
+    /// What a scan weighs its batches by (see `connectors::BATCH_BYTES`).
+    pub fn weight(&self) -> usize {
+        fn json_weight(j: &serde_json::Value) -> usize {
+            16 + match j {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(items) => items.iter().map(json_weight).sum(),
+                serde_json::Value::Object(fields) => {
+                    fields.iter().map(|(k, v)| k.len() + json_weight(v)).sum()
+                }
+                _ => 0,
+            }
+        }
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Text(t) | Value::Numeric(t) | Value::Uuid(t) => t.len(),
+                Value::Blob(b) => b.len(),
+                Value::Json(j) => json_weight(j),
+                _ => 0,
+            }
+    }
+
     /// Null, or text that is blank after trimming.
     pub fn is_empty(&self) -> bool {
         match self {

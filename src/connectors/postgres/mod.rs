@@ -923,30 +923,22 @@ impl Connector for PostgresConnector {
             .start()
             .map_err(err)?;
         let mut reader = tx.copy_out(sql.as_str()).map_err(err)?;
-        let mut count = 0u64;
         let mut line = Vec::new();
-        let mut batch = Vec::with_capacity(batch_size);
+        let mut batches = super::ScanBatches::new(batch_size, consumer);
         loop {
             line.clear();
-            let at_end = reader.read_until(b'\n', &mut line).map_err(read_err)? == 0;
-            if !at_end {
-                let record = copy_line_record(&line, &cols, spec.key.len()).map_err(|why| {
-                    ConnectorError::Query {
-                        context: context.clone(),
-                        source: why.into(),
-                    }
-                })?;
-                batch.push(record);
-            }
-            if batch.len() == batch_size || (at_end && !batch.is_empty()) {
-                count += batch.len() as u64;
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                consumer(full).map_err(|e| ConnectorError::Consumer(Box::new(e)))?;
-            }
-            if at_end {
+            if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
                 break;
             }
+            let record = copy_line_record(&line, &cols, spec.key.len()).map_err(|why| {
+                ConnectorError::Query {
+                    context: context.clone(),
+                    source: why.into(),
+                }
+            })?;
+            batches.push(record)?;
         }
+        let count = batches.finish()?;
         drop(reader);
         tx.commit().map_err(err)?;
         Ok(count)
