@@ -84,7 +84,7 @@ pub fn encode_rows(columns: &[&PgColumn], rows: &[&Vec<(Name, Value)>]) -> Optio
 
 /// One field: its length, then its bytes (length −1 for NULL).
 fn encode_field(out: &mut Vec<u8>, form: BinaryForm, value: &Value) -> Option<()> {
-    if *value == Value::Null {
+    if matches!(value, Value::Null) {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return Some(());
     }
