@@ -467,9 +467,9 @@ fn a_shared_state_store_is_upgraded_to_sortable_keys_as_the_embedded_one_is() {
     let Some(db) = pg() else { return };
     drop(StateStore::open_postgres(&db.url, false).unwrap());
     let mut c = db.pg_client();
-    // Back to v3's tables (v5 added grouped journal entries), then keys as a store
-    // before v4 held them, each with the key it stands for.
-    c.batch_execute("ALTER TABLE journal DROP COLUMN records; DROP TABLE journal_members;")
+    // Back to v3's tables (v5 added grouped journal entries, v6 listed their records in
+    // chunks), then keys as a store before v4 held them, each with the key it stands for.
+    c.batch_execute("ALTER TABLE journal DROP COLUMN records; DROP TABLE journal_member_chunks;")
         .unwrap();
     let numbers = [
         0,

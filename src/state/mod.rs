@@ -8,8 +8,9 @@
 //!   are written `planned` before their batch is written; a batch that applied is then
 //!   recorded once, as its range of entries (**journal_applied**), and only entries with
 //!   another outcome (`stale`, `rejected`, `unknown`) are updated. A batch's creates are
-//!   one entry, its records listed by key in **journal_members**; a record whose create
-//!   gets another outcome leaves the group as an entry of its own.
+//!   one entry, its records listed by key in **journal_member_chunks** (a chunk of keys
+//!   per row); a record whose create gets another outcome leaves the group as an entry
+//!   of its own.
 //! - **conflicts**, **quarantine**: what waits for a person.
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!
@@ -397,25 +398,22 @@ const WRITE_CHUNK: usize = 100;
 /// Members of a grouped journal entry written per statement: one parameter each.
 const MEMBER_CHUNK: usize = 500;
 
-/// SQL for the member of grouped journal entry `{j}` (an alias) that is the record with
-/// encoded key `key` (a left or a right key, the other found through the id map), as
-/// `side key`: one query per side, so each is a lookup in the members' primary key.
-fn member_on(j: &str, side: Side, key: &str) -> String {
-    let (this, other) = (side.as_str(), side.other().as_str());
-    format!(
-        "SELECT m.key_side || ' ' || m.key FROM journal_members m
-          WHERE m.link = {j}.link AND m.key_side = '{this}' AND m.entry = {j}.id
-            AND m.key IN ({key}, (SELECT p.{this}_key FROM pairs p WHERE p.link = {j}.link AND p.{other}_key = {key}))"
-    )
+/// `OR id IN (…)` for journal entries found otherwise (ids are numbers: nothing from a
+/// user reaches the SQL), or nothing for none.
+fn entry_ids_clause<'i>(ids: impl Iterator<Item = &'i i64>) -> String {
+    let listed: Vec<String> = ids.map(i64::to_string).collect();
+    if listed.is_empty() {
+        String::new()
+    } else {
+        format!("OR id IN ({})", listed.join(", "))
+    }
 }
 
-/// Whether grouped entry `{j}` holds the record with encoded key `key` (see [`member_on`]).
-fn has_member(j: &str, key: &str) -> String {
-    format!(
-        "({j}.records IS NOT NULL AND (EXISTS ({}) OR EXISTS ({})))",
-        member_on(j, Side::Left, key),
-        member_on(j, Side::Right, key)
-    )
+/// One row of `journal_member_chunks`: some of a grouped entry's records, by key.
+struct MemberChunk {
+    entry: i64,
+    first_key: String,
+    keys: Vec<String>,
 }
 
 /// Whether a change can share one journal entry with the batch's others like it, and
@@ -1280,17 +1278,117 @@ impl StateStore {
             .ok_or_else(|| StateError::Corrupt("a journal insert returned no id".into()))?
             .int(0)?;
         for chunk in keys.chunks(MEMBER_CHUNK) {
-            let sql = self.multi_row_sql("journal_members", chunk.len(), |n| {
-                format!(
-                    "INSERT INTO journal_members (link, key_side, entry, key) VALUES {}",
-                    row_tuples(n, "$1, $2, $3, ", 4, 1, "")
-                )
-            });
-            let mut params = vec![P::Text(link), P::Text(key_side.as_str()), P::Int(entry)];
-            params.extend(chunk.iter().map(|k| P::Text(k)));
-            self.db.execute(&sql, &params)?;
+            self.put_member_chunk(link, key_side, entry, chunk)?;
         }
         Ok(())
+    }
+
+    /// Lists `keys` (not empty) as members of grouped entry `entry`, one row.
+    fn put_member_chunk(
+        &mut self,
+        link: &str,
+        key_side: Side,
+        entry: i64,
+        keys: &[&str],
+    ) -> Result<()> {
+        let first = keys.iter().min().copied().unwrap_or_default();
+        let last = keys.iter().max().copied().unwrap_or_default();
+        let listed = serde_json::to_string(keys).expect("keys serialize");
+        self.db.execute(
+            "INSERT INTO journal_member_chunks (link, key_side, first_key, entry, last_key, keys)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                P::Text(link),
+                P::Text(key_side.as_str()),
+                P::Text(first),
+                P::Int(entry),
+                P::Text(last),
+                P::Text(&listed),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The member chunks of `link`'s grouped entries (those within `entries`, an id
+    /// range, if given) that list `key` on `key_side`.
+    fn chunks_listing(
+        &mut self,
+        link: &str,
+        key_side: Side,
+        key: &str,
+        entries: Option<(i64, i64)>,
+    ) -> Result<Vec<MemberChunk>> {
+        let (after, upto) = entries.unwrap_or((i64::MIN, i64::MAX));
+        let rows = self.db.query(
+            "SELECT entry, first_key, keys FROM journal_member_chunks
+              WHERE link = $1 AND key_side = $2 AND first_key <= $3 AND last_key >= $3
+                AND entry > $4 AND entry <= $5",
+            &[
+                P::Text(link),
+                P::Text(key_side.as_str()),
+                P::Text(key),
+                P::Int(after),
+                P::Int(upto),
+            ],
+        )?;
+        let mut found = Vec::new();
+        for r in rows {
+            let listed = r.text(2)?;
+            let keys: Vec<String> = serde_json::from_str(&listed)
+                .map_err(|e| StateError::Corrupt(format!("journal member chunk: {e}: {listed}")))?;
+            if keys.iter().any(|k| k == key) {
+                found.push(MemberChunk {
+                    entry: r.int(0)?,
+                    first_key: r.text(1)?,
+                    keys,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// The grouped entries that hold the record with encoded key `key` — a left or a
+    /// right key, the other found through the id map — each with the side and key it is
+    /// listed under (the left one when both are).
+    fn grouped_entries_of(
+        &mut self,
+        link: Option<&str>,
+        key: &str,
+    ) -> Result<BTreeMap<i64, (Side, String)>> {
+        let links: Vec<String> = match link {
+            Some(l) => vec![l.to_string()],
+            None => self
+                .db
+                .query("SELECT DISTINCT link FROM journal_member_chunks", &[])?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<Result<_>>()?,
+        };
+        let mut found = BTreeMap::new();
+        for link in &links {
+            for side in [Side::Left, Side::Right] {
+                let partner = self.db.query_opt(
+                    &format!(
+                        "SELECT {this}_key FROM pairs WHERE link = $1 AND {other}_key = $2",
+                        this = side.as_str(),
+                        other = side.other().as_str()
+                    ),
+                    &[P::Text(link), P::Text(key)],
+                )?;
+                let mut candidates = vec![key.to_string()];
+                if let Some(p) = partner {
+                    candidates.push(p.text(0)?);
+                }
+                for candidate in candidates {
+                    for chunk in self.chunks_listing(link, side, &candidate, None)? {
+                        found
+                            .entry(chunk.entry)
+                            .or_insert_with(|| (side, candidate.clone()));
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Journals changes with one status, one entry each, many rows per statement.
@@ -1375,22 +1473,22 @@ impl StateStore {
         let Some((key_side, key)) = sole_key(keys.0, keys.1).filter(|_| updated == 0) else {
             return Ok(());
         };
-        let member = self.db.query_opt(
-            "SELECT m.entry FROM journal_members m JOIN journal j ON j.id = m.entry
-              WHERE m.link = $1 AND m.key_side = $2 AND m.key = $3 AND m.entry > $4 AND m.entry <= $5
-                AND j.side = $6 AND j.status = 'planned'",
-            &[
-                P::Text(link),
-                P::Text(key_side.as_str()),
-                P::Text(key),
-                P::Int(at.after),
-                P::Int(at.upto),
-                P::Text(side.as_str()),
-            ],
-        )?;
-        let Some(entry) = member.map(|r| r.int(0)).transpose()? else {
+        // Its chunk among the batch's grouped entries of that side still planned.
+        let mut member = None;
+        for chunk in self.chunks_listing(link, key_side, key, Some((at.after, at.upto)))? {
+            let planned = self.db.query_opt(
+                "SELECT 1 FROM journal WHERE id = $1 AND side = $2 AND status = 'planned'",
+                &[P::Int(chunk.entry), P::Text(side.as_str())],
+            )?;
+            if planned.is_some() {
+                member = Some(chunk);
+                break;
+            }
+        }
+        let Some(chunk) = member else {
             return Ok(());
         };
+        let entry = chunk.entry;
         self.db.execute(
             "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
              SELECT run, at, link, CAST($2 AS TEXT), CAST($3 AS TEXT), side, op, field, old, new, reason, CAST($4 AS TEXT)
@@ -1401,15 +1499,25 @@ impl StateStore {
             "UPDATE journal SET records = records - 1 WHERE id = $1",
             &[P::Int(entry)],
         )?;
+        // The chunk lists the rest; gone when it was the last.
         self.db.execute(
-            "DELETE FROM journal_members WHERE link = $1 AND key_side = $2 AND key = $3 AND entry = $4",
+            "DELETE FROM journal_member_chunks WHERE link = $1 AND key_side = $2 AND first_key = $3 AND entry = $4",
             &[
                 P::Text(link),
                 P::Text(key_side.as_str()),
-                P::Text(key),
+                P::Text(&chunk.first_key),
                 P::Int(entry),
             ],
         )?;
+        let rest: Vec<&str> = chunk
+            .keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| *k != key)
+            .collect();
+        if !rest.is_empty() {
+            self.put_member_chunk(link, key_side, entry, &rest)?;
+        }
         Ok(())
     }
 
@@ -1436,24 +1544,25 @@ impl StateStore {
         run: Option<i64>,
         limit: i64,
     ) -> Result<Vec<JournalEntry>> {
+        // Grouped entries holding the record are found in their member chunks first.
+        let grouped = match key {
+            Some(k) => self.grouped_entries_of(link, k)?,
+            None => BTreeMap::new(),
+        };
         let rows = self.db.query(
             &format!("SELECT id, run, at, link, left_key, right_key, side, op, field, old, new, reason,
-                    CASE WHEN {applied} THEN 'applied' ELSE status END, records,
-                    CASE WHEN records IS NOT NULL AND CAST($2 AS TEXT) IS NOT NULL
-                         THEN COALESCE(({left_member}), ({right_member})) END
+                    CASE WHEN {applied} THEN 'applied' ELSE status END, records
                FROM journal
              WHERE (CAST($1 AS TEXT) IS NULL OR link = $1)
                AND (CAST($2 AS TEXT) IS NULL OR left_key = $2 OR right_key = $2
                     -- a create's journal row has only its source's key: the id map has the other
                     OR left_key IN (SELECT p.left_key FROM pairs p WHERE p.link = journal.link AND p.right_key = $2)
                     OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = journal.link AND p.left_key = $2)
-                    OR {member})
+                    {member})
                AND (CAST($3 AS BIGINT) IS NULL OR run = $3)
              ORDER BY id DESC LIMIT $4",
                 applied = schema::applied_by_batch("journal"),
-                left_member = member_on("journal", Side::Left, "$2"),
-                right_member = member_on("journal", Side::Right, "$2"),
-                member = has_member("journal", "$2")),
+                member = entry_ids_clause(grouped.keys())),
             &[P::OptText(link), P::OptText(key), P::OptInt(run), P::Int(limit)],
         )?;
         let dec = |s: Option<String>| s.and_then(|s| Value::decode(&s).ok()).map(|v| v.to_json());
@@ -1463,14 +1572,16 @@ impl StateStore {
         };
         rows.iter()
             .map(|r| {
+                let id = r.int(0)?;
+                let records = r.opt_int(13)?;
                 let (mut left_key, mut right_key) = (r.opt_text(4)?, r.opt_text(5)?);
-                match r.opt_text(14)?.as_deref().and_then(|m| m.split_once(' ')) {
-                    Some(("left", k)) => left_key = Some(k.to_string()),
-                    Some((_, k)) => right_key = Some(k.to_string()),
+                match grouped.get(&id).filter(|_| records.is_some()) {
+                    Some((Side::Left, k)) => left_key = Some(k.clone()),
+                    Some((Side::Right, k)) => right_key = Some(k.clone()),
                     None => {}
                 }
                 Ok(JournalEntry {
-                    id: r.int(0)?,
+                    id,
                     run: r.int(1)?,
                     at: r.text(2)?,
                     link: r.text(3)?,
@@ -1483,7 +1594,7 @@ impl StateStore {
                     new: dec(r.opt_text(10)?),
                     reason: r.text(11)?,
                     status: r.text(12)?,
-                    records: r.opt_int(13)?,
+                    records,
                 })
             })
             .collect()
@@ -1496,12 +1607,13 @@ impl StateStore {
         left_key: &str,
         field: &str,
     ) -> Result<Option<(i64, String, String, String)>> {
+        let grouped = self.grouped_entries_of(Some(link), left_key)?;
         match self.db.query_opt(
             &format!("SELECT run, at, reason, side FROM journal WHERE link = $1
                AND (left_key = $2 OR right_key IN (SELECT p.right_key FROM pairs p WHERE p.link = $1 AND p.left_key = $2)
-                    OR {})
+                    {})
                AND (field = $3 OR (field IS NULL AND op = 'create')) AND (status = 'applied' OR {})
-             ORDER BY id DESC LIMIT 1", has_member("journal", "$2"), schema::applied_by_batch("journal")),
+             ORDER BY id DESC LIMIT 1", entry_ids_clause(grouped.keys()), schema::applied_by_batch("journal")),
             &[P::Text(link), P::Text(left_key), P::Text(field)],
         )? {
             Some(r) => Ok(Some((r.int(0)?, r.text(1)?, r.text(2)?, r.text(3)?))),
@@ -1828,6 +1940,42 @@ mod tests {
                 assert_eq!(got, want, "{side} keys {wanted:?}");
             }
         }
+    }
+
+    /// v5 listed a grouped entry's records a row each; v6 lists them in chunks. An
+    /// upgraded store still finds the entry by any of its records' keys, on either side.
+    #[test]
+    fn a_v5_store_keeps_its_grouped_entries_findable_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::schema::migrations()
+                .to_version(&mut conn, 5)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (id, started_at, command, status) VALUES (1, 't', 'run', 'ok');
+                 INSERT INTO journal (id, run, at, link, side, op, reason, status, records)
+                   VALUES (7, 1, 't', 'c', 'right', 'create', 'new on the left', 'applied', 3);
+                 INSERT INTO journal_members (link, key_side, key, entry)
+                   VALUES ('c', 'left', 'Pa1', 7), ('c', 'left', 'Pa2', 7), ('c', 'left', 'Pb10', 7);
+                 INSERT INTO pairs (link, left_key, right_key, base) VALUES ('c', 'Pb10', 'Tten', '{}');",
+            )
+            .unwrap();
+        }
+        let mut s = StateStore::open(&path).unwrap();
+        for (key, shown) in [("Pa2", "2"), ("Pb10", "10"), ("Tten", "10")] {
+            let found = s.journal(Some("c"), Some(key), None, 10).unwrap();
+            assert_eq!(found.len(), 1, "{key}");
+            assert_eq!(found[0].records, Some(3));
+            assert_eq!(found[0].left_key.as_deref(), Some(shown), "{key}");
+        }
+        assert!(
+            s.journal(Some("c"), Some("Pa3"), None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(s.journal(None, Some("Pa1"), None, 10).unwrap().len() == 1);
     }
 
     #[test]
