@@ -561,3 +561,39 @@ fn a_shared_state_store_is_upgraded_to_sortable_keys_as_the_embedded_one_is() {
         (int(5), int(6), int(-6))
     );
 }
+
+/// v5 listed a grouped journal entry's records a row each; v6 lists them in chunks. A
+/// shared store upgraded with such rows still finds the entry by each record's key.
+#[test]
+fn a_shared_store_keeps_grouped_entries_findable_through_the_v6_upgrade() {
+    use syncline::state::StateStore;
+    let Some(db) = pg() else { return };
+    drop(StateStore::open_postgres(&db.url, false).unwrap());
+    let mut c = db.pg_client();
+    c.batch_execute(
+        "DROP TABLE journal_member_chunks;
+         CREATE TABLE journal_members (
+             link TEXT NOT NULL, key_side TEXT NOT NULL, key TEXT NOT NULL, entry BIGINT NOT NULL,
+             PRIMARY KEY (link, key_side, key, entry));
+         INSERT INTO runs (id, started_at, command, status) VALUES (1, 't', 'run', 'ok');
+         INSERT INTO journal (id, run, at, link, side, op, reason, status, records)
+           VALUES (7, 1, 't', 'c', 'right', 'create', 'new on the left', 'applied', 3);
+         INSERT INTO journal_members (link, key_side, key, entry)
+           VALUES ('c', 'left', 'Pa1', 7), ('c', 'left', 'Pa2', 7), ('c', 'left', 'Pb10', 7);
+         INSERT INTO pairs (link, left_key, right_key, base) VALUES ('c', 'Pb10', 'Tten', '{}');
+         UPDATE syncline_schema SET version = 5;",
+    )
+    .unwrap();
+    let mut s = StateStore::open_postgres(&db.url, false).unwrap();
+    for (key, shown) in [("Pa2", "2"), ("Pb10", "10"), ("Tten", "10")] {
+        let found = s.journal(Some("c"), Some(key), None, 10).unwrap();
+        assert_eq!(found.len(), 1, "{key}");
+        assert_eq!(found[0].records, Some(3));
+        assert_eq!(found[0].left_key.as_deref(), Some(shown), "{key}");
+    }
+    assert!(
+        s.journal(Some("c"), Some("Pa3"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
