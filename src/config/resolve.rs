@@ -96,7 +96,7 @@ impl Transform {
 
     pub fn apply(&self, v: Value) -> Value {
         match v {
-            Value::Text(t) if self.trim || self.lowercase || self.uppercase => {
+            Value::Text(t) if !self.is_identity() => {
                 let mut s: &str = &t;
                 if self.trim {
                     s = s.trim();

@@ -290,15 +290,7 @@ fn decode_base(
         ) -> std::result::Result<Self::Value, A::Error> {
             let mut base = BTreeMap::new();
             while let Some(FieldName(name)) = map.next_key()? {
-                let name = match self.0.get(&*name) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let new = Name::from(&*name);
-                        self.0.insert(new.clone());
-                        new
-                    }
-                };
-                base.insert(name, map.next_value()?);
+                base.insert(shared_name(self.0, &name), map.next_value()?);
             }
             Ok(base)
         }
@@ -359,17 +351,19 @@ fn decode_plain_base(
             None if after.is_empty() => after,
             None => return None,
         };
-        let name = match names.get(name) {
-            Some(known) => known.clone(),
-            None => {
-                let new = Name::from(name);
-                names.insert(new.clone());
-                new
-            }
-        };
-        base.insert(name, Value::decode(encoded).ok()?);
+        base.insert(shared_name(names, name), Value::decode(encoded).ok()?);
     }
     Some(base)
+}
+
+/// `name` as the store's one shared copy of it, made on first sight.
+fn shared_name(names: &mut std::collections::HashSet<Name>, name: &str) -> Name {
+    if let Some(known) = names.get(name) {
+        return known.clone();
+    }
+    let new = Name::from(name);
+    names.insert(new.clone());
+    new
 }
 
 fn enc_values(vs: &[Value]) -> String {
@@ -395,7 +389,7 @@ const LOOKUP_CHUNK: usize = 200;
 /// Rows written per multi-row statement (journal entries, pairs).
 const WRITE_CHUNK: usize = 100;
 
-/// Members of a grouped journal entry written per statement: one parameter each.
+/// Members of a grouped journal entry listed per `journal_member_chunks` row.
 const MEMBER_CHUNK: usize = 500;
 
 /// `OR id IN (…)` for journal entries found otherwise (ids are numbers: nothing from a

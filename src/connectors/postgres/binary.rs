@@ -37,12 +37,10 @@ pub enum BinaryForm {
 }
 
 impl BinaryForm {
-    /// `typname` as in `pg_type`; enums are [`BinaryForm::Text`] (their binary input is
-    /// the label, checked like text input checks it).
-    pub fn of(typname: &str, is_enum: bool) -> BinaryForm {
-        if is_enum {
-            return BinaryForm::Text;
-        }
+    /// From `typname` as in `pg_type`. An enum's is [`BinaryForm::Text`] whatever its
+    /// name (its binary input is the label, checked as text input checks it): the catalog
+    /// read sets that, since only `pg_type.typtype` tells an enum.
+    pub fn of(typname: &str) -> BinaryForm {
         match typname {
             "int2" => BinaryForm::Int2,
             "int4" => BinaryForm::Int4,

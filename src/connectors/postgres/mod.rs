@@ -358,7 +358,7 @@ impl PostgresConnector {
                 );
                 c.unique = r.get(6);
                 if r.get::<_, bool>(7) {
-                    c.binary = binary::BinaryForm::of(&c.type_name, true);
+                    c.binary = binary::BinaryForm::Text;
                 }
                 c
             })
@@ -430,18 +430,16 @@ impl PostgresConnector {
     /// Bulk creates through `COPY … FROM STDIN`: the fastest way in, used when the new
     /// rows' keys are among the values sent (see [`copy_key`]). In the binary format when
     /// every value has an exact binary form in its column (see [`binary`]), else as text.
+    /// `columns` are `cols` as the table describes them (`None`: not found there).
     fn copy_creates(
         tx: &mut postgres::Transaction<'_>,
         table: &str,
-        all: &[PgColumn],
         cols: &[&str],
+        columns: &[Option<&PgColumn>],
         chunk: &[&Vec<(Name, Value)>],
     ) -> Result<(), postgres::Error> {
         use std::io::Write as _;
-        let columns: Option<Vec<&PgColumn>> = cols
-            .iter()
-            .map(|c| all.iter().find(|col| col.name == *c))
-            .collect();
+        let columns: Option<Vec<&PgColumn>> = columns.iter().copied().collect();
         let (data, format) = match columns.and_then(|columns| binary::encode_rows(&columns, chunk))
         {
             Some(data) => (data, " (FORMAT binary)"),
@@ -620,9 +618,10 @@ impl PostgresConnector {
                 unreachable!("runs start with a create")
             };
             let cols: Vec<&str> = values.iter().map(|(c, _)| &**c).collect();
+            // The run's creates all send these columns: looked up once, for the fit check
+            // below and the COPY's binary forms.
             // Values the columns cannot hold exactly are refused here, by name, since
             // PostgreSQL would round them silently.
-            // The run's creates all send these columns: looked up once, not per value.
             let run_columns: Vec<Option<&PgColumn>> = cols
                 .iter()
                 .map(|c| all.iter().find(|col| col.name == *c))
@@ -651,7 +650,7 @@ impl PostgresConnector {
             tx.batch_execute("SAVEPOINT chunk").map_err(retry)?;
             let bulk = match copy_key(&all, spec, &cols) {
                 Some(key_at) => {
-                    Self::copy_creates(&mut tx, &table, &all, &cols, &chunk).map(|()| {
+                    Self::copy_creates(&mut tx, &table, &cols, &run_columns, &chunk).map(|()| {
                         chunk
                             .iter()
                             .map(|values| {

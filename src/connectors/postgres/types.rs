@@ -45,7 +45,7 @@ impl PgColumn {
         cast_type: String,
         primary_key: bool,
     ) -> PgColumn {
-        let binary = BinaryForm::of(&typname, false);
+        let binary = BinaryForm::of(&typname);
         let kind = match typname.as_str() {
             "int2" | "int4" | "int8" | "oid" => PgKind::Int,
             "float4" | "float8" => PgKind::Float,
