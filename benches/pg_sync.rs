@@ -73,10 +73,42 @@ fn first_load(
     }
 }
 
+/// Times `psql "$SRC" -c "COPY … TO STDOUT (FORMAT binary)" | psql "$DST" -c "COPY … FROM
+/// STDIN (FORMAT binary)"` into a scratch table of the target database. `None` (with a
+/// note) where `psql` is not installed.
+fn shell_copy_pipe(src_url: &str, dst_url: &str, dst: &mut postgres::Client) -> Option<f64> {
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("psql not found: the shell-pipe baseline is left out");
+        return None;
+    }
+    dst.batch_execute(&format!("CREATE TABLE psql_baseline {TABLE}"))
+        .unwrap();
+    let (status, elapsed, _) = timed(|| {
+        std::process::Command::new("bash")
+            .args([
+                "-c",
+                "set -o pipefail; psql -X -q -v ON_ERROR_STOP=1 \"$1\" -c 'COPY contacts TO STDOUT (FORMAT binary)' | psql -X -q -v ON_ERROR_STOP=1 \"$2\" -c 'COPY psql_baseline FROM STDIN (FORMAT binary)'",
+                "pipe",
+                src_url,
+                dst_url,
+            ])
+            .status()
+            .unwrap()
+    });
+    assert!(status.success(), "the psql pipe failed: {status}");
+    dst.batch_execute("DROP TABLE psql_baseline").unwrap();
+    Some(elapsed.as_secs_f64())
+}
+
 fn fields() -> &'static str {
     "[links.c.fields]\nid = {}\nemail = {}\nname = {}\ncompany = {}\nstatus = {}\namount = {}\nupdated_at = {}\n"
 }
 
+#[derive(Clone)]
 struct Line {
     phase: &'static str,
     secs: f64,
@@ -149,13 +181,28 @@ fn main() {
         cpu: None,
     });
 
+    // The same pipe as the shell writes it, `psql … | psql …`: two client processes and a
+    // kernel pipe between them (the issue's wording). Into a table of its own, dropped
+    // after, so the later phases see the same databases either way.
+    let shell_pipe = shell_copy_pipe(&src_url, &dst_url, &mut dst);
+    if let Some(secs) = shell_pipe {
+        lines.push(Line {
+            phase: "baseline: psql COPY binary | psql (shell)",
+            secs,
+            rows,
+            baseline: None,
+            rss: None,
+            cpu: None,
+        });
+    }
+
     // Without TLS, as the baselines' connections: over loopback, TLS (`sslmode=prefer`,
     // the default) cost syncline ~12% more CPU here, and the comparison is of the work.
     let systems = format!(
         "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}?sslmode=disable\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}?sslmode=disable\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
     );
     if wants("pg") {
-        lines.push(first_load(
+        let load = first_load(
             dir.path(),
             &systems,
             "dst.contacts",
@@ -163,7 +210,14 @@ fn main() {
             rows,
             "syncline first load PG→PG",
             copy_pipe.as_secs_f64(),
-        ));
+        );
+        let against_shell = shell_pipe.map(|shell| Line {
+            phase: "  the same load vs the shell pipe",
+            baseline: Some(shell),
+            ..load.clone()
+        });
+        lines.push(load);
+        lines.extend(against_shell);
     }
 
     if wants("sqlite") {

@@ -862,3 +862,124 @@ fn wide_rows_are_read_in_batches_bounded_in_bytes() {
         vec![vec![Value::Integer(20), Value::Integer(20 << 20)]]
     );
 }
+
+/// The right side of [`RIGHT`] plus an archive table a second link fills.
+const RIGHT_WITH_ARCHIVE: &str = "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT,
+    street TEXT, city TEXT, modified_at INTEGER, deleted INTEGER NOT NULL DEFAULT 0, crm_id TEXT);
+    CREATE TABLE archive (aid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL);";
+
+fn count(conn: &rusqlite::Connection, table: &str) -> i64 {
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// One run of a link at a time, whichever processes share the store: a run that finds
+/// its link held leaves it alone (exit 5, naming the holder) and runs the others; `plan`
+/// is not held up; once the holder is gone — even without letting go, as a killed
+/// process — the link runs.
+#[test]
+fn a_link_another_run_holds_is_left_alone_until_it_is_free() {
+    let archive = "[links.a]\nleft = \"crm.contacts\"\nright = \"billing.archive\"\nleft_key = \"id\"\nright_key = \"aid\"\nmode = \"one-way\"\n[links.a.fields]\nemail = {}\n";
+    let f = Fixture::new(
+        LEFT,
+        RIGHT_WITH_ARCHIVE,
+        &format!(
+            "{}\n{archive}",
+            link("mode = \"one-way\"", "email = {}\nname = {}")
+        ),
+    );
+    seed_left(&f, 3);
+    // GIVEN another process running link `c` (here: another handle on the store)
+    let mut other = f.store();
+    assert_eq!(
+        other.hold_link("c").unwrap(),
+        syncline::state::LinkHold::Held
+    );
+    // WHEN syncline runs
+    let out = support::syncline(f.path()).arg("run").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // THEN `c` is left alone, the holder is named, and the other link ran
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(
+        stdout.contains("BUSY") && stdout.contains(&format!("pid {}", std::process::id()))
+            || stdout.contains(&format!("process {}", std::process::id())),
+        "{stdout}"
+    );
+    assert_eq!(count(&f.right, "customers"), 0);
+    assert_eq!(count(&f.right, "archive"), 3);
+    // AND plan, which writes nothing, still shows what `c` would do
+    let plan = support::syncline(f.path()).arg("plan").output().unwrap();
+    assert_eq!(plan.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("create"));
+    // WHEN the holder goes away without letting go
+    drop(other);
+    // THEN the next run takes the link and does its work once
+    let (code, stderr) = support::run_binary(f.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(count(&f.right, "customers"), 3);
+    assert_eq!(writes(&f.run()), 0);
+}
+
+/// A run found `running` in the store is only taken for dead — marked `interrupted`,
+/// its planned writes `unknown` — once nobody holds it: never while it is still going.
+#[test]
+fn a_run_still_going_is_not_taken_for_interrupted() {
+    let f = Fixture::new(LEFT, RIGHT, &link("mode = \"one-way\"", "email = {}"));
+    let mut going = f.store();
+    let run = going.begin_run("run").unwrap();
+    let mut newcomer = f.store();
+    assert_eq!(newcomer.mark_interrupted_runs().unwrap(), 0);
+    assert_eq!(newcomer.last_runs(1).unwrap()[0]["status"], "running");
+    going.finish_run(run, "ok", &serde_json::json!([])).unwrap();
+    assert_eq!(newcomer.mark_interrupted_runs().unwrap(), 0);
+    assert_eq!(newcomer.last_runs(1).unwrap()[0]["status"], "ok");
+    // A run whose process died (its hold gone with it) is.
+    let mut dies = f.store();
+    dies.begin_run("run").unwrap();
+    drop(dies);
+    assert_eq!(newcomer.mark_interrupted_runs().unwrap(), 1);
+    assert_eq!(newcomer.last_runs(1).unwrap()[0]["status"], "interrupted");
+}
+
+/// Two `syncline run`s started together on one first load: whichever order they take,
+/// every record is created exactly once (the right side has no unique column that would
+/// refuse a duplicate), and the one that found the link held says so.
+#[test]
+fn two_runs_started_together_create_each_record_once() {
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
+    seed_left(&f, 3000);
+    let start = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("syncline"))
+            .arg("run")
+            .current_dir(f.path())
+            .env_remove("SYNCLINE_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let outs: Vec<_> = [a, b]
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    let mut codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+    codes.sort_unstable();
+    assert!(
+        codes == [Some(0), Some(0)] || codes == [Some(0), Some(5)],
+        "exit codes {codes:?}: {}",
+        outs.iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<String>()
+    );
+    assert_eq!(count(&f.right, "customers"), 3000);
+    assert_eq!(
+        count(&f.right, "(SELECT DISTINCT email FROM customers)"),
+        3000
+    );
+    assert_eq!(writes(&f.run()), 0);
+}

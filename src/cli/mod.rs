@@ -16,6 +16,7 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_ATTENTION: u8 = 3;
 pub const EXIT_REFUSED: u8 = 4;
+pub const EXIT_BUSY: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -516,6 +517,8 @@ fn outcome_code(report: &engine::RunReport) -> u8 {
         EXIT_REFUSED
     } else if report.needs_attention() {
         EXIT_ATTENTION
+    } else if report.busy() {
+        EXIT_BUSY
     } else {
         EXIT_OK
     }

@@ -142,11 +142,19 @@ impl Output {
             if let Some(why) = &l.refused {
                 println!("  REFUSED: {why}");
             }
+            if let Some(holder) = &l.busy {
+                println!("  BUSY: another run holds this link: {holder}");
+            }
         }
         if is_plan {
             println!("plan only: nothing was written.");
         } else if report.refused() {
             println!("a safety valve refused a link: nothing was written for it.");
+        }
+        if report.busy() {
+            println!(
+                "a link another run was working on was left alone: nothing was read or written for it; run again once that run is done."
+            );
         }
         if report.needs_attention() {
             println!(

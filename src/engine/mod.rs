@@ -26,7 +26,7 @@ use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::connectors::{self, Connector};
 use crate::model::Side;
-use crate::state::StateStore;
+use crate::state::{LinkHold, StateStore};
 use layout::Layout;
 
 /// How a cycle runs.
@@ -145,7 +145,35 @@ impl LinkIo {
     }
 }
 
+/// Runs one link, unless another run (in this or any process sharing the store) is
+/// running it: that link is then left alone and the report says who holds it. `plan`
+/// writes nothing, so it takes no hold.
 fn run_link(
+    config: &Config,
+    link: &LinkSpec,
+    state: &mut StateStore,
+    run_id: Option<i64>,
+    opts: &mut RunOptions<'_>,
+) -> Result<LinkReport, Error> {
+    if run_id.is_none() {
+        return run_held_link(config, link, state, run_id, opts);
+    }
+    if let LinkHold::HeldElsewhere(holder) = state.hold_link(&link.name)? {
+        tracing::warn!(link = %link.name, %holder, "link is being run elsewhere; left alone");
+        let mut report = LinkReport::new(link);
+        report.busy = Some(holder);
+        return Ok(report);
+    }
+    let outcome = run_held_link(config, link, state, run_id, opts);
+    let released = state.release_link(&link.name);
+    // The run's own failure matters more than a failed release, which the connection's
+    // or process's end makes good anyway.
+    let report = outcome?;
+    released?;
+    Ok(report)
+}
+
+fn run_held_link(
     config: &Config,
     link: &LinkSpec,
     state: &mut StateStore,

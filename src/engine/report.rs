@@ -58,6 +58,9 @@ pub struct LinkReport {
     pub drift_reported: u64,
     /// Why the safety valve refused the cycle; nothing was written.
     pub refused: Option<String>,
+    /// Who was running this link when this run came to it: it was left alone, nothing
+    /// read or written for it (see [`StateStore::hold_link`]).
+    pub busy: Option<String>,
     pub warnings: Vec<String>,
     /// The first planned operations (`list_limit` of them).
     pub planned: Vec<PlannedLine>,
@@ -82,6 +85,7 @@ impl LinkReport {
             quarantined: 0,
             drift_reported: 0,
             refused: None,
+            busy: None,
             warnings: Vec::new(),
             planned: Vec::new(),
             planned_total: 0,
@@ -141,11 +145,18 @@ impl RunReport {
         self.links.iter().any(LinkReport::needs_attention)
     }
 
+    /// Whether a link was left alone because another run held it.
+    pub fn busy(&self) -> bool {
+        self.links.iter().any(|l| l.busy.is_some())
+    }
+
     pub fn status_word(&self) -> &'static str {
         if self.refused() {
             "refused"
         } else if self.needs_attention() {
             "attention"
+        } else if self.busy() {
+            "busy"
         } else {
             "ok"
         }
@@ -158,7 +169,7 @@ impl RunReport {
             .map(|l| serde_json::json!({
                 "link": l.link, "to_right": l.to_right, "to_left": l.to_left, "unchanged": l.unchanged,
                 "echoes_suppressed": l.echoes_suppressed, "conflicts": l.conflicts, "quarantined": l.quarantined,
-                "refused": l.refused,
+                "refused": l.refused, "busy": l.busy,
             }))
             .collect::<Vec<_>>())
     }

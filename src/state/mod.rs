@@ -21,7 +21,10 @@
 
 mod checkpoint;
 mod db;
+mod lease;
 mod schema;
+
+pub use lease::LinkHold;
 
 use crate::model::{Key, Name, Side, Value};
 use db::{Db, P, Row};
@@ -54,6 +57,8 @@ pub enum StateError {
     Connect(String),
     #[error("corrupt state row: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Lease(String),
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
@@ -259,6 +264,8 @@ pub struct StateStore {
     /// Field names read from bases so far: each pair's base shares them instead of
     /// allocating its own (see [`decode_base`]).
     names: std::collections::HashSet<Name>,
+    /// An embedded, writable store's per-link lock files (see [`lease`]).
+    leases: Option<lease::FileLeases>,
 }
 
 /// Reads a base (see [`encode_base`]), its field names taken from `names` (and added to
@@ -483,19 +490,26 @@ impl StateStore {
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         }
+        let leases = lease::FileLeases::beside(path);
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        schema::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| StateError::Migrate {
-                path: path.display().to_string(),
-                source: e,
-            })?;
+        {
+            // Two processes opening a new store at once would both switch it to WAL (the
+            // switch does not wait for a busy store: it fails) and both find it empty
+            // and create its tables (the second fails): one at a time.
+            let _one_at_a_time = leases.wait_for("schema")?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(open_err)?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(open_err)?;
+            schema::migrations()
+                .to_latest(&mut conn)
+                .map_err(|e| StateError::Migrate {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+        }
         let checkpointer = checkpoint::Checkpointer::start(path);
         if checkpointer.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
@@ -503,6 +517,7 @@ impl StateStore {
         }
         let mut store = Self::prepare_sqlite(conn, false)?;
         store.checkpointer = checkpointer;
+        store.leases = Some(leases);
         Ok(store)
     }
 
@@ -569,7 +584,11 @@ impl StateStore {
         let mut client =
             crate::connectors::postgres::tls::connect(url).map_err(StateError::Connect)?;
         client.batch_execute(
-            "SET client_min_messages = warning; SET application_name = 'syncline:state'",
+            // The process id names the holder of a link another run finds taken.
+            &format!(
+                "SET client_min_messages = warning; SET application_name = 'syncline:state pid {}'",
+                std::process::id()
+            ),
         )?;
         if !read_only {
             let mut tx = client.transaction()?;
@@ -625,6 +644,7 @@ impl StateStore {
             read_only,
             multi_row: HashMap::new(),
             names: Default::default(),
+            leases: None,
         })
     }
 
@@ -643,6 +663,7 @@ impl StateStore {
             read_only,
             multi_row: HashMap::new(),
             names: Default::default(),
+            leases: None,
         })
     }
 
@@ -695,12 +716,23 @@ impl StateStore {
 
     // ---- runs and links -------------------------------------------------------------
 
+    /// Records a new run, `running`, and holds its id until [`finish_run`](Self::finish_run)
+    /// (or the process's end): while held, no other run takes it for dead.
     pub fn begin_run(&mut self, command: &str) -> Result<i64> {
-        let row = self
-            .db
-            .query_opt("INSERT INTO runs (started_at, command, status) VALUES ($1, $2, 'running') RETURNING id", &[P::Text(&now()), P::Text(command)])?
-            .ok_or_else(|| StateError::Corrupt("no run id returned".into()))?;
-        row.int(0)
+        // Held before the row is visible to anyone, so no run ever sees it unheld.
+        self.transaction(|s| {
+            let id = s
+                .db
+                .query_opt("INSERT INTO runs (started_at, command, status) VALUES ($1, $2, 'running') RETURNING id", &[P::Text(&now()), P::Text(command)])?
+                .ok_or_else(|| StateError::Corrupt("no run id returned".into()))?
+                .int(0)?;
+            match lease::hold(&mut s.db, s.leases.as_mut(), lease::Hold::Run(id))? {
+                LinkHold::Held => Ok(id),
+                LinkHold::HeldElsewhere(holder) => Err(StateError::Lease(format!(
+                    "run {id} is new, yet {holder} holds it: is another store's lock folder shared with this one?"
+                ))),
+            }
+        })
     }
 
     pub fn finish_run(
@@ -725,7 +757,8 @@ impl StateStore {
                 ],
             )?;
             Ok(())
-        })
+        })?;
+        lease::release(&mut self.db, self.leases.as_mut(), lease::Hold::Run(run))
     }
 
     /// Entries of the runs `runs` selects (an SQL condition on `journal.run`) that have
@@ -742,13 +775,48 @@ impl StateStore {
 
     /// Runs that never finished (the process died) are marked so, and the writes they
     /// journaled as planned become `unknown`: the next run looks them up before retrying.
+    /// A run still `running` whose id another process holds is still going, and is left
+    /// alone.
     pub fn mark_interrupted_runs(&mut self) -> Result<u64> {
-        self.transaction(|s| {
-            s.planned_to_unknown("run IN (SELECT id FROM runs WHERE status = 'running')", &[])?;
-            s.db.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
-                &[],
-            )
+        let running = self
+            .db
+            .query("SELECT id FROM runs WHERE status = 'running'", &[])?
+            .iter()
+            .map(|r| r.int(0))
+            .collect::<Result<Vec<i64>>>()?;
+        // Held outside the transaction: waiting for a hold must not keep the store's
+        // writers (that live run among them) waiting too. One wait for all runs.
+        let deadline = std::time::Instant::now() + lease::PATIENCE;
+        let mut dead = Vec::new();
+        for run in running {
+            let hold = lease::Hold::Run(run);
+            match lease::hold_by(&mut self.db, self.leases.as_mut(), hold, deadline) {
+                Ok(LinkHold::Held) => dead.push(run),
+                Ok(LinkHold::HeldElsewhere(_)) => {}
+                Err(e) => {
+                    self.release_runs(&dead)?;
+                    return Err(e);
+                }
+            }
+        }
+        let marked = self.transaction(|s| {
+            let mut marked = 0;
+            for &run in &dead {
+                s.planned_to_unknown("run = $1", &[P::Int(run)])?;
+                marked += s.db.execute(
+                    "UPDATE runs SET status = 'interrupted' WHERE id = $1 AND status = 'running'",
+                    &[P::Int(run)],
+                )?;
+            }
+            Ok(marked)
+        });
+        self.release_runs(&dead)?;
+        marked
+    }
+
+    fn release_runs(&mut self, runs: &[i64]) -> Result<()> {
+        runs.iter().try_for_each(|&run| {
+            lease::release(&mut self.db, self.leases.as_mut(), lease::Hold::Run(run))
         })
     }
 
@@ -802,6 +870,23 @@ impl StateStore {
             )?;
             Ok((seq, reset))
         })
+    }
+
+    /// Takes `link` for this process until [`release_link`](Self::release_link) (or the
+    /// process's end), unless another process holds it: one run of a link at a time,
+    /// whichever machines share the store.
+    pub fn hold_link(&mut self, link: &str) -> Result<LinkHold> {
+        let deadline = std::time::Instant::now() + lease::PATIENCE;
+        lease::hold_by(
+            &mut self.db,
+            self.leases.as_mut(),
+            lease::Hold::Link(link),
+            deadline,
+        )
+    }
+
+    pub fn release_link(&mut self, link: &str) -> Result<()> {
+        lease::release(&mut self.db, self.leases.as_mut(), lease::Hold::Link(link))
     }
 
     // ---- pairs (id map + base) --------------------------------------------------------

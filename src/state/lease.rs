@@ -1,0 +1,249 @@
+//! Holds that die with their holder: one run of a link at a time, and telling a run
+//! that died from one still going, across every process that shares the store.
+//!
+//! Two runs of one link at once would both plan the same creates from the same id map
+//! and write them twice. So a run holds its link while it works on it, and a run that
+//! finds the link held elsewhere leaves it alone. A run also holds its own id while it
+//! lasts: a run found `running` in the store is only taken for dead (and its planned
+//! writes for `unknown`) when nobody holds its id. Each hold is one the system drops by
+//! itself when its holder dies, so a crashed run never leaves anything stuck:
+//!
+//! - PostgreSQL store: a session advisory lock on the store's connection, keyed by the
+//!   hold's name (the server releases it when that connection ends);
+//! - embedded SQLite store: an OS lock on a file per hold beside the store, in
+//!   `<state file>.locks/` (the OS releases it when the process ends).
+
+use super::db::{Db, P};
+use super::{Result, StateError};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Whether this process now holds a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkHold {
+    Held,
+    /// Another process holds it: who, as far as the store can tell.
+    HeldElsewhere(String),
+}
+
+/// What is held.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Hold<'a> {
+    Link(&'a str),
+    Run(i64),
+}
+
+impl Hold<'_> {
+    /// Unique among holds: a link's name in any characters, a run's id.
+    fn name(self) -> String {
+        match self {
+            Hold::Link(name) => format!("link-{name}"),
+            Hold::Run(id) => format!("run-{id}"),
+        }
+    }
+}
+
+/// The advisory-lock key of a hold: the server's own stable text hash, seeded so that
+/// syncline's keys stay apart from an application's own advisory locks.
+const PG_LOCK_KEY: &str = "hashtextextended('syncline ' || $1, 4242)";
+
+/// The lock files of an embedded store's links, held open while their links run.
+pub(super) struct FileLeases {
+    dir: PathBuf,
+    held: HashMap<String, File>,
+}
+
+impl FileLeases {
+    pub(super) fn beside(state_file: &Path) -> FileLeases {
+        let mut name = state_file.file_name().unwrap_or_default().to_os_string();
+        name.push(".locks");
+        FileLeases {
+            dir: state_file.with_file_name(name),
+            held: HashMap::new(),
+        }
+    }
+
+    fn path_of(&self, hold: &str) -> PathBuf {
+        // A link's name may hold any character: those a file name might not take are
+        // written as %XX, so two names never share a file.
+        let mut file = String::new();
+        for b in hold.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                file.push(char::from(b));
+            } else {
+                file.push_str(&format!("%{b:02X}"));
+            }
+        }
+        file.push_str(".lock");
+        self.dir.join(file)
+    }
+
+    /// Waits for, and takes, the hold `name` until the returned file is dropped: for
+    /// work every process must do one at a time (creating or upgrading the schema).
+    pub(super) fn wait_for(&self, name: &str) -> Result<File> {
+        let path = self.path_of(name);
+        let io_err =
+            |e: std::io::Error| StateError::Lease(format!("cannot lock {}: {e}", path.display()));
+        std::fs::create_dir_all(&self.dir).map_err(io_err)?;
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        file.lock().map_err(io_err)?;
+        Ok(file)
+    }
+
+    fn hold(&mut self, hold: &str) -> Result<LinkHold> {
+        if self.held.contains_key(hold) {
+            return Ok(LinkHold::Held);
+        }
+        let path = self.path_of(hold);
+        let io_err =
+            |e: std::io::Error| StateError::Lease(format!("cannot lock {}: {e}", path.display()));
+        std::fs::create_dir_all(&self.dir).map_err(io_err)?;
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message another run prints.
+                file.set_len(0).map_err(io_err)?;
+                file.rewind().map_err(io_err)?;
+                write!(
+                    file,
+                    "process {} since {}",
+                    std::process::id(),
+                    super::now()
+                )
+                .map_err(io_err)?;
+                self.held.insert(hold.to_string(), file);
+                Ok(LinkHold::Held)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                // Best effort: the holder may be between truncating and writing.
+                let _ = file.read_to_string(&mut holder);
+                if holder.is_empty() {
+                    holder = "another process".into();
+                }
+                Ok(LinkHold::HeldElsewhere(format!(
+                    "{holder} (lock file {})",
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+        }
+    }
+
+    fn release(&mut self, hold: &str, forget: bool) {
+        // Closing the file releases its lock. A link's file stays for its next run; a
+        // run's is removed (a run that opened it just before finds it free, as it is).
+        if self.held.remove(hold).is_some() && forget {
+            let _ = std::fs::remove_file(self.path_of(hold));
+        }
+    }
+}
+
+/// How long a hold is tried again before it counts as taken. A holder killed a moment
+/// ago may still hold: its PostgreSQL server process notices the closed connection, and
+/// lets go, only a few milliseconds later.
+pub(super) const PATIENCE: Duration = Duration::from_secs(1);
+
+/// Takes `what` for this process, trying again until `deadline`, or says who has it.
+pub(super) fn hold_by(
+    db: &mut Db,
+    mut files: Option<&mut FileLeases>,
+    what: Hold<'_>,
+    deadline: Instant,
+) -> Result<LinkHold> {
+    loop {
+        let outcome = hold(db, files.as_deref_mut(), what)?;
+        if outcome == LinkHold::Held || Instant::now() >= deadline {
+            return Ok(outcome);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Takes `what` for this process, or says who has it.
+pub(super) fn hold(
+    db: &mut Db,
+    files: Option<&mut FileLeases>,
+    what: Hold<'_>,
+) -> Result<LinkHold> {
+    let name = what.name();
+    match db {
+        Db::Sqlite { .. } => match files {
+            Some(files) => files.hold(&name),
+            // A read-only store never writes, so it never needs a link to itself.
+            None => Ok(LinkHold::Held),
+        },
+        Db::Postgres { .. } => {
+            // Session-level, not transaction-level: the hold outlives the run's many
+            // transactions and ends with the connection.
+            let took = db
+                .query_opt(
+                    &format!("SELECT CAST(pg_try_advisory_lock({PG_LOCK_KEY}) AS INTEGER)"),
+                    &[P::Text(&name)],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?
+                == Some(1);
+            if took {
+                return Ok(LinkHold::Held);
+            }
+            let holder = db
+                .query_opt(
+                    &format!(
+                        "SELECT CAST(a.application_name AS TEXT), CAST(COALESCE(host(a.client_addr), 'a local socket') AS TEXT),
+                                CAST(a.pid AS TEXT), CAST(a.backend_start AS TEXT)
+                         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                           AND ((CAST(l.classid AS BIGINT) << 32) | CAST(l.objid AS BIGINT)) = {PG_LOCK_KEY}"
+                    ),
+                    &[P::Text(&name)],
+                )?
+                .map(|r| -> Result<String> {
+                    Ok(format!(
+                        "{} from {} (server process {}, connected since {})",
+                        r.text(0)?,
+                        r.text(1)?,
+                        r.text(2)?,
+                        r.text(3)?
+                    ))
+                })
+                .transpose()?;
+            Ok(LinkHold::HeldElsewhere(holder.unwrap_or_else(|| {
+                "another connection to the state store".into()
+            })))
+        }
+    }
+}
+
+pub(super) fn release(db: &mut Db, files: Option<&mut FileLeases>, what: Hold<'_>) -> Result<()> {
+    let name = what.name();
+    match db {
+        Db::Sqlite { .. } => {
+            if let Some(files) = files {
+                files.release(&name, matches!(what, Hold::Run(_)));
+            }
+            Ok(())
+        }
+        Db::Postgres { .. } => {
+            db.query_opt(
+                &format!("SELECT CAST(pg_advisory_unlock({PG_LOCK_KEY}) AS INTEGER)"),
+                &[P::Text(&name)],
+            )?;
+            Ok(())
+        }
+    }
+}
