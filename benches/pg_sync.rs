@@ -104,6 +104,17 @@ fn shell_copy_pipe(src_url: &str, dst_url: &str, dst: &mut postgres::Client) -> 
     Some(elapsed.as_secs_f64())
 }
 
+/// Each timed phase starts on a quiet server: what the phases before wrote is vacuumed
+/// and checkpointed first, so no phase pays for another's autovacuum or checkpoint.
+fn settle(admin: &mut postgres::Client, databases: [&mut postgres::Client; 2]) {
+    for c in databases {
+        c.batch_execute("VACUUM ANALYZE").unwrap();
+    }
+    if let Err(e) = admin.batch_execute("CHECKPOINT") {
+        println!("CHECKPOINT not allowed ({e}): phases may pay for each other's writes");
+    }
+}
+
 fn fields() -> &'static str {
     "[links.c.fields]\nid = {}\nemail = {}\nname = {}\ncompany = {}\nstatus = {}\namount = {}\nupdated_at = {}\n"
 }
@@ -162,6 +173,7 @@ fn main() {
     .unwrap();
 
     // Baseline: binary COPY pipe between the two databases.
+    settle(&mut admin_client, [&mut src, &mut dst]);
     let (_, copy_pipe, _) = timed(|| {
         let mut reader = src
             .copy_out("COPY contacts TO STDOUT (FORMAT binary)")
@@ -184,6 +196,7 @@ fn main() {
     // The same pipe as the shell writes it, `psql … | psql …`: two client processes and a
     // kernel pipe between them (the wording). Into a table of its own, dropped
     // after, so the later phases see the same databases either way.
+    settle(&mut admin_client, [&mut src, &mut dst]);
     let shell_pipe = shell_copy_pipe(&src_url, &dst_url, &mut dst);
     if let Some(secs) = shell_pipe {
         lines.push(Line {
@@ -202,6 +215,7 @@ fn main() {
         "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}?sslmode=disable\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}?sslmode=disable\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
     );
     if wants("pg") {
+        settle(&mut admin_client, [&mut src, &mut dst]);
         let load = first_load(
             dir.path(),
             &systems,
@@ -221,6 +235,7 @@ fn main() {
     }
 
     if wants("sqlite") {
+        settle(&mut admin_client, [&mut src, &mut dst]);
         // Baseline: COPY to CSV, then sqlite3 .import.
         let csv = dir.path().join("contacts.csv");
         let baseline_db = dir.path().join("baseline.db");
@@ -281,6 +296,7 @@ fn main() {
         my.query_drop(format!("CREATE DATABASE {tag}")).unwrap();
         let my_url = with_db(&my_admin, &tag);
         let mut myc = mysql::Conn::new(mysql::Opts::from_url(&my_url).unwrap()).unwrap();
+        settle(&mut admin_client, [&mut src, &mut dst]);
         myc.query_drop("CREATE TABLE contacts (id bigint PRIMARY KEY, email text, name text, company text, status text, amount decimal(12,2), updated_at datetime(6))").unwrap();
         lines.push(first_load(
             dir.path(),
@@ -302,6 +318,7 @@ fn main() {
         // The first run links the two loaded tables (match_on id, nothing to write); the
         // second is the steady state.
         fresh_state(dir.path());
+        settle(&mut admin_client, [&mut src, &mut dst]);
         let linked = run(dir.path(), &two_way);
         assert_eq!(
             linked.count("to_right", "created") + linked.count("to_left", "created"),
