@@ -81,20 +81,27 @@ impl FileLeases {
         self.dir.join(file)
     }
 
+    /// Opens (creating it and its folder if need be) the lock file of `hold`.
+    fn open(&self, hold: &str) -> Result<(File, PathBuf)> {
+        let path = self.path_of(hold);
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| {
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+            })
+            .map(|file| (file, path.clone()))
+            .map_err(|e| lock_error(&path, e))
+    }
+
     /// Waits for, and takes, the hold `name` until the returned file is dropped: for
     /// work every process must do one at a time (creating or upgrading the schema).
     pub(super) fn wait_for(&self, name: &str) -> Result<File> {
-        let path = self.path_of(name);
-        let io_err =
-            |e: std::io::Error| StateError::Lease(format!("cannot lock {}: {e}", path.display()));
-        std::fs::create_dir_all(&self.dir).map_err(io_err)?;
-        let file = File::options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
-        file.lock().map_err(io_err)?;
+        let (file, path) = self.open(name)?;
+        file.lock().map_err(|e| lock_error(&path, e))?;
         Ok(file)
     }
 
@@ -102,17 +109,8 @@ impl FileLeases {
         if self.held.contains_key(hold) {
             return Ok(LinkHold::Held);
         }
-        let path = self.path_of(hold);
-        let io_err =
-            |e: std::io::Error| StateError::Lease(format!("cannot lock {}: {e}", path.display()));
-        std::fs::create_dir_all(&self.dir).map_err(io_err)?;
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+        let (mut file, path) = self.open(hold)?;
+        let io_err = |e| lock_error(&path, e);
         match file.try_lock() {
             Ok(()) => {
                 // Who holds it, for the message another run prints.
@@ -151,6 +149,10 @@ impl FileLeases {
             let _ = std::fs::remove_file(self.path_of(hold));
         }
     }
+}
+
+fn lock_error(path: &Path, e: std::io::Error) -> StateError {
+    StateError::Lease(format!("cannot lock {}: {e}", path.display()))
 }
 
 /// How long a hold is tried again before it counts as taken. A holder killed a moment
