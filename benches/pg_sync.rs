@@ -18,7 +18,7 @@
 use std::path::Path;
 mod support;
 
-use support::{BinaryRun, run_syncline_binary, timed};
+use support::{BinaryRun, flush_written_files, run_syncline_binary, timed};
 
 const TABLE: &str = "(id bigint PRIMARY KEY, email text, name text, company text, status text, amount numeric(12,2), updated_at timestamptz)";
 
@@ -104,8 +104,9 @@ fn shell_copy_pipe(src_url: &str, dst_url: &str, dst: &mut postgres::Client) -> 
     Some(elapsed.as_secs_f64())
 }
 
-/// Each timed phase starts on a quiet server: what the phases before wrote is vacuumed
-/// and checkpointed first, so no phase pays for another's autovacuum or checkpoint.
+/// Each timed phase starts on a quiet machine: what the phases before wrote is vacuumed
+/// and checkpointed, and the files they wrote flushed (`sync`), so no phase pays for
+/// another's autovacuum, checkpoint or page-cache writeback.
 fn settle(admin: &mut postgres::Client, databases: [&mut postgres::Client; 2]) {
     for c in databases {
         c.batch_execute("VACUUM ANALYZE").unwrap();
@@ -113,6 +114,7 @@ fn settle(admin: &mut postgres::Client, databases: [&mut postgres::Client; 2]) {
     if let Err(e) = admin.batch_execute("CHECKPOINT") {
         println!("CHECKPOINT not allowed ({e}): phases may pay for each other's writes");
     }
+    flush_written_files();
 }
 
 fn fields() -> &'static str {
@@ -255,6 +257,7 @@ fn main() {
                 .expect("sqlite3 is installed");
             assert!(status.success());
         });
+        std::fs::remove_file(&csv).unwrap();
         lines.push(Line {
             phase: "baseline: COPY csv + sqlite3 .import",
             secs: csv_import.as_secs_f64(),
@@ -276,6 +279,7 @@ fn main() {
                 .unwrap()
                 .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
                 .unwrap();
+            settle(&mut admin_client, [&mut src, &mut dst]);
             lines.push(first_load(
                 dir.path(),
                 &systems,

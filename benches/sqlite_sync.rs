@@ -14,7 +14,7 @@ mod support;
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::Duration;
-use support::{run_syncline_binary, timed};
+use support::{flush_written_files, run_syncline_binary, timed};
 
 const CONFIG: &str = r#"
 [systems.crm]
@@ -94,6 +94,7 @@ fn main() {
     right
         .execute_batch(&format!("{SCHEMA}, crm_id TEXT);"))
         .unwrap();
+    flush_written_files();
     let (_, copy_time, copy_rss) = timed(|| {
         right
             .execute_batch(&format!(
@@ -103,6 +104,7 @@ fn main() {
             .unwrap()
     });
 
+    flush_written_files();
     let first = run_syncline_binary(dir.path());
     assert_eq!(
         first.count("to_right", "created"),
@@ -112,6 +114,7 @@ fn main() {
     let (first_time, first_rss, first_cpu) = (first.elapsed, first.peak_rss_mib, first.cpu_secs);
 
     // Baseline 2: reading both tables once, which a no-change run has to do at least.
+    flush_written_files();
     let (_, scan_time, _) = timed(|| {
         for file in ["left.db", "right.db"] {
             let c = Connection::open(dir.path().join(file)).unwrap();
@@ -125,6 +128,7 @@ fn main() {
             assert_eq!(n, rows_count(&c));
         }
     });
+    flush_written_files();
     let again = run_syncline_binary(dir.path());
     assert_eq!(
         again.report["links"][0]["unchanged"].as_u64(),

@@ -14,6 +14,14 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Flushes every file written so far to disk (`sync`), so the next timed phase does not
+/// share the machine with the kernel writing back the phase before's files.
+pub fn flush_written_files() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        println!("sync did not run ({e}): phases may pay for each other's writeback");
+    }
+}
+
 /// Runs `f`, returning its result, how long it took and the peak RSS (MiB) while it ran.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, f64) {
     // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
