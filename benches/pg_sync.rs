@@ -70,6 +70,7 @@ fn first_load(
         baseline: Some(baseline),
         rss: r.peak_rss_mib,
         cpu: r.cpu_secs,
+        ratio_range: None,
     }
 }
 
@@ -130,6 +131,45 @@ struct Line {
     rss: Option<f64>,
     /// CPU seconds syncline's process used (all its threads).
     cpu: Option<f64>,
+    /// The lowest and highest ratio over the rounds this line is the median of.
+    ratio_range: Option<(f64, f64)>,
+}
+
+impl Line {
+    fn baseline(phase: &'static str, secs: f64, rows: u64) -> Line {
+        Line {
+            phase,
+            secs,
+            rows,
+            baseline: None,
+            rss: None,
+            cpu: None,
+            ratio_range: None,
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        self.baseline.map_or(1.0, |b| self.secs / b)
+    }
+
+    /// The round whose ratio is the median (the upper one of an even count), with the
+    /// range of all rounds' ratios.
+    fn median_round(mut rounds: Vec<Line>) -> Line {
+        rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let range = (rounds[0].ratio(), rounds[rounds.len() - 1].ratio());
+        let mut line = rounds.swap_remove(rounds.len() / 2);
+        if range.0 < range.1 {
+            line.ratio_range = Some(range);
+        }
+        line
+    }
+}
+
+/// The median (the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn main() {
@@ -144,6 +184,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if is_bench { 1_000_000 } else { 2000 });
+    let rounds: usize = std::env::var("SYNCLINE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if is_bench { 3 } else { 1 })
+        .max(1);
     let phases = std::env::var("SYNCLINE_BENCH_PHASES").unwrap_or_default();
     let wants = |phase: &str| phases.is_empty() || phases.split(',').any(|p| p.trim() == phase);
     let tag = format!("syncline_bench_{}", std::process::id());
@@ -174,122 +219,152 @@ fn main() {
     ))
     .unwrap();
 
-    // Baseline: binary COPY pipe between the two databases.
-    settle(&mut admin_client, [&mut src, &mut dst]);
-    let (_, copy_pipe, _) = timed(|| {
-        let mut reader = src
-            .copy_out("COPY contacts TO STDOUT (FORMAT binary)")
-            .unwrap();
-        let mut writer = dst
-            .copy_in("COPY copy_baseline FROM STDIN (FORMAT binary)")
-            .unwrap();
-        std::io::copy(&mut reader, &mut writer).unwrap();
-        writer.finish().unwrap();
-    });
-    lines.push(Line {
-        phase: "baseline: binary COPY pipe PG→PG",
-        secs: copy_pipe.as_secs_f64(),
-        rows,
-        baseline: None,
-        rss: None,
-        cpu: None,
-    });
-
-    // The same pipe as the shell writes it, `psql … | psql …`: two client processes and a
-    // kernel pipe between them (the wording). Into a table of its own, dropped
-    // after, so the later phases see the same databases either way.
-    settle(&mut admin_client, [&mut src, &mut dst]);
-    let shell_pipe = shell_copy_pipe(&src_url, &dst_url, &mut dst);
-    if let Some(secs) = shell_pipe {
-        lines.push(Line {
-            phase: "baseline: psql COPY binary | psql (shell)",
-            secs,
-            rows,
-            baseline: None,
-            rss: None,
-            cpu: None,
-        });
-    }
-
     // Without TLS, as the baselines' connections: over loopback, TLS (`sslmode=prefer`,
     // the default) cost syncline ~12% more CPU here, and the comparison is of the work.
     let systems = format!(
         "[state]\npath = \"state.db\"\n[systems.src]\nkind = \"postgres\"\nurl = \"{src_url}?sslmode=disable\"\n[systems.dst]\nkind = \"postgres\"\nurl = \"{dst_url}?sslmode=disable\"\n[systems.lite]\nkind = \"sqlite\"\npath = \"lite.db\"\n"
     );
-    if wants("pg") {
+
+    // The machine's speed drifts by ±15% within minutes, so a first load and its
+    // baselines are measured `rounds` times in turn, each round's ratio to the baselines
+    // measured next to it; the round with the median ratio is reported, with the range.
+    let mut pipes = Vec::new();
+    let mut shell_pipes = Vec::new();
+    let mut pg_loads = Vec::new();
+    for _ in 0..if wants("pg") { rounds } else { 1 } {
+        dst.batch_execute("TRUNCATE copy_baseline, contacts")
+            .unwrap();
+        // Baseline: binary COPY pipe between the two databases.
         settle(&mut admin_client, [&mut src, &mut dst]);
-        let load = first_load(
-            dir.path(),
-            &systems,
-            "dst.contacts",
-            "",
-            rows,
-            "syncline first load PG→PG",
-            copy_pipe.as_secs_f64(),
-        );
-        let against_shell = shell_pipe.map(|shell| Line {
-            phase: "  the same load vs the shell pipe",
-            baseline: Some(shell),
-            ..load.clone()
+        let (_, pipe, _) = timed(|| {
+            let mut reader = src
+                .copy_out("COPY contacts TO STDOUT (FORMAT binary)")
+                .unwrap();
+            let mut writer = dst
+                .copy_in("COPY copy_baseline FROM STDIN (FORMAT binary)")
+                .unwrap();
+            std::io::copy(&mut reader, &mut writer).unwrap();
+            writer.finish().unwrap();
         });
+        pipes.push(pipe.as_secs_f64());
+        // The same pipe as the shell writes it, `psql … | psql …`: two client processes
+        // and a kernel pipe between them (the wording). Into a table of its own,
+        // dropped after, so the later phases see the same databases either way.
+        settle(&mut admin_client, [&mut src, &mut dst]);
+        shell_pipes.extend(shell_copy_pipe(&src_url, &dst_url, &mut dst));
+        if wants("pg") {
+            settle(&mut admin_client, [&mut src, &mut dst]);
+            pg_loads.push(first_load(
+                dir.path(),
+                &systems,
+                "dst.contacts",
+                "",
+                rows,
+                "syncline first load PG→PG",
+                pipe.as_secs_f64(),
+            ));
+        }
+    }
+    let copy_pipe = median(&pipes);
+    lines.push(Line::baseline(
+        "baseline: binary COPY pipe PG→PG",
+        median(&pipes),
+        rows,
+    ));
+    if !shell_pipes.is_empty() {
+        lines.push(Line::baseline(
+            "baseline: psql COPY binary | psql (shell)",
+            median(&shell_pipes),
+            rows,
+        ));
+    }
+    if !pg_loads.is_empty() {
+        let load = Line::median_round(pg_loads.clone());
         lines.push(load);
-        lines.extend(against_shell);
+        if shell_pipes.len() == pg_loads.len() {
+            let against_shell = pg_loads
+                .into_iter()
+                .zip(&shell_pipes)
+                .map(|(load, &shell)| Line {
+                    phase: "  the same load vs the shell pipe",
+                    baseline: Some(shell),
+                    ..load
+                })
+                .collect();
+            lines.push(Line::median_round(against_shell));
+        }
     }
 
     if wants("sqlite") {
-        settle(&mut admin_client, [&mut src, &mut dst]);
-        // Baseline: COPY to CSV, then sqlite3 .import.
         let csv = dir.path().join("contacts.csv");
         let baseline_db = dir.path().join("baseline.db");
-        let (_, csv_import, _) = timed(|| {
-            let mut out =
-                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&csv).unwrap());
-            let mut reader = src
-                .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
-                .unwrap();
-            std::io::copy(&mut reader, &mut out).unwrap();
-            drop(out);
-            let status = std::process::Command::new("sqlite3")
-                .arg(&baseline_db)
-                .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
-                .arg(format!(".import --csv {} contacts", csv.display()))
-                .status()
-                .expect("sqlite3 is installed");
-            assert!(status.success());
-        });
-        std::fs::remove_file(&csv).unwrap();
-        lines.push(Line {
-            phase: "baseline: COPY csv + sqlite3 .import",
-            secs: csv_import.as_secs_f64(),
-            rows,
-            baseline: None,
-            rss: None,
-            cpu: None,
-        });
-        // With the default batch size (5,000), then with 1,000 (the default before): a
-        // SQLite database commits each batch with four fsyncs (journal twice, database,
-        // directory), the state store with one; the difference is that per-batch cost.
-        for (options, phase) in [
-            ("", "syncline first load PG→SQLite"),
-            ("batch_size = 1000\n", "  … with batch_size = 1000"),
-        ] {
+        let fresh_lite = || {
             let lite = dir.path().join("lite.db");
             let _ = std::fs::remove_file(&lite);
             rusqlite::Connection::open(&lite)
                 .unwrap()
                 .execute_batch("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
                 .unwrap();
+        };
+        let mut imports = Vec::new();
+        let mut lite_loads = Vec::new();
+        for _ in 0..rounds {
+            // Baseline: COPY to CSV, then sqlite3 .import.
+            let _ = std::fs::remove_file(&baseline_db);
             settle(&mut admin_client, [&mut src, &mut dst]);
-            lines.push(first_load(
+            let (_, csv_import, _) = timed(|| {
+                let mut out = std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::fs::File::create(&csv).unwrap(),
+                );
+                let mut reader = src
+                    .copy_out("COPY contacts TO STDOUT (FORMAT csv)")
+                    .unwrap();
+                std::io::copy(&mut reader, &mut out).unwrap();
+                drop(out);
+                let status = std::process::Command::new("sqlite3")
+                    .arg(&baseline_db)
+                    .arg("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, company TEXT, status TEXT, amount TEXT, updated_at TEXT);")
+                    .arg(format!(".import --csv {} contacts", csv.display()))
+                    .status()
+                    .expect("sqlite3 is installed");
+                assert!(status.success());
+            });
+            std::fs::remove_file(&csv).unwrap();
+            imports.push(csv_import.as_secs_f64());
+            fresh_lite();
+            settle(&mut admin_client, [&mut src, &mut dst]);
+            lite_loads.push(first_load(
                 dir.path(),
                 &systems,
                 "lite.contacts",
-                options,
+                "",
                 rows,
-                phase,
+                "syncline first load PG→SQLite",
                 csv_import.as_secs_f64(),
             ));
         }
+        let csv_import = median(&imports);
+        lines.push(Line::baseline(
+            "baseline: COPY csv + sqlite3 .import",
+            csv_import,
+            rows,
+        ));
+        lines.push(Line::median_round(lite_loads));
+        // With 1,000 rows per batch (the default before), once, against the median
+        // baseline: a SQLite database commits each batch with four fsyncs (journal twice,
+        // database, directory), the state store with one; the difference is that cost.
+        fresh_lite();
+        settle(&mut admin_client, [&mut src, &mut dst]);
+        lines.push(first_load(
+            dir.path(),
+            &systems,
+            "lite.contacts",
+            "batch_size = 1000\n",
+            rows,
+            "  … with batch_size = 1000",
+            csv_import,
+        ));
     }
 
     if let Ok(my_admin) = std::env::var("SYNCLINE_TEST_MYSQL_URL")
@@ -309,7 +384,7 @@ fn main() {
             "",
             rows,
             "syncline first load PG→MariaDB",
-            copy_pipe.as_secs_f64(),
+            copy_pipe,
         ));
         my.query_drop(format!("DROP DATABASE {tag}")).unwrap();
     }
@@ -346,14 +421,11 @@ fn main() {
                 std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
             }
         });
-        lines.push(Line {
-            phase: "baseline: COPY out both tables",
-            secs: scan.as_secs_f64(),
+        lines.push(Line::baseline(
+            "baseline: COPY out both tables",
+            scan.as_secs_f64(),
             rows,
-            baseline: None,
-            rss: None,
-            cpu: None,
-        });
+        ));
         lines.push(Line {
             phase: "syncline linking two loaded tables",
             secs: linked.elapsed.as_secs_f64(),
@@ -361,6 +433,7 @@ fn main() {
             baseline: Some(scan.as_secs_f64()),
             rss: linked.peak_rss_mib,
             cpu: linked.cpu_secs,
+            ratio_range: None,
         });
         lines.push(Line {
             phase: "syncline two-way cycle, 1%+1% changed",
@@ -369,21 +442,26 @@ fn main() {
             baseline: Some(scan.as_secs_f64()),
             rss: cycle.peak_rss_mib,
             cpu: cycle.cpu_secs,
+            ratio_range: None,
         });
     }
 
     println!(
-        "\n{:<40} {:>9} {:>12} {:>9} {:>13} {:>7}",
-        "phase", "seconds", "rows/s", "ratio", "peak RSS MiB", "CPU s"
+        "\n{rounds} round(s) of each first load with its baselines; the median round shown, with the range of its ratio"
+    );
+    println!(
+        "{:<40} {:>9} {:>12} {:>9} {:>13} {:>13} {:>7}",
+        "phase", "seconds", "rows/s", "ratio", "ratio range", "peak RSS MiB", "CPU s"
     );
     for l in &lines {
         println!(
-            "{:<40} {:>9.2} {:>12.0} {:>9} {:>13} {:>7}",
+            "{:<40} {:>9.2} {:>12.0} {:>9} {:>13} {:>13} {:>7}",
             l.phase,
             l.secs,
             l.rows as f64 / l.secs,
-            l.baseline
-                .map_or("1.00×".to_string(), |b| format!("{:.2}×", l.secs / b)),
+            format!("{:.2}×", l.ratio()),
+            l.ratio_range
+                .map_or(String::new(), |(lo, hi)| format!("{lo:.2}–{hi:.2}×")),
             l.rss.map_or("-".to_string(), |r| format!("{r:.1}")),
             l.cpu.map_or("-".to_string(), |c| format!("{c:.1}"))
         );
