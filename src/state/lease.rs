@@ -21,7 +21,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Whether this process now holds a link.
+/// Whether this process now holds a link (or a run's id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkHold {
     Held,
