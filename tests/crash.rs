@@ -2,6 +2,8 @@
 //! thousand records; running again must end exactly where an uninterrupted run ends —
 //! no duplicate creates, no lost writes.
 
+mod support;
+
 use rusqlite::Connection;
 use std::path::Path;
 use std::process::Command;
@@ -83,6 +85,25 @@ fn seed(dir: &Path, records: usize, billing_knows: bool) {
     std::fs::write(dir.join("syncline.toml"), CONFIG).unwrap();
 }
 
+/// With `SYNCLINE_TEST_STATE=postgres` (as `.ci/run` sets for its second pass), the state
+/// store of the runs in `dir` lives in a database of its own on the test server, dropped
+/// with the returned guard: the same kills, against the shared store.
+fn shared_store(dir: &Path) -> Option<support::TempDatabase> {
+    if std::env::var("SYNCLINE_TEST_STATE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let url = std::env::var("SYNCLINE_TEST_PG_URL")
+        .expect("SYNCLINE_TEST_STATE=postgres needs SYNCLINE_TEST_PG_URL");
+    let db = support::TempDatabase::postgres(&url);
+    let config = std::fs::read_to_string(dir.join("syncline.toml")).unwrap();
+    std::fs::write(
+        dir.join("syncline.toml"),
+        format!("[state]\nurl = \"{}\"\n{config}", db.url),
+    )
+    .unwrap();
+    Some(db)
+}
+
 fn run(dir: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_syncline"))
         .current_dir(dir)
@@ -150,6 +171,7 @@ fn snapshot(dir: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
 fn kill_at_many_points(records: usize, billing_knows: bool, points: u32) {
     let reference = tempfile::tempdir().unwrap();
     seed(reference.path(), records, billing_knows);
+    let _reference_store = shared_store(reference.path());
     let first_run = run_until_quiet(reference.path());
     let expected = snapshot(reference.path());
     assert_eq!(
@@ -167,6 +189,7 @@ fn kill_at_many_points(records: usize, billing_knows: bool, points: u32) {
     for k in 1..=points {
         let dir = tempfile::tempdir().unwrap();
         seed(dir.path(), records, billing_knows);
+        let _store = shared_store(dir.path());
         let delay = first_run.mul_f64(timescale * f64::from(k) / f64::from(points + 1));
         let mut child = Command::new(env!("CARGO_BIN_EXE_syncline"))
             .current_dir(dir.path())
