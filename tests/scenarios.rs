@@ -875,7 +875,7 @@ fn count(conn: &rusqlite::Connection, table: &str) -> i64 {
 
 /// One run of a link at a time, whichever processes share the store: a run that finds
 /// its link held leaves it alone (exit 5, naming the holder) and runs the others; `plan`
-/// is not held up; once the holder is gone — even without letting go, as a killed
+/// is not held up and `status` names the holder; once the holder is gone — even without letting go, as a killed
 /// process — the link runs.
 #[test]
 fn a_link_another_run_holds_is_left_alone_until_it_is_free() {
@@ -911,12 +911,40 @@ fn a_link_another_run_holds_is_left_alone_until_it_is_free() {
     let plan = support::syncline(f.path()).arg("plan").output().unwrap();
     assert_eq!(plan.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&plan.stdout).contains("create"));
+    // AND status says who is running `c`, and that nobody runs `a`
+    let status = support::syncline(f.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let running = |link: &str| {
+        status["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["link"] == link)
+            .unwrap()["running"]
+            .clone()
+    };
+    assert!(
+        running("c")
+            .as_str()
+            .is_some_and(|h| h.contains(&std::process::id().to_string())),
+        "{status}"
+    );
+    assert_eq!(running("a"), serde_json::Value::Null, "{status}");
     // WHEN the holder goes away without letting go
     drop(other);
     // THEN the next run takes the link and does its work once
     let (code, stderr) = support::run_binary(f.path());
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(count(&f.right, "customers"), 3);
+    let status = support::syncline(f.path()).arg("status").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains("running now"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     assert_eq!(writes(&f.run()), 0);
 }
 

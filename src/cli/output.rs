@@ -178,6 +178,7 @@ impl Output {
                         "pairs": state.pair_count(&l.name).unwrap_or(0),
                         "open_conflicts": conflicts.iter().filter(|c| c.link == l.name && c.status == "open").count(),
                         "quarantined": quarantine.iter().filter(|q| q.link == l.name).count(),
+                        "running": state.link_holder(&l.name).unwrap_or(None),
                     })
                 })
                 .collect();
@@ -196,6 +197,9 @@ impl Output {
                     .count(),
                 quarantine.iter().filter(|q| q.link == l.name).count()
             );
+            if let Some(holder) = state.link_holder(&l.name)? {
+                println!("  running now: {holder}");
+            }
         }
         if runs.is_empty() {
             println!("no runs yet: `syncline plan`, then `syncline run`.");

@@ -142,6 +142,33 @@ impl FileLeases {
         }
     }
 
+    /// Who holds `hold`, if anyone, without taking it: a held file cannot be locked; a
+    /// free one is locked and let go at once (and a missing one was never held).
+    fn holder(&self, hold: &str) -> Result<Option<String>> {
+        if self.held.contains_key(hold) {
+            return Ok(None);
+        }
+        let path = self.path_of(hold);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(lock_error(&path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Ok(Some(if holder.is_empty() {
+                    "another process".into()
+                } else {
+                    holder
+                }))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(lock_error(&path, e)),
+        }
+    }
+
     fn release(&mut self, hold: &str, forget: bool) {
         // Closing the file releases its lock. A link's file stays for its next run; a
         // run's is removed (a run that opened it just before finds it free, as it is).
@@ -203,32 +230,48 @@ pub(super) fn hold(
             if took {
                 return Ok(LinkHold::Held);
             }
-            let holder = db
-                .query_opt(
-                    &format!(
-                        "SELECT CAST(a.application_name AS TEXT), CAST(COALESCE(host(a.client_addr), 'a local socket') AS TEXT),
-                                CAST(a.pid AS TEXT), CAST(a.backend_start AS TEXT)
-                         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                           AND ((CAST(l.classid AS BIGINT) << 32) | CAST(l.objid AS BIGINT)) = {PG_LOCK_KEY}"
-                    ),
-                    &[P::Text(&name)],
-                )?
-                .map(|r| -> Result<String> {
-                    Ok(format!(
-                        "{} from {} (server process {}, connected since {})",
-                        r.text(0)?,
-                        r.text(1)?,
-                        r.text(2)?,
-                        r.text(3)?
-                    ))
-                })
-                .transpose()?;
+            let holder = pg_holder(db, &name)?;
             Ok(LinkHold::HeldElsewhere(holder.unwrap_or_else(|| {
                 "another connection to the state store".into()
             })))
         }
     }
+}
+
+/// Who holds `what`, if anyone but this process, without taking it.
+pub(super) fn holder(
+    db: &mut Db,
+    files: Option<&FileLeases>,
+    what: Hold<'_>,
+) -> Result<Option<String>> {
+    match db {
+        Db::Sqlite { .. } => files.map_or(Ok(None), |f| f.holder(&what.name())),
+        Db::Postgres { .. } => pg_holder(db, &what.name()),
+    }
+}
+
+/// The session holding the advisory lock of `name`, other than this one, as people know it.
+fn pg_holder(db: &mut Db, name: &str) -> Result<Option<String>> {
+    db.query_opt(
+        &format!(
+            "SELECT CAST(a.application_name AS TEXT), CAST(COALESCE(host(a.client_addr), 'a local socket') AS TEXT),
+                    CAST(a.pid AS TEXT), CAST(a.backend_start AS TEXT)
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid()
+               AND ((CAST(l.classid AS BIGINT) << 32) | CAST(l.objid AS BIGINT)) = {PG_LOCK_KEY}"
+        ),
+        &[P::Text(name)],
+    )?
+    .map(|r| -> Result<String> {
+        Ok(format!(
+            "{} from {} (server process {}, connected since {})",
+            r.text(0)?,
+            r.text(1)?,
+            r.text(2)?,
+            r.text(3)?
+        ))
+    })
+    .transpose()
 }
 
 pub(super) fn release(db: &mut Db, files: Option<&mut FileLeases>, what: Hold<'_>) -> Result<()> {

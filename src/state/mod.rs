@@ -554,7 +554,10 @@ impl StateStore {
                 schema::VERSION
             )));
         }
-        Self::prepare_sqlite(conn, true)
+        let mut store = Self::prepare_sqlite(conn, true)?;
+        // Only looked at (`status` names who is running a link), never taken.
+        store.leases = Some(lease::FileLeases::beside(path));
+        Ok(store)
     }
 
     /// Opens the store a config names. `read_only` stores never write a durable table
@@ -883,6 +886,12 @@ impl StateStore {
             lease::Hold::Link(link),
             deadline,
         )
+    }
+
+    /// Who is running `link` right now, if anyone: looked at, not taken (and never
+    /// this process's own hold).
+    pub fn link_holder(&mut self, link: &str) -> Result<Option<String>> {
+        lease::holder(&mut self.db, self.leases.as_ref(), lease::Hold::Link(link))
     }
 
     pub fn release_link(&mut self, link: &str) -> Result<()> {
