@@ -50,7 +50,8 @@ impl Hold<'_> {
 /// syncline's keys stay apart from an application's own advisory locks.
 const PG_LOCK_KEY: &str = "hashtextextended('syncline ' || $1, 4242)";
 
-/// The lock files of an embedded store's links, held open while their links run.
+/// The lock files of an embedded store's holds, held open while they last (and only
+/// looked at through a read-only store).
 pub(super) struct FileLeases {
     dir: PathBuf,
     held: HashMap<String, File>,
@@ -213,7 +214,8 @@ pub(super) fn hold(
     match db {
         Db::Sqlite { .. } => match files {
             Some(files) => files.hold(&name),
-            // A read-only store never writes, so it never needs a link to itself.
+            // Only a store with no file has no lock files (an empty one `plan` reads):
+            // nothing is written to it, so nothing needs holding.
             None => Ok(LinkHold::Held),
         },
         Db::Postgres { .. } => {
