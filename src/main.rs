@@ -8,6 +8,7 @@
 //! | 2 | config error (file, line, column and reason are printed) |
 //! | 3 | done, but something needs a person (conflicts, quarantine, rejected writes) |
 //! | 4 | refused by a safety valve; nothing was written |
+//! | 5 | a link was left alone: another run was running it |
 
 mod cli;
 
@@ -17,6 +18,18 @@ mod cli;
 // where glibc's was (see the README's benchmarks).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Hands the calling thread's freed memory back. A batch's records are allocated on the
+/// reader's thread and freed on the planner's and writer's; mimalloc keeps such pages
+/// with their owner thread until it collects, which with wide rows (1 MiB values) held
+/// 265 MB at the peak of a load that needs 84 MB (glibc's figure). Called by each
+/// pipeline thread once per batch: 112 MB, at no measurable cost for narrow rows.
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions: it only frees the calling thread's empty
+    // pages and processes frees other threads made of its blocks.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -29,6 +42,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    syncline::engine::on_batch_done(release_freed_memory);
     let args = cli::Args::parse();
     let json = args.json;
     match cli::run(args) {

@@ -20,6 +20,21 @@ mod read_ahead;
 mod report;
 
 pub use explain::{Explanation, FieldExplanation, explain};
+
+/// What a pipeline thread calls when it is done with a batch (set once, by the binary).
+static BATCH_DONE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Has every thread of a cycle call `hook` after each batch it handled: the binary hands
+/// freed memory back to its allocator there (the library does not know the allocator).
+pub fn on_batch_done(hook: fn()) {
+    let _ = BATCH_DONE.set(hook);
+}
+
+fn batch_done() {
+    if let Some(hook) = BATCH_DONE.get() {
+        hook();
+    }
+}
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
 
 use crate::Error;

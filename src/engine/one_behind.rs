@@ -40,7 +40,9 @@ where
         let (answers, from_worker) = sync_channel::<Answer>(1);
         let worker = scope.spawn(move || {
             for request in requests {
-                if answers.send(work(request)).is_err() {
+                let answer = work(request);
+                super::batch_done();
+                if answers.send(answer).is_err() {
                     break;
                 }
             }

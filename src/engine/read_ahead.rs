@@ -24,10 +24,16 @@ pub(crate) fn scan_ahead(
             connector.scan(spec, batch_size, &mut |records| {
                 // The receiver is gone only when `consume` failed; its error is the one
                 // reported, so this one only needs to stop the scan.
-                sender.send(records).map_err(|_| Error::Stopped)
+                let sent = sender.send(records).map_err(|_| Error::Stopped);
+                super::batch_done();
+                sent
             })
         });
-        let consumed = receiver.iter().try_for_each(&mut *consume);
+        let consumed = receiver.iter().try_for_each(|records| {
+            let consumed = consume(records);
+            super::batch_done();
+            consumed
+        });
         // Unblocks a reader waiting to hand over a batch after `consume` failed.
         drop(receiver);
         let scanned = match reader.join() {
