@@ -294,3 +294,55 @@ pub(super) fn release(db: &mut Db, files: Option<&mut FileLeases>, what: Hold<'_
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link's name becomes a file name inside the lock folder whatever it holds: no
+    /// separator or `..` leads out of it, and two names never share a file.
+    #[test]
+    fn every_link_name_has_a_lock_file_of_its_own_inside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let leases = FileLeases::beside(&dir.path().join("state.db"));
+        let names = ["c", "a/b", "../x", "a%2Fb", "ü", "a b", "link-c", ".."];
+        let paths: Vec<PathBuf> = names
+            .iter()
+            .map(|n| leases.path_of(&Hold::Link(n).name()))
+            .collect();
+        for (name, path) in names.iter().zip(&paths) {
+            assert_eq!(path.parent(), Some(leases.dir.as_path()), "{name}");
+        }
+        let distinct: std::collections::HashSet<_> = paths.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        assert_ne!(
+            leases.path_of(&Hold::Link("run-1").name()),
+            leases.path_of(&Hold::Run(1).name())
+        );
+    }
+
+    /// Two handles on one embedded store exclude each other, as two processes do, and a
+    /// hold ends when its handle goes.
+    #[test]
+    fn a_held_link_is_refused_to_another_handle_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let mut first = FileLeases::beside(&state);
+        let mut second = FileLeases::beside(&state);
+        let name = Hold::Link("c").name();
+        assert_eq!(first.hold(&name).unwrap(), LinkHold::Held);
+        assert!(matches!(
+            second.hold(&name).unwrap(),
+            LinkHold::HeldElsewhere(who) if who.contains(&format!("process {}", std::process::id()))
+        ));
+        assert!(second.holder(&name).unwrap().is_some());
+        assert_eq!(
+            first.holder(&name).unwrap(),
+            None,
+            "its own hold is nobody else's"
+        );
+        first.release(&name, false);
+        assert_eq!(second.holder(&name).unwrap(), None);
+        assert_eq!(second.hold(&name).unwrap(), LinkHold::Held);
+    }
+}
