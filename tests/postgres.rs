@@ -597,3 +597,27 @@ fn a_shared_store_keeps_grouped_entries_findable_through_the_v6_upgrade() {
             .is_empty()
     );
 }
+
+/// Advisory locks are per database, and so are a shared store's holds: a link held in
+/// one store is free in another on the same server, and only its own store names the
+/// holder (the server's lock list shows every database's locks).
+#[test]
+fn a_link_held_in_one_shared_store_is_free_in_another_on_the_same_server() {
+    use syncline::state::{LinkHold, StateStore};
+    let (Some(a), Some(b)) = (pg(), pg()) else {
+        return;
+    };
+    let mut holder = StateStore::open_postgres(&a.url, false).unwrap();
+    assert_eq!(holder.hold_link("c").unwrap(), LinkHold::Held);
+    let mut elsewhere = StateStore::open_postgres(&b.url, false).unwrap();
+    assert_eq!(elsewhere.link_holder("c").unwrap(), None);
+    assert_eq!(elsewhere.hold_link("c").unwrap(), LinkHold::Held);
+    let mut looker = StateStore::open_postgres(&a.url, true).unwrap();
+    let named = looker.link_holder("c").unwrap().expect("held in store a");
+    assert!(
+        named.contains(&format!("pid {}", std::process::id())),
+        "{named}"
+    );
+    holder.release_link("c").unwrap();
+    assert_eq!(looker.link_holder("c").unwrap(), None);
+}

@@ -47,8 +47,10 @@ impl Hold<'_> {
 }
 
 /// The advisory-lock key of a hold: the server's own stable text hash, seeded so that
-/// syncline's keys stay apart from an application's own advisory locks.
-const PG_LOCK_KEY: &str = "hashtextextended('syncline ' || $1, 4242)";
+/// syncline's keys stay apart from an application's own advisory locks. Advisory locks
+/// are per database; the store's schema is in the key too, so two stores in one
+/// database (each in its own schema) do not hold each other's links.
+const PG_LOCK_KEY: &str = "hashtextextended('syncline ' || current_schema() || ' ' || $1, 4242)";
 
 /// The lock files of an embedded store's holds, held open while they last (and only
 /// looked at through a read-only store).
@@ -253,6 +255,7 @@ pub(super) fn holder(
 }
 
 /// The session holding the advisory lock of `name`, other than this one, as people know it.
+/// (`pg_locks` lists every database's locks: only this database's are this store's.)
 fn pg_holder(db: &mut Db, name: &str) -> Result<Option<String>> {
     db.query_opt(
         &format!(
@@ -260,6 +263,7 @@ fn pg_holder(db: &mut Db, name: &str) -> Result<Option<String>> {
                     CAST(a.pid AS TEXT), CAST(a.backend_start AS TEXT)
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid()
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND ((CAST(l.classid AS BIGINT) << 32) | CAST(l.objid AS BIGINT)) = {PG_LOCK_KEY}"
         ),
         &[P::Text(name)],
