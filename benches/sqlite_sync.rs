@@ -180,6 +180,47 @@ fn main() {
         known(again_rss),
         known(again_cpu)
     );
+    wide_rows(if is_bench { 900 } else { 20 });
+}
+
+/// Bounded memory with wide rows: `rows` records of 1 MiB each, SQLite → SQLite, first
+/// run. A batch ends at `connectors::BATCH_BYTES`, so the peak stays a few batches of
+/// values (plus what the allocator keeps), whatever the row count.
+fn wide_rows(rows: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let left = Connection::open(dir.path().join("left.db")).unwrap();
+    left.execute_batch("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT);")
+        .unwrap();
+    let body = "x".repeat(1 << 20);
+    for i in 0..rows {
+        left.execute(
+            "INSERT INTO docs (body) VALUES (?1 || ?2)",
+            rusqlite::params![body, i.to_string()],
+        )
+        .unwrap();
+    }
+    Connection::open(dir.path().join("right.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT);")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("syncline.toml"),
+        "[systems.a]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.b]\nkind = \"sqlite\"\npath = \"right.db\"\n[links.docs]\nleft = \"a.docs\"\nright = \"b.docs\"\nmode = \"one-way\"\n[links.docs.fields]\nbody = {}\n",
+    )
+    .unwrap();
+    flush_written_files();
+    let run = run_syncline_binary(dir.path());
+    assert_eq!(run.count("to_right", "created"), rows);
+    println!(
+        "{:<34} {:>10.2} {:>14} {:>10} {:>12} {:>6}",
+        format!("wide rows: {rows} × 1 MiB, first run"),
+        run.elapsed.as_secs_f64(),
+        "",
+        "",
+        run.peak_rss_mib
+            .map_or("-".to_string(), |m| format!("{m:.1}")),
+        run.cpu_secs.map_or("-".to_string(), |c| format!("{c:.1}"))
+    );
 }
 
 fn rows_count(c: &Connection) -> u64 {

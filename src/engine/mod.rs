@@ -20,6 +20,14 @@ mod read_ahead;
 mod report;
 
 pub use explain::{Explanation, FieldExplanation, explain};
+pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
+
+use crate::Error;
+use crate::config::{Config, LinkSpec};
+use crate::connectors::{self, Connector};
+use crate::model::Side;
+use crate::state::{LinkHold, StateStore};
+use layout::Layout;
 
 /// What a pipeline thread calls when it is done with a batch (set once, by the binary).
 static BATCH_DONE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
@@ -35,14 +43,6 @@ fn batch_done() {
         hook();
     }
 }
-pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
-
-use crate::Error;
-use crate::config::{Config, LinkSpec};
-use crate::connectors::{self, Connector};
-use crate::model::Side;
-use crate::state::{LinkHold, StateStore};
-use layout::Layout;
 
 /// How a cycle runs.
 pub struct RunOptions<'a> {

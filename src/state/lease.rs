@@ -129,18 +129,11 @@ impl FileLeases {
                 self.held.insert(hold.to_string(), file);
                 Ok(LinkHold::Held)
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                // Best effort: the holder may be between truncating and writing.
-                let _ = file.read_to_string(&mut holder);
-                if holder.is_empty() {
-                    holder = "another process".into();
-                }
-                Ok(LinkHold::HeldElsewhere(format!(
-                    "{holder} (lock file {})",
-                    path.display()
-                )))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(LinkHold::HeldElsewhere(format!(
+                "{} (lock file {})",
+                holder_written_in(&mut file),
+                path.display()
+            ))),
             Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
     }
@@ -159,15 +152,7 @@ impl FileLeases {
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(None),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                Ok(Some(if holder.is_empty() {
-                    "another process".into()
-                } else {
-                    holder
-                }))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(holder_written_in(&mut file))),
             Err(std::fs::TryLockError::Error(e)) => Err(lock_error(&path, e)),
         }
     }
@@ -179,6 +164,17 @@ impl FileLeases {
             let _ = std::fs::remove_file(self.path_of(hold));
         }
     }
+}
+
+/// Who a held lock file says holds it (written by [`FileLeases::hold`]). Best effort: the
+/// holder may be between emptying the file and writing it.
+fn holder_written_in(file: &mut File) -> String {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    if holder.is_empty() {
+        holder = "another process".into();
+    }
+    holder
 }
 
 fn lock_error(path: &Path, e: std::io::Error) -> StateError {

@@ -1397,28 +1397,36 @@ impl StateStore {
         Ok(())
     }
 
-    /// The member chunks of `link`'s grouped entries (those within `entries`, an id
-    /// range, if given) that list `key` on `key_side`.
+    /// The member chunks of `link`'s grouped entries that list `key` on `key_side`; with
+    /// `planned`, only those of entries within that id range, of that side, still
+    /// `planned`.
     fn chunks_listing(
         &mut self,
         link: &str,
         key_side: Side,
         key: &str,
-        entries: Option<(i64, i64)>,
+        planned: Option<(JournalRange, Side)>,
     ) -> Result<Vec<MemberChunk>> {
-        let (after, upto) = entries.unwrap_or((i64::MIN, i64::MAX));
-        let rows = self.db.query(
-            "SELECT entry, first_key, keys FROM journal_member_chunks
-              WHERE link = $1 AND key_side = $2 AND first_key <= $3 AND last_key >= $3
-                AND entry > $4 AND entry <= $5",
-            &[
-                P::Text(link),
-                P::Text(key_side.as_str()),
-                P::Text(key),
-                P::Int(after),
-                P::Int(upto),
-            ],
-        )?;
+        const CHUNKS: &str = "SELECT entry, first_key, keys FROM journal_member_chunks
+              WHERE link = $1 AND key_side = $2 AND first_key <= $3 AND last_key >= $3";
+        let base = [P::Text(link), P::Text(key_side.as_str()), P::Text(key)];
+        let rows = match planned {
+            None => self.db.query(CHUNKS, &base)?,
+            Some((at, side)) => self.db.query(
+                &format!(
+                    "{CHUNKS} AND entry IN (SELECT id FROM journal
+                       WHERE id > $4 AND id <= $5 AND side = $6 AND status = 'planned')"
+                ),
+                &[
+                    base[0],
+                    base[1],
+                    base[2],
+                    P::Int(at.after),
+                    P::Int(at.upto),
+                    P::Text(side.as_str()),
+                ],
+            )?,
+        };
         let mut found = Vec::new();
         for r in rows {
             let listed = r.text(2)?;
@@ -1562,18 +1570,11 @@ impl StateStore {
             return Ok(());
         };
         // Its chunk among the batch's grouped entries of that side still planned.
-        let mut member = None;
-        for chunk in self.chunks_listing(link, key_side, key, Some((at.after, at.upto)))? {
-            let planned = self.db.query_opt(
-                "SELECT 1 FROM journal WHERE id = $1 AND side = $2 AND status = 'planned'",
-                &[P::Int(chunk.entry), P::Text(side.as_str())],
-            )?;
-            if planned.is_some() {
-                member = Some(chunk);
-                break;
-            }
-        }
-        let Some(chunk) = member else {
+        let Some(chunk) = self
+            .chunks_listing(link, key_side, key, Some((at, side)))?
+            .into_iter()
+            .next()
+        else {
             return Ok(());
         };
         let entry = chunk.entry;

@@ -132,11 +132,12 @@ fn copy_line_record(line: &[u8], cols: &[PgColumn], key_len: usize) -> Result<Re
         let value = match field {
             b"\\N" => Value::Null,
             // Numbers and times without escapes are read in place: no copy to drop.
-            _ if col.kind.is_scalar() && !field.contains(&b'\\') => {
+            _ if !field.contains(&b'\\') => {
                 let text = std::str::from_utf8(field).map_err(|e| bad(e.to_string()))?;
-                col.kind
-                    .parse_scalar(text)
-                    .unwrap_or_else(|| Value::Text(text.to_owned()))
+                match col.kind.parse_scalar(text) {
+                    Some(value) => value,
+                    None => col.kind.parse(Some(text.to_owned())),
+                }
             }
             _ => col.kind.parse(Some(copy_unescape(field).map_err(bad)?)),
         };

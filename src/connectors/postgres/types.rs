@@ -96,22 +96,9 @@ impl PgKind {
         typed.unwrap_or(Value::Text(t))
     }
 
-    /// Whether [`parse_scalar`](Self::parse_scalar) reads this kind: a value that owns no
-    /// text, read without copying the field.
-    pub fn is_scalar(self) -> bool {
-        matches!(
-            self,
-            PgKind::Int
-                | PgKind::Float
-                | PgKind::Bool
-                | PgKind::Date
-                | PgKind::Timestamp
-                | PgKind::TimestampTz
-        )
-    }
-
-    /// A scalar kind's value from its text; `None` for a form we cannot read (kept as text
-    /// by the caller) or a kind that is not scalar.
+    /// A scalar kind's value (a number, boolean or time: it owns no text) read from its
+    /// text in place; `None` for a kind that is not scalar or a form we cannot read (which
+    /// [`parse`](Self::parse) keeps as text).
     pub fn parse_scalar(self, t: &str) -> Option<Value> {
         match self {
             PgKind::Int => t.parse().ok().map(Value::Integer),
