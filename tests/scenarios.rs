@@ -863,11 +863,6 @@ fn wide_rows_are_read_in_batches_bounded_in_bytes() {
     );
 }
 
-/// The right side of [`RIGHT`] plus an archive table a second link fills.
-const RIGHT_WITH_ARCHIVE: &str = "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT,
-    street TEXT, city TEXT, modified_at INTEGER, deleted INTEGER NOT NULL DEFAULT 0, crm_id TEXT);
-    CREATE TABLE archive (aid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL);";
-
 fn count(conn: &rusqlite::Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         .unwrap()
@@ -882,7 +877,10 @@ fn a_link_another_run_holds_is_left_alone_until_it_is_free() {
     let archive = "[links.a]\nleft = \"crm.contacts\"\nright = \"billing.archive\"\nleft_key = \"id\"\nright_key = \"aid\"\nmode = \"one-way\"\n[links.a.fields]\nemail = {}\n";
     let f = Fixture::new(
         LEFT,
-        RIGHT_WITH_ARCHIVE,
+        // The right side plus an archive table the second link fills.
+        &format!(
+            "{RIGHT}\nCREATE TABLE archive (aid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL);"
+        ),
         &format!(
             "{}\n{archive}",
             link("mode = \"one-way\"", "email = {}\nname = {}")
