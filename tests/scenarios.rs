@@ -86,8 +86,8 @@ fn one_way_drift_is_corrected_or_only_reported() {
 }
 
 #[test]
-fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
-    // GIVEN the right side normalizes names with a trigger: our value never sticks
+fn a_value_a_trigger_rewrites_is_written_once_and_remembered_as_stored() {
+    // GIVEN the right side lower-cases names with a trigger: our value never sticks as sent
     let f = Fixture::new(
         LEFT,
         RIGHT,
@@ -99,13 +99,52 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
         .unwrap();
     seed_left(&f, 2);
     f.run();
-    // WHEN the left renames, and every write of 'Q…' comes back as 'q…'
+    // WHEN the left renames, and every write of 'Q…' is stored as 'q…'
     f.left
         .execute("UPDATE contacts SET name = 'Q' || id", [])
         .unwrap();
+    assert_eq!(f.run().links[0].to_right.updated, 2);
+    // THEN the right holds its own form, and the next run knows it for an echo: nothing
+    // is written again, nothing is quarantined
+    assert_eq!(right_names(&f)[0][1], text("q1"));
+    for _ in 0..3 {
+        let r = f.run();
+        assert_eq!((writes(&r), r.links[0].quarantined), (0, 0));
+    }
+    // AND a real edit on the right is still seen, and corrected (drift)
+    f.right
+        .execute(
+            "UPDATE customers SET name = 'hacked' WHERE email = 'p0@x.org'",
+            [],
+        )
+        .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.updated, 1);
+    assert_eq!(right_names(&f)[0][1], text("q1"));
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
+fn a_field_a_job_keeps_rewriting_between_runs_is_frozen_and_quarantined() {
+    // GIVEN a job on the right that lower-cases names between runs: syncline's value is
+    // stored, then changed back behind its back, every time
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
+    seed_left(&f, 2);
+    f.run();
+    let job = |f: &Fixture| {
+        f.right
+            .execute("UPDATE customers SET name = lower(name)", [])
+            .unwrap();
+    };
+    job(&f);
     let mut frozen_at = None;
     for run in 1..=6 {
         let r = f.run();
+        job(&f);
         if r.links[0].quarantined > 0 && writes(&r) == 0 {
             frozen_at = Some(run);
             break;
@@ -125,6 +164,60 @@ fn a_field_a_trigger_keeps_rewriting_is_frozen_and_quarantined() {
     );
     assert_eq!(q.len(), 2);
     drop(state);
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
+fn a_field_two_jobs_bounce_across_directions_is_frozen_and_released() {
+    // GIVEN a two-way field both own, a job on the left that upper-cases it and one on
+    // the right that lower-cases it, each running after the other's value arrived
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link(
+            "mode = \"two-way\"\nconflict = \"left-wins\"",
+            "email = { owner = \"left\" }\nname = { owner = \"both\" }",
+        ),
+    );
+    seed_left(&f, 1);
+    f.run();
+    let mut frozen_at = None;
+    for run in 1..=8 {
+        if run % 2 == 1 {
+            f.left
+                .execute("UPDATE contacts SET name = upper(name)", [])
+                .unwrap();
+        } else {
+            f.right
+                .execute("UPDATE customers SET name = lower(name)", [])
+                .unwrap();
+        }
+        let r = f.run();
+        if r.links[0].quarantined > 0 && writes(&r) == 0 {
+            frozen_at = Some(run);
+            break;
+        }
+    }
+    // THEN the alternation A→B there, B→A here is seen as bouncing, not as news forever
+    assert!(
+        frozen_at.is_some_and(|n| n <= 5),
+        "never frozen: {frozen_at:?}"
+    );
+    let mut state = f.store();
+    let q = state.quarantine(Some("c")).unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        (q[0].kind.as_str(), q[0].field.as_str()),
+        ("flapping", "name")
+    );
+    drop(state);
+    // AND releasing it lets the field sync again
+    let key = q[0].key.clone();
+    let mut state = f.store();
+    state.release_quarantine("c", &key, Some("name")).unwrap();
+    drop(state);
+    let r = f.run();
+    assert_eq!(r.links[0].quarantined, 0);
     assert_eq!(writes(&f.run()), 0);
 }
 
@@ -787,7 +880,8 @@ fn a_created_record_s_base_is_what_its_create_sent() {
         .unwrap();
     // WHEN a first load creates it on the right
     assert_eq!(f.run().links[0].to_right.created, 1);
-    // THEN the pair's base holds the values sent, normalized, and no NULL
+    // THEN the pair's base holds the values sent, normalized, and the NULL the right
+    // stored where nothing was sent
     use syncline::model::{Key, Side};
     let left_key = Key::single(Value::Integer(1)).encode();
     let pairs = f
@@ -803,6 +897,7 @@ fn a_created_record_s_base_is_what_its_create_sent() {
         base,
         [
             ("email".to_string(), text("p0@x.org")),
+            ("name".to_string(), Value::Null),
             ("notes".to_string(), text("n"))
         ]
     );

@@ -63,6 +63,57 @@ pub enum WriteOutcome {
     Rejected(String),
 }
 
+/// What a system said of a batch: an outcome per write and, for each write that took
+/// effect (a create that landed, an update that applied), the record as the system
+/// stored it, read back inside the batch's transaction (so no other writer can have
+/// touched it in between). That is what a trigger, a column default, a rounding column
+/// or the system's own representation made of the values sent: the engine remembers it
+/// as that side's base, so the next read of that side compares against what the system
+/// holds, not against what syncline sent (no echo, no ping-pong).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchResult {
+    pub outcomes: Vec<WriteOutcome>,
+    /// By write; `None` for deletes, refusals and stale writes.
+    pub stored: Vec<Option<Record>>,
+}
+
+impl BatchResult {
+    /// The keys a batch's read-back fetches: those of each create that landed and each
+    /// update that applied.
+    pub(crate) fn written_keys(writes: &[Write], outcomes: &[WriteOutcome]) -> Vec<Key> {
+        writes
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(w, o)| match (w, o) {
+                (Write::Create { .. }, WriteOutcome::Created(k)) => Some(k.clone()),
+                (Write::Update { key, .. }, WriteOutcome::Applied) => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The outcomes with the records read back for [`written_keys`](Self::written_keys),
+    /// put in write order.
+    pub(crate) fn with_stored(
+        writes: &[Write],
+        outcomes: Vec<WriteOutcome>,
+        records: Vec<Record>,
+    ) -> BatchResult {
+        let mut by_key: std::collections::HashMap<String, Record> =
+            records.into_iter().map(|r| (r.key.encode(), r)).collect();
+        let stored = writes
+            .iter()
+            .zip(&outcomes)
+            .map(|(w, o)| match (w, o) {
+                (Write::Create { .. }, WriteOutcome::Created(k)) => by_key.remove(&k.encode()),
+                (Write::Update { key, .. }, WriteOutcome::Applied) => by_key.remove(&key.encode()),
+                _ => None,
+            })
+            .collect();
+        BatchResult { outcomes, stored }
+    }
+}
+
 /// A failure of the connector itself (not of one record).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -99,6 +150,8 @@ pub enum ConnectorError {
 ///   [`WriteOutcome::Rejected`] and do not affect the other writes.
 /// - Updates and deletes check `expect` in the same statement that writes (no
 ///   read-then-write window): a row changed since it was read is [`WriteOutcome::Stale`].
+/// - Each write that took effect is read back in the same transaction
+///   ([`BatchResult::stored`]): what the system made of it, not what was sent.
 /// - Values round-trip: a value written and read back compares equal.
 pub trait Connector: Send {
     /// The columns of a collection.
@@ -140,16 +193,14 @@ pub trait Connector: Send {
     /// Any read failure.
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError>;
 
-    /// Applies a batch of writes in one transaction; one outcome per write, in order.
+    /// Applies a batch of writes in one transaction; one outcome per write, in order,
+    /// and what the system stored for each write that took effect, read back before the
+    /// transaction commits.
     ///
     /// # Errors
     /// A failure that is not one record's fault (connection, disk, lock timeout): nothing
     /// of the batch was written.
-    fn apply(
-        &mut self,
-        spec: &ReadSpec,
-        writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError>;
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError>;
 }
 
 /// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
@@ -257,11 +308,8 @@ pub(crate) trait RetryableBatches {
     /// One attempt at a batch in one transaction. On failure, the flag says whether the
     /// failure came before COMMIT was sent: only then is trying again safe (after it,
     /// the batch may have landed, and creates would be sent twice).
-    fn attempt(
-        &mut self,
-        spec: &ReadSpec,
-        writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (String, bool)>;
+    fn attempt(&mut self, spec: &ReadSpec, writes: &[Write])
+    -> Result<BatchResult, (String, bool)>;
 
     /// Reconnects if the connection is gone.
     ///
@@ -275,7 +323,7 @@ pub(crate) fn apply_with_retries<C: RetryableBatches>(
     c: &mut C,
     spec: &ReadSpec,
     writes: &[Write],
-) -> Result<Vec<WriteOutcome>, ConnectorError> {
+) -> Result<BatchResult, ConnectorError> {
     let mut attempt = 0;
     loop {
         match c.attempt(spec, writes) {

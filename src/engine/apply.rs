@@ -5,9 +5,12 @@ use super::plan::{Fate, PairPlan};
 use super::report::LinkReport;
 use crate::Error;
 use crate::config::LinkSpec;
-use crate::connectors::{ConnectorError, Write, WriteOutcome};
-use crate::model::Side;
-use crate::state::{EncodedPair, JournalRange, QuarantineRow, StateError, StateStore};
+use crate::config::Owner;
+use crate::connectors::{BatchResult, ConnectorError, Write, WriteOutcome};
+use crate::model::{Key, Name, Record, Side, Value};
+use crate::state::{
+    Change, EncodedPair, Held, JournalRange, QuarantineRow, StateError, StateStore,
+};
 use std::collections::BTreeMap;
 
 pub(crate) fn apply_plan(
@@ -38,8 +41,7 @@ pub(crate) fn apply_plan(
 }
 
 /// Sends writes for one side to its system.
-pub(crate) type Writer<'a> =
-    dyn FnMut(Side, &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> + 'a;
+pub(crate) type Writer<'a> = dyn FnMut(Side, &[Write]) -> Result<BatchResult, ConnectorError> + 'a;
 
 /// One batch: journal it as planned, write it, commit what the systems confirmed.
 pub(crate) fn apply_batch(
@@ -72,62 +74,157 @@ pub(crate) struct PlannedBatch {
     /// The keys each pair's entries were journaled under.
     keys: Vec<(Option<String>, Option<String>)>,
     outcomes: Vec<[Option<WriteOutcome>; 2]>,
-    /// Each pair's created record's base, encoded (see [`write_out`]).
-    created_bases: Vec<Option<String>>,
+    /// Each pair's created record's state (see [`write_out`]).
+    created: Vec<Option<Created>>,
+    /// Each pair's updated fields as each side's system stored them (see [`write_out`]).
+    stored: Vec<[BTreeMap<Name, Value>; 2]>,
 }
 
-/// What a system said of a side's lent writes, and the base of each record they
-/// created, by write.
+/// What a system said of a side's lent writes, by write: the outcomes, each created
+/// record's state, and each update's fields as the system stored them.
 pub(crate) struct WriteResults {
     pub outcomes: Result<Vec<WriteOutcome>, ConnectorError>,
-    pub created_bases: Vec<Option<String>>,
+    pub created: Vec<Option<Created>>,
+    pub stored: Vec<BTreeMap<Name, Value>>,
 }
 
-/// Sends `writes` to side `to` through `apply`, then encodes each created record's base
-/// as the store keeps it: the values its create sent, by field. A create sends the
-/// link's fields in order, by their column on the receiving side, without NULLs (and
-/// then the external id, which is no field). The sent values are dropped here: a first
-/// load runs this on its writer's thread, which has time to spare, instead of the
-/// planner's, which has none.
+/// A record syncline created, as the pair will remember it.
+pub(crate) struct Created {
+    /// The pair's base, encoded as the store keeps it: the values the create sent.
+    pub base: String,
+    /// Held values, encoded: what the receiver stored where it is not what was sent.
+    pub held: Option<String>,
+    /// Fields the receiver filled (or, owning them, rewrote) that flow back to the
+    /// sending side in this run: (field, value stored, sender's value). Their base
+    /// waits for that write.
+    pub flow_back: Vec<(usize, Value, Value)>,
+    /// The base and held values unencoded, only when something flows back.
+    pub decoded: Option<(BTreeMap<Name, Value>, Held)>,
+}
+
+/// Sends `writes` to side `to` through `apply`, then works out from what the system
+/// stored (read back in its transaction) what the pair remembers: for an update, the
+/// written record's fields as stored (normalized by their transforms); for a create,
+/// its base (the values it sent), what the receiver holds where that differs (a
+/// trigger, a default, a rounding column), and what flows back (see [`Created`]). The
+/// sent values are dropped here: a first load runs this on its writer's thread, which
+/// has time to spare, instead of the planner's, which has none.
 pub(crate) fn write_out(
     link: &LinkSpec,
     to: Side,
     writes: &mut [Write],
-    apply: impl FnOnce(&[Write]) -> Result<Vec<WriteOutcome>, ConnectorError>,
+    apply: impl FnOnce(&[Write]) -> Result<BatchResult, ConnectorError>,
 ) -> WriteResults {
-    let outcomes = apply(writes);
-    let Ok(confirmed) = &outcomes else {
-        return WriteResults {
-            outcomes,
-            created_bases: Vec::new(),
-        };
+    let BatchResult { outcomes, stored } = match apply(writes) {
+        Ok(result) => result,
+        Err(e) => {
+            return WriteResults {
+                outcomes: Err(e),
+                created: Vec::new(),
+                stored: Vec::new(),
+            };
+        }
     };
-    let created_bases = writes
-        .iter_mut()
-        .zip(confirmed)
-        .map(|(write, outcome)| match (write, outcome) {
+    let mut created = Vec::with_capacity(writes.len());
+    let mut updated = Vec::with_capacity(writes.len());
+    for ((write, outcome), record) in writes.iter_mut().zip(&outcomes).zip(stored) {
+        match (write, outcome) {
             (Write::Create { values }, WriteOutcome::Created(_)) => {
-                let mut sent = values.iter().peekable();
-                let fields = link
-                    .fields
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, f)| {
-                        let column = link.field_column(i, to);
-                        sent.next_if(|(c, _)| c == column)
-                            .map(|(_, v)| (&*f.name, v))
-                    })
-                    .collect();
-                let base = crate::state::encode_base_fields(fields);
+                created.push(Some(created_state(link, to, values, record.as_ref())));
                 *values = Vec::new();
-                Some(base)
+                updated.push(BTreeMap::new());
             }
-            _ => None,
-        })
-        .collect();
+            _ => {
+                created.push(None);
+                updated.push(record.map(|r| stored_fields(link, r)).unwrap_or_default());
+            }
+        }
+    }
     WriteResults {
-        outcomes,
-        created_bases,
+        outcomes: Ok(outcomes),
+        created,
+        stored: updated,
+    }
+}
+
+/// A record's fields as read, normalized by their transforms, by name.
+fn stored_fields(link: &LinkSpec, record: Record) -> BTreeMap<Name, Value> {
+    link.fields
+        .iter()
+        .zip(record.values)
+        .map(|(f, v)| (f.name.clone(), f.transform.apply(v)))
+        .collect()
+}
+
+/// The owner of field `field` (its unit's).
+fn field_owner(link: &LinkSpec, field: usize) -> Owner {
+    link.units
+        .iter()
+        .find(|u| u.fields.contains(&field))
+        .map_or(Owner::Left, |u| u.owner)
+}
+
+/// What a create to `to` leaves the pair with. A create sends the link's fields in
+/// order, by their column on the receiving side, without NULLs (and then the external
+/// id, which is no field).
+fn created_state(
+    link: &LinkSpec,
+    to: Side,
+    sent: &[(Name, Value)],
+    stored: Option<&Record>,
+) -> Created {
+    let mut sent_values = sent.iter().peekable();
+    let mut fields: Vec<(&str, &Value)> = Vec::with_capacity(link.fields.len());
+    let mut held: Held = Default::default();
+    let mut flow_back = Vec::new();
+    let null = Value::Null;
+    let receiver = match to {
+        Side::Left => Owner::Left,
+        Side::Right => Owner::Right,
+    };
+    for (i, f) in link.fields.iter().enumerate() {
+        let column = link.field_column(i, to);
+        let was_sent = sent_values.next_if(|(c, _)| c == column).map(|(_, v)| v);
+        let Some(stored) = stored.map(|r| f.transform.apply(r.values[i].clone())) else {
+            // Nothing read back (the connector could not): the base is what was sent.
+            if let Some(v) = was_sent {
+                fields.push((&f.name, v));
+            }
+            continue;
+        };
+        let sent_value = was_sent.unwrap_or(&null);
+        if stored == *sent_value {
+            fields.push((&f.name, sent_value));
+            continue;
+        }
+        let owner = field_owner(link, i);
+        let filled = matches!(sent_value, Value::Null);
+        // The receiver's own field (or both sides', where the sender had nothing) flows
+        // back; a value it only rewrote stays its own form of the value sent (an echo).
+        // A rewrite flows back only without a transform: the write back expects the
+        // sender's value as read, which a transform changed on the way.
+        if owner == receiver && (filled || f.transform.is_identity())
+            || owner == Owner::Both && filled
+        {
+            flow_back.push((i, stored, sent_value.clone()));
+            continue;
+        }
+        fields.push((&f.name, sent_value));
+        held[to as usize].insert(f.name.clone(), stored);
+    }
+    let base = crate::state::encode_base_fields(fields.clone());
+    let decoded = (!flow_back.is_empty()).then(|| {
+        let map = fields
+            .iter()
+            .map(|(n, v)| (Name::from(*n), (*v).clone()))
+            .collect();
+        (map, held.clone())
+    });
+    Created {
+        base,
+        held: crate::state::encode_held(&held),
+        flow_back,
+        decoded,
     }
 }
 
@@ -173,7 +270,8 @@ impl PlannedBatch {
         let outcomes = vec![[None, None]; plans.len()];
         Ok(PlannedBatch {
             journaled,
-            created_bases: vec![None; plans.len()],
+            created: std::iter::repeat_with(|| None).take(plans.len()).collect(),
+            stored: vec![Default::default(); plans.len()],
             plans,
             keys,
             outcomes,
@@ -206,10 +304,13 @@ impl PlannedBatch {
         for (&pos, w) in lent.positions.iter().zip(lent.writes) {
             self.plans[pos].writes[idx] = Some(w);
         }
-        for (&pos, base) in lent.positions.iter().zip(results.created_bases) {
-            if base.is_some() {
-                self.created_bases[pos] = base;
+        for (&pos, created) in lent.positions.iter().zip(results.created) {
+            if created.is_some() {
+                self.created[pos] = created;
             }
+        }
+        for (&pos, stored) in lent.positions.iter().zip(results.stored) {
+            self.stored[pos][idx] = stored;
         }
         for (pos, outcome) in lent.positions.into_iter().zip(results.outcomes?) {
             self.outcomes[pos][idx] = Some(outcome);
@@ -243,16 +344,17 @@ impl PlannedBatch {
             plans,
             keys,
             outcomes,
-            created_bases,
+            created,
+            stored,
         } = self;
         let mut puts = PendingPairs::default();
-        let pairs = plans.into_iter().zip(outcomes).zip(created_bases);
-        for (((plan, outcome), created_base), planned) in pairs.zip(&keys) {
+        let pairs = plans.into_iter().zip(outcomes).zip(created).zip(stored);
+        for ((((plan, outcome), created), stored), planned) in pairs.zip(&keys) {
             let at = Journaled {
                 range: journaled,
                 keys: planned,
             };
-            let outcome = (outcome, created_base);
+            let outcome = (outcome, created, stored);
             commit_pair(link, s, at, run_seq, report, plan, outcome, &mut puts)?;
         }
         puts.flush(s, &link.name)?;
@@ -320,11 +422,16 @@ fn commit_pair(
     run_seq: i64,
     report: &mut LinkReport,
     mut plan: PairPlan,
-    (outcomes, mut created_base): ([Option<WriteOutcome>; 2], Option<String>),
+    (outcomes, mut created, stored): (
+        [Option<WriteOutcome>; 2],
+        Option<Created>,
+        [BTreeMap<Name, Value>; 2],
+    ),
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
     let (mut left_key, mut right_key) = at.keys.clone();
     let mut all_confirmed = true;
+    let mut updated = [false; 2];
     for side in [Side::Left, Side::Right] {
         let idx = side as usize;
         let Some(outcome) = &outcomes[idx] else {
@@ -339,8 +446,7 @@ fn commit_pair(
                 "applied"
             }
             WriteOutcome::Applied => {
-                let fields = std::mem::take(&mut plan.base_if[idx]);
-                plan.base.extend(fields);
+                updated[idx] = true;
                 let marks = std::mem::take(&mut plan.marks_if[idx]);
                 plan.marks.extend(marks);
                 "applied"
@@ -393,16 +499,30 @@ fn commit_pair(
             )?;
         }
     }
+    plan.settle(updated, &stored);
     // Called once, whichever the fate. A created record's base is the one its create
     // sent, encoded already (see `write_out`), and is taken, not copied.
-    let mut row = |base: &BTreeMap<_, _>, marks: &BTreeMap<_, _>, tombstone| EncodedPair {
-        left_key: left_key.clone().unwrap_or_default(),
-        right_key: right_key.clone().unwrap_or_default(),
-        base: created_base
-            .take()
-            .unwrap_or_else(|| crate::state::encode_base(base)),
-        marks: crate::state::encode_marks(marks),
-        tombstone,
+    let mut flow_back = None;
+    let mut row = |base: &BTreeMap<_, _>, marks: &BTreeMap<_, _>, tombstone| match created.take() {
+        Some(c) => {
+            flow_back = c.decoded.map(|d| (d, c.flow_back));
+            EncodedPair {
+                left_key: left_key.clone().unwrap_or_default(),
+                right_key: right_key.clone().unwrap_or_default(),
+                base: c.base,
+                marks: None,
+                tombstone,
+                held: c.held,
+            }
+        }
+        None => EncodedPair {
+            left_key: left_key.clone().unwrap_or_default(),
+            right_key: right_key.clone().unwrap_or_default(),
+            base: crate::state::encode_base(base),
+            marks: crate::state::encode_marks(marks),
+            tombstone,
+            held: crate::state::encode_held(&plan.held),
+        },
     };
     match plan.fate {
         Fate::Keep => puts.put(s, &link.name, row(&plan.base, &plan.marks, plan.tombstone))?,
@@ -416,6 +536,10 @@ fn commit_pair(
                 s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
             }
             puts.put(s, &link.name, row(&plan.base, &BTreeMap::new(), None))?;
+            if let Some(((base, held), fields)) = flow_back {
+                let keys = (left_key.clone(), right_key.clone());
+                stage_flow_back(link, s, report, keys, side, base, held, fields)?;
+            }
         }
         Fate::Delete(_) => {
             if all_confirmed {
@@ -442,6 +566,63 @@ fn commit_pair(
             .push((left_key.clone(), right_key.clone(), change));
     }
     Ok(())
+}
+
+/// Plans, for the batches still to apply in this run, the write back to the sending side
+/// of what the receiver of a create filled (a column default, a trigger) in fields it
+/// owns: it flows back now, not a run later. A write like any other: conditional on the
+/// sender still holding what it sent, journaled, read back.
+#[allow(clippy::too_many_arguments)]
+fn stage_flow_back(
+    link: &LinkSpec,
+    s: &mut StateStore,
+    report: &mut LinkReport,
+    (left_key, right_key): (Option<String>, Option<String>),
+    created_on: Side,
+    base: BTreeMap<Name, Value>,
+    held: Held,
+    fields: Vec<(usize, Value, Value)>,
+) -> Result<(), StateError> {
+    let decode = |k: Option<String>| -> Result<Option<Key>, StateError> {
+        k.map(|k| Key::decode(&k).map_err(|e| StateError::Corrupt(e.to_string())))
+            .transpose()
+    };
+    let to = created_on.other();
+    let idx = to as usize;
+    let mut plan = PairPlan::new(decode(left_key)?, decode(right_key)?, Fate::Keep, None);
+    plan.base = base;
+    plan.held = held;
+    let Some(key) = (match to {
+        Side::Left => plan.left_key.clone(),
+        Side::Right => plan.right_key.clone(),
+    }) else {
+        return Ok(());
+    };
+    let (mut set, mut expect) = (Vec::new(), Vec::new());
+    for (i, stored, sent) in fields {
+        let field = &link.fields[i];
+        let column = link.field_column(i, to).clone();
+        plan.base_if[idx].insert(field.name.clone(), stored.clone());
+        plan.holds_if[idx].insert(field.name.clone(), stored.clone());
+        plan.changes[idx].push(Change {
+            side: to,
+            op: "update".into(),
+            field: Some(field.name.to_string()),
+            old: Some(sent.clone()),
+            new: Some(stored.clone()),
+            reason: format!(
+                "filled by the {created_on} when syncline created the record (owner {})",
+                field_owner(link, i).as_str()
+            )
+            .into(),
+        });
+        set.push((column.clone(), stored));
+        expect.push((column, sent));
+    }
+    plan.writes[idx] = Some(Write::Update { key, set, expect });
+    report.direction(to).updated += 1;
+    let body = serde_json::to_string(&plan).expect("plans serialize");
+    s.stage_plan(&body)
 }
 
 fn decrement(counts: &mut super::report::DirectionCounts, plan: &PairPlan, idx: usize) {

@@ -243,6 +243,11 @@ fn run_held_link(
         planner.plan(left.as_mut(), right.as_mut(), Some(&mut hook))?
     };
     if streamed {
+        // What the receiver filled on create and flows back was staged as the load
+        // committed: written now, in this run.
+        if let Some(run) = run_id {
+            apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+        }
         return finish_link(link, state, run_seq, report);
     }
 

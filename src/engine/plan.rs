@@ -13,7 +13,7 @@ use crate::connectors::{Connector, Write};
 use crate::merge::{self, Clocks, Decision, UnitRule};
 use crate::model::{Key, Name, Record, Side, Value};
 use crate::state::{
-    Change, ConflictRow, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values,
+    Change, ConflictRow, Held, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,6 +45,13 @@ pub(crate) struct PairPlan {
     pub base: BTreeMap<Name, Value>,
     /// Base fields that take effect only if the write to that side succeeds.
     pub base_if: [BTreeMap<Name, Value>; 2],
+    /// What each side holds where it is not exactly the base (see [`Held`]).
+    #[serde(default)]
+    pub held: Held,
+    /// For the write to a side, what the *other* side then holds of each field it sets:
+    /// its current value when only this side is written, its old base when both are.
+    #[serde(default)]
+    pub holds_if: [BTreeMap<Name, Value>; 2],
     pub marks: BTreeMap<String, crate::state::Mark>,
     pub marks_if: [BTreeMap<String, crate::state::Mark>; 2],
     /// Journal entries for each side's write; `state_changes` for the id map alone.
@@ -54,15 +61,15 @@ pub(crate) struct PairPlan {
 }
 
 impl PairPlan {
-    fn new(
+    pub(crate) fn new(
         left_key: Option<Key>,
         right_key: Option<Key>,
         fate: Fate,
         pair: Option<PairRow>,
     ) -> PairPlan {
         // The plan takes the pair's base and marks as they are: it replaces the pair.
-        let (base, marks, tombstone) =
-            pair.map_or_else(Default::default, |p| (p.base, p.marks, p.tombstone));
+        let (base, marks, tombstone, held) =
+            pair.map_or_else(Default::default, |p| (p.base, p.marks, p.tombstone, p.held));
         PairPlan {
             left_key,
             right_key,
@@ -70,11 +77,37 @@ impl PairPlan {
             writes: [None, None],
             base,
             base_if: Default::default(),
+            held,
+            holds_if: Default::default(),
             marks,
             marks_if: Default::default(),
             changes: Default::default(),
             state_changes: Vec::new(),
             tombstone,
+        }
+    }
+
+    /// Moves the base for writes that took effect (or turned out not to be needed),
+    /// by side: each field's base becomes the value written; the written side holds what
+    /// its system stored (`stored`: field → value read back, normalized), the other side
+    /// what it held. Both sides' other-side values go first, so that when both were
+    /// written each side ends with its own read-back.
+    pub fn settle(&mut self, done: [bool; 2], stored: &[BTreeMap<Name, Value>; 2]) {
+        for idx in [0, 1] {
+            if !done[idx] {
+                continue;
+            }
+            for (name, target) in std::mem::take(&mut self.base_if[idx]) {
+                match self.holds_if[idx].remove(&name) {
+                    Some(v) if v != target => self.held[1 - idx].insert(name.clone(), v),
+                    _ => self.held[1 - idx].remove(&name),
+                };
+                match stored[idx].get(&name) {
+                    Some(v) if *v != target => self.held[idx].insert(name.clone(), v.clone()),
+                    _ => self.held[idx].remove(&name),
+                };
+                self.base.insert(name, target);
+            }
         }
     }
 }
@@ -308,6 +341,32 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&f| base.get(&self.link.fields[f].name).cloned())
             .collect()
+    }
+
+    /// A unit's base as `side`'s system holds it: its held value where it has one.
+    fn side_base(
+        &self,
+        unit: usize,
+        base: &BTreeMap<Name, Value>,
+        held: &Held,
+        side: Side,
+    ) -> Option<Vec<Value>> {
+        self.link.units[unit]
+            .fields
+            .iter()
+            .map(|&f| {
+                let name = &self.link.fields[f].name;
+                let shared = base.get(name)?;
+                Some(held[side_index(side)].get(name).unwrap_or(shared).clone())
+            })
+            .collect()
+    }
+
+    fn side_bases(&self, unit: usize, plan: &PairPlan) -> Option<[Vec<Value>; 2]> {
+        Some([
+            self.side_base(unit, &plan.base, &plan.held, Side::Left)?,
+            self.side_base(unit, &plan.base, &plan.held, Side::Right)?,
+        ])
     }
 
     fn match_key(&self, rec: &Record) -> Option<String> {
@@ -592,13 +651,16 @@ impl<'a> Planner<'a> {
             let lv = self.unit_values(u, l);
             let rv = self.unit_values(u, r);
             let bv = self.base_values(u, &plan.base);
+            let sides = self.side_bases(u, &plan);
             let (target, reason) = match self.resolution(&left_key, &unit.name, &lv, &rv) {
                 Some(value) => (Some(value), "resolved by a person".to_string()),
-                None => match merge::decide(
+                None => match merge::decide_sides(
                     &self.rule(u),
                     &lv,
                     &rv,
-                    bv.as_deref(),
+                    sides
+                        .as_ref()
+                        .map(|[bl, br]| [bl.as_slice(), br.as_slice()]),
                     self.clocks(u, l, r),
                 ) {
                     Decision::Unchanged => {
@@ -608,8 +670,10 @@ impl<'a> Planner<'a> {
                     Decision::Agreed => {
                         self.count_echo(&plan.marks, &unit.name, &lv);
                         for (i, &f) in unit.fields.iter().enumerate() {
-                            plan.base
-                                .insert(self.link.fields[f].name.clone(), lv[i].clone());
+                            let name = &self.link.fields[f].name;
+                            plan.base.insert(name.clone(), lv[i].clone());
+                            plan.held[0].remove(name);
+                            plan.held[1].remove(name);
                         }
                         state_dirty = true;
                         continue;
@@ -634,6 +698,7 @@ impl<'a> Planner<'a> {
             };
             let Some(target) = target else { continue };
             // Write the target value wherever it is not already; it becomes the base.
+            let written = [lv != target, rv != target];
             for to in [Side::Left, Side::Right] {
                 let current = if to == Side::Left { &lv } else { &rv };
                 if *current == target {
@@ -643,12 +708,14 @@ impl<'a> Planner<'a> {
                 }
                 let hash = hash_values(&target);
                 let replaced = hash_values(current);
+                // A bounce: the run before wrote this same replacement to this side, or
+                // the reverse one to the other side (A→B there, B→A here: two systems
+                // that each rewrite the other's value).
                 let bounces = match plan.marks.get(&unit.name) {
                     Some(m)
-                        if m.side == to
-                            && m.hash == hash
-                            && m.replaced == replaced
-                            && m.run == self.run_seq - 1 =>
+                        if m.run == self.run_seq - 1
+                            && ((m.side == to && m.hash == hash && m.replaced == replaced)
+                                || (m.side != to && m.hash == replaced && m.replaced == hash)) =>
                     {
                         m.bounces + 1
                     }
@@ -685,10 +752,22 @@ impl<'a> Planner<'a> {
                     },
                 );
                 let rec = records[idx];
+                let other = 1 - idx;
+                let other_now = if other == 0 { &lv } else { &rv };
+                let other_base = sides.as_ref().map(|b| &b[other]);
                 for (i, &f) in unit.fields.iter().enumerate() {
                     let col = self.link.field_column(f, to).clone();
                     let old = rec.values[f].clone();
-                    plan.base_if[idx].insert(self.link.fields[f].name.clone(), target[i].clone());
+                    let name = &self.link.fields[f].name;
+                    plan.base_if[idx].insert(name.clone(), target[i].clone());
+                    let other_holds = if written[other] {
+                        other_base.map(|b| b[i].clone())
+                    } else {
+                        Some(other_now[i].clone())
+                    };
+                    if let Some(v) = other_holds {
+                        plan.holds_if[idx].insert(name.clone(), v);
+                    }
                     if old == target[i] {
                         continue;
                     }
@@ -716,8 +795,9 @@ impl<'a> Planner<'a> {
                 self.report.direction(to).updated += 1;
             } else if !plan.base_if[idx].is_empty() {
                 // Nothing to write after all (raw values already equal): the base holds.
-                let fields = std::mem::take(&mut plan.base_if[idx]);
-                plan.base.extend(fields);
+                let mut done = [false; 2];
+                done[idx] = true;
+                plan.settle(done, &Default::default());
                 state_dirty = true;
             }
         }
@@ -755,15 +835,18 @@ impl<'a> Planner<'a> {
                 field.transform.is_identity()
                     && r.values[f] == *value
                     && plan.base.get(&field.name) == Some(value)
+                    && plan.held.iter().all(|h| !h.contains_key(&field.name))
             });
         debug_assert!(
             !unchanged
                 || matches!(
-                    merge::decide(
+                    merge::decide_sides(
                         &self.rule(unit),
                         &self.unit_values(unit, l),
                         &self.unit_values(unit, r),
-                        self.base_values(unit, &plan.base).as_deref(),
+                        self.side_bases(unit, plan)
+                            .as_ref()
+                            .map(|[bl, br]| [bl.as_slice(), br.as_slice()]),
                         self.clocks(unit, l, r),
                     ),
                     Decision::Unchanged
@@ -892,8 +975,9 @@ impl<'a> Planner<'a> {
     ) -> Result<(), Error> {
         let on = deleted_on.other();
         let survivor_key = survivor.key.encode();
-        let edited = (0..self.link.units.len())
-            .any(|u| Some(self.unit_values(u, survivor)) != self.base_values(u, &pair.base));
+        let edited = (0..self.link.units.len()).any(|u| {
+            Some(self.unit_values(u, survivor)) != self.side_base(u, &pair.base, &pair.held, on)
+        });
         let rule = self.link.delete_rule(deleted_on);
         let rule = if edited && rule != DeleteRule::Ignore {
             match self.link.delete_vs_edit {

@@ -94,8 +94,9 @@ pub struct Clocks {
     pub skew_seconds: f64,
 }
 
-/// Decides one unit. `left`, `right` and `base` hold one value per field of the unit,
-/// already normalized by the fields' transforms.
+/// Decides one unit whose base both sides hold as the same values. `left`, `right` and
+/// `base` hold one value per field of the unit, already normalized by the fields'
+/// transforms.
 pub fn decide(
     rule: &UnitRule,
     left: &[Value],
@@ -103,14 +104,29 @@ pub fn decide(
     base: Option<&[Value]>,
     clocks: Clocks,
 ) -> Decision {
+    decide_sides(rule, left, right, base.map(|b| [b, b]), clocks)
+}
+
+/// Decides one unit against each side's own base (`[left, right]`): what that side's
+/// system held when the two last agreed, which differs from the other side's when a
+/// system keeps a value in its own form (a trigger re-cased it, a column rounded it, a
+/// default filled it). A side changed only if it no longer holds its own base, so a
+/// system's rewrite of what syncline wrote is an echo, never news.
+pub fn decide_sides(
+    rule: &UnitRule,
+    left: &[Value],
+    right: &[Value],
+    base: Option<[&[Value]; 2]>,
+    clocks: Clocks,
+) -> Decision {
     if left == right {
-        return if base == Some(left) {
+        return if base.is_some_and(|[bl, br]| bl == left && br == right) {
             Decision::Unchanged
         } else {
             Decision::Agreed
         };
     }
-    let Some(base) = base else {
+    let Some([base_left, base_right]) = base else {
         return match rule.owner {
             Owner::Left => Decision::Write {
                 to: Side::Right,
@@ -123,8 +139,12 @@ pub fn decide(
             Owner::Both => by_policy(rule.policy, left, right, clocks),
         };
     };
-    let left_changed = left != base;
-    let right_changed = right != base;
+    let left_changed = left != base_left;
+    let right_changed = right != base_right;
+    if !left_changed && !right_changed {
+        // Each side still holds what it held at the last agreement.
+        return Decision::Unchanged;
+    }
     match rule.owner {
         Owner::Left | Owner::Right => {
             let owner = if rule.owner == Owner::Left {

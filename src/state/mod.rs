@@ -99,7 +99,16 @@ pub struct PairRow {
     /// `Some(side)`: that side's record was deleted and the link says `ignore`: the pair
     /// is kept so the survivor is neither synced nor re-created.
     pub tombstone: Option<Side>,
+    /// What each side holds where it is not exactly the base (see [`Held`]).
+    pub held: Held,
 }
+
+/// Per side (`[left, right]`), field name → the value that side's system actually holds
+/// for a field whose base it does not hold exactly: what a trigger, a default, a
+/// rounding column or another representation made of the value syncline agreed on or
+/// wrote. A side's base for a field is its entry here, or else the shared base. Empty for
+/// almost every pair: only a system that rewrites what it is given fills it.
+pub type Held = [BTreeMap<Name, Value>; 2];
 
 /// A pair as [`StateStore::put_pairs`] stores it: base and marks already JSON-encoded,
 /// so the encoding can happen where it costs least (a created record's base is encoded
@@ -111,6 +120,8 @@ pub struct EncodedPair {
     pub base: String,
     pub marks: Option<String>,
     pub tombstone: Option<Side>,
+    /// [`encode_held`]'s form.
+    pub held: Option<String>,
 }
 
 impl PairRow {
@@ -121,8 +132,38 @@ impl PairRow {
             base: encode_base(&self.base),
             marks: encode_marks(&self.marks),
             tombstone: self.tombstone,
+            held: encode_held(&self.held),
         }
     }
+}
+
+/// Held values as the store keeps them: `{"left": {…}, "right": {…}}` of encoded values,
+/// or NULL when neither side holds anything but the base.
+pub fn encode_held(held: &Held) -> Option<String> {
+    if held.iter().all(BTreeMap::is_empty) {
+        return None;
+    }
+    Some(format!(
+        "{{\"left\":{},\"right\":{}}}",
+        encode_base(&held[0]),
+        encode_base(&held[1])
+    ))
+}
+
+fn decode_held(text: &str, names: &mut std::collections::HashSet<Name>) -> Result<Held> {
+    let both: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("held values: {e}")))?;
+    let mut held: Held = Default::default();
+    for (side, map) in both {
+        let idx = match side.as_str() {
+            "left" => 0,
+            "right" => 1,
+            other => return Err(StateError::Corrupt(format!("held values: side `{other}`"))),
+        };
+        held[idx] = decode_base(&map.to_string(), names)
+            .map_err(|e| StateError::Corrupt(format!("held values: {e}")))?;
+    }
+    Ok(held)
 }
 
 /// Marks as the store keeps them: a JSON object of unit → mark, or NULL when none.
@@ -910,12 +951,18 @@ impl StateStore {
             None => BTreeMap::new(),
         };
         let tombstone = r.opt_text(4)?.map(|t| side_of(&t));
+        let held = match r.opt_text(5)? {
+            Some(h) => decode_held(&h, names)
+                .map_err(|e| StateError::Corrupt(format!("pair {left_key}: {e}")))?,
+            None => Held::default(),
+        };
         Ok(PairRow {
             left_key,
             right_key: r.text(1)?,
             base,
             marks,
             tombstone,
+            held,
         })
     }
 
@@ -937,7 +984,7 @@ impl StateStore {
         for chunk in keys.chunks(LOOKUP_CHUNK) {
             let sql = self.multi_row_sql(statement, chunk.len(), |n| {
                 format!(
-                    "SELECT left_key, right_key, base, marks, tombstone FROM pairs WHERE link = $1 AND {column} IN ({})",
+                    "SELECT left_key, right_key, base, marks, tombstone, held FROM pairs WHERE link = $1 AND {column} IN ({})",
                     placeholders(2, n)
                 )
             });
@@ -984,7 +1031,7 @@ impl StateStore {
             Side::Right => ("right_key", 1),
         };
         let sql = format!(
-            "SELECT left_key, right_key, base, marks, tombstone FROM pairs
+            "SELECT left_key, right_key, base, marks, tombstone, held FROM pairs
               WHERE link = $1 AND {column} BETWEEN $2 AND $3 ORDER BY {column} LIMIT $4"
         );
         let rows = self.db.query(
@@ -1021,10 +1068,10 @@ impl StateStore {
         for chunk in pairs.chunks(WRITE_CHUNK) {
             let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
                 format!(
-                    "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone) VALUES {}
+                    "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone, held) VALUES {}
                      ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
-                       marks = excluded.marks, tombstone = excluded.tombstone",
-                    row_tuples(n, "$1, ", 2, 5, "")
+                       marks = excluded.marks, tombstone = excluded.tombstone, held = excluded.held",
+                    row_tuples(n, "$1, ", 2, 6, "")
                 )
             });
             let mut params = vec![P::Text(link)];
@@ -1035,6 +1082,7 @@ impl StateStore {
                     P::Text(&p.base),
                     P::OptText(p.marks.as_deref()),
                     P::OptText(p.tombstone.map(Side::as_str)),
+                    P::OptText(p.held.as_deref()),
                 ]);
             }
             self.db.execute(&sql, &params)?;
@@ -1984,6 +2032,7 @@ mod tests {
                     base: [(Name::from("f"), Value::Integer(n))].into(),
                     marks: Default::default(),
                     tombstone: None,
+                    held: Default::default(),
                 }
                 .encode()
             })
@@ -2161,6 +2210,7 @@ mod tests {
                 base: Default::default(),
                 marks: Default::default(),
                 tombstone: None,
+                held: Default::default(),
             }
             .encode()],
         )

@@ -3,14 +3,14 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// The oldest version a read-only open accepts without an upgrade. Older stores hold
 /// integer keys in the form before v4's, which this build's lookups would not find, or
-/// lack v5's grouped journal entries or v6's member chunks, which its journal queries
-/// read: `plan`, `log` or `explain` would read them wrong, so they ask for one `run` to
+/// lack v5's grouped journal entries, v6's member chunks or v7's held values, which its
+/// queries read: `plan`, `log` or `explain` would read them wrong, so they ask for one `run` to
 /// upgrade first.
-pub const READABLE_FROM: i64 = 6;
+pub const READABLE_FROM: i64 = 7;
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -108,6 +108,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(SQLITE_JOURNAL_MEMBERS.as_str()),
         // v6: those records listed a chunk per row.
         M::up(SQLITE_MEMBER_CHUNKS.as_str()),
+        // v7: what each side holds where it is not the base (see `state::Held`).
+        M::up(HELD),
     ])
 }
 
@@ -132,6 +134,9 @@ fn rekey_updates(rekey: &str) -> String {
         has_i("key")
     )
 }
+
+/// v7: per pair, the values a side's system holds where they differ from the base.
+const HELD: &str = "ALTER TABLE pairs ADD COLUMN held TEXT;";
 
 const DROP_STATUS_INDEX: &str = "DROP INDEX journal_by_status;";
 
@@ -194,6 +199,8 @@ pub fn pg_migrations() -> [String; VERSION as usize] {
         ),
         format!("{JOURNAL_MEMBERS};"),
         pg_member_chunks(),
+        // Idempotent, as the other PostgreSQL steps are by construction.
+        HELD.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"),
     ]
 }
 

@@ -8,7 +8,9 @@
 
 mod tls;
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
+use super::{
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
@@ -407,7 +409,7 @@ impl MysqlConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (mysql::Error, bool)> {
+    ) -> Result<BatchResult, (mysql::Error, bool)> {
         let all = self
             .columns
             .get(&spec.collection)
@@ -590,11 +592,50 @@ impl MysqlConnector {
                 Err(e) => return Err(retry(e)),
             }
         }
-        tx.commit().map_err(|e| (e, false))?;
-        Ok(outcomes
+        let outcomes: Vec<WriteOutcome> = outcomes
             .into_iter()
             .map(|o| o.expect("every write has an outcome"))
-            .collect())
+            .collect();
+        // Read back before COMMIT: InnoDB holds the written rows' locks until then.
+        let keys = BatchResult::written_keys(writes, &outcomes);
+        let cols = super::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
+        let mut stored = Vec::with_capacity(keys.len());
+        // The keys were just written with these same parameters, so they convert.
+        let statements = Self::fetch_statements(&all, spec, &keys).unwrap_or_default();
+        for (sql, params) in statements {
+            let rows: Vec<mysql::Row> = tx.exec(sql, params).map_err(retry)?;
+            stored.extend(
+                rows.into_iter()
+                    .map(|r| Self::to_record(r, &cols, spec.key.len())),
+            );
+        }
+        tx.commit().map_err(|e| (e, false))?;
+        Ok(BatchResult::with_stored(writes, outcomes, stored))
+    }
+
+    /// The statements that fetch the records with `keys`, 500 keys each.
+    fn fetch_statements(
+        all: &[MyColumn],
+        spec: &ReadSpec,
+        keys: &[Key],
+    ) -> Result<Vec<(String, Vec<mysql::Value>)>, String> {
+        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
+        keys.chunks(500)
+            .map(|chunk| {
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE ({}) IN ({})",
+                    quote_list(spec.key.iter().chain(&spec.columns), quote),
+                    quote_table(&spec.collection),
+                    quote_list(&spec.key, quote),
+                    vec![tuple.as_str(); chunk.len()].join(", ")
+                );
+                let mut params = Vec::new();
+                for k in chunk {
+                    params.extend(Self::key_params(all, spec, k)?);
+                }
+                Ok((sql, params))
+            })
+            .collect()
     }
 }
 
@@ -681,24 +722,12 @@ impl Connector for MysqlConnector {
             .cloned()
             .unwrap_or_default();
         let mut out = Vec::with_capacity(keys.len());
-        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
-        for chunk in keys.chunks(500) {
-            let sql = format!(
-                "SELECT {} FROM {} WHERE ({}) IN ({})",
-                quote_list(spec.key.iter().chain(&spec.columns), quote),
-                quote_table(&spec.collection),
-                quote_list(&spec.key, quote),
-                vec![tuple.as_str(); chunk.len()].join(", ")
-            );
-            let mut params = Vec::new();
-            for k in chunk {
-                params.extend(Self::key_params(&all, spec, k).map_err(|e| {
-                    ConnectorError::Query {
-                        context: format!("system `{}`: fetch from {}", self.name, spec.collection),
-                        source: e.into(),
-                    }
-                })?);
-            }
+        let statements =
+            Self::fetch_statements(&all, spec, keys).map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: fetch from {}", self.name, spec.collection),
+                source: e.into(),
+            })?;
+        for (sql, params) in statements {
             let rows: Vec<mysql::Row> = self
                 .conn
                 .exec(sql, params)
@@ -711,11 +740,7 @@ impl Connector for MysqlConnector {
         Ok(out)
     }
 
-    fn apply(
-        &mut self,
-        spec: &ReadSpec,
-        writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         self.spec_columns(spec)?;
         super::apply_with_retries(self, spec, writes)
     }
@@ -730,7 +755,7 @@ impl super::RetryableBatches for MysqlConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (String, bool)> {
+    ) -> Result<BatchResult, (String, bool)> {
         self.apply_once(spec, writes)
             .map_err(|(e, retry)| (message(&e), retry))
     }

@@ -12,7 +12,9 @@ mod binary;
 pub(crate) mod tls;
 mod types;
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
+use super::{
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+};
 use crate::model::{Key, Name, Record, Value};
 use postgres::{Client, IsolationLevel};
 use std::collections::HashMap;
@@ -576,7 +578,7 @@ impl PostgresConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (postgres::Error, bool)> {
+    ) -> Result<BatchResult, (postgres::Error, bool)> {
         let all = self
             .columns
             .get(&spec.collection)
@@ -857,12 +859,31 @@ impl PostgresConnector {
                 Err(e) => return Err(retry(e)),
             }
         }
-        // From here on the outcome of a failure is unknown: never retried.
-        tx.commit().map_err(|e| (e, false))?;
-        Ok(outcomes
+        let outcomes: Vec<WriteOutcome> = outcomes
             .into_iter()
             .map(|o| o.expect("every write has an outcome"))
-            .collect())
+            .collect();
+        // Read back before COMMIT: the rows written are locked by this transaction (and
+        // created ones invisible to others), so this is what the writes stored.
+        let keys = BatchResult::written_keys(writes, &outcomes);
+        let mut stored = Vec::with_capacity(keys.len());
+        if !keys.is_empty() {
+            let cols = super::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
+            let arrays: Vec<Vec<Option<String>>> = (0..spec.key.len())
+                .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
+                .collect();
+            let params = array_params(&arrays);
+            let rows = tx
+                .query(Self::fetch_sql(spec, &cols).as_str(), &params)
+                .map_err(retry)?;
+            stored.extend(
+                rows.iter()
+                    .map(|r| Self::to_record(r, &cols, spec.key.len())),
+            );
+        }
+        // From here on the outcome of a failure is unknown: never retried.
+        tx.commit().map_err(|e| (e, false))?;
+        Ok(BatchResult::with_stored(writes, outcomes, stored))
     }
 }
 
@@ -996,11 +1017,7 @@ impl Connector for PostgresConnector {
         Ok(rows.iter().map(|r| Self::to_record(r, &cols, n)).collect())
     }
 
-    fn apply(
-        &mut self,
-        spec: &ReadSpec,
-        writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         self.spec_columns(spec)?;
         super::apply_with_retries(self, spec, writes)
     }
@@ -1015,7 +1032,7 @@ impl super::RetryableBatches for PostgresConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, (String, bool)> {
+    ) -> Result<BatchResult, (String, bool)> {
         self.apply_once(spec, writes)
             .map_err(|(e, retry)| (db_message(&e), retry))
     }

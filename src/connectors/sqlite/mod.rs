@@ -4,7 +4,9 @@
 //! would look like every record was deleted. Types map one to one (INTEGER, REAL, TEXT,
 //! BLOB, NULL), so values round-trip exactly.
 
-use super::{ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list};
+use super::{
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+};
 use crate::model::{Key, Name, Record, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
@@ -83,6 +85,13 @@ impl SqliteConnector {
     fn query_err(&self, context: String) -> impl FnOnce(rusqlite::Error) -> ConnectorError + '_ {
         move |e| ConnectorError::Query {
             context: format!("system `{}`: {context}", self.name),
+            source: Box::new(e),
+        }
+    }
+
+    fn write_err(&self, spec: &ReadSpec, e: rusqlite::Error) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("system `{}`: write to {}", self.name, spec.collection),
             source: Box::new(e),
         }
     }
@@ -368,17 +377,14 @@ impl Connector for SqliteConnector {
         Ok(out)
     }
 
-    fn apply(
-        &mut self,
-        spec: &ReadSpec,
-        writes: &[Write],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         let table = quote_table(&spec.collection);
         let key_types = self
             .key_types(spec)
             .map_err(self.query_err(format!("describe {}", spec.collection)))?;
+        let name = self.name.clone();
         let fail = |e: rusqlite::Error| ConnectorError::Query {
-            context: format!("system `{}`: write to {}", self.name, spec.collection),
+            context: format!("system `{name}`: write to {}", spec.collection),
             source: Box::new(e),
         };
         // IMMEDIATE takes the write lock up front, so a busy database fails (after
@@ -427,11 +433,20 @@ impl Connector for SqliteConnector {
                 }
             }
         }
+        // Read back inside the transaction, which holds the database's write lock.
+        let keys = BatchResult::written_keys(writes, &outcomes);
+        let stored = match self.fetch(spec, &keys) {
+            Ok(stored) => stored,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(fail(e));
+            return Err(self.write_err(spec, e));
         }
-        Ok(outcomes)
+        Ok(BatchResult::with_stored(writes, outcomes, stored))
     }
 }
 
@@ -571,7 +586,7 @@ mod tests {
             .map(|id| create(id, (id != 5).then_some("ok")))
             .chain([create(1, Some("dup"))])
             .collect();
-        let out = c.apply(&spec, &writes).unwrap();
+        let out = c.apply(&spec, &writes).unwrap().outcomes;
         let keys: Vec<Option<i64>> = out
             .iter()
             .map(|o| match o {
@@ -599,7 +614,7 @@ mod tests {
         assert_eq!(ids, [1, 2, 3, 4, 6, 7]);
         // All accepted: one statement, and the keys are the ones sent.
         let writes: Vec<Write> = (20..25).map(|id| create(id, Some("ok"))).collect();
-        let out = c.apply(&spec, &writes).unwrap();
+        let out = c.apply(&spec, &writes).unwrap().outcomes;
         let expected: Vec<WriteOutcome> = (20..25)
             .map(|id| WriteOutcome::Created(Key(vec![Value::Integer(id)])))
             .collect();
@@ -630,7 +645,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            out,
+            out.outcomes,
             [
                 WriteOutcome::Created(Key(vec![Value::Integer(10)])),
                 WriteOutcome::Created(Key(vec![Value::Integer(11)]))
@@ -676,7 +691,8 @@ mod tests {
                     values: values.clone(),
                 }],
             )
-            .unwrap();
+            .unwrap()
+            .outcomes;
         let WriteOutcome::Created(key) = &out[0] else {
             panic!("{out:?}")
         };
@@ -701,10 +717,18 @@ mod tests {
             set: vec![("n".into(), Value::Integer(5))],
             expect: vec![("n".into(), Value::Null)],
         };
+        let result = c.apply(&spec, &[stale, fresh]).unwrap();
         assert_eq!(
-            c.apply(&spec, &[stale, fresh]).unwrap(),
+            result.outcomes,
             vec![WriteOutcome::Stale, WriteOutcome::Applied]
         );
+        // The applied update is read back as stored; the stale one is not.
+        assert_eq!(result.stored[0], None);
+        let stored = result.stored[1]
+            .as_ref()
+            .expect("the applied update is read back");
+        assert_eq!(stored.key, key);
+        assert_eq!(stored.values[4], Value::Integer(5));
         let rec = c.fetch(&spec, &[key]).unwrap().remove(0);
         assert_eq!(rec.values[2], Value::Text("x".into()));
         assert_eq!(rec.values[4], Value::Integer(5));
@@ -719,7 +743,7 @@ mod tests {
         let good = Write::Create {
             values: vec![("s".into(), Value::Text("ok".into()))],
         };
-        let out = c.apply(&spec, &[bad, good]).unwrap();
+        let out = c.apply(&spec, &[bad, good]).unwrap().outcomes;
         assert!(
             matches!(&out[0], WriteOutcome::Rejected(r) if r.contains("NOT NULL")),
             "{out:?}"
