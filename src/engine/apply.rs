@@ -77,7 +77,7 @@ pub(crate) struct PlannedBatch {
     /// Each pair's created record's state (see [`write_out`]).
     created: Vec<Option<Created>>,
     /// Each pair's updated fields as each side's system stored them (see [`write_out`]).
-    stored: Vec<[BTreeMap<Name, Value>; 2]>,
+    stored: Vec<[StoredFields; 2]>,
 }
 
 /// What a system said of a side's lent writes, by write: the outcomes, each created
@@ -85,7 +85,7 @@ pub(crate) struct PlannedBatch {
 pub(crate) struct WriteResults {
     pub outcomes: Result<Vec<WriteOutcome>, ConnectorError>,
     pub created: Vec<Option<Created>>,
-    pub stored: Vec<BTreeMap<Name, Value>>,
+    pub stored: Vec<StoredFields>,
 }
 
 /// A record syncline created, as the pair will remember it.
@@ -132,11 +132,19 @@ pub(crate) fn write_out(
             (Write::Create { values }, WriteOutcome::Created(_)) => {
                 created.push(Some(created_state(link, to, values, record.as_ref())));
                 *values = Vec::new();
-                updated.push(BTreeMap::new());
+                updated.push(StoredFields::default());
+            }
+            (Write::Update { set, expect, .. }, _) => {
+                created.push(None);
+                updated.push(
+                    record
+                        .map(|r| stored_fields(link, to, set, expect, r))
+                        .unwrap_or_default(),
+                );
             }
             _ => {
                 created.push(None);
-                updated.push(record.map(|r| stored_fields(link, r)).unwrap_or_default());
+                updated.push(Default::default());
             }
         }
     }
@@ -147,13 +155,37 @@ pub(crate) fn write_out(
     }
 }
 
-/// A record's fields as read, normalized by their transforms, by name.
-fn stored_fields(link: &LinkSpec, record: Record) -> BTreeMap<Name, Value> {
-    link.fields
-        .iter()
-        .zip(record.values)
-        .map(|(f, v)| (f.name.clone(), f.transform.apply(v)))
-        .collect()
+/// An updated record as read back: the fields the write set, by name, as stored; and the
+/// fields it did not set that the system changed with it, by name, as (read, stored).
+/// All normalized by their transforms.
+fn stored_fields(
+    link: &LinkSpec,
+    to: Side,
+    set: &[(Name, Value)],
+    expect: &[(Name, Value)],
+    record: Record,
+) -> StoredFields {
+    let mut stored = StoredFields::default();
+    for (i, (f, now)) in link.fields.iter().zip(record.values).enumerate() {
+        let column = link.field_column(i, to);
+        let now = f.transform.apply(now);
+        if set.iter().any(|(c, _)| c == column) {
+            stored.set.insert(f.name.clone(), now);
+        } else if let Some((_, read)) = expect.iter().find(|(c, _)| c == column) {
+            let read = f.transform.apply(read.clone());
+            if read != now {
+                stored.side_effects.insert(f.name.clone(), (read, now));
+            }
+        }
+    }
+    stored
+}
+
+/// See [`stored_fields`].
+#[derive(Default, Clone)]
+pub(crate) struct StoredFields {
+    pub set: BTreeMap<Name, Value>,
+    pub side_effects: BTreeMap<Name, (Value, Value)>,
 }
 
 /// The owner of field `field` (its unit's).
@@ -425,7 +457,7 @@ fn commit_pair(
     (outcomes, mut created, stored): (
         [Option<WriteOutcome>; 2],
         Option<Created>,
-        [BTreeMap<Name, Value>; 2],
+        [StoredFields; 2],
     ),
     puts: &mut PendingPairs,
 ) -> Result<(), StateError> {
@@ -499,7 +531,12 @@ fn commit_pair(
             )?;
         }
     }
-    plan.settle(updated, &stored);
+    let [left_stored, right_stored] = stored;
+    plan.settle(
+        updated,
+        &[left_stored.set, right_stored.set],
+        &[left_stored.side_effects, right_stored.side_effects],
+    );
     // Called once, whichever the fate. A created record's base is the one its create
     // sent, encoded already (see `write_out`), and is taken, not copied.
     let mut flow_back = None;
@@ -598,7 +635,20 @@ fn stage_flow_back(
     }) else {
         return Ok(());
     };
-    let (mut set, mut expect) = (Vec::new(), Vec::new());
+    // Conditional on the sender's record as the create read it (the values it sent),
+    // where a transform did not change them on the way: a field changed meanwhile makes
+    // the write stale, so what else the read-back shows changed is this write's echo.
+    let mut expect: Vec<(Name, Value)> = link
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.transform.is_identity() && !fields.iter().any(|(j, ..)| j == i))
+        .filter_map(|(i, f)| {
+            let sent = plan.base.get(&f.name)?;
+            Some((link.field_column(i, to).clone(), sent.clone()))
+        })
+        .collect();
+    let mut set = Vec::new();
     for (i, stored, sent) in fields {
         let field = &link.fields[i];
         let column = link.field_column(i, to).clone();

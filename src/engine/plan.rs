@@ -91,22 +91,56 @@ impl PairPlan {
     /// by side: each field's base becomes the value written; the written side holds what
     /// its system stored (`stored`: field → value read back, normalized), the other side
     /// what it held. Both sides' other-side values go first, so that when both were
-    /// written each side ends with its own read-back.
-    pub fn settle(&mut self, done: [bool; 2], stored: &[BTreeMap<Name, Value>; 2]) {
+    /// written each side ends with its own read-back. Last, `side_effects`: fields the
+    /// write did not set but the system changed with it (a trigger), by field → (value
+    /// read, value stored): that side now holds its own form of a value it was not
+    /// changing, an echo like any other.
+    pub fn settle(
+        &mut self,
+        done: [bool; 2],
+        stored: &[BTreeMap<Name, Value>; 2],
+        side_effects: &[BTreeMap<Name, (Value, Value)>; 2],
+    ) {
+        let targets: [BTreeMap<Name, Value>; 2] = [0, 1].map(|idx| {
+            if done[idx] {
+                std::mem::take(&mut self.base_if[idx])
+            } else {
+                BTreeMap::new()
+            }
+        });
+        for idx in [0, 1] {
+            for (name, target) in &targets[idx] {
+                match self.holds_if[idx].remove(name) {
+                    Some(v) if v != *target => self.held[1 - idx].insert(name.clone(), v),
+                    _ => self.held[1 - idx].remove(name),
+                };
+            }
+        }
+        for idx in [0, 1] {
+            for (name, target) in &targets[idx] {
+                match stored[idx].get(name) {
+                    Some(v) if v != target => self.held[idx].insert(name.clone(), v.clone()),
+                    _ => self.held[idx].remove(name),
+                };
+                self.base.insert(name.clone(), target.clone());
+            }
+        }
         for idx in [0, 1] {
             if !done[idx] {
                 continue;
             }
-            for (name, target) in std::mem::take(&mut self.base_if[idx]) {
-                match self.holds_if[idx].remove(&name) {
-                    Some(v) if v != target => self.held[1 - idx].insert(name.clone(), v),
-                    _ => self.held[1 - idx].remove(&name),
+            for (name, (read, now)) in &side_effects[idx] {
+                let Some(base) = self.base.get(name) else {
+                    continue;
                 };
-                match stored[idx].get(&name) {
-                    Some(v) if *v != target => self.held[idx].insert(name.clone(), v.clone()),
-                    _ => self.held[idx].remove(&name),
-                };
-                self.base.insert(name, target);
+                if self.held[idx].get(name).unwrap_or(base) != read {
+                    continue;
+                }
+                if now == base {
+                    self.held[idx].remove(name);
+                } else {
+                    self.held[idx].insert(name.clone(), now.clone());
+                }
             }
         }
     }
@@ -623,7 +657,6 @@ impl<'a> Planner<'a> {
         let mut state_dirty = pair.is_none();
         let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);
         let mut sets: [Vec<(Name, Value)>; 2] = Default::default();
-        let mut expects: [Vec<(Name, Value)>; 2] = Default::default();
         if let Some(how) = matched_by {
             plan.state_changes.push(Change {
                 side: Side::Right,
@@ -779,25 +812,36 @@ impl<'a> Planner<'a> {
                         new: Some(target[i].clone()),
                         reason: reason.clone().into(),
                     });
-                    sets[idx].push((col.clone(), target[i].clone()));
-                    expects[idx].push((col, old));
+                    sets[idx].push((col, target[i].clone()));
                 }
             }
         }
         for to in [Side::Left, Side::Right] {
             let idx = side_index(to);
             if !sets[idx].is_empty() {
+                // Conditional on the whole record as read, not only the columns set:
+                // a field changed meanwhile makes the write stale (its edit is seen next
+                // run), so whatever else the read-back shows changed, the write did (a
+                // trigger), and it is remembered as that side's own form.
+                let expect = (0..self.link.fields.len())
+                    .map(|i| {
+                        (
+                            self.link.field_column(i, to).clone(),
+                            records[idx].values[i].clone(),
+                        )
+                    })
+                    .collect();
                 plan.writes[idx] = Some(Write::Update {
                     key: records[idx].key.clone(),
                     set: std::mem::take(&mut sets[idx]),
-                    expect: std::mem::take(&mut expects[idx]),
+                    expect,
                 });
                 self.report.direction(to).updated += 1;
             } else if !plan.base_if[idx].is_empty() {
                 // Nothing to write after all (raw values already equal): the base holds.
                 let mut done = [false; 2];
                 done[idx] = true;
-                plan.settle(done, &Default::default());
+                plan.settle(done, &Default::default(), &Default::default());
                 state_dirty = true;
             }
         }

@@ -403,6 +403,16 @@ impl MysqlConnector {
             .collect()
     }
 
+    /// ` AND column <=> ?`: the column still holds the value read. MySQL's `json`
+    /// compares as a document with the parameter read as JSON (MariaDB's `json` is
+    /// `longtext`, read and compared as text).
+    fn still_holds(all: &[MyColumn], column: &str) -> String {
+        match Self::kind_of(all, column) {
+            Kind::Json => format!(" AND {} <=> CAST(? AS JSON)", quote(column)),
+            _ => format!(" AND {} <=> ?", quote(column)),
+        }
+    }
+
     /// One batch in one transaction. The flag says whether the failure happened before
     /// COMMIT was sent (only then is a retry safe).
     fn apply_once(
@@ -544,7 +554,7 @@ impl MysqlConnector {
                             .join(", "),
                         expect
                             .iter()
-                            .map(|(c, _)| format!(" AND {} <=> ?", quote(c)))
+                            .map(|(c, _)| Self::still_holds(&all, c))
                             .collect::<String>()
                     );
                     let params = Self::params(&all, set).and_then(|mut p| {
@@ -559,7 +569,7 @@ impl MysqlConnector {
                         "DELETE FROM {table} WHERE {key_where}{}",
                         expect
                             .iter()
-                            .map(|(c, _)| format!(" AND {} <=> ?", quote(c)))
+                            .map(|(c, _)| Self::still_holds(&all, c))
                             .collect::<String>()
                     );
                     Self::key_params(&all, spec, key)

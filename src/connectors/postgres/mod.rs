@@ -405,6 +405,24 @@ impl PostgresConnector {
         }
     }
 
+    /// `lhs` (a column, maybe qualified) still holds the value in text parameter
+    /// `param`, for a conditional write. Types without an equality operator compare in a
+    /// form that has one: `json` as `jsonb` (the same document, whatever its spacing),
+    /// the geometric types and `xml` by their text; `character(n)` as unbounded
+    /// `bpchar`, which compares without the padding.
+    fn still_holds(all: &[PgColumn], column: &str, lhs: &str, param: &str) -> String {
+        let ty = Self::type_of(all, column);
+        match ty {
+            "json" => format!("{lhs}::jsonb IS NOT DISTINCT FROM CAST({param} AS jsonb)"),
+            // `character` alone is `character(1)`, which would cut the value read.
+            "character" => format!("{lhs} IS NOT DISTINCT FROM CAST({param} AS bpchar)"),
+            "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
+                format!("{lhs}::text IS NOT DISTINCT FROM CAST({param} AS {ty})::text")
+            }
+            _ => format!("{lhs} IS NOT DISTINCT FROM CAST({param} AS {ty})"),
+        }
+    }
+
     /// The new record's key from a `RETURNING key::text, …` row.
     fn returned_key(all: &[PgColumn], spec: &ReadSpec, row: &postgres::Row) -> Key {
         Key(spec
@@ -547,10 +565,11 @@ impl PostgresConnector {
             .enumerate()
             .map(|(i, k)| format!("t.{} = {}", quote(k), cast(i, k)))
             .chain(expect_cols.iter().enumerate().map(|(i, c)| {
-                format!(
-                    "t.{} IS NOT DISTINCT FROM {}",
-                    quote(c),
-                    cast(n_key + n_set + i, c)
+                Self::still_holds(
+                    all,
+                    c,
+                    &format!("t.{}", quote(c)),
+                    &format!("u.a{}", n_key + n_set + i),
                 )
             }))
             .collect::<Vec<_>>()
@@ -795,11 +814,11 @@ impl PostgresConnector {
                         .iter()
                         .enumerate()
                         .map(|(i, (c, _))| {
-                            format!(
-                                "{} IS NOT DISTINCT FROM CAST(${}::text AS {})",
-                                quote(c),
-                                first_expect + i,
-                                Self::type_of(&all, c)
+                            Self::still_holds(
+                                &all,
+                                c,
+                                &quote(c),
+                                &format!("${}::text", first_expect + i),
                             )
                         })
                         .collect::<Vec<_>>();
@@ -822,11 +841,12 @@ impl PostgresConnector {
                 Write::Delete { key, expect } => {
                     let mut where_ = key_where(1);
                     for (i, (c, _)) in expect.iter().enumerate() {
-                        where_.push_str(&format!(
-                            " AND {} IS NOT DISTINCT FROM CAST(${}::text AS {})",
-                            quote(c),
-                            spec.key.len() + i + 1,
-                            Self::type_of(&all, c)
+                        where_.push_str(" AND ");
+                        where_.push_str(&Self::still_holds(
+                            &all,
+                            c,
+                            &quote(c),
+                            &format!("${}::text", spec.key.len() + i + 1),
                         ));
                     }
                     let texts = key
