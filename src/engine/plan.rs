@@ -704,9 +704,14 @@ impl<'a> Planner<'a> {
                         self.count_echo(&plan.marks, &unit.name, &lv);
                         for (i, &f) in unit.fields.iter().enumerate() {
                             let name = &self.link.fields[f].name;
+                            // The right may hold the same meaning in its own form.
                             plan.base.insert(name.clone(), lv[i].clone());
                             plan.held[0].remove(name);
-                            plan.held[1].remove(name);
+                            if rv[i] == lv[i] {
+                                plan.held[1].remove(name);
+                            } else {
+                                plan.held[1].insert(name.clone(), rv[i].clone());
+                            }
                         }
                         state_dirty = true;
                         continue;
@@ -731,10 +736,13 @@ impl<'a> Planner<'a> {
             };
             let Some(target) = target else { continue };
             // Write the target value wherever it is not already; it becomes the base.
-            let written = [lv != target, rv != target];
+            let written = [
+                !merge::same_meaning(&lv, &target),
+                !merge::same_meaning(&rv, &target),
+            ];
             for to in [Side::Left, Side::Right] {
                 let current = if to == Side::Left { &lv } else { &rv };
-                if *current == target {
+                if !written[side_index(to)] {
                     // This side already holds it; the base moves only once the other
                     // side's write is confirmed (`base_if`), never before.
                     continue;
@@ -801,7 +809,7 @@ impl<'a> Planner<'a> {
                     if let Some(v) = other_holds {
                         plan.holds_if[idx].insert(name.clone(), v);
                     }
-                    if old == target[i] {
+                    if old.same_meaning(&target[i]) {
                         continue;
                     }
                     plan.changes[idx].push(Change {

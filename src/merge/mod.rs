@@ -119,7 +119,7 @@ pub fn decide_sides(
     base: Option<[&[Value]; 2]>,
     clocks: Clocks,
 ) -> Decision {
-    if left == right {
+    if same_meaning(left, right) {
         return if base.is_some_and(|[bl, br]| bl == left && br == right) {
             Decision::Unchanged
         } else {
@@ -211,6 +211,12 @@ fn by_policy(policy: Policy, left: &[Value], right: &[Value], clocks: Clocks) ->
             _ => Decision::Conflict(ConflictCause::NoClock),
         },
     }
+}
+
+/// Whether two sides' values of a unit already mean the same, field by field (see
+/// [`Value::same_meaning`]): nothing to write, whatever representation each holds.
+pub fn same_meaning(left: &[Value], right: &[Value]) -> bool {
+    left.len() == right.len() && left.iter().zip(right).all(|(l, r)| l.same_meaning(r))
 }
 
 /// Reads a clock column's value as seconds since the epoch: integers and reals are epoch

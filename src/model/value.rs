@@ -29,11 +29,85 @@ pub enum Value {
 }
 
 impl PartialEq for Value {
-    /// Semantic equality: the same value held in another system's representation is
-    /// equal (`Numeric("12.50")` = `Text("12.5")` = `Real(12.5)`, `Bool(true)` =
-    /// `Integer(1)`, a date = its ISO text). Without it, a value written to a system
-    /// that stores it differently would read back as a change every run.
+    /// Equality is an equivalence (reflexive, symmetric, transitive): two values are
+    /// equal when their [canonical forms](Canonical) are. A number is equal to the same
+    /// number in any numeric representation (`Integer(1)` = `Real(1.0)` = `Numeric("1.0")`
+    /// = `Bool(true)`), a timestamp to the same instant with or without a zone, a uuid to
+    /// itself in any case; and text equals a typed value only when it is exactly that
+    /// value's canonical text (`"12.5"`, `"2026-01-02"`, `"2026-01-02 10:00:00"`, a
+    /// lowercase hyphenated uuid, compact JSON), so text equals text only when it is the
+    /// same text. What other representations mean the same thing (`"12.50"` for
+    /// `12.5`) is [`same_meaning`](Value::same_meaning), which is not transitive and
+    /// only tells whether two sides already hold the same thing.
     fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Text(a), Value::Text(b)) => a == b,
+            (Value::Null, Value::Null) => true,
+            (Value::Null, _) | (_, Value::Null) => false,
+            _ => self.canonical() == other.canonical(),
+        }
+    }
+}
+
+/// A value's class and identity under [`Value`]'s equality: one form per value, whatever
+/// its representation.
+#[derive(Debug, PartialEq)]
+pub enum Canonical<'a> {
+    Null,
+    /// A finite number, as a normalized decimal (see [`normalize_decimal`]).
+    Number(Cow<'a, str>),
+    /// NaN and the infinities, by their bits.
+    NonFinite(u64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+    Date(chrono::NaiveDate),
+    /// A timestamp, in UTC for one with a zone.
+    Instant(chrono::NaiveDateTime),
+    Json(Cow<'a, serde_json::Value>),
+    /// The 32 lowercase hex digits.
+    Uuid(String),
+    /// A `Numeric` that holds no decimal: itself.
+    Unparsed(&'a str),
+}
+
+impl Value {
+    /// See [`Canonical`]. Text becomes a typed value only when it is exactly that
+    /// value's canonical text, so that each typed value has one text form and text
+    /// compares as text.
+    pub fn canonical(&self) -> Canonical<'_> {
+        match self {
+            Value::Null => Canonical::Null,
+            Value::Integer(i) => Canonical::Number(i.to_string().into()),
+            Value::Bool(b) => Canonical::Number(if *b { "1" } else { "0" }.into()),
+            Value::Real(r) if r.is_finite() => match normalize_decimal(&r.to_string()) {
+                Some(d) => Canonical::Number(d.into()),
+                None => Canonical::NonFinite(r.to_bits()),
+            },
+            Value::Real(r) => Canonical::NonFinite(r.to_bits()),
+            Value::Numeric(n) => match normalize_decimal(n) {
+                Some(d) => Canonical::Number(d.into()),
+                None => Canonical::Unparsed(n),
+            },
+            Value::Blob(b) => Canonical::Blob(b),
+            Value::Date(d) => Canonical::Date(*d),
+            Value::Timestamp(n) => Canonical::Instant(*n),
+            Value::TimestampTz(z) => Canonical::Instant(z.naive_utc()),
+            Value::Json(j) => Canonical::Json(Cow::Borrowed(j)),
+            Value::Uuid(u) => Canonical::Uuid(uuid_digits(u)),
+            Value::Text(t) => text_canonical(t),
+        }
+    }
+
+    /// Whether two values mean the same thing, in any representation a system may hold
+    /// it in: `Numeric("12.50")` = `Text("12.50")` = `Real(12.5)`, a date = its ISO text
+    /// with spaces around, a uuid in any case with or without hyphens or braces, JSON
+    /// text with any spacing. Not transitive (`"12.50"` and `"12.5"` each mean 12.5, yet
+    /// are different texts), so it never decides whether a side changed — only whether
+    /// the two sides already hold the same thing and a write would change nothing.
+    pub fn same_meaning(&self, other: &Self) -> bool {
+        if self == other {
+            return true;
+        }
         use Value::*;
         match (self, other) {
             (Null, Null) => true,
@@ -72,21 +146,65 @@ impl PartialEq for Value {
             (Uuid(a), Uuid(b)) => a == b,
             // Any form a uuid column accepts (braces, hyphens or none, any case) is the
             // same uuid: compared by its hex digits.
-            (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => {
-                let digits = |s: &str| {
-                    s.trim()
-                        .trim_start_matches('{')
-                        .trim_end_matches('}')
-                        .bytes()
-                        .filter(|&b| b != b'-')
-                        .map(|b| b.to_ascii_lowercase())
-                        .collect::<Vec<u8>>()
-                };
-                digits(t) == digits(u)
-            }
+            (Uuid(u), Text(t)) | (Text(t), Uuid(u)) => uuid_digits(t) == uuid_digits(u),
             _ => false,
         }
     }
+}
+
+/// The canonical form of text: a typed value when the text is exactly its canonical
+/// text (see [`Canonical`]), else the text itself.
+fn text_canonical(t: &str) -> Canonical<'_> {
+    let b = t.as_bytes();
+    let Some(&first) = b.first() else {
+        return Canonical::Text(t);
+    };
+    if (first.is_ascii_digit() || first == b'-')
+        && let Some(d) = normalize_decimal(t)
+        && d == t
+    {
+        return Canonical::Number(Cow::Borrowed(t));
+    }
+    if b.len() == 10
+        && let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        && d.format("%Y-%m-%d").to_string() == t
+    {
+        return Canonical::Date(d);
+    }
+    if b.len() >= 19
+        && b.get(4) == Some(&b'-')
+        && b.get(10) == Some(&b' ')
+        && let Some(n) = parse_naive_timestamp(t)
+        && n.format("%Y-%m-%d %H:%M:%S%.f").to_string() == t
+    {
+        return Canonical::Instant(n);
+    }
+    if b.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Canonical::Uuid(uuid_digits(t));
+    }
+    if matches!(first, b'{' | b'[')
+        && let Ok(j) = serde_json::from_str::<serde_json::Value>(t)
+        && j.to_string() == t
+    {
+        return Canonical::Json(Cow::Owned(j));
+    }
+    Canonical::Text(t)
+}
+
+/// A uuid's hex digits, lowercase, without hyphens or braces.
+fn uuid_digits(u: &str) -> String {
+    u.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .chars()
+        .filter(|&c| c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.f]` or with a `T`.
@@ -822,46 +940,156 @@ mod tests {
         assert_eq!(Value::Integer(3), Value::Real(3.0));
         assert_ne!(Value::Integer(3), Value::Real(3.5));
         assert_ne!(Value::Integer(i64::MAX), Value::Real(9.3e18));
-        assert_ne!(Value::Text("3".into()), Value::Integer(3));
+        // Text is a number only in its canonical form.
+        assert_eq!(Value::Text("3".into()), Value::Integer(3));
+        assert_ne!(Value::Text("3.0".into()), Value::Integer(3));
     }
 
     #[test]
-    fn the_same_value_in_another_representation_is_equal() {
+    fn equal_values_have_one_canonical_form() {
         assert_eq!(Value::Numeric("12.50".into()), Value::Real(12.5));
         assert_eq!(Value::Numeric("12.50".into()), Value::Text("12.5".into()));
+        assert_ne!(Value::Numeric("12.50".into()), Value::Text("12.50".into()));
         assert_eq!(Value::Numeric("-0.0".into()), Value::Integer(0));
         assert_ne!(
             Value::Numeric("0.1".into()),
             Value::Numeric("0.10000000000000001".into())
         );
         assert_eq!(Value::Bool(true), Value::Integer(1));
-        assert_eq!(
-            Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()),
-            Value::Text("2026-01-02".into())
-        );
+        assert_eq!(Value::Bool(true), Value::Real(1.0));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        assert_eq!(Value::Date(day), Value::Text("2026-01-02".into()));
+        assert_ne!(Value::Date(day), Value::Text(" 2026-01-02".into()));
         let tz = parse_timestamptz("2026-11-26 10:00:00+00").unwrap();
         assert_eq!(Value::TimestampTz(tz), Value::Timestamp(tz.naive_utc()));
         assert_eq!(
             Value::TimestampTz(tz),
-            Value::Text("2026-11-26T10:00:00Z".into())
+            Value::Text("2026-11-26 10:00:00".into())
         );
         assert_eq!(
             Value::Json(serde_json::json!({"a": 1})),
-            Value::Text("{ \"a\" : 1 }".into())
+            Value::Text("{\"a\":1}".into())
         );
         assert_eq!(
-            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
-            Value::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())
-        );
-        assert_eq!(
-            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
-            Value::Text("{a0eebc999c0b4ef8bb6d6bb9bd380a11}".into())
-        );
-        assert_ne!(
-            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
-            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12".into())
+            Value::Uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into()),
+            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
         );
         assert_ne!(Value::Null, Value::Text(String::new()));
+        assert_eq!(Value::Real(f64::NAN), Value::Real(f64::NAN));
+    }
+
+    #[test]
+    fn the_same_value_in_another_representation_means_the_same() {
+        let means =
+            |a: Value, b: Value| assert!(a.same_meaning(&b) && b.same_meaning(&a), "{a:?} {b:?}");
+        means(Value::Numeric("12.50".into()), Value::Text("12.50".into()));
+        means(Value::Numeric("12.50".into()), Value::Real(12.5));
+        let tz = parse_timestamptz("2026-11-26 10:00:00+00").unwrap();
+        means(
+            Value::TimestampTz(tz),
+            Value::Text("2026-11-26T10:00:00Z".into()),
+        );
+        means(
+            Value::Json(serde_json::json!({"a": 1})),
+            Value::Text("{ \"a\" : 1 }".into()),
+        );
+        means(
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Text("{A0EEBC999C0B4EF8BB6D6BB9BD380A11}".into()),
+        );
+        assert!(
+            !Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+                .same_meaning(&Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12".into()))
+        );
+        assert!(!Value::Null.same_meaning(&Value::Text(String::new())));
+    }
+
+    use proptest::prelude::{Just, Strategy, any, prop, prop_assert, prop_assert_eq, prop_oneof};
+
+    /// Values of every kind, in every representation a system hands over, with texts
+    /// that are (and that almost are) other kinds' canonical forms: where equality
+    /// across representations could lose transitivity.
+    fn any_value() -> impl Strategy<Value = Value> {
+        let numbers = prop_oneof![
+            (-3i64..4).prop_map(Value::Integer),
+            prop::sample::select(vec![
+                -1.5,
+                0.0,
+                -0.0,
+                1.0,
+                2.5,
+                0.1,
+                f64::NAN,
+                f64::INFINITY
+            ])
+            .prop_map(Value::Real),
+            prop::sample::select(vec!["1", "1.0", "01", "2.50", "-0", "0.1", "x"])
+                .prop_map(|n| Value::Numeric(n.into())),
+            any::<bool>().prop_map(Value::Bool),
+        ];
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        let noon = day.and_hms_opt(12, 0, 0).unwrap();
+        let temporal = prop_oneof![
+            Just(Value::Date(day)),
+            Just(Value::Timestamp(noon)),
+            Just(Value::TimestampTz(noon.and_utc())),
+            Just(Value::Timestamp(day.and_hms_opt(0, 0, 0).unwrap())),
+        ];
+        let texts = prop::sample::select(vec![
+            "",
+            "1",
+            "1.0",
+            "2.5",
+            "-1.5",
+            "0",
+            "0.1",
+            "true",
+            "NaN",
+            "2026-01-02",
+            " 2026-01-02",
+            "2026-01-02 12:00:00",
+            "2026-01-02T12:00:00Z",
+            "2026-01-02 00:00:00",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{\"a\":1}",
+            "{ \"a\": 1 }",
+            "[1]",
+            "x",
+        ])
+        .prop_map(|t| Value::Text(t.into()));
+        let others = prop_oneof![
+            Just(Value::Null),
+            Just(Value::Blob(vec![1, 2])),
+            Just(Value::Json(serde_json::json!({"a": 1}))),
+            Just(Value::Json(serde_json::json!([1]))),
+            Just(Value::Json(serde_json::json!(1))),
+            Just(Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())),
+            Just(Value::Uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into())),
+        ];
+        prop_oneof![numbers, temporal, texts, others]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equality_is_reflexive_symmetric_and_transitive(
+            a in any_value(),
+            b in any_value(),
+            c in any_value(),
+        ) {
+            prop_assert!(a == a, "reflexive: {:?}", a);
+            prop_assert_eq!(a == b, b == a, "symmetric: {:?} {:?}", a, b);
+            if a == b && b == c {
+                prop_assert!(a == c, "transitive: {:?} = {:?} = {:?}", a, b, c);
+            }
+            // Equal values mean the same; same_meaning is at least symmetric.
+            if a == b {
+                prop_assert!(a.same_meaning(&b));
+            }
+            prop_assert_eq!(a.same_meaning(&b), b.same_meaning(&a));
+            // And a value survives the state store's encoding as itself.
+            prop_assert!(Value::decode(&a.encode()).is_ok_and(|d| d == a));
+        }
     }
 
     #[test]
