@@ -31,10 +31,23 @@ fn release_freed_memory() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// Lets a closed stdout end the program quietly, as it ends `cat` or `ls`: Rust ignores
+/// SIGPIPE, so `syncline log | head -3` would otherwise panic on the next print. Every
+/// command prints after its work is committed, so nothing is left half-done.
+#[allow(unsafe_code)]
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any other
+    // thread exists, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    end_quietly_on_closed_stdout();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG")
