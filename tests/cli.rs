@@ -549,3 +549,46 @@ fn connection_secrets_never_reach_the_output() {
         }
     }
 }
+
+#[test]
+fn an_empty_or_foreign_file_is_never_taken_for_a_new_state_store() {
+    let f = fixture();
+    syncline(f.path()).arg("run").assert().code(0);
+    let store = f.path().join(".syncline/state.db");
+    // GIVEN the store's file was truncated to nothing (a failed copy, a full disk)
+    for sidecar in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{sidecar}", store.display()));
+    }
+    std::fs::write(&store, b"").unwrap();
+    // WHEN any command opens it THEN it is refused, naming the file, and left as it was
+    for args in [&["run"][..], &["plan"], &["status"]] {
+        syncline(f.path())
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "state.db is not a syncline state store: the file is empty",
+            ));
+    }
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), 0);
+    // GIVEN the store path points at someone's database THEN its tables are not touched
+    std::fs::remove_file(&store).unwrap();
+    std::fs::copy(f.path().join("left.db"), &store).unwrap();
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("tables of its own"));
+    let tables = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row(
+            "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    assert!(!tables.contains("pairs"), "{tables}");
+    // AND with no file at all, a new store is made and records are re-linked
+    std::fs::remove_file(&store).unwrap();
+    syncline(f.path()).arg("run").assert().code(0);
+}

@@ -59,6 +59,52 @@ pub enum StateError {
     Corrupt(String),
     #[error("{0}")]
     Lease(String),
+    #[error(
+        "{path} is not a syncline state store: {why}. A new store is made only where no file exists: move this file away (or point [state] path elsewhere) to start one, and nothing is lost by mistake"
+    )]
+    NotAStore { path: String, why: &'static str },
+}
+
+/// An existing file where the embedded store is expected must be an SQLite database: an
+/// empty file (a failed copy, a truncation) taken as a new store would re-link every
+/// record with no word that every base was lost.
+fn check_store_file(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let not_a_store = |why| StateError::NotAStore {
+        path: path.display().to_string(),
+        why,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StateError::Open {
+                path: path.display().to_string(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            });
+        }
+    };
+    let mut header = Vec::with_capacity(16);
+    let _ = file.by_ref().take(16).read_to_end(&mut header);
+    match header.len() {
+        0 => Err(not_a_store("the file is empty")),
+        _ if header != b"SQLite format 3\0" => Err(not_a_store("it is not an SQLite database")),
+        _ => Ok(()),
+    }
+}
+
+/// An SQLite database that has tables but was never a syncline store (`user_version`
+/// 0): someone's data, which the store's tables must not be created in.
+fn refuse_foreign_database(conn: &Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if version == 0 && tables > 0 {
+        return Err(StateError::NotAStore {
+            path: path.display().to_string(),
+            why: "it is an SQLite database with tables of its own",
+        });
+    }
+    Ok(())
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
@@ -532,14 +578,18 @@ impl StateStore {
             })?;
         }
         let leases = lease::FileLeases::beside(path);
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(open_err)?;
+        let mut conn;
         {
             // Two processes opening a new store at once would both switch it to WAL (the
             // switch does not wait for a busy store: it fails) and both find it empty
-            // and create its tables (the second fails): one at a time.
+            // and create its tables (the second fails): one at a time. And the file
+            // SQLite creates on open is empty until then: looked at under the same turn.
             let _one_at_a_time = leases.wait_for("schema")?;
+            check_store_file(path)?;
+            conn = Connection::open(path).map_err(open_err)?;
+            conn.busy_timeout(Duration::from_secs(30))
+                .map_err(open_err)?;
+            refuse_foreign_database(&conn, path)?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(open_err)?;
             conn.pragma_update(None, "synchronous", "FULL")
@@ -578,6 +628,7 @@ impl StateStore {
                 })?;
             return Self::prepare_sqlite(conn, true);
         }
+        check_store_file(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -587,6 +638,7 @@ impl StateStore {
             source: e,
         })?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        refuse_foreign_database(&conn, path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if !(schema::READABLE_FROM..=schema::VERSION).contains(&version) {
             return Err(StateError::Corrupt(format!(
