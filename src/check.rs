@@ -60,11 +60,9 @@ fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
                 .into(),
         );
     }
-    let no_identity =
-        link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
-    if no_identity {
+    if !link.has_create_identity() {
         push(Severity::Warning, &link.span, "create-identity",
-            "no match_on and no right_ref/left_ref: a create interrupted by a crash cannot be found again (it could be duplicated), and a lost state store cannot re-link records".into());
+            "no match_on, no right_ref/left_ref and no carried key: a create interrupted by a crash cannot be found again (it could be duplicated), and a lost state store cannot re-link records".into());
     }
     match link.mode {
         Mode::TwoWay => {

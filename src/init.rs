@@ -75,6 +75,15 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// A column name as a TOML key: bare when it can be, quoted otherwise.
+fn toml_key(name: &str) -> String {
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        name.to_string()
+    } else {
+        toml_string(name)
+    }
+}
+
 fn key_columns(cols: &[ColumnInfo]) -> Vec<String> {
     let pk: Vec<String> = cols
         .iter()
@@ -186,7 +195,7 @@ pub fn propose(
             );
         }
         None => {
-            out.push_str("# match_on = [\"…\"]           # no column unique on both sides was found; without it (or right_ref),\n");
+            out.push_str("# match_on = [\"…\"]           # no column unique on both sides was found; without it (or right_ref, or a carried key),\n");
             out.push_str("#                               # records already on both sides cannot be paired\n");
         }
     }
@@ -194,6 +203,27 @@ pub fn propose(
         "on_delete = { left = \"hold\" }  # propagate | ignore | soft:COLUMN=VALUE | hold\n\n",
     );
     let _ = writeln!(out, "[links.{link}.fields]");
+    // A receiving key the system does not fill itself must come from the left: carried,
+    // the key is also how a create a crash left unknown is found again.
+    let carry = !right_key.is_empty()
+        && right_key.len() == left_key.len()
+        && right_key
+            .iter()
+            .all(|k| right_cols.iter().any(|c| &c.name == k && !c.has_default));
+    if carry {
+        out.push_str(
+            "# the right's key has no default of its own: it carries the left's key
+",
+        );
+        for (l, r) in left_key.iter().zip(&right_key) {
+            let name = toml_key(l);
+            if l == r {
+                let _ = writeln!(out, "{name} = {{}}");
+            } else {
+                let _ = writeln!(out, "{name} = {{ right = {} }}", toml_string(r));
+            }
+        }
+    }
     if shared.is_empty() {
         out.push_str("# no column names in common: map them by hand, e.g. name = { right = \"full_name\" }\n");
     }
@@ -207,15 +237,7 @@ pub fn propose(
         {
             parts.push("transform = \"trim+lowercase\"".into());
         }
-        let name = if l
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            l.name.clone()
-        } else {
-            toml_string(&l.name)
-        };
+        let name = toml_key(&l.name);
         let _ = writeln!(
             out,
             "{name} = {{{}}}",
@@ -240,7 +262,37 @@ mod tests {
             not_null: pk,
             primary_key: pk,
             unique: unique || pk,
+            // Keys are assigned by the system here.
+            has_default: pk,
         }
+    }
+
+    #[test]
+    fn a_receiving_key_without_a_default_is_carried() {
+        let l = Target::parse("postgres:${A}#orders").unwrap();
+        let r = Target::parse("postgres:${B}#orders").unwrap();
+        let mut key = col("order_id", true, false);
+        key.has_default = false;
+        let text = propose(
+            "orders",
+            &l,
+            &[col("id", true, false), col("item", false, false)],
+            &r,
+            &[key, col("item", false, false)],
+        );
+        assert!(text.contains("id = { right = \"order_id\" }"), "{text}");
+        let text = propose(
+            "orders",
+            &l,
+            &[col("id", true, false)],
+            &r,
+            &[col("id", true, false)],
+        );
+        assert!(
+            !text.contains("id = {"),
+            "a key the right assigns is not carried: {text}"
+        );
+        toml::from_str::<toml::Value>(&text).expect("valid TOML");
     }
 
     #[test]

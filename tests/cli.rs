@@ -592,3 +592,67 @@ fn an_empty_or_foreign_file_is_never_taken_for_a_new_state_store() {
     std::fs::remove_file(&store).unwrap();
     syncline(f.path()).arg("run").assert().code(0);
 }
+
+#[test]
+fn creates_that_cannot_succeed_are_refused_before_anything_is_written() {
+    // GIVEN a one-way link into a table whose key has no default and gets no field
+    let left = "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT);
+        INSERT INTO contacts VALUES (1, 'a@x.org', 'Ann'), (2, 'b@x.org', 'Bob');";
+    let right = "CREATE TABLE customers (code TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT, region TEXT NOT NULL DEFAULT 'eu');";
+    let link = |fields: &str| {
+        format!(
+            "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nleft_key = \"id\"\nright_key = \"code\"\nmode = \"one-way\"\n\n[links.c.fields]\nemail = {{}}\nname = {{}}\n{fields}"
+        )
+    };
+    let f = Fixture::new(left, right, &link(""));
+    // WHEN checked THEN it is an error naming the column and the fix, exit 2
+    syncline(f.path())
+        .arg("check")
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(
+            "every create on the right would be refused: `code` of billing.customers is a key with no default and no field fills it; carry the left key with `id = { right = \"code\" }`",
+        ));
+    // AND a run refuses too, before writing anything
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "every create on the right would be refused",
+        ));
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT count(*) FROM customers"),
+        vec![vec![syncline::model::Value::Integer(0)]]
+    );
+    // GIVEN a NOT NULL column without a default that no field fills THEN it is named
+    f.right
+        .execute_batch("ALTER TABLE customers ADD COLUMN tier TEXT NOT NULL DEFAULT 'x'; CREATE TABLE t2 (code TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT, tier TEXT NOT NULL);")
+        .unwrap();
+    f.write_config(&link("id = { right = \"code\" }").replace("billing.customers", "billing.t2"));
+    syncline(f.path())
+        .arg("check")
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(
+            "`tier` of billing.t2 is NOT NULL with no default",
+        ));
+    // WHEN the key is carried THEN the link checks clean (the carried key is the create
+    // identity: no create-identity warning) and runs, keys as on the left
+    f.write_config(&link("id = { right = \"code\" }"));
+    syncline(f.path())
+        .arg("check")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("0 error(s)"));
+    syncline(f.path()).arg("run").assert().code(0);
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT code, email FROM customers ORDER BY code"),
+        vec![
+            vec![support::text("1"), support::text("a@x.org")],
+            vec![support::text("2"), support::text("b@x.org")]
+        ]
+    );
+    let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
+    assert_eq!(json(&out.stdout)["links"][0]["unchanged"], 2);
+}

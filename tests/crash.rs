@@ -314,3 +314,100 @@ fn a_first_load_whose_journal_fails_keeps_what_was_written() {
     assert_eq!(right.len(), 500, "records created twice or not at all");
     assert_eq!(left, right);
 }
+
+/// A crash after the receiving system committed a batch and before the state store did,
+/// on a one-way link whose only create identity is its carried key (no `match_on`, no
+/// `right_ref`): the store refuses the batch's pairs (a trigger injected into the store),
+/// so the rows are on the right and the id map knows nothing of them. The next run finds
+/// them by their key instead of creating them again — which the right's primary key
+/// would refuse, every run, forever.
+#[test]
+fn a_carried_key_finds_what_a_crash_left_unrecorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = Connection::open(dir.path().join("left.db")).unwrap();
+    left.execute_batch(
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, qty INTEGER);",
+    )
+    .unwrap();
+    for i in 1..=200 {
+        left.execute(
+            "INSERT INTO orders VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("item {i}"), i % 7],
+        )
+        .unwrap();
+    }
+    let right = Connection::open(dir.path().join("right.db")).unwrap();
+    right
+        .execute_batch(
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, item TEXT NOT NULL, qty INTEGER);",
+        )
+        .unwrap();
+    std::fs::write(
+        dir.path().join("syncline.toml"),
+        "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n
+[links.o]\nleft = \"crm.orders\"\nright = \"billing.orders\"\nleft_key = \"id\"\nright_key = \"order_id\"\nmode = \"one-way\"\nbatch_size = 25\n
+[links.o.fields]\nid = { right = \"order_id\" }\nitem = {}\nqty = {}\n",
+    )
+    .unwrap();
+    let state_path = dir.path().join(".syncline/state.db");
+    std::fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+    drop(syncline::state::StateStore::open(&state_path).unwrap());
+    let state = Connection::open(&state_path).unwrap();
+    state
+        .execute_batch(
+            "CREATE TRIGGER injected BEFORE INSERT ON pairs WHEN (SELECT count(*) FROM pairs) >= 50
+             BEGIN SELECT RAISE(ABORT, 'injected store failure'); END;",
+        )
+        .unwrap();
+    let out = run(dir.path());
+    assert_ne!(out.status.code(), Some(0), "the run should have failed");
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let written = count(&right, "SELECT count(*) FROM orders");
+    let paired = count(&state, "SELECT count(*) FROM pairs");
+    assert!(
+        written > paired,
+        "the crash must leave rows on the right the store does not know: {written} written, {paired} paired"
+    );
+    state.execute_batch("DROP TRIGGER injected").unwrap();
+    drop(state);
+    // WHEN run again THEN nothing is refused or duplicated, and the sides are equal
+    let out = run(dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(dir.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(r#""to_right":{"created":0,"updated":0,"deleted":0"#),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(count(&right, "SELECT count(*) FROM orders"), 200);
+    let rows = |conn: &Connection, sql: &str| -> Vec<(String, String, i64)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })?,
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+    };
+    let mut l = rows(&left, "SELECT id, item, qty FROM orders");
+    let mut r = rows(&right, "SELECT order_id, item, qty FROM orders");
+    l.sort();
+    r.sort();
+    assert_eq!(l, r);
+}

@@ -387,6 +387,85 @@ fn init_looks_at_a_postgres_table_and_a_sqlite_table() {
     assert_eq!(amount, "1.50");
 }
 
+/// The most common replication: a one-way link into a table whose key is the source's.
+/// `init` carries the key; without it, `check` and `run` stop before anything is sent
+/// (a run once sent every record, had each refused and replayed alone, and exited 3).
+#[test]
+fn a_one_way_replication_carries_its_key_or_is_refused_before_a_run() {
+    let Some(db) = pg() else { return };
+    db.pg_client()
+        .batch_execute(
+            "CREATE TABLE src (id bigint PRIMARY KEY, item text NOT NULL, qty int);
+             CREATE TABLE dst (id bigint PRIMARY KEY, item text NOT NULL, qty int);
+             INSERT INTO src SELECT g, 'item ' || g, g % 7 FROM generate_series(1, 3000) g;",
+        )
+        .unwrap();
+    let f = Fixture::new("", "", "");
+    std::fs::remove_file(f.config_path()).unwrap();
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .args([
+            "init",
+            "postgres:${DB_URL}#src",
+            "postgres:${DB_URL}#dst",
+            "--write",
+        ])
+        .assert()
+        .code(0);
+    let config = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        config.contains("\nid = {}\n"),
+        "init carries the key: {config}"
+    );
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .arg("check")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("0 error(s), 0 warning(s)"));
+    // WHEN the key is taken out of the fields THEN check and run refuse, nothing sent
+    std::fs::write(f.config_path(), config.replace("\nid = {}\n", "\n")).unwrap();
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .arg("check")
+        .assert()
+        .code(2)
+        .stdout(predicates::str::contains(
+            "carry the left key with `id = {}`",
+        ));
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .arg("run")
+        .assert()
+        .code(2);
+    let mut c = db.pg_client();
+    let count = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM dst", &[]).unwrap().get(0)
+    };
+    assert_eq!(count(&mut c), 0);
+    // AND with the key carried, the copy is exact and a second run writes nothing
+    std::fs::write(f.config_path(), &config).unwrap();
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .arg("run")
+        .assert()
+        .code(0);
+    let differ: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) d",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!((count(&mut c), differ), (3000, 0));
+    support::syncline(f.path())
+        .env("DB_URL", &db.url)
+        .arg("run")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("0 created, 0 updated, 0 deleted"));
+}
+
 #[test]
 fn tls_is_negotiated_and_verified_as_sslmode_says() {
     let Some(db) = pg() else { return };

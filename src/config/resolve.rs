@@ -221,6 +221,37 @@ impl LinkSpec {
         }
     }
 
+    /// Whether the key is carried: each key column of one side is a field's column on
+    /// that side, mapped to the other side's key column in the same place (`id = {}`,
+    /// `id = { right = "order_id" }`). A record created from a record then has its key,
+    /// so the key is a create identity: a create whose outcome a crash left unknown is
+    /// found again by it, as by `right_ref`.
+    pub fn key_is_carried(&self) -> bool {
+        self.left.key.len() == self.right.key.len()
+            && self.left.key.iter().zip(&self.right.key).all(|(l, r)| {
+                self.fields
+                    .iter()
+                    .any(|f| &*f.name == l.as_str() && &*f.right == r.as_str())
+            })
+    }
+
+    /// Whether records can be told apart from the other side's without the id map: by
+    /// `match_on`, an external-id column, or a carried key.
+    pub fn has_create_identity(&self) -> bool {
+        !self.match_on.is_empty()
+            || self.left_ref.is_some()
+            || self.right_ref.is_some()
+            || self.key_is_carried()
+    }
+
+    /// The sides syncline creates records on: the right, and on a two-way link the left.
+    pub fn receiving_sides(&self) -> &'static [crate::model::Side] {
+        match self.mode {
+            Mode::OneWay => &[crate::model::Side::Right],
+            Mode::TwoWay => &[crate::model::Side::Left, crate::model::Side::Right],
+        }
+    }
+
     pub fn external_ref(&self, side: crate::model::Side) -> Option<&str> {
         match side {
             crate::model::Side::Left => self.left_ref.as_deref(),

@@ -28,6 +28,9 @@ pub struct ColumnInfo {
     pub primary_key: bool,
     /// A single-column unique index or constraint (a primary key of one column counts).
     pub unique: bool,
+    /// The system fills it when an insert leaves it out: a default, an identity or
+    /// auto-increment, a generated column, SQLite's rowid.
+    pub has_default: bool,
 }
 
 /// One write. Updates and deletes are conditional: `expect` holds the values read for

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::config::{Config, DeleteRule, LinkSpec};
-use crate::connectors::{Connector, ConnectorError, ReadSpec};
+use crate::connectors::{ColumnInfo, Connector, ConnectorError, ReadSpec};
 use crate::model::{Record, Side, Value};
 use std::ops::Range;
 
@@ -15,6 +15,9 @@ pub struct Layout {
     pub clocks: Vec<Option<(usize, usize)>>,
     /// Position of the external-id column on (left, right).
     pub ext_ref: (Option<usize>, Option<usize>),
+    /// The key is carried (see `LinkSpec::key_is_carried`): without a `right_ref`, a right
+    /// record's own key is its external id, naming the left record it was made from.
+    pub key_carried: bool,
 }
 
 impl Layout {
@@ -31,10 +34,10 @@ impl Layout {
                     .error(Some(span), format!("link `{}`: {msg}", link.name)),
             )
         };
-        let describe = |conn: &mut dyn Connector, side: Side| -> Result<Vec<String>, Error> {
+        let describe = |conn: &mut dyn Connector, side: Side| -> Result<Vec<ColumnInfo>, Error> {
             let ep = link.endpoint(side);
             match conn.describe(&ep.collection) {
-                Ok(cols) => Ok(cols.into_iter().map(|c| c.name).collect()),
+                Ok(cols) => Ok(cols),
                 Err(ConnectorError::NoCollection(_)) => Err(err(
                     ep.span.clone(),
                     format!(
@@ -45,8 +48,10 @@ impl Layout {
                 Err(e) => Err(e.into()),
             }
         };
-        let left_cols = describe(left, Side::Left)?;
-        let right_cols = describe(right, Side::Right)?;
+        let left_info = describe(left, Side::Left)?;
+        let right_info = describe(right, Side::Right)?;
+        let names = |cols: &[ColumnInfo]| cols.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        let (left_cols, right_cols) = (names(&left_info), names(&right_info));
         let cols_of = |side: Side| {
             if side == Side::Left {
                 &left_cols
@@ -92,6 +97,16 @@ impl Layout {
                 f.span.clone(),
                 &format!("field `{}`", f.name),
             )?;
+        }
+        for &side in link.receiving_sides() {
+            let info = if side == Side::Left {
+                &left_info
+            } else {
+                &right_info
+            };
+            if let Some(problem) = unfillable_on_create(link, side, info) {
+                return Err(err(link.span.clone(), problem));
+            }
         }
         let mut left_read = ReadSpec {
             collection: link.left.collection.clone(),
@@ -161,6 +176,7 @@ impl Layout {
             right: right_read,
             clocks,
             ext_ref,
+            key_carried: link.key_is_carried() && link.right_ref.is_none(),
         })
     }
 
@@ -173,6 +189,9 @@ impl Layout {
 
     /// The text of a record's external-id column (the other side's key), if set.
     pub fn ext_ref_of(&self, side: Side, rec: &Record) -> Option<String> {
+        if side == Side::Right && self.key_carried {
+            return Some(rec.key.display_text());
+        }
         let pos = match side {
             Side::Left => self.ext_ref.0,
             Side::Right => self.ext_ref.1,
@@ -184,4 +203,66 @@ impl Layout {
             other => Some(other.to_string()),
         }
     }
+}
+
+/// Why every create on `side` would be refused, if it would: a column that must get a
+/// value on insert (NOT NULL, or a key, without a default) that no field fills. Caught
+/// before a run, where it once sent every record, had each refused and replayed alone,
+/// and quarantined them all.
+fn unfillable_on_create(link: &LinkSpec, side: Side, columns: &[ColumnInfo]) -> Option<String> {
+    let ep = link.endpoint(side);
+    let filled = |name: &str| {
+        (0..link.fields.len()).any(|i| &**link.field_column(i, side) == name)
+            || link.external_ref(side) == Some(name)
+    };
+    let missing: Vec<&ColumnInfo> = columns
+        .iter()
+        .filter(|c| (c.not_null || c.primary_key) && !c.has_default && !filled(&c.name))
+        .collect();
+    let first = missing.first()?;
+    let from = side.other();
+    let source_key = &link.endpoint(from).key;
+    let is_key = ep.key.iter().any(|k| *k == first.name);
+    let fix = if is_key && source_key.len() == ep.key.len() {
+        // Carry the other side's key: the most common one-way replication.
+        let fields: Vec<String> = source_key
+            .iter()
+            .zip(&ep.key)
+            .map(|(s, k)| {
+                let (left_col, right_col) = if side == Side::Right { (s, k) } else { (k, s) };
+                if left_col == right_col {
+                    format!("{left_col} = {{}}")
+                } else {
+                    format!("{left_col} = {{ right = \"{right_col}\" }}")
+                }
+            })
+            .collect();
+        format!(
+            "carry the {from} key with `{}` under [links.{}.fields], or give the column a default",
+            fields.join("`, `"),
+            link.name
+        )
+    } else {
+        format!(
+            "map a field to {} or give {} a default",
+            if missing.len() == 1 { "it" } else { "each" },
+            if missing.len() == 1 { "it" } else { "them" }
+        )
+    };
+    let names: Vec<String> = missing.iter().map(|c| format!("`{}`", c.name)).collect();
+    Some(format!(
+        "every create on the {side} would be refused: {} of {} {} no default and no field fills {}; {fix}",
+        names.join(", "),
+        ep.label(),
+        if missing.len() == 1 {
+            if is_key {
+                "is a key with"
+            } else {
+                "is NOT NULL with"
+            }
+        } else {
+            "are NOT NULL or keys with"
+        },
+        if missing.len() == 1 { "it" } else { "them" },
+    ))
 }

@@ -219,6 +219,11 @@ fn run_held_link(
             None => 1,
         },
     };
+    if !link.has_create_identity() {
+        report.warnings.push(
+            "no create identity (match_on, right_ref/left_ref or a carried key): a crash while creating records can leave creates syncline cannot find again, and they would be made twice; see `syncline check`".into(),
+        );
+    }
     state.clear_scratch()?;
     let streamed = {
         let LinkIo {
@@ -301,15 +306,13 @@ fn valve_refusal(
             )));
         }
     }
-    let no_identity =
-        link.match_on.is_empty() && link.left_ref.is_none() && link.right_ref.is_none();
-    if no_identity
+    if !link.has_create_identity()
         && state.pair_count(&link.name)? == 0
         && report.to_right.created > 0
         && report.records(Side::Right) > 0
     {
         return Ok(Some(format!(
-            "both {} and {} already hold records, and the link has no match_on nor left_ref/right_ref to tell which are the same: every record would be created again as a duplicate",
+            "both {} and {} already hold records, and the link has no match_on, left_ref/right_ref or carried key to tell which are the same: every record would be created again as a duplicate",
             link.left.label(),
             link.right.label()
         )));

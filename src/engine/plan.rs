@@ -525,7 +525,9 @@ impl<'a> Planner<'a> {
     }
 
     fn match_and_create(&mut self) -> Result<(), Error> {
-        let by_refs = self.link.left_ref.is_some() || self.link.right_ref.is_some();
+        let by_refs = self.link.left_ref.is_some()
+            || self.link.right_ref.is_some()
+            || self.layout.key_carried;
         let ambiguous = self.state.match_unlinked(by_refs)?;
         let mut by_key: BTreeMap<String, Vec<(Side, String)>> = BTreeMap::new();
         for (side, key, match_key) in ambiguous {

@@ -41,6 +41,8 @@ struct MyColumn {
     primary_key: bool,
     unique: bool,
     auto_increment: bool,
+    /// A default, auto-increment or a generated column.
+    has_default: bool,
 }
 
 pub struct MysqlConnector {
@@ -292,10 +294,11 @@ impl MysqlConnector {
         };
         // Two plain queries: MariaDB 10.11 crashed (signal 11, in the cleanup of a failed
         // temporary table) running information_schema subqueries correlated per column.
-        let rows: Vec<(String, String, String, String, String, String)> = self
+        let rows: Vec<(String, String, String, String, String, String, bool)> = self
             .conn
             .exec(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA
+                "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA,
+                        COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%' OR EXTRA LIKE '%GENERATED%'
                    FROM information_schema.COLUMNS
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (&schema, &table),
@@ -330,7 +333,8 @@ impl MysqlConnector {
         let cols: Vec<MyColumn> = rows
             .into_iter()
             .map(
-                |(name, column_type, data_type, nullable, key, extra)| MyColumn {
+                |(name, column_type, data_type, nullable, key, extra, has_default)| MyColumn {
+                    has_default,
                     unique: unique_alone.contains(name.as_str()),
                     kind: Kind::of(&data_type, &column_type),
                     name,
@@ -660,6 +664,7 @@ impl Connector for MysqlConnector {
                 not_null: c.not_null,
                 primary_key: c.primary_key,
                 unique: c.unique,
+                has_default: c.has_default,
             })
             .collect())
     }

@@ -337,7 +337,8 @@ impl PostgresConnector {
                         format_type(a.atttypid, NULL), COALESCE(i.indisprimary, false),
                         EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
                                   AND u.indnatts = 1 AND u.indkey[0] = a.attnum),
-                        t.typtype = 'e'
+                        t.typtype = 'e',
+                        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -360,6 +361,7 @@ impl PostgresConnector {
                     r.get(5),
                 );
                 c.unique = r.get(6);
+                c.has_default = r.get(8);
                 if r.get::<_, bool>(7) {
                     c.binary = binary::BinaryForm::Text;
                 }
@@ -918,6 +920,7 @@ impl Connector for PostgresConnector {
                 not_null: c.not_null,
                 primary_key: c.primary_key,
                 unique: c.unique,
+                has_default: c.has_default,
             })
             .collect())
     }

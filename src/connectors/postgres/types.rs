@@ -34,6 +34,8 @@ pub struct PgColumn {
     pub not_null: bool,
     pub primary_key: bool,
     pub unique: bool,
+    /// A default, an identity or a generated column: filled when an insert leaves it out.
+    pub has_default: bool,
 }
 
 impl PgColumn {
@@ -68,6 +70,7 @@ impl PgColumn {
             not_null,
             primary_key,
             unique: false,
+            has_default: false,
         }
     }
 }

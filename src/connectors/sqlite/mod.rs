@@ -235,7 +235,13 @@ impl Connector for SqliteConnector {
             Some((s, t)) => (quote(s), t),
             None => ("main".to_string(), collection),
         };
-        let sql = format!("SELECT name, type, \"notnull\", pk FROM {schema}.pragma_table_info(?)");
+        // A lone INTEGER PRIMARY KEY is the rowid: SQLite assigns it.
+        let sql = format!(
+            "SELECT name, type, \"notnull\", pk, dflt_value IS NOT NULL
+                    OR (pk = 1 AND upper(type) = 'INTEGER'
+                        AND (SELECT count(*) FROM {schema}.pragma_table_info(?1) WHERE pk > 0) = 1)
+               FROM {schema}.pragma_table_info(?1)"
+        );
         let mut stmt = self
             .conn
             .prepare(&sql)
@@ -248,6 +254,7 @@ impl Connector for SqliteConnector {
                     not_null: r.get::<_, i64>(2)? != 0,
                     primary_key: r.get::<_, i64>(3)? != 0,
                     unique: false,
+                    has_default: r.get(4)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
