@@ -181,6 +181,35 @@ fn main() {
         known(again_cpu)
     );
     wide_rows(if is_bench { 900 } else { 20 });
+    every_create_refused(dir.path(), rows);
+}
+
+/// A first load whose every create is refused (a CHECK constraint no `check` can see):
+/// how long until the link stops, and its peak memory. Before a batch refused whole
+/// stopped the link, a run like it (1M rows, PostgreSQL) sent every record, replayed
+/// each alone, took 560 s and peaked at 996 MB.
+fn every_create_refused(seeded: &Path, rows: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(seeded.join("left.db"), dir.path().join("left.db")).unwrap();
+    Connection::open(dir.path().join("right.db"))
+        .unwrap()
+        .execute_batch(&format!("{SCHEMA}, crm_id TEXT, CHECK (email IS NULL));"))
+        .unwrap();
+    std::fs::write(dir.path().join("syncline.toml"), CONFIG).unwrap();
+    flush_written_files();
+    let run = support::run_syncline_binary_expecting(dir.path(), 1);
+    let error = run.report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("refused all"), "{error}");
+    println!(
+        "{:<34} {:>10.2} {:>14} {:>10} {:>12} {:>6}",
+        format!("every create refused ({rows} rows)"),
+        run.elapsed.as_secs_f64(),
+        "stopped",
+        "",
+        run.peak_rss_mib
+            .map_or("-".to_string(), |m| format!("{m:.1}")),
+        run.cpu_secs.map_or("-".to_string(), |c| format!("{c:.1}"))
+    );
 }
 
 /// Bounded memory with wide rows: `rows` records of 1 MiB each, SQLite → SQLite, first

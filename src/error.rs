@@ -21,6 +21,9 @@ pub enum Error {
     /// reported).
     #[error("the scan was stopped")]
     Stopped,
+    /// A system refused a whole batch for one reason: the link stopped (exit 1).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {

@@ -1104,3 +1104,49 @@ fn two_runs_started_together_create_each_record_once() {
     );
     assert_eq!(writes(&f.run()), 0);
 }
+
+#[test]
+fn a_batch_refused_whole_for_one_reason_stops_the_link() {
+    // GIVEN a receiving table that refuses every record for one reason check cannot see
+    // (a CHECK constraint), and a first load of 30 batches
+    let f = Fixture::new(
+        LEFT,
+        "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL CHECK (email NOT LIKE '%@x.org'),
+            name TEXT, notes TEXT, street TEXT, city TEXT, modified_at INTEGER, deleted INTEGER NOT NULL DEFAULT 0, crm_id TEXT);",
+        &link("mode = \"one-way\"\nbatch_size = 100", "email = {}\nname = {}"),
+    );
+    seed_left(&f, 3000);
+    // WHEN run THEN the link stops after the first batch with the reason, instead of
+    // sending all 3,000 and replaying each alone
+    let config = f.config();
+    let mut state = f.store();
+    let err = syncline::engine::run_cycle(&config, &mut state, RunOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("billing.customers refused all 100 writes of a batch for one reason: CHECK constraint failed"),
+        "{message}"
+    );
+    assert!(matches!(err, syncline::Error::Refused(_)));
+    // AND that batch's records (and the one the writer had in flight behind it) are
+    // quarantined with the reason; nothing else was sent
+    let q = state.quarantine(Some("c")).unwrap();
+    assert!((100..=200).contains(&q.len()), "{}", q.len());
+    assert!(
+        q.iter()
+            .all(|q| q.reason.contains("CHECK constraint failed"))
+    );
+    drop(state);
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT count(*) FROM customers"),
+        vec![vec![Value::Integer(0)]]
+    );
+    // AND once the cause is fixed, the next run creates everything
+    f.right
+        .execute_batch("CREATE TABLE c2 AS SELECT * FROM customers; DROP TABLE customers;
+            CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT,
+            street TEXT, city TEXT, modified_at INTEGER, deleted INTEGER NOT NULL DEFAULT 0, crm_id TEXT);")
+        .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.created, 3000);
+    assert_eq!(writes(&f.run()), 0);
+}

@@ -59,6 +59,13 @@ impl BinaryRun {
 /// alone.
 #[allow(dead_code)]
 pub fn run_syncline_binary(dir: &std::path::Path) -> BinaryRun {
+    run_syncline_binary_expecting(dir, 0)
+}
+
+/// [`run_syncline_binary`] for a run expected to end with exit code `code` (a run that
+/// fails prints `{"error": …, "exit_code": …}` as its report).
+#[allow(dead_code)]
+pub fn run_syncline_binary_expecting(dir: &std::path::Path, code: i32) -> BinaryRun {
     let measures = dir.join("time.out");
     let _ = std::fs::remove_file(&measures);
     let gnu_time = std::path::Path::new("/usr/bin/time").exists();
@@ -82,15 +89,19 @@ pub fn run_syncline_binary(dir: &std::path::Path) -> BinaryRun {
     let out = command.output().expect("the syncline binary runs");
     let elapsed = start.elapsed();
     assert!(
-        out.status.success(),
-        "syncline run failed ({}): {}{}",
+        out.status.code() == Some(code),
+        "syncline run ended with {} where {code} was expected: {}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     // `%M %U %S`: peak RSS in KiB, user and system seconds. Absent or unparsable (a
     // `time` that is not GNU's) leaves them unknown.
+    // The last line: before it, GNU `time` says when the command exited non-zero.
     let fields: Vec<f64> = std::fs::read_to_string(&measures)
+        .unwrap_or_default()
+        .lines()
+        .last()
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|f| f.parse().ok())

@@ -62,8 +62,17 @@ pub(crate) fn apply_batch(
         let results = write_out(link, side, &mut lent.writes, |w| write(side, w));
         batch.settle(lent, results)?;
     }
-    batch.commit(link, state, run_seq, report)
+    let refusal = batch.systematic_refusal(link);
+    batch.commit(link, state, run_seq, report)?;
+    match refusal {
+        Some(why) => Err(Error::Refused(why)),
+        None => Ok(()),
+    }
 }
+
+/// The fewest writes a batch must have for all of them refused for one reason to stop
+/// the link (see [`PlannedBatch::systematic_refusal`]).
+pub(crate) const SYSTEMATIC_AT_LEAST: usize = 20;
 
 /// A batch journaled as `planned`: its writes go out to the systems, and what they
 /// confirm is committed to the state store.
@@ -348,6 +357,37 @@ impl PlannedBatch {
             self.outcomes[pos][idx] = Some(outcome);
         }
         Ok(())
+    }
+
+    /// Whether a side refused every write of this batch for one and the same reason (a
+    /// NOT NULL column no field fills, a trigger that refuses everything): then every
+    /// other batch would be refused too, and replaying each record alone to find the
+    /// culprit only costs time. Batches of fewer than [`SYSTEMATIC_AT_LEAST`] writes
+    /// are left to the per-record path.
+    pub fn systematic_refusal(&self, link: &LinkSpec) -> Option<String> {
+        for side in [Side::Left, Side::Right] {
+            let mut reasons = self
+                .outcomes
+                .iter()
+                .filter_map(|o| o[side as usize].as_ref());
+            let Some(WriteOutcome::Rejected(first)) = reasons.next() else {
+                continue;
+            };
+            let mut count = 1;
+            let mut same = true;
+            for outcome in reasons {
+                count += 1;
+                same &= matches!(outcome, WriteOutcome::Rejected(r) if r == first);
+            }
+            if same && count >= SYSTEMATIC_AT_LEAST {
+                return Some(format!(
+                    "link `{}`: {} refused all {count} writes of a batch for one reason: {first}. The link stopped there instead of trying every record (this batch's records are quarantined with the reason); fix the cause, then run again",
+                    link.name,
+                    link.endpoint(side).label()
+                ));
+            }
+        }
+        None
     }
 
     /// Commits what the systems confirmed, in one transaction. Entries that did not

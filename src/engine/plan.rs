@@ -317,7 +317,7 @@ impl<'a> Planner<'a> {
             let mut writer = WriteBehind::start(scope, link, Side::Right, right, &right_spec);
             let mut written: Option<PlannedBatch> = None;
             let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
-                let batch = self.in_transaction(|p| {
+                let (batch, refusal) = self.in_transaction(|p| {
                     // Sized once: a plan is large, and a growing buffer would move them all.
                     p.buffer = Some(Vec::with_capacity(records.len()));
                     p.plan_left_creates(records)?;
@@ -325,11 +325,18 @@ impl<'a> Planner<'a> {
                     let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
                     // Taken only once this batch is journaled: if journaling fails, the
                     // written batch is still committed below.
+                    let mut refusal = None;
                     if let Some(done) = written.take() {
+                        refusal = done.systematic_refusal(p.link);
                         done.commit_in(p.link, p.state, p.run_seq, p.report)?;
                     }
-                    Ok(batch)
+                    Ok((batch, refusal))
                 })?;
+                // Stopped once the refused batch is committed; the batch just journaled
+                // is never sent, and the run's end marks its entries `unknown`.
+                if let Some(why) = refusal {
+                    return Err(Error::Refused(why));
+                }
                 if let Some(hook) = before_apply.take() {
                     hook(&self.link.name);
                 }
@@ -339,13 +346,19 @@ impl<'a> Planner<'a> {
             // Whatever stopped the scan, batches whose writes came back are committed:
             // what the system confirmed is never forgotten.
             let last = writer.finish();
+            let mut refusal = None;
             if let Some(done) = written {
+                refusal = done.systematic_refusal(self.link);
                 done.commit(self.link, self.state, self.run_seq, self.report)?;
             }
             if let Some(done) = last? {
+                refusal = refusal.or_else(|| done.systematic_refusal(self.link));
                 done.commit(self.link, self.state, self.run_seq, self.report)?;
             }
-            scanned
+            match (scanned, refusal) {
+                (Ok(_), Some(why)) => Err(Error::Refused(why)),
+                (scanned, _) => scanned,
+            }
         })
     }
 
