@@ -210,22 +210,37 @@ pub fn run(args: Args) -> Result<u8> {
         Command::Check => {
             let mut findings = syncline::check::check(&config);
             for link in &config.links {
-                if let Err(e) = syncline::engine::check_against_systems(&config, link) {
-                    let (line, column) = match &e {
-                        syncline::Error::Config(c) => c.location.unwrap_or((0, 0)),
-                        _ => config.source.line_col(link.span.start),
-                    };
-                    findings.push(syncline::check::Finding {
-                        severity: syncline::check::Severity::Error,
-                        link: link.name.clone(),
-                        line,
-                        column,
-                        rule: "systems",
-                        message: match &e {
-                            syncline::Error::Config(c) => c.message.clone(),
-                            other => other.to_string(),
-                        },
-                    });
+                match syncline::engine::check_against_systems(&config, link) {
+                    Ok(warnings) => {
+                        let (line, column) = config.source.line_col(link.span.start);
+                        for message in warnings {
+                            findings.push(syncline::check::Finding {
+                                severity: syncline::check::Severity::Warning,
+                                link: link.name.clone(),
+                                line,
+                                column,
+                                rule: "key-unique",
+                                message,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        let (line, column) = match &e {
+                            syncline::Error::Config(c) => c.location.unwrap_or((0, 0)),
+                            _ => config.source.line_col(link.span.start),
+                        };
+                        findings.push(syncline::check::Finding {
+                            severity: syncline::check::Severity::Error,
+                            link: link.name.clone(),
+                            line,
+                            column,
+                            rule: "systems",
+                            message: match &e {
+                                syncline::Error::Config(c) => c.message.clone(),
+                                other => other.to_string(),
+                            },
+                        });
+                    }
                 }
             }
             out.findings(&config, &findings);

@@ -18,6 +18,9 @@ pub struct Layout {
     /// The key is carried (see `LinkSpec::key_is_carried`): without a `right_ref`, a right
     /// record's own key is its external id, naming the left record it was made from.
     pub key_carried: bool,
+    /// What `check` should warn about what the systems showed (a key no constraint keeps
+    /// unique).
+    pub warnings: Vec<String>,
 }
 
 impl Layout {
@@ -177,6 +180,10 @@ impl Layout {
             clocks,
             ext_ref,
             key_carried: link.key_is_carried() && link.right_ref.is_none(),
+            warnings: [(Side::Left, &left_info), (Side::Right, &right_info)]
+                .into_iter()
+                .filter_map(|(side, info)| key_not_kept_unique(link, side, info))
+                .collect(),
         })
     }
 
@@ -264,5 +271,32 @@ fn unfillable_on_create(link: &LinkSpec, side: Side, columns: &[ColumnInfo]) -> 
             "are NOT NULL or keys with"
         },
         if missing.len() == 1 { "it" } else { "them" },
+    ))
+}
+
+/// A warning when nothing in the system keeps `side`'s key unique and non-null (no
+/// primary key or unique index on exactly those columns): a run then quarantines every
+/// record whose key repeats or is NULL, but cannot prevent them.
+fn key_not_kept_unique(link: &LinkSpec, side: Side, columns: &[ColumnInfo]) -> Option<String> {
+    let ep = link.endpoint(side);
+    let primary: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.primary_key)
+        .map(|c| c.name.as_str())
+        .collect();
+    let is_primary = !primary.is_empty()
+        && primary.len() == ep.key.len()
+        && ep.key.iter().all(|k| primary.contains(&k.as_str()));
+    let unique_alone = ep.key.len() == 1
+        && columns
+            .iter()
+            .any(|c| c.name == ep.key[0] && c.unique && c.not_null);
+    if is_primary || unique_alone {
+        return None;
+    }
+    Some(format!(
+        "the {side} key `{}` of {} is not its primary key or a unique NOT NULL column: nothing keeps it unique, so records whose key repeats or is NULL will be quarantined each run; add a primary key or unique index",
+        ep.key.join(", "),
+        ep.label()
     ))
 }

@@ -320,10 +320,11 @@ fn valve_refusal(
     Ok(None)
 }
 
-/// Opens a link's systems and checks every column it names (for `check`).
+/// Opens a link's systems and checks every column it names (for `check`). Returns what
+/// to warn about (a key nothing keeps unique).
 ///
 /// # Errors
 /// A system that cannot be opened, or a config error located in the file.
-pub fn check_against_systems(config: &Config, link: &LinkSpec) -> Result<(), Error> {
-    LinkIo::open(config, link).map(drop)
+pub fn check_against_systems(config: &Config, link: &LinkSpec) -> Result<Vec<String>, Error> {
+    LinkIo::open(config, link).map(|io| io.layout.warnings)
 }

@@ -5,7 +5,7 @@
 use super::apply::PlannedBatch;
 use super::layout::Layout;
 use super::one_behind::{OneBehind, WriteBehind};
-use super::read_ahead::scan_ahead;
+use super::read_ahead::{BadKey, Scanned, scan_ahead};
 use super::report::{LinkReport, PlannedLine};
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
@@ -238,19 +238,20 @@ impl<'a> Planner<'a> {
         // A first load into an empty collection: nothing to link, match or delete, so
         // every left record is planned as a create straight from the scan.
         if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
-            let left_records = match self.run_id {
+            let scanned = match self.run_id {
                 Some(run) => self.stream_first_load(run, left, right, before_apply)?,
                 None => scan_ahead(left, &left_spec, batch, &mut |records| {
                     self.in_transaction(|p| p.plan_left_creates(records))
                 })?,
             };
-            self.report.left_records = left_records;
+            self.report.left_records = scanned.records;
+            self.in_transaction(|p| p.keep_out(Side::Left, scanned.bad_keys))?;
             return Ok(self.run_id.is_some());
         }
         // The left scan reads ahead on one thread and fetches each batch's partners from
         // the right on another, while this one merges the batch before; the right scan
         // only consults the state store.
-        let left_records = std::thread::scope(|scope| -> Result<u64, Error> {
+        let left_records = std::thread::scope(|scope| -> Result<Scanned, Error> {
             let (fetch_from, fetch_spec) = (&mut *right, &right_spec);
             let mut fetcher = OneBehind::start(scope, move |keys: Vec<Key>| {
                 fetch_from.fetch(fetch_spec, &keys)
@@ -271,7 +272,8 @@ impl<'a> Planner<'a> {
             }
             Ok(scanned)
         })?;
-        self.report.left_records = left_records;
+        self.report.left_records = left_records.records;
+        self.in_transaction(|p| p.keep_out(Side::Left, left_records.bad_keys))?;
         // The right scan looks for two things: records no pair holds, and pairs whose
         // left record is gone. If the left scan read every pair's left record and the
         // right holds exactly the partners it fetched, there are neither: counted, not
@@ -284,11 +286,33 @@ impl<'a> Planner<'a> {
             let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
                 self.in_transaction(|p| p.right_batch(records))
             })?;
-            self.report.right_records = right_records;
+            self.report.right_records = right_records.records;
+            self.in_transaction(|p| p.keep_out(Side::Right, right_records.bad_keys))?;
             self.in_transaction(|p| p.forget_vanished_pairs())?;
         }
         self.in_transaction(|p| p.match_and_create())?;
         Ok(false)
+    }
+
+    /// Records kept out of the cycle for their keys (see [`BadKey`]): quarantined with the
+    /// reason, and marked seen, so that a linked record whose key now repeats is never
+    /// taken for deleted.
+    fn keep_out(&mut self, side: Side, bad: Vec<BadKey>) -> Result<(), Error> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = bad.iter().map(|b| b.key.encode()).collect();
+        self.state.mark_seen(side, &keys)?;
+        for (b, key) in bad.into_iter().zip(&keys) {
+            self.quarantine(
+                side,
+                key,
+                "",
+                "bad_key",
+                format!("{side}:{} is left alone: {}", b.key.display_text(), b.why),
+            )?;
+        }
+        Ok(())
     }
 
     /// Plans a first load's batch: every record a create on the right. Inside the
@@ -309,7 +333,7 @@ impl<'a> Planner<'a> {
         left: &mut dyn Connector,
         right: &mut dyn Connector,
         mut before_apply: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<u64, Error> {
+    ) -> Result<Scanned, Error> {
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
         std::thread::scope(|scope| {
@@ -465,14 +489,32 @@ impl<'a> Planner<'a> {
             mut pairs,
         } = batch;
         self.partners_fetched += partners.len() as u64;
-        let partners: HashMap<String, Record> =
-            partners.into_iter().map(|r| (r.key.encode(), r)).collect();
+        // A key fetched twice names two records: the pair cannot tell which is its own.
+        let mut repeated: HashMap<String, usize> = HashMap::new();
+        let mut by_key: HashMap<String, Record> = HashMap::with_capacity(partners.len());
+        for r in partners {
+            let key = r.key.encode();
+            if by_key.insert(key.clone(), r).is_some() {
+                *repeated.entry(key).or_insert(1) += 1;
+            }
+        }
+        for (key, n) in &repeated {
+            by_key.remove(key);
+            let shown = Key::decode(key)
+                .map(|k| k.display_text())
+                .unwrap_or_default();
+            self.quarantine(Side::Right, key, "", "bad_key", format!(
+                "right:{shown} is left alone: its key is shared by {n} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)"
+            ))?;
+        }
+        let partners = by_key;
         let mut unlinked = Vec::new();
         for (rec, key) in records.into_iter().zip(&keys) {
             // Taken out of the map: the plan takes the pair's base and marks as they are.
             match pairs.remove(key) {
                 None => unlinked.push(self.unlinked(Side::Left, rec)),
                 Some(p) if p.tombstone.is_some() => {}
+                Some(p) if repeated.contains_key(&p.right_key) => {}
                 Some(p) => match partners.get(&p.right_key) {
                     Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
                     None => self.plan_deleted(Side::Right, &rec, p)?,

@@ -3,21 +3,98 @@
 
 use crate::Error;
 use crate::connectors::{Connector, ConnectorError, ReadSpec};
-use crate::model::Record;
+use crate::model::{Key, Record, Value};
 use std::sync::mpsc;
 
 /// Batches read but not yet consumed: bounds memory at a few batches.
 const BATCHES_AHEAD: usize = 2;
 
+/// A record whose key cannot name it: NULL, or shared with other records of the scan (a
+/// table without a primary key, a view). Such records are kept out of the cycle and
+/// quarantined: paired by a key that names several records, a run would write one
+/// record's values onto another's, and flap between them every run.
+#[derive(Debug, Clone)]
+pub(crate) struct BadKey {
+    pub key: Key,
+    pub why: String,
+}
+
+/// What a scan read: how many records, and those kept out for their keys.
+pub(crate) struct Scanned {
+    pub records: u64,
+    pub bad_keys: Vec<BadKey>,
+}
+
+/// Keeps records with a NULL or repeated key out of a scan. A scan delivers keys in
+/// order, so repeats are neighbours; the last record of each batch is held back until the
+/// next one shows whether its key repeats across the boundary.
+#[derive(Default)]
+struct KeyGuard {
+    held: Option<(String, Record)>,
+    repeats: usize,
+    bad: Vec<BadKey>,
+}
+
+impl KeyGuard {
+    fn admit(&mut self, records: Vec<Record>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            if record.key.0.iter().any(|v| matches!(v, Value::Null)) {
+                self.bad.push(BadKey {
+                    key: record.key,
+                    why:
+                        "its key is NULL, so it cannot be told apart or found again; give it a key"
+                            .into(),
+                });
+                continue;
+            }
+            let encoded = record.key.encode();
+            if self.held.as_ref().is_some_and(|(k, _)| *k == encoded) {
+                self.repeats += 1;
+                continue;
+            }
+            self.release(&mut out);
+            self.held = Some((encoded, record));
+        }
+        out
+    }
+
+    fn release(&mut self, out: &mut Vec<Record>) {
+        let Some((_, record)) = self.held.take() else {
+            return;
+        };
+        if self.repeats == 0 {
+            out.push(record);
+            return;
+        }
+        self.bad.push(BadKey {
+            key: record.key,
+            why: format!(
+                "its key is shared by {} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)",
+                self.repeats + 1
+            ),
+        });
+        self.repeats = 0;
+    }
+
+    fn finish(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        self.release(&mut out);
+        out
+    }
+}
+
 /// Streams `connector`'s scan of `spec` into `consume`, reading ahead on a scoped
-/// thread. Returns the number of records read. A failure of `consume` stops the scan and
-/// is the error returned; a failed scan is returned as the connector's error.
+/// thread, records whose key is NULL or repeated kept out (see [`BadKey`]). A failure
+/// of `consume` stops the scan and is the error returned; a failed scan is returned as
+/// the connector's error.
 pub(crate) fn scan_ahead(
     connector: &mut dyn Connector,
     spec: &ReadSpec,
     batch_size: usize,
     consume: &mut dyn FnMut(Vec<Record>) -> Result<(), Error>,
-) -> Result<u64, Error> {
+) -> Result<Scanned, Error> {
+    let mut guard = KeyGuard::default();
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::sync_channel::<Vec<Record>>(BATCHES_AHEAD);
         let reader = scope.spawn(move || {
@@ -29,11 +106,26 @@ pub(crate) fn scan_ahead(
                 sent
             })
         });
-        let consumed = receiver.iter().try_for_each(|records| {
-            let consumed = consume(records);
-            super::batch_done();
-            consumed
-        });
+        let consumed = receiver
+            .iter()
+            .try_for_each(|records| {
+                let records = guard.admit(records);
+                let consumed = if records.is_empty() {
+                    Ok(())
+                } else {
+                    consume(records)
+                };
+                super::batch_done();
+                consumed
+            })
+            .and_then(|()| {
+                let last = guard.finish();
+                if last.is_empty() {
+                    Ok(())
+                } else {
+                    consume(last)
+                }
+            });
         // Unblocks a reader waiting to hand over a batch after `consume` failed.
         drop(receiver);
         let scanned = match reader.join() {
@@ -41,9 +133,13 @@ pub(crate) fn scan_ahead(
             Err(panic) => std::panic::resume_unwind(panic),
         };
         consumed?;
-        scanned.map_err(|e| match e {
+        let records = scanned.map_err(|e| match e {
             ConnectorError::Consumer(inner) => *inner,
             other => Error::Connector(other),
+        })?;
+        Ok(Scanned {
+            records,
+            bad_keys: std::mem::take(&mut guard.bad),
         })
     })
 }

@@ -257,7 +257,7 @@ impl Connector for SqliteConnector {
                     has_default: r.get(4)?,
                 })
             })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<ColumnInfo>>>())
             .map_err(|e| ConnectorError::Query {
                 context: format!("system `{}`: describe {collection}", self.name),
                 source: Box::new(e),
