@@ -656,3 +656,61 @@ fn creates_that_cannot_succeed_are_refused_before_anything_is_written() {
     let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
     assert_eq!(json(&out.stdout)["links"][0]["unchanged"], 2);
 }
+
+#[test]
+fn a_system_pointed_at_another_database_is_refused_until_relinked_on_purpose() {
+    let f = fixture();
+    syncline(f.path()).arg("run").assert().code(0);
+    // GIVEN billing is pointed at a restored copy of its database, at another path, in
+    // which one customer was edited and one removed
+    std::fs::copy(f.path().join("right.db"), f.path().join("restored.db")).unwrap();
+    let restored = rusqlite::Connection::open(f.path().join("restored.db")).unwrap();
+    restored
+        .execute_batch("UPDATE customers SET notes = 'restored' WHERE email = 'a@x.org'; DELETE FROM customers WHERE email = 'c@x.org';")
+        .unwrap();
+    let config = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        config.replace("path = \"right.db\"", "path = \"restored.db\""),
+    )
+    .unwrap();
+    let snapshot =
+        |c: &rusqlite::Connection| Fixture::rows(c, "SELECT * FROM customers ORDER BY cid");
+    let before = snapshot(&restored);
+    // WHEN run or planned THEN the link is refused (exit 4), saying what changed and how
+    // to start over, and nothing is written anywhere
+    for command in ["plan", "run"] {
+        syncline(f.path())
+            .arg(command)
+            .assert()
+            .code(4)
+            .stdout(predicate::str::contains(
+                "its pairs were made with other systems: the right was sqlite file",
+            ))
+            .stdout(predicate::str::contains("restored.db"))
+            .stdout(predicate::str::contains(
+                "syncline run --link contacts --relink",
+            ));
+    }
+    assert_eq!(snapshot(&restored), before);
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT count(*) FROM contacts"),
+        vec![vec![syncline::model::Value::Integer(3)]]
+    );
+    // WHEN started over on purpose THEN records are paired again by match_on: the one the
+    // copy lacks is created, the edited one is decided as on a first link, nothing twice
+    syncline(f.path())
+        .args(["run", "--relink"])
+        .assert()
+        .stdout(predicate::str::contains("re-linked from scratch"));
+    assert_eq!(
+        Fixture::rows(&restored, "SELECT email FROM customers ORDER BY email"),
+        ["a@x.org", "b@x.org", "c@x.org"]
+            .map(|e| vec![support::text(e)])
+            .to_vec()
+    );
+    let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
+    let report = json(&out.stdout);
+    assert_eq!(report["links"][0]["to_right"]["created"], 0, "{report}");
+    assert_eq!(report["links"][0]["refused"], serde_json::Value::Null);
+}

@@ -466,6 +466,93 @@ fn a_one_way_replication_carries_its_key_or_is_refused_before_a_run() {
         .stdout(predicates::str::contains("0 created, 0 updated, 0 deleted"));
 }
 
+/// A link's pairs belong to the systems they were made with: the same config pointed at
+/// another database with the same table (another kind, or another PostgreSQL database)
+/// is refused with nothing written, until `run --relink`.
+#[test]
+fn pairs_made_with_one_database_are_never_applied_to_another() {
+    let (Some(a), Some(b)) = (pg(), pg()) else {
+        return;
+    };
+    for db in [&a, &b] {
+        db.pg_client()
+            .batch_execute(
+                "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL, name text);
+                 CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text);",
+            )
+            .unwrap();
+    }
+    a.pg_client()
+        .batch_execute("INSERT INTO contacts VALUES (1, 'a@x.org', 'Ann'), (2, 'b@x.org', 'Bob');")
+        .unwrap();
+    // Database b holds other people under the same keys.
+    b.pg_client()
+        .batch_execute("INSERT INTO customers VALUES (1, 'z@x.org', 'Zed'), (2, 'y@x.org', 'Yan');")
+        .unwrap();
+    let link = "[links.c]\nleft = \"crm.contacts\"\nright = \"billing.customers\"\nmatch_on = [\"email\"]\non_delete = { left = \"propagate\" }\n[links.c.fields]\nid = {}\nemail = {}\nname = {}\n";
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT);",
+        "",
+    );
+    let systems = |right: &str| {
+        format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n{right}\n{link}",
+            a.url
+        )
+    };
+    std::fs::write(
+        f.config_path(),
+        systems("[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\""),
+    )
+    .unwrap();
+    assert_eq!(f.run().links[0].to_right.created, 2);
+    let b_rows = |db: &TempDatabase| -> Vec<String> {
+        db.pg_client()
+            .query("SELECT email FROM customers ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    // WHEN billing becomes a PostgreSQL database holding the same table and keys, then
+    // another PostgreSQL database THEN each is refused and nothing is written
+    for target in [&b, &a] {
+        std::fs::write(
+            f.config_path(),
+            systems(&format!(
+                "[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"",
+                target.url
+            )),
+        )
+        .unwrap();
+        let before = b_rows(target);
+        let r = f.run();
+        let why = r.links[0].refused.clone().unwrap_or_default();
+        assert!(why.contains("the right was sqlite file"), "{why}");
+        assert!(why.contains("is now postgres"), "{why}");
+        assert_eq!(writes(&r), 0);
+        assert_eq!(b_rows(target), before);
+    }
+    // AND started over on purpose, b's customers are paired again — here by the carried
+    // key, which says key 1 is key 1 — and get the owner's values; then all is quiet
+    std::fs::write(
+        f.config_path(),
+        systems(&format!(
+            "[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"",
+            b.url
+        )),
+    )
+    .unwrap();
+    let r = f.run_with(RunOptions {
+        relink: true,
+        ..Default::default()
+    });
+    assert!(r.links[0].refused.is_none());
+    assert_eq!(b_rows(&b), ["a@x.org", "b@x.org"]);
+    assert_eq!(writes(&f.run()), 0);
+}
+
 #[test]
 fn tls_is_negotiated_and_verified_as_sslmode_says() {
     let Some(db) = pg() else { return };

@@ -73,6 +73,11 @@ pub enum Command {
         /// Run even if more than max_delete_fraction of a collection would be deleted.
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Start over on purpose: forget the link's id map and bases (after pointing a
+        /// system at another database) and pair records again by match_on, right_ref /
+        /// left_ref or a carried key.
+        #[arg(long)]
+        relink: bool,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -273,6 +278,7 @@ pub fn run(args: Args) -> Result<u8> {
         Command::Run {
             link,
             allow_mass_delete,
+            relink,
             limit,
         } => {
             let mut state = open_state(&config, false)?;
@@ -285,6 +291,7 @@ pub fn run(args: Args) -> Result<u8> {
                     allow_mass_delete,
                     list_limit: limit,
                     between_plan_and_apply: None,
+                    relink,
                 },
             )?;
             out.report(&report, false);

@@ -157,6 +157,15 @@ pub enum ConnectorError {
 ///   ([`BatchResult::stored`]): what the system made of it, not what was sent.
 /// - Values round-trip: a value written and read back compares equal.
 pub trait Connector: Send {
+    /// Which database this is, as the store remembers a link's systems by: the kind, the
+    /// file or database, and where the system has one a server identity that a copy or
+    /// another server does not share (PostgreSQL's `system_identifier` and database
+    /// oid, MySQL's `server_uuid`). Never a password.
+    ///
+    /// # Errors
+    /// The system cannot be asked.
+    fn identity(&mut self) -> Result<String, ConnectorError>;
+
     /// The columns of a collection.
     ///
     /// # Errors

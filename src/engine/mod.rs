@@ -57,6 +57,9 @@ pub struct RunOptions<'a> {
     /// Called after planning and before applying each link (tests use it to edit the
     /// systems in that window, as a concurrent user would).
     pub between_plan_and_apply: Option<&'a mut dyn FnMut(&str)>,
+    /// Start over on purpose: forget the links' id maps and bases (as when a system was
+    /// pointed at another database) and pair records again by their identity rules.
+    pub relink: bool,
 }
 
 impl Default for RunOptions<'_> {
@@ -67,6 +70,7 @@ impl Default for RunOptions<'_> {
             only_link: None,
             list_limit: 50,
             between_plan_and_apply: None,
+            relink: false,
         }
     }
 }
@@ -197,9 +201,32 @@ fn run_held_link(
 ) -> Result<LinkReport, Error> {
     let mut io = LinkIo::open(config, link)?;
     let mut report = LinkReport::new(link);
+    // A link's pairs belong to the systems they were made with: pointed at another
+    // database (staging → production, a restored copy), the old pairs would put one
+    // record's values on another's. Refused, nothing written, unless started over.
+    let systems = format!(
+        "left: {}\nright: {}",
+        io.left.identity()?,
+        io.right.identity()?
+    );
+    if let Some(known) = state.link_systems(&link.name)?
+        && known != systems
+        && state.pair_count(&link.name)? > 0
+        && !(opts.relink && run_id.is_some())
+    {
+        report.refused = Some(systems_changed(link, &known, &systems));
+        return Ok(report);
+    }
+    if opts.relink && run_id.is_some() {
+        state.forget_link(&link.name)?;
+        report.warnings.push(
+            "re-linked from scratch (--relink): the id map and bases were forgotten; records were paired again by match_on, right_ref/left_ref or a carried key".into(),
+        );
+    }
     let run_seq = match run_id {
         Some(_) => {
             let (seq, reset) = state.begin_link_run(&link.name, &link.identity())?;
+            state.set_link_systems(&link.name, &systems)?;
             if reset {
                 report.warnings.push(
                     "the state store held this link for other collections or keys; its id map and base were dropped and records are re-linked by match_on / external ids".into(),
@@ -266,6 +293,26 @@ fn run_held_link(
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
     finish_link(link, state, run_seq, report)
+}
+
+/// Why a link whose systems changed is refused: which side, what it was, what it is,
+/// and how to start over on purpose.
+fn systems_changed(link: &LinkSpec, known: &str, now: &str) -> String {
+    let changes: Vec<String> = known
+        .lines()
+        .zip(now.lines())
+        .filter(|(was, is)| was != is)
+        .map(|(was, is)| {
+            let (side, was) = was.split_once(": ").unwrap_or(("", was));
+            let is = is.split_once(": ").map_or(is, |(_, is)| is);
+            format!("the {side} was {was}, and is now {is}")
+        })
+        .collect();
+    format!(
+        "its pairs were made with other systems: {}. Applying them here could write one record's values onto another's, so nothing was written. If the new system is the right one, start over on purpose with `syncline run --link {} --relink`: the link's id map and bases are forgotten and records are paired again by match_on, right_ref/left_ref or a carried key",
+        changes.join("; "),
+        link.name
+    )
 }
 
 /// Forgets findings this run did not make again, and counts what is quarantined.

@@ -946,6 +946,41 @@ impl StateStore {
         }
     }
 
+    /// The identities of the systems a link's pairs were made with (see
+    /// `Connector::identity`), as [`set_link_systems`](Self::set_link_systems) recorded
+    /// them; `None` for a new link or one recorded before stores kept them.
+    pub fn link_systems(&mut self, link: &str) -> Result<Option<String>> {
+        match self.db.query_opt(
+            "SELECT systems FROM links WHERE name = $1",
+            &[P::Text(link)],
+        )? {
+            Some(r) => r.opt_text(0),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_link_systems(&mut self, link: &str, systems: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE links SET systems = $2 WHERE name = $1",
+            &[P::Text(link), P::Text(systems)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a link's id map, bases, conflicts and quarantine, on purpose (`run
+    /// --relink`): its records are paired again from scratch.
+    pub fn forget_link(&mut self, link: &str) -> Result<()> {
+        self.transaction(|s| {
+            for table in ["pairs", "conflicts", "quarantine"] {
+                s.db.execute(
+                    &format!("DELETE FROM {table} WHERE link = $1"),
+                    &[P::Text(link)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     /// Starts a new run of a link: records its identity, bumps its run counter. When the
     /// identity changed (the config now points at other collections or keys), the old id
     /// map and base are dropped: they describe other records.

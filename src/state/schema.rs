@@ -135,8 +135,10 @@ fn rekey_updates(rekey: &str) -> String {
     )
 }
 
-/// v7: per pair, the values a side's system holds where they differ from the base.
-const HELD: &str = "ALTER TABLE pairs ADD COLUMN held TEXT;";
+/// v7: per pair, the values a side's system holds where they differ from the base; per
+/// link, the identities of the systems its pairs were made with.
+const HELD: &str =
+    "ALTER TABLE pairs ADD COLUMN held TEXT; ALTER TABLE links ADD COLUMN systems TEXT;";
 
 const DROP_STATUS_INDEX: &str = "DROP INDEX journal_by_status;";
 

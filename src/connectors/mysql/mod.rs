@@ -654,6 +654,22 @@ impl MysqlConnector {
 }
 
 impl Connector for MysqlConnector {
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        // MySQL has a server uuid; MariaDB does not, and is named by host, port and
+        // server id instead.
+        let uuid: Option<String> = self.conn.query_first("SELECT @@server_uuid").ok().flatten();
+        let (db, host, port, server_id): (Option<String>, String, u32, u64) = self
+            .conn
+            .query_first("SELECT DATABASE(), @@hostname, @@port, @@server_id")
+            .map_err(|e| self.query_err("read its identity", &e))?
+            .unwrap_or_default();
+        let db = db.unwrap_or_default();
+        Ok(match uuid {
+            Some(uuid) => format!("mysql server {uuid} database {db}"),
+            None => format!("mysql server {host}:{port} (server id {server_id}) database {db}"),
+        })
+    }
+
     fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
         Ok(self
             .columns_of(collection)?

@@ -910,6 +910,34 @@ impl PostgresConnector {
 }
 
 impl Connector for PostgresConnector {
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_database()::text, (SELECT oid::text FROM pg_database WHERE datname = current_database()),
+                        COALESCE(host(inet_server_addr()), 'local socket'), current_setting('port')",
+                &[],
+            )
+            .map_err(|e| self.query_err("read its identity", e))?;
+        let (db, oid, host, port): (String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        // The cluster's own id, where this role may read it (superusers, pg_monitor): a
+        // restored copy or a replica promoted elsewhere has another.
+        let cluster = self
+            .client
+            .query_opt(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, String>(0));
+        Ok(match cluster {
+            Some(id) => format!("postgres cluster {id} database {db} (oid {oid})"),
+            None => format!("postgres server {host}:{port} database {db} (oid {oid})"),
+        })
+    }
+
     fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
         Ok(self
             .columns_of(collection)?

@@ -230,6 +230,19 @@ fn read_record(row: &rusqlite::Row<'_>, key_len: usize, total: usize) -> rusqlit
 }
 
 impl Connector for SqliteConnector {
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        let path: String = self
+            .conn
+            .query_row(
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.query_err("read its file name".into()))?;
+        let canonical = std::fs::canonicalize(&path).map_or(path, |p| p.display().to_string());
+        Ok(format!("sqlite file {canonical}"))
+    }
+
     fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
         let (schema, table) = match collection.split_once('.') {
             Some((s, t)) => (quote(s), t),
