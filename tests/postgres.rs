@@ -553,6 +553,49 @@ fn pairs_made_with_one_database_are_never_applied_to_another() {
     assert_eq!(writes(&f.run()), 0);
 }
 
+/// A value the receiver cannot store is refused with that reason on the first run: SQLite
+/// keeps NULL for a NaN real (which once became two runs of "drift correction" and then a
+/// flapping quarantine blaming a trigger).
+#[test]
+fn a_nan_sqlite_cannot_store_is_refused_with_the_reason() {
+    let Some(db) = pg() else { return };
+    db.pg_client()
+        .batch_execute(
+            "CREATE TABLE m (id bigint PRIMARY KEY, x float8);
+             INSERT INTO m VALUES (1, 'NaN'), (2, 1.5), (3, 'Infinity');",
+        )
+        .unwrap();
+    let f = fixture(
+        &format!(
+            "[systems.crm]\nkind = \"postgres\"\nurl = \"{}\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n",
+            db.url
+        ),
+        "[links.m]\nleft = \"crm.m\"\nright = \"billing.m\"\n[links.m.fields]\nid = {}\nx = {}\n",
+    );
+    rusqlite::Connection::open(f.path().join("right.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE m (id INTEGER PRIMARY KEY, x REAL);")
+        .unwrap();
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_right.created, r.links[0].to_right.rejected),
+        (2, 1),
+        "{:?}",
+        r.links[0]
+    );
+    let q = f.store().quarantine(Some("m")).unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0].reason.contains("SQLite cannot store NaN"),
+        "{}",
+        q[0].reason
+    );
+    // Nothing flaps: the next run tries it again, refused the same way, and writes nothing.
+    let again = f.run();
+    assert_eq!(again.links[0].to_right.rejected, 1);
+    assert_eq!(again.links[0].to_right.created, 0);
+}
+
 #[test]
 fn tls_is_negotiated_and_verified_as_sslmode_says() {
     let Some(db) = pg() else { return };

@@ -1234,3 +1234,48 @@ fn check_warns_when_nothing_keeps_a_key_unique() {
     );
     assert!(!text.contains("the right key"), "{text}");
 }
+
+#[test]
+fn text_that_is_not_utf8_is_quarantined_not_sent_altered() {
+    // GIVEN a SQLite left whose text holds bytes that are not UTF-8
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
+    seed_left(&f, 3);
+    f.left
+        .execute(
+            "UPDATE contacts SET name = CAST(X'41FF42' AS TEXT) WHERE email = 'p1@x.org'",
+            [],
+        )
+        .unwrap();
+    // WHEN run THEN that record is quarantined with the reason, the others are created
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.created, 2);
+    let q = f.store().quarantine(Some("c")).unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].kind, "bad_value");
+    assert!(
+        q[0].reason
+            .contains("column `name` holds text that is not valid UTF-8"),
+        "{}",
+        q[0].reason
+    );
+    assert!(
+        Fixture::rows(
+            &f.right,
+            "SELECT count(*) FROM customers WHERE name LIKE '%' || char(65533) || '%'"
+        ) == vec![vec![Value::Integer(0)]]
+    );
+    // AND once fixed, it syncs
+    f.left
+        .execute(
+            "UPDATE contacts SET name = 'AB' WHERE email = 'p1@x.org'",
+            [],
+        )
+        .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.created, 1);
+    assert!(!r.needs_attention());
+}

@@ -308,7 +308,7 @@ impl<'a> Planner<'a> {
                 side,
                 key,
                 "",
-                "bad_key",
+                b.kind,
                 format!("{side}:{} is left alone: {}", b.key.display_text(), b.why),
             )?;
         }
@@ -507,14 +507,34 @@ impl<'a> Planner<'a> {
                 "right:{shown} is left alone: its key is shared by {n} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)"
             ))?;
         }
-        let partners = by_key;
+        let mut partners = by_key;
+        let defective: Vec<String> = partners
+            .iter()
+            .filter(|(_, r)| r.defect.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &defective {
+            let r = partners.remove(key).expect("listed from the map");
+            self.quarantine(
+                Side::Right,
+                key,
+                "",
+                "bad_value",
+                format!(
+                    "right:{} is left alone: {}",
+                    r.key.display_text(),
+                    r.defect.unwrap_or_default()
+                ),
+            )?;
+        }
         let mut unlinked = Vec::new();
         for (rec, key) in records.into_iter().zip(&keys) {
             // Taken out of the map: the plan takes the pair's base and marks as they are.
             match pairs.remove(key) {
                 None => unlinked.push(self.unlinked(Side::Left, rec)),
                 Some(p) if p.tombstone.is_some() => {}
-                Some(p) if repeated.contains_key(&p.right_key) => {}
+                Some(p)
+                    if repeated.contains_key(&p.right_key) || defective.contains(&p.right_key) => {}
                 Some(p) => match partners.get(&p.right_key) {
                     Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
                     None => self.plan_deleted(Side::Right, &rec, p)?,
@@ -613,16 +633,7 @@ impl<'a> Planner<'a> {
             let Some(last) = matched.last() else { break };
             after = last.0;
             for (_, l, r, how) in matched {
-                let (l, r) = (
-                    Record {
-                        key: l.key,
-                        values: l.values,
-                    },
-                    Record {
-                        key: r.key,
-                        values: r.values,
-                    },
-                );
+                let (l, r) = (Record::new(l.key, l.values), Record::new(r.key, r.values));
                 self.plan_pair(&l, &r, None, Some(&how))?;
             }
         }
@@ -637,14 +648,7 @@ impl<'a> Planner<'a> {
                 let Some(last) = records.last() else { break };
                 after = last.0;
                 for (_, rec) in records {
-                    self.plan_create(
-                        from,
-                        Record {
-                            key: rec.key,
-                            values: rec.values,
-                        },
-                        None,
-                    )?;
+                    self.plan_create(from, Record::new(rec.key, rec.values), None)?;
                 }
             }
         }
@@ -1032,7 +1036,7 @@ impl<'a> Planner<'a> {
         replacing: Option<&PairRow>,
     ) -> Result<(), Error> {
         let to = from.other();
-        let Record { key, values } = rec;
+        let Record { key, values, .. } = rec;
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
         // with a default accepts the create); those fields get no base, so the next run
         // decides them by the owner rule instead of reading the default as an edit.

@@ -9,14 +9,17 @@ use std::sync::mpsc;
 /// Batches read but not yet consumed: bounds memory at a few batches.
 const BATCHES_AHEAD: usize = 2;
 
-/// A record whose key cannot name it: NULL, or shared with other records of the scan (a
-/// table without a primary key, a view). Such records are kept out of the cycle and
-/// quarantined: paired by a key that names several records, a run would write one
-/// record's values onto another's, and flap between them every run.
+/// A record kept out of the cycle and quarantined: its key cannot name it (NULL, or
+/// shared with other records of the scan: a table without a primary key, a view), or it
+/// holds a value that would arrive altered (see `Record::defect`). Paired by a key that
+/// names several records, a run would write one record's values onto another's, and
+/// flap between them every run.
 #[derive(Debug, Clone)]
 pub(crate) struct BadKey {
     pub key: Key,
     pub why: String,
+    /// The quarantine kind: `bad_key` or `bad_value`.
+    pub kind: &'static str,
 }
 
 /// What a scan read: how many records, and those kept out for their keys.
@@ -45,6 +48,15 @@ impl KeyGuard {
                     why:
                         "its key is NULL, so it cannot be told apart or found again; give it a key"
                             .into(),
+                    kind: "bad_key",
+                });
+                continue;
+            }
+            if let Some(why) = record.defect {
+                self.bad.push(BadKey {
+                    key: record.key,
+                    why,
+                    kind: "bad_value",
                 });
                 continue;
             }
@@ -73,6 +85,7 @@ impl KeyGuard {
                 "its key is shared by {} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)",
                 self.repeats + 1
             ),
+            kind: "bad_key",
         });
         self.repeats = 0;
     }

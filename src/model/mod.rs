@@ -51,4 +51,18 @@ impl fmt::Display for Side {
 pub struct Record {
     pub key: Key,
     pub values: Vec<Value>,
+    /// Why the record cannot be synced as read, if it cannot: a value its system holds
+    /// that no [`Value`] represents faithfully (text that is not UTF-8). Such a record is
+    /// quarantined with the reason instead of arriving altered.
+    pub defect: Option<String>,
+}
+
+impl Record {
+    pub fn new(key: Key, values: Vec<Value>) -> Record {
+        Record {
+            key,
+            values,
+            defect: None,
+        }
+    }
 }

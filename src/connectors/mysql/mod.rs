@@ -63,9 +63,16 @@ fn quote_table(collection: &str) -> String {
     super::quote_collection(collection, '`')
 }
 
+/// A driver error as a sentence: the crate's own `Display` wraps every message in its
+/// variant's name (`CodecError { IO error: … }`).
 fn message(e: &mysql::Error) -> String {
     match e {
         mysql::Error::MySqlError(m) => format!("{} (error {})", m.message, m.code),
+        mysql::Error::IoError(io) => format!("the connection failed: {io}"),
+        mysql::Error::CodecError(c) => format!("the connection failed: {c}"),
+        mysql::Error::DriverError(d) => d.to_string(),
+        mysql::Error::UrlError(u) => format!("the URL is not valid: {u}"),
+        mysql::Error::TlsError(t) => format!("TLS failed: {t}"),
         other => other.to_string(),
     }
 }
@@ -362,10 +369,7 @@ impl MysqlConnector {
             .map(|(v, c)| c.kind.read(v))
             .collect();
         let rest = values.split_off(key_len);
-        Record {
-            key: Key(values),
-            values: rest,
-        }
+        Record::new(Key(values), rest)
     }
 
     /// The new record's key from a `RETURNING key, …` row.
@@ -798,5 +802,28 @@ impl super::RetryableBatches for MysqlConnector {
             self.returning = returning;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn driver_errors_read_as_sentences() {
+        let io = || {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )
+        };
+        for e in [
+            mysql::Error::IoError(io()),
+            mysql::Error::CodecError(io().into()),
+        ] {
+            let text = message(&e);
+            assert!(!text.contains("Error {"), "{text}");
+            assert!(text.starts_with("the connection failed: "), "{text}");
+        }
     }
 }

@@ -152,10 +152,7 @@ fn copy_line_record(line: &[u8], cols: &[PgColumn], key_len: usize) -> Result<Re
         ));
     }
     let rest = values.split_off(key_len);
-    Ok(Record {
-        key: Key(values),
-        values: rest,
-    })
+    Ok(Record::new(Key(values), rest))
 }
 
 /// Decodes one field of `COPY`'s text format: `\b \f \n \r \t \v`, a backslash
@@ -401,10 +398,7 @@ impl PostgresConnector {
             .collect();
         let mut values = values;
         let rest = values.split_off(key_len);
-        Record {
-            key: Key(values),
-            values: rest,
-        }
+        Record::new(Key(values), rest)
     }
 
     /// `lhs` (a column, maybe qualified) still holds the value in text parameter

@@ -203,6 +203,21 @@ fn quote_table(collection: &str) -> String {
 
 /// Whether a failed statement is this record's fault (it can be quarantined and the
 /// batch can go on) rather than the database's.
+/// Why SQLite cannot store a value this write sets, if it cannot: a NaN real would be
+/// stored as NULL, silently.
+fn unstorable(write: &Write) -> Option<String> {
+    let values = match write {
+        Write::Create { values } => values,
+        Write::Update { set, .. } => set,
+        Write::Delete { .. } => return None,
+    };
+    values.iter().find_map(|(column, v)| {
+        matches!(v, Value::Real(r) if r.is_nan()).then(|| {
+            format!("column `{column}`: SQLite cannot store NaN (it would keep NULL instead)")
+        })
+    })
+}
+
 fn is_record_error(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
     match e {
@@ -214,7 +229,9 @@ fn is_record_error(e: &rusqlite::Error) -> bool {
     }
 }
 
-fn read_record(row: &rusqlite::Row<'_>, key_len: usize, total: usize) -> rusqlite::Result<Record> {
+fn read_record(row: &rusqlite::Row<'_>, spec: &ReadSpec) -> rusqlite::Result<Record> {
+    let key_len = spec.key.len();
+    let total = key_len + spec.columns.len();
     let mut key = Vec::with_capacity(key_len);
     for i in 0..key_len {
         key.push(row.get::<_, Value>(i)?);
@@ -223,10 +240,26 @@ fn read_record(row: &rusqlite::Row<'_>, key_len: usize, total: usize) -> rusqlit
     for i in key_len..total {
         values.push(row.get::<_, Value>(i)?);
     }
-    Ok(Record {
-        key: Key(key),
-        values,
-    })
+    let mut record = Record::new(Key(key), values);
+    // SQLite keeps whatever bytes it was given as TEXT; read lossily, they would arrive
+    // elsewhere with U+FFFD in place of the bytes.
+    for i in 0..total {
+        if let ValueRef::Text(t) = row.get_ref(i)?
+            && std::str::from_utf8(t).is_err()
+        {
+            let column = spec
+                .key
+                .iter()
+                .chain(&spec.columns)
+                .nth(i)
+                .map_or("?", String::as_str);
+            record.defect = Some(format!(
+                "column `{column}` holds text that is not valid UTF-8, which would arrive altered (U+FFFD in place of its bytes); fix the value at its source"
+            ));
+            break;
+        }
+    }
+    Ok(record)
 }
 
 impl Connector for SqliteConnector {
@@ -320,7 +353,6 @@ impl Connector for SqliteConnector {
             context: format!("system `{}`: {ctx}", self.name),
             source: Box::new(e),
         })?;
-        let total = spec.key.len() + spec.columns.len();
         let mut rows = stmt.query([]).map_err(|e| ConnectorError::Query {
             context: format!("system `{}`: {ctx}", self.name),
             source: Box::new(e),
@@ -332,11 +364,9 @@ impl Connector for SqliteConnector {
                 source: Box::new(e),
             })?;
             let Some(row) = row else { break };
-            batches.push(read_record(row, spec.key.len(), total).map_err(|e| {
-                ConnectorError::Query {
-                    context: format!("system `{}`: {ctx}", self.name),
-                    source: Box::new(e),
-                }
+            batches.push(read_record(row, spec).map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: {ctx}", self.name),
+                source: Box::new(e),
             })?)?;
         }
         batches.finish()
@@ -365,7 +395,6 @@ impl Connector for SqliteConnector {
 
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let mut out = Vec::with_capacity(keys.len());
-        let total = spec.key.len() + spec.columns.len();
         let row_value = format!("({})", vec!["?"; spec.key.len()].join(", "));
         for chunk in keys.chunks(FETCH_CHUNK) {
             let sql = format!(
@@ -383,10 +412,8 @@ impl Connector for SqliteConnector {
                 .conn
                 .prepare_cached(&sql)
                 .and_then(|mut stmt| {
-                    stmt.query_map(params.as_slice(), |row| {
-                        read_record(row, spec.key.len(), total)
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    stmt.query_map(params.as_slice(), |row| read_record(row, spec))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(|e| ConnectorError::Query {
                     context: format!("system `{}`: fetch from {}", self.name, spec.collection),
@@ -419,7 +446,9 @@ impl Connector for SqliteConnector {
         while next < writes.len() {
             // Creates whose keys are among their values go many per statement; if one is
             // refused, the statement is undone alone and its creates go one by one.
-            if let Some(run) = runs.next_if(|r| r.start == next) {
+            if let Some(run) = runs.next_if(|r| r.start == next)
+                && writes[run.clone()].iter().all(|w| unstorable(w).is_none())
+            {
                 let keys = Self::sent_keys(spec, &key_types, &writes[run.clone()]);
                 if let Some(keys) = keys.filter(|k| k.len() > 1) {
                     match self.insert_many(&table, &writes[run.clone()]) {
@@ -438,6 +467,10 @@ impl Connector for SqliteConnector {
             }
             let write = &writes[next];
             next += 1;
+            if let Some(why) = unstorable(write) {
+                outcomes.push(WriteOutcome::Rejected(why));
+                continue;
+            }
             // No savepoint per write: a statement that fails on a constraint is undone
             // by SQLite alone (statement rollback), and the transaction goes on.
             match self.apply_one(&table, spec, write, &mut inserts) {
