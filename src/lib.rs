@@ -12,6 +12,7 @@ pub mod config;
 pub mod connectors;
 pub mod engine;
 mod error;
+pub mod fault;
 pub mod init;
 pub mod merge;
 pub mod model;

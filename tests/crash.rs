@@ -121,8 +121,9 @@ fn run_until_quiet(dir: &Path) -> Duration {
         first.get_or_insert(start.elapsed());
         assert!(
             out.status.code() == Some(0),
-            "run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "run failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
         );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let writes: u64 = ["to_left", "to_right"]
@@ -411,4 +412,144 @@ fn a_carried_key_finds_what_a_crash_left_unrecorded() {
     l.sort();
     r.sort();
     assert_eq!(l, r);
+}
+
+/// The edits of an incremental run over a first load of `seed(…, true)`: updates on both
+/// sides (the same field on both: a conflict, left wins), drift on a left-owned field,
+/// write-back of a right-owned one, deletes on both sides, creates on both sides.
+fn edit_both_sides(dir: &Path) {
+    let left = Connection::open(dir.join("left.db")).unwrap();
+    let right = Connection::open(dir.join("right.db")).unwrap();
+    left.execute_batch(
+        "UPDATE contacts SET notes = 'left edit ' || id WHERE id % 5 = 0;
+         UPDATE contacts SET name = NULL WHERE id % 11 = 0;
+         DELETE FROM contacts WHERE id % 17 = 0;
+         INSERT INTO contacts (email, name, notes) VALUES ('new.left1@x.org', 'New L1', NULL), ('new.left2@x.org', NULL, 'n');",
+    )
+    .unwrap();
+    right
+        .execute_batch(
+            "UPDATE customers SET notes = 'right edit ' || cid WHERE cid % 5 = 0 OR cid % 7 = 0;
+             UPDATE customers SET plan = 'gold' WHERE cid % 4 = 0;
+             UPDATE customers SET name = 'drifted' WHERE cid % 13 = 0;
+             DELETE FROM customers WHERE cid % 19 = 0;
+             INSERT INTO customers (email, name, plan) VALUES ('new.right@x.org', 'New R', 'trial');",
+        )
+        .unwrap();
+}
+
+/// The state store agrees with both sides: a pair per record, each naming records that
+/// exist, none left behind.
+fn store_agrees_with_both_sides(dir: &Path) {
+    let config = syncline::config::Config::load(&dir.join("syncline.toml")).unwrap();
+    let mut state = syncline::state::StateStore::for_config(&config.state, true).unwrap();
+    let ids = |file: &str, sql: &str| -> Vec<i64> {
+        let c = Connection::open(dir.join(file)).unwrap();
+        let mut stmt = c.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let left = ids("left.db", "SELECT id FROM contacts");
+    let right: std::collections::HashSet<String> = ids("right.db", "SELECT cid FROM customers")
+        .into_iter()
+        .map(|k| syncline::model::Key::single(syncline::model::Value::Integer(k)).encode())
+        .collect();
+    let keys: Vec<String> = left
+        .iter()
+        .map(|k| syncline::model::Key::single(syncline::model::Value::Integer(*k)).encode())
+        .collect();
+    let pairs = state
+        .pairs_by("c", syncline::model::Side::Left, &keys)
+        .unwrap();
+    assert_eq!(pairs.len(), left.len(), "a left record without a pair");
+    assert_eq!(
+        state.pair_count("c").unwrap() as usize,
+        left.len(),
+        "pairs of records that are gone"
+    );
+    for p in pairs.values() {
+        assert!(
+            right.contains(&p.right_key),
+            "a pair names a right record that is gone: {}",
+            p.right_key
+        );
+    }
+    assert_eq!(right.len(), left.len());
+}
+
+/// Deterministic crash points: the process dies (abort, as under SIGKILL) exactly at each
+/// named step of a batch — after journaling, mid-batch, after the receiver commits,
+/// before and after the store commits — in a first load and in an incremental run with
+/// updates, conflicts, drift, deletes and creates; then dies again at the same step
+/// during recovery. Every time, running on ends exactly where an uninterrupted run ends,
+/// and the state store agrees with both sides.
+#[test]
+fn a_crash_at_each_named_point_ends_where_an_uninterrupted_run_ends() {
+    for incremental in [false, true] {
+        let prepare = |dir: &Path| {
+            seed(dir, 150, incremental);
+            // A delete racing an edit of the same record is decided, not held.
+            let config = std::fs::read_to_string(dir.join("syncline.toml")).unwrap();
+            std::fs::write(
+                dir.join("syncline.toml"),
+                config.replace(
+                    "max_delete_fraction",
+                    "delete_vs_edit = \"delete-wins\"\nmax_delete_fraction",
+                ),
+            )
+            .unwrap();
+            let store = shared_store(dir);
+            if incremental {
+                run_until_quiet(dir);
+                edit_both_sides(dir);
+            }
+            store
+        };
+        let reference = tempfile::tempdir().unwrap();
+        let _reference_store = prepare(reference.path());
+        run_until_quiet(reference.path());
+        let expected = snapshot(reference.path());
+        assert_eq!(
+            expected.0, expected.1,
+            "the uninterrupted run did not converge"
+        );
+        for point in syncline::fault::POINTS {
+            let mut landed = 0;
+            for nth in [1, 3] {
+                let dir = tempfile::tempdir().unwrap();
+                let _store = prepare(dir.path());
+                let spec = format!("{point}:{nth}");
+                let crashed = |dir: &Path, spec: &str| -> bool {
+                    let out = Command::new(env!("CARGO_BIN_EXE_syncline"))
+                        .current_dir(dir)
+                        .env("SYNCLINE_FAULT", spec)
+                        .args(["run", "--json"])
+                        .output()
+                        .unwrap();
+                    // Aborted: killed by a signal, no exit code.
+                    out.status.code().is_none()
+                };
+                if crashed(dir.path(), &spec) {
+                    landed += 1;
+                    // A second crash at the same step, during recovery.
+                    crashed(dir.path(), &format!("{point}:1"));
+                }
+                run_until_quiet(dir.path());
+                assert_eq!(
+                    snapshot(dir.path()),
+                    expected,
+                    "after a crash at {spec} ({})",
+                    if incremental {
+                        "incremental run"
+                    } else {
+                        "first load"
+                    }
+                );
+                store_agrees_with_both_sides(dir.path());
+            }
+            assert!(landed > 0, "no crash landed at {point} ({incremental})");
+        }
+    }
 }

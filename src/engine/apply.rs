@@ -54,6 +54,7 @@ pub(crate) fn apply_batch(
     plans: Vec<PairPlan>,
 ) -> Result<(), Error> {
     let mut batch = PlannedBatch::journal(link, state, run, plans)?;
+    crate::fault::point("after_journal");
     for side in [Side::Left, Side::Right] {
         let mut lent = batch.lend_writes(side);
         if lent.writes.is_empty() {
@@ -64,6 +65,7 @@ pub(crate) fn apply_batch(
     }
     let refusal = batch.systematic_refusal(link);
     batch.commit(link, state, run_seq, report)?;
+    crate::fault::point("after_store_commit");
     match refusal {
         Some(why) => Err(Error::Refused(why)),
         None => Ok(()),
@@ -125,7 +127,10 @@ pub(crate) fn write_out(
     apply: impl FnOnce(&[Write]) -> Result<BatchResult, ConnectorError>,
 ) -> WriteResults {
     let BatchResult { outcomes, stored } = match apply(writes) {
-        Ok(result) => result,
+        Ok(result) => {
+            crate::fault::point("after_receiver_commit");
+            result
+        }
         Err(e) => {
             return WriteResults {
                 outcomes: Err(e),
@@ -411,6 +416,7 @@ impl PlannedBatch {
         run_seq: i64,
         report: &mut LinkReport,
     ) -> Result<(), StateError> {
+        crate::fault::point("before_store_commit");
         let PlannedBatch {
             journaled,
             plans,

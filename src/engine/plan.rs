@@ -356,6 +356,9 @@ impl<'a> Planner<'a> {
                     }
                     Ok((batch, refusal))
                 })?;
+                // This transaction journaled the batch and committed the one before.
+                crate::fault::point("after_journal");
+                crate::fault::point("after_store_commit");
                 // Stopped once the refused batch is committed; the batch just journaled
                 // is never sent, and the run's end marks its entries `unknown`.
                 if let Some(why) = refusal {

@@ -454,6 +454,7 @@ impl Connector for SqliteConnector {
                     match self.insert_many(&table, &writes[run.clone()]) {
                         Ok(()) => {
                             outcomes.extend(keys.into_iter().map(WriteOutcome::Created));
+                            crate::fault::point("mid_batch");
                             next = run.end;
                             continue;
                         }
@@ -474,7 +475,10 @@ impl Connector for SqliteConnector {
             // No savepoint per write: a statement that fails on a constraint is undone
             // by SQLite alone (statement rollback), and the transaction goes on.
             match self.apply_one(&table, spec, write, &mut inserts) {
-                Ok(outcome) => outcomes.push(outcome),
+                Ok(outcome) => {
+                    outcomes.push(outcome);
+                    crate::fault::point("mid_batch");
+                }
                 Err(e) if is_record_error(&e) && !self.conn.is_autocommit() => {
                     outcomes.push(WriteOutcome::Rejected(e.to_string()));
                 }
