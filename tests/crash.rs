@@ -147,8 +147,13 @@ fn snapshot(dir: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
         let c = Connection::open(dir.join(file)).unwrap();
         let mut stmt = c.prepare(sql).unwrap();
         stmt.query_map([], |r| {
+            // NULL is not '': a run that turned one into the other is caught.
             Ok((0..4)
-                .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap()
+                        .unwrap_or_else(|| "<NULL>".into())
+                })
                 .collect())
         })
         .unwrap()
