@@ -247,3 +247,86 @@ proptest! {
         prop_assert_eq!(m, mirrored);
     }
 }
+
+/// A unit of one to three fields (a field group decides as one).
+fn unit_values(n: usize) -> impl Strategy<Value = Vec<Value>> {
+    prop::collection::vec(small_value(), n)
+}
+
+fn mirror_rule(rule: UnitRule) -> UnitRule {
+    UnitRule {
+        owner: match rule.owner {
+            Owner::Left => Owner::Right,
+            Owner::Right => Owner::Left,
+            Owner::Both => Owner::Both,
+        },
+        policy: match rule.policy {
+            Policy::LeftWins => Policy::RightWins,
+            Policy::RightWins => Policy::LeftWins,
+            other => other,
+        },
+        ..rule
+    }
+}
+
+fn mirror_decision(d: Decision) -> Decision {
+    match d {
+        Decision::Write { to, reason } => Decision::Write {
+            to: mirror(to),
+            reason: match reason {
+                Reason::Changed(s) => Reason::Changed(mirror(s)),
+                Reason::Policy(p) => Reason::Policy(mirror_rule(rule(Owner::Both, p)).policy),
+                Reason::FirstLink(o) => {
+                    Reason::FirstLink(mirror_rule(rule(o, Policy::Manual)).owner)
+                }
+                other => other,
+            },
+        },
+        Decision::DriftReported { on } => Decision::DriftReported { on: mirror(on) },
+        other => other,
+    }
+}
+
+proptest! {
+    /// Each side against its own base: a side still holding its own form of the agreed
+    /// value (a trigger's, a rounding column's) has not changed, so with both sides so,
+    /// nothing is written, whatever the two forms are — for groups too.
+    #[test]
+    fn sides_at_their_own_bases_write_nothing(
+        rule in any_rule(),
+        (bl, br) in (1usize..4).prop_flat_map(|n| (unit_values(n), unit_values(n))),
+    ) {
+        let d = decide_sides(&rule, &bl, &br, Some([&bl, &br]), NO_CLOCKS);
+        prop_assert!(matches!(d, Decision::Unchanged | Decision::Agreed), "{:?}", d);
+    }
+
+    /// A side that changed against its own base is seen, however the other side holds
+    /// the value: the change of one side always wins over a side at its base (owner
+    /// `both`), for groups too.
+    #[test]
+    fn a_change_against_a_sides_own_base_is_seen(
+        policy in prop::sample::select(vec![Policy::LeftWins, Policy::RightWins, Policy::Manual, Policy::Newest, Policy::PreferNonEmpty]),
+        (bl, br, r) in (1usize..4).prop_flat_map(|n| (unit_values(n), unit_values(n), unit_values(n))),
+    ) {
+        prop_assume!(r != br && !same_meaning(&bl, &r));
+        let d = decide_sides(&rule(Owner::Both, policy), &bl, &r, Some([&bl, &br]), NO_CLOCKS);
+        prop_assert_eq!(d, Decision::Write { to: Side::Left, reason: Reason::Changed(Side::Right) });
+    }
+
+    /// Swapping the sides, their bases, owners, policies and clocks mirrors the decision,
+    /// for every policy, owner, drift rule and group size.
+    #[test]
+    fn decisions_are_symmetric_for_every_rule(
+        rule in any_rule(),
+        (l, r, bl, br) in (1usize..4).prop_flat_map(|n| (unit_values(n), unit_values(n), unit_values(n), unit_values(n))),
+        has_base: bool,
+        lc in prop::option::of(0f64..10.0), rc in prop::option::of(0f64..10.0),
+    ) {
+        let clocks = Clocks { left: lc, right: rc, skew_seconds: 2.0 };
+        let swapped = Clocks { left: rc, right: lc, skew_seconds: 2.0 };
+        let base = has_base.then_some([bl.as_slice(), br.as_slice()]);
+        let d = decide_sides(&rule, &l, &r, base, clocks);
+        let m = decide_sides(&mirror_rule(rule), &r, &l, base.map(|[a, b]| [b, a]), swapped);
+        prop_assert_eq!(m, mirror_decision(d));
+    }
+}
