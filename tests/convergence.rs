@@ -452,12 +452,12 @@ fn rewrite_op() -> impl Strategy<Value = RewriteOp> {
 
 /// A text value a person types: mixed case, spaces around, now and then nothing.
 fn typed(v: u8, tag: &str) -> Value {
-    if v % 7 == 0 {
+    if v.is_multiple_of(7) {
         return Value::Null;
     }
     Value::Text(format!(
         "{}{tag}x{}Y ",
-        if v % 2 == 0 { " " } else { "" },
+        if v.is_multiple_of(2) { " " } else { "" },
         v % 11
     ))
 }

@@ -229,7 +229,7 @@ fn unfillable_on_create(link: &LinkSpec, side: Side, columns: &[ColumnInfo]) -> 
     let first = missing.first()?;
     let from = side.other();
     let source_key = &link.endpoint(from).key;
-    let is_key = ep.key.iter().any(|k| *k == first.name);
+    let is_key = ep.key.contains(&first.name);
     let fix = if is_key && source_key.len() == ep.key.len() {
         // Carry the other side's key: the most common one-way replication.
         let fields: Vec<String> = source_key

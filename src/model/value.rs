@@ -189,9 +189,12 @@ fn text_canonical(t: &str) -> Canonical<'_> {
     }
     if matches!(first, b'{' | b'[')
         && let Ok(j) = serde_json::from_str::<serde_json::Value>(t)
-        && j.to_string() == t
     {
-        return Canonical::Json(Cow::Owned(j));
+        // Compared as text: `serde_json::Value == str` would ask whether it is a string.
+        let compact = j.to_string();
+        if compact.as_str() == t {
+            return Canonical::Json(Cow::Owned(j));
+        }
     }
     Canonical::Text(t)
 }
