@@ -84,9 +84,21 @@ impl BatchResult {
     /// The keys a batch's read-back fetches: those of each create that landed and each
     /// update that applied.
     pub(crate) fn written_keys(writes: &[Write], outcomes: &[WriteOutcome]) -> Vec<Key> {
+        Self::written_keys_where(writes, outcomes, |_| true)
+    }
+
+    /// [`written_keys`](Self::written_keys) of the writes `read_back` picks: a connector
+    /// that knows a write was stored exactly as sent leaves it out (its `stored` is then
+    /// `None`, which the engine takes for "as sent").
+    pub(crate) fn written_keys_where(
+        writes: &[Write],
+        outcomes: &[WriteOutcome],
+        read_back: impl Fn(&Write) -> bool,
+    ) -> Vec<Key> {
         writes
             .iter()
             .zip(outcomes)
+            .filter(|(w, _)| read_back(w))
             .filter_map(|(w, o)| match (w, o) {
                 (Write::Create { .. }, WriteOutcome::Created(k)) => Some(k.clone()),
                 (Write::Update { key, .. }, WriteOutcome::Applied) => Some(key.clone()),

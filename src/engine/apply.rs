@@ -232,10 +232,9 @@ fn created_state(
         let column = link.field_column(i, to);
         let was_sent = sent_values.next_if(|(c, _)| c == column).map(|(_, v)| v);
         let Some(stored) = stored.map(|r| f.transform.apply(r.values[i].clone())) else {
-            // Nothing read back (the connector could not): the base is what was sent.
-            if let Some(v) = was_sent {
-                fields.push((&f.name, v));
-            }
+            // Not read back: the connector knows the record was stored exactly as sent
+            // (a field left out is NULL there, no default filled it).
+            fields.push((&f.name, was_sent.unwrap_or(&null)));
             continue;
         };
         let sent_value = was_sent.unwrap_or(&null);

@@ -203,6 +203,85 @@ fn quote_table(collection: &str) -> String {
 
 /// Whether a failed statement is this record's fault (it can be quarantined and the
 /// batch can go on) rather than the database's.
+/// A column's type affinity, by SQLite's rules (its declared type's name decides).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+impl Affinity {
+    fn of(declared: &str) -> Affinity {
+        let t = declared.to_ascii_uppercase();
+        if t.contains("INT") {
+            Affinity::Integer
+        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|s| t.contains(s)) {
+            Affinity::Text
+        } else if t.is_empty() || t.contains("BLOB") {
+            Affinity::Blob
+        } else if ["REAL", "FLOA", "DOUB"].iter().any(|s| t.contains(s)) {
+            Affinity::Real
+        } else {
+            Affinity::Numeric
+        }
+    }
+
+    /// Whether a value written to a column of this affinity reads back equal to itself:
+    /// text into a numeric column may become a number, an integer beyond 2^53 into a
+    /// REAL one loses digits, a decimal or a date written as text reads back as text.
+    fn keeps(self, v: &Value) -> bool {
+        match (self, v) {
+            (_, Value::Null | Value::Blob(_)) | (Affinity::Blob, _) => true,
+            (Affinity::Text, Value::Text(_)) => true,
+            (
+                Affinity::Integer | Affinity::Numeric,
+                Value::Integer(_) | Value::Bool(_) | Value::Real(_),
+            ) => true,
+            (Affinity::Real, Value::Real(_)) => true,
+            (Affinity::Real, Value::Integer(i)) => i.unsigned_abs() <= 1 << 53,
+            _ => false,
+        }
+    }
+}
+
+/// What a table does to what it is given: whether it has triggers, and per column its
+/// affinity and whether the table fills it itself (a default, a generated column).
+struct Storage {
+    triggers: bool,
+    columns: Vec<(String, Affinity, bool)>,
+}
+
+impl Storage {
+    /// Whether this write is stored exactly as sent, so that reading it back would tell
+    /// nothing: no trigger, every value kept by its column's affinity, and (for a create)
+    /// no column of the link's left out that the table would fill.
+    fn as_sent(&self, spec: &ReadSpec, write: &Write) -> bool {
+        if self.triggers {
+            return false;
+        }
+        let column = |name: &str| self.columns.iter().find(|(n, ..)| n == name);
+        let kept = |values: &[(Name, Value)]| {
+            values
+                .iter()
+                .all(|(c, v)| column(c).is_some_and(|(_, a, _)| a.keeps(v)))
+        };
+        match write {
+            Write::Create { values } => {
+                kept(values)
+                    && spec.columns.iter().all(|c| {
+                        values.iter().any(|(sent, _)| **sent == **c)
+                            || column(c).is_some_and(|(.., filled)| !filled)
+                    })
+            }
+            Write::Update { set, .. } => kept(set),
+            Write::Delete { .. } => true,
+        }
+    }
+}
+
 /// Why SQLite cannot store a value this write sets, if it cannot: a NaN real would be
 /// stored as NULL, silently.
 fn unstorable(write: &Write) -> Option<String> {
@@ -490,8 +569,18 @@ impl Connector for SqliteConnector {
                 }
             }
         }
-        // Read back inside the transaction, which holds the database's write lock.
-        let keys = BatchResult::written_keys(writes, &outcomes);
+        // Read back inside the transaction, which holds the database's write lock: what
+        // a trigger, a default or a column's affinity may have made of the values. A
+        // write SQLite stores exactly as sent is not read back (see `Storage`).
+        let storage = match self.storage(spec) {
+            Ok(storage) => storage,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(self.write_err(spec, e));
+            }
+        };
+        let keys =
+            BatchResult::written_keys_where(writes, &outcomes, |w| !storage.as_sent(spec, w));
         let stored = match self.fetch(spec, &keys) {
             Ok(stored) => stored,
             Err(e) => {
@@ -508,6 +597,36 @@ impl Connector for SqliteConnector {
 }
 
 impl SqliteConnector {
+    /// How the collection stores what it is given, looked up per batch (a trigger may
+    /// come or go between batches; the columns are read with it, cheaply).
+    fn storage(&mut self, spec: &ReadSpec) -> rusqlite::Result<Storage> {
+        let (schema, table) = match spec.collection.split_once('.') {
+            Some((s, t)) => (quote(s), t),
+            None => ("main".to_string(), spec.collection.as_str()),
+        };
+        let triggers: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM {schema}.sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE"),
+            [table],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT name, type, dflt_value IS NOT NULL OR hidden <> 0 FROM {schema}.pragma_table_xinfo(?1)"
+        ))?;
+        let columns = stmt
+            .query_map([table], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Affinity::of(&r.get::<_, String>(1)?),
+                    r.get::<_, bool>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Storage {
+            triggers: triggers > 0,
+            columns,
+        })
+    }
+
     /// The declared types of `spec`'s key columns, looked up once per collection.
     fn key_types(&mut self, spec: &ReadSpec) -> rusqlite::Result<Vec<String>> {
         if let Some(types) = self.key_types.get(&spec.collection) {
@@ -779,16 +898,34 @@ mod tests {
             result.outcomes,
             vec![WriteOutcome::Stale, WriteOutcome::Applied]
         );
-        // The applied update is read back as stored; the stale one is not.
-        assert_eq!(result.stored[0], None);
-        let stored = result.stored[1]
-            .as_ref()
-            .expect("the applied update is read back");
-        assert_eq!(stored.key, key);
-        assert_eq!(stored.values[4], Value::Integer(5));
-        let rec = c.fetch(&spec, &[key]).unwrap().remove(0);
+        // Neither is read back: the stale one did nothing, the applied one is stored as
+        // sent (an integer into an INTEGER column, no trigger).
+        assert_eq!(result.stored, [None, None]);
+        let rec = c
+            .fetch(&spec, std::slice::from_ref(&key))
+            .unwrap()
+            .remove(0);
         assert_eq!(rec.values[2], Value::Text("x".into()));
         assert_eq!(rec.values[4], Value::Integer(5));
+        // WHEN a trigger rewrites what it is given THEN the applied update is read back
+        // as stored, inside the write's transaction.
+        c.conn
+            .execute_batch(
+                "CREATE TRIGGER twice AFTER UPDATE OF n ON t WHEN new.n < 100
+                 BEGIN UPDATE t SET n = new.n * 100 WHERE id = new.id; END;",
+            )
+            .unwrap();
+        let again = Write::Update {
+            key: key.clone(),
+            set: vec![("n".into(), Value::Integer(7))],
+            expect: vec![("n".into(), Value::Integer(5))],
+        };
+        let result = c.apply(&spec, &[again]).unwrap();
+        let stored = result.stored[0]
+            .as_ref()
+            .expect("read back under a trigger");
+        assert_eq!(stored.key, key);
+        assert_eq!(stored.values[4], Value::Integer(700));
     }
 
     #[test]
