@@ -33,7 +33,7 @@ pub(crate) struct Scanned {
 /// next one shows whether its key repeats across the boundary.
 #[derive(Default)]
 struct KeyGuard {
-    held: Option<(String, Record)>,
+    held: Option<Record>,
     repeats: usize,
     bad: Vec<BadKey>,
 }
@@ -60,19 +60,22 @@ impl KeyGuard {
                 });
                 continue;
             }
-            let encoded = record.key.encode();
-            if self.held.as_ref().is_some_and(|(k, _)| *k == encoded) {
+            if self
+                .held
+                .as_ref()
+                .is_some_and(|h| same_key(&h.key, &record.key))
+            {
                 self.repeats += 1;
                 continue;
             }
             self.release(&mut out);
-            self.held = Some((encoded, record));
+            self.held = Some(record);
         }
         out
     }
 
     fn release(&mut self, out: &mut Vec<Record>) {
-        let Some((_, record)) = self.held.take() else {
+        let Some(record) = self.held.take() else {
             return;
         };
         if self.repeats == 0 {
@@ -95,6 +98,19 @@ impl KeyGuard {
         self.release(&mut out);
         out
     }
+}
+
+/// The same key exactly, as the id map tells keys apart (by their encoding): `1` and
+/// `'1'` are two keys in a SQLite column without a type.
+fn same_key(a: &Key, b: &Key) -> bool {
+    a.0.len() == b.0.len()
+        && a.0.iter().zip(&b.0).all(|(x, y)| {
+            std::mem::discriminant(x) == std::mem::discriminant(y)
+                && match (x, y) {
+                    (Value::Real(p), Value::Real(q)) => p.to_bits() == q.to_bits(),
+                    _ => x == y,
+                }
+        })
 }
 
 /// Streams `connector`'s scan of `spec` into `consume`, reading ahead on a scoped

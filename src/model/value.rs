@@ -40,10 +40,21 @@ impl PartialEq for Value {
     /// `12.5`) is [`same_meaning`](Value::same_meaning), which is not transitive and
     /// only tells whether two sides already hold the same thing.
     fn eq(&self, other: &Self) -> bool {
+        use Value::*;
+        // Same representation, compared directly (the common case, and allocation-free);
+        // anything else through the canonical forms.
         match (self, other) {
-            (Value::Text(a), Value::Text(b)) => a == b,
-            (Value::Null, Value::Null) => true,
-            (Value::Null, _) | (_, Value::Null) => false,
+            (Text(a), Text(b)) => a == b,
+            (Null, Null) => true,
+            (Null, _) | (_, Null) => false,
+            (Integer(a), Integer(b)) => a == b,
+            (Real(a), Real(b)) => a.to_bits() == b.to_bits() || a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (Blob(a), Blob(b)) => a == b,
+            (Date(a), Date(b)) => a == b,
+            (Timestamp(a), Timestamp(b)) => a == b,
+            (TimestampTz(a), TimestampTz(b)) => a == b,
+            (Json(a), Json(b)) => a == b,
             _ => self.canonical() == other.canonical(),
         }
     }

@@ -312,32 +312,37 @@ fn read_record(row: &rusqlite::Row<'_>, spec: &ReadSpec) -> rusqlite::Result<Rec
     let key_len = spec.key.len();
     let total = key_len + spec.columns.len();
     let mut key = Vec::with_capacity(key_len);
-    for i in 0..key_len {
-        key.push(row.get::<_, Value>(i)?);
-    }
     let mut values = Vec::with_capacity(total - key_len);
-    for i in key_len..total {
-        values.push(row.get::<_, Value>(i)?);
-    }
-    let mut record = Record::new(Key(key), values);
-    // SQLite keeps whatever bytes it was given as TEXT; read lossily, they would arrive
-    // elsewhere with U+FFFD in place of the bytes.
+    let mut defect = None;
     for i in 0..total {
-        if let ValueRef::Text(t) = row.get_ref(i)?
-            && std::str::from_utf8(t).is_err()
-        {
-            let column = spec
-                .key
-                .iter()
-                .chain(&spec.columns)
-                .nth(i)
-                .map_or("?", String::as_str);
-            record.defect = Some(format!(
-                "column `{column}` holds text that is not valid UTF-8, which would arrive altered (U+FFFD in place of its bytes); fix the value at its source"
-            ));
-            break;
+        let value = match row.get_ref(i)? {
+            // SQLite keeps whatever bytes it was given as TEXT; read lossily, they would
+            // arrive elsewhere with U+FFFD in place of the bytes.
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(text) => Value::Text(text.to_owned()),
+                Err(_) => {
+                    let column = spec
+                        .key
+                        .iter()
+                        .chain(&spec.columns)
+                        .nth(i)
+                        .map_or("?", String::as_str);
+                    defect.get_or_insert_with(|| format!(
+                        "column `{column}` holds text that is not valid UTF-8, which would arrive altered (U+FFFD in place of its bytes); fix the value at its source"
+                    ));
+                    Value::Text(String::from_utf8_lossy(t).into_owned())
+                }
+            },
+            other => <Value as rusqlite::types::FromSql>::column_result(other)?,
+        };
+        if i < key_len {
+            key.push(value);
+        } else {
+            values.push(value);
         }
     }
+    let mut record = Record::new(Key(key), values);
+    record.defect = defect;
     Ok(record)
 }
 
