@@ -596,6 +596,43 @@ fn a_nan_sqlite_cannot_store_is_refused_with_the_reason() {
     assert_eq!(again.links[0].to_right.created, 0);
 }
 
+/// A default the receiver fills on create, with no trigger in sight, is still seen: a
+/// create that leaves a column with a default out is read back, and the value flows back
+/// to an owner-right field's left in the same run. A column that rounds (timestamp(0)) is
+/// read back too; everything stored exactly as sent is not, and is still quiet.
+#[test]
+fn defaults_and_rounding_columns_are_read_back_without_triggers() {
+    let Some(db) = pg() else { return };
+    db.pg_client()
+        .batch_execute(
+            "CREATE TABLE a (id bigint PRIMARY KEY, name text, status text, at timestamp);
+             CREATE TABLE b (id bigint PRIMARY KEY, name text, status text NOT NULL DEFAULT 'active', at timestamp(0));
+             INSERT INTO a VALUES (1, 'Ann', NULL, '2026-01-01 10:00:00.7'), (2, 'Bob', 'paused', '2026-01-01 10:00:00');",
+        )
+        .unwrap();
+    let f = fixture(
+        &both_in_postgres(&db),
+        "[links.c]\nleft = \"crm.a\"\nright = \"billing.b\"\nmode = \"two-way\"\non_delete = { left = \"propagate\", right = \"ignore\" }\n[links.c.fields]\nid = { owner = \"left\" }\nname = { owner = \"left\" }\nstatus = { owner = \"right\" }\nat = { owner = \"left\" }\n",
+    );
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_right.created, r.links[0].to_left.updated),
+        (2, 1),
+        "{:?}",
+        r.links[0]
+    );
+    let mut c = db.pg_client();
+    let status: Vec<String> = c
+        .query("SELECT status FROM a ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(status, ["active", "paused"]);
+    assert_eq!(writes(&f.run()), 0);
+    assert_eq!(writes(&f.run()), 0);
+}
+
 #[test]
 fn tls_is_negotiated_and_verified_as_sslmode_says() {
     let Some(db) = pg() else { return };

@@ -84,7 +84,7 @@ impl BatchResult {
     /// The keys a batch's read-back fetches: those of each create that landed and each
     /// update that applied.
     pub(crate) fn written_keys(writes: &[Write], outcomes: &[WriteOutcome]) -> Vec<Key> {
-        Self::written_keys_where(writes, outcomes, |_| true)
+        Self::written_keys_where(writes, outcomes, |_, _| true)
     }
 
     /// [`written_keys`](Self::written_keys) of the writes `read_back` picks: a connector
@@ -93,12 +93,14 @@ impl BatchResult {
     pub(crate) fn written_keys_where(
         writes: &[Write],
         outcomes: &[WriteOutcome],
-        read_back: impl Fn(&Write) -> bool,
+        read_back: impl Fn(usize, &Write) -> bool,
     ) -> Vec<Key> {
         writes
             .iter()
             .zip(outcomes)
-            .filter(|(w, _)| read_back(w))
+            .enumerate()
+            .filter(|(n, (w, _))| read_back(*n, w))
+            .map(|(_, pair)| pair)
             .filter_map(|(w, o)| match (w, o) {
                 (Write::Create { .. }, WriteOutcome::Created(k)) => Some(k.clone()),
                 (Write::Update { key, .. }, WriteOutcome::Applied) => Some(key.clone()),

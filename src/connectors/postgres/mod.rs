@@ -401,6 +401,45 @@ impl PostgresConnector {
         Record::new(Key(values), rest)
     }
 
+    /// Whether PostgreSQL stores this create exactly as sent, on a table without
+    /// triggers or rules: every value already of its column's type (an integer for an
+    /// integer column, a timestamp for a timestamp column without a precision that would
+    /// round it, text for `text`/`varchar`, …; decimals are checked to fit before
+    /// writing), and no column of the link left out that a default would fill. Anything
+    /// else is read back.
+    fn stored_as_sent(all: &[PgColumn], spec: &ReadSpec, write: &Write) -> bool {
+        use binary::BinaryForm as F;
+        let Write::Create { values } = write else {
+            return false;
+        };
+        let column = |name: &str| all.iter().find(|c| c.name == name);
+        let kept = values.iter().all(|(c, v)| {
+            let Some(col) = column(c) else { return false };
+            let no_precision = !col.type_name.contains('(');
+            match (col.binary, v) {
+                (F::Int2 | F::Int4 | F::Int8, Value::Integer(_))
+                | (F::Float8, Value::Real(_))
+                | (F::Numeric, Value::Numeric(_) | Value::Integer(_))
+                | (F::Bool, Value::Bool(_))
+                | (F::Date, Value::Date(_))
+                | (F::Uuid, Value::Uuid(_))
+                | (F::Bytea, Value::Blob(_))
+                | (F::Jsonb, Value::Json(_)) => true,
+                (F::Timestamp, Value::Timestamp(_)) | (F::TimestampTz, Value::TimestampTz(_)) => {
+                    no_precision
+                }
+                // `character(n)` pads; enums are text in, text out.
+                (F::Text, Value::Text(_)) => col.cast_type != "character",
+                (F::Text, Value::Json(_)) => col.cast_type == "json",
+                _ => false,
+            }
+        });
+        kept && spec.columns.iter().all(|c| {
+            values.iter().any(|(sent, _)| **sent == **c)
+                || column(c).is_some_and(|col| !col.has_default)
+        })
+    }
+
     /// `lhs` (a column, maybe qualified) still holds the value in text parameter
     /// `param`, for a conditional write. Types without an equality operator compare in a
     /// form that has one: `json` as `jsonb` (the same document, whatever its spacing),
@@ -880,8 +919,19 @@ impl PostgresConnector {
             .map(|o| o.expect("every write has an outcome"))
             .collect();
         // Read back before COMMIT: the rows written are locked by this transaction (and
-        // created ones invisible to others), so this is what the writes stored.
-        let keys = BatchResult::written_keys(writes, &outcomes);
+        // created ones invisible to others), so this is what the writes stored. A create
+        // PostgreSQL stores exactly as sent is not read back (see `stored_as_sent`).
+        let rewrites = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal)
+                     OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = $1::text::regclass AND rulename <> '_RETURN')",
+                &[&table],
+            )
+            .map_err(retry)?
+            .get::<_, bool>(0);
+        let keys = BatchResult::written_keys_where(writes, &outcomes, |_, w| {
+            rewrites || !Self::stored_as_sent(&all, spec, w)
+        });
         let mut stored = Vec::with_capacity(keys.len());
         if !keys.is_empty() {
             let cols = super::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
