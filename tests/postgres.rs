@@ -633,6 +633,64 @@ fn defaults_and_rounding_columns_are_read_back_without_triggers() {
     assert_eq!(writes(&f.run()), 0);
 }
 
+/// A read whose connection is lost part-way (the server ends the session in the middle
+/// of a scan) runs the link again on new connections: the first load completes in the
+/// same `run`, every record once.
+#[test]
+fn a_scan_whose_connection_is_lost_part_way_runs_the_link_again() {
+    let Some(db) = pg() else { return };
+    db.pg_client()
+        .batch_execute(
+            "CREATE TABLE src (id bigint PRIMARY KEY, note text);
+             CREATE TABLE dst (id bigint PRIMARY KEY, note text);
+             INSERT INTO src SELECT g, 'note ' || g FROM generate_series(1, 200000) g;",
+        )
+        .unwrap();
+    let f = fixture(
+        &both_in_postgres(&db),
+        "[links.t]\nleft = \"crm.src\"\nright = \"billing.dst\"\non_delete = { left = \"propagate\" }\n[links.t.fields]\nid = {}\nnote = {}\n",
+    );
+    // Another session ends the scan's once, as a failover or an administrator would.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (url, name, done) = (db.url.clone(), db.name().to_string(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline
+                && !done.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let killed: i64 = c
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                          WHERE datname = $1 AND state = 'active' AND query LIKE 'COPY (SELECT%' AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .unwrap()
+                    .get(0);
+                if killed > 0 {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            false
+        })
+    };
+    let r = f.run();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(killer.join().unwrap(), "the scan was never caught running");
+    assert_eq!(r.links[0].to_right.rejected, 0, "{:?}", r.links[0]);
+    let mut c = db.pg_client();
+    let (rows, distinct): (i64, i64) = {
+        let row = c
+            .query_one("SELECT count(*), count(DISTINCT id) FROM dst", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((rows, distinct), (200000, 200000));
+    assert_eq!(writes(&f.run()), 0);
+}
+
 #[test]
 fn tls_is_negotiated_and_verified_as_sslmode_says() {
     let Some(db) = pg() else { return };

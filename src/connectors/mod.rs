@@ -151,6 +151,31 @@ pub enum ConnectorError {
     /// The consumer of a scan failed; the scan stopped.
     #[error(transparent)]
     Consumer(Box<crate::Error>),
+    /// The connection to the system was lost (dropped, terminated by the server): the
+    /// engine may run the link again on a new connection.
+    #[error("{context}: {source}")]
+    Lost {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ConnectorError {
+    /// A query error, or [`ConnectorError::Lost`] when `lost` says the connection went.
+    pub(crate) fn query(context: String, message: String, lost: bool) -> ConnectorError {
+        if lost {
+            ConnectorError::Lost {
+                context,
+                source: format!("the connection was lost: {message}").into(),
+            }
+        } else {
+            ConnectorError::Query {
+                context,
+                source: message.into(),
+            }
+        }
+    }
 }
 
 /// A system of record. Implementations are used one call at a time, but a scan may run

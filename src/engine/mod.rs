@@ -24,7 +24,7 @@ pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
 
 use crate::Error;
 use crate::config::{Config, LinkSpec};
-use crate::connectors::{self, Connector};
+use crate::connectors::{self, Connector, ConnectorError};
 use crate::model::Side;
 use crate::state::{LinkHold, StateStore};
 use layout::Layout;
@@ -43,6 +43,9 @@ fn batch_done() {
         hook();
     }
 }
+
+/// How often a link whose connection was lost is run again within one cycle.
+const LINK_RETRIES: u64 = 2;
 
 /// How a cycle runs.
 pub struct RunOptions<'a> {
@@ -115,9 +118,26 @@ pub fn run_cycle(
                 continue;
             }
             let _span = tracing::info_span!("link", link = %link.name).entered();
-            report
-                .links
-                .push(run_link(config, link, state, run_id, &mut opts)?);
+            // A connection lost mid-way (a dropped network, a server that ended the
+            // session) runs the link again on new connections: what was written is found
+            // again as after a crash, and nothing is planned twice.
+            let mut attempt = 0;
+            let link_report = loop {
+                match run_link(config, link, state, run_id, &mut opts) {
+                    Err(Error::Connector(ConnectorError::Lost { context, source }))
+                        if attempt < LINK_RETRIES =>
+                    {
+                        attempt += 1;
+                        tracing::warn!(link = %link.name, attempt, "{context}: {source}; running the link again");
+                        if let Some(run) = run_id {
+                            state.run_planned_to_unknown(run)?;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+                    }
+                    other => break other?,
+                }
+            };
+            report.links.push(link_report);
         }
         Ok(())
     })();

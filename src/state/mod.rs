@@ -859,6 +859,12 @@ impl StateStore {
 
     /// Entries of the runs `runs` selects (an SQL condition on `journal.run`) that have
     /// no outcome: their writes may have reached the system or not.
+    /// The entries of `run` still `planned` become `unknown`: their batch may have
+    /// reached its system or not (a link that failed part-way and runs again).
+    pub fn run_planned_to_unknown(&mut self, run: i64) -> Result<u64> {
+        self.planned_to_unknown("run = $1", &[P::Int(run)])
+    }
+
     fn planned_to_unknown(&mut self, runs: &str, params: &[P<'_>]) -> Result<u64> {
         self.db.execute(
             &format!(

@@ -84,6 +84,15 @@ fn is_record_error(e: &mysql::Error) -> bool {
         1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1411 | 1451 | 1452 | 1690 | 3819 | 4025 | 1364 | 1367))
 }
 
+/// Whether the connection went (dropped, or ended by the server).
+fn is_lost(e: &mysql::Error) -> bool {
+    match e {
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) => true,
+        mysql::Error::MySqlError(m) => matches!(m.code, 2006 | 2013 | 1927),
+        _ => false,
+    }
+}
+
 fn is_retryable(e: &mysql::Error) -> bool {
     match e {
         mysql::Error::IoError(_) | mysql::Error::DriverError(_) | mysql::Error::CodecError(_) => {
@@ -285,10 +294,11 @@ impl MysqlConnector {
     }
 
     fn query_err(&self, context: &str, e: &mysql::Error) -> ConnectorError {
-        ConnectorError::Query {
-            context: format!("system `{}`: {context}", self.name),
-            source: message(e).into(),
-        }
+        ConnectorError::query(
+            format!("system `{}`: {context}", self.name),
+            message(e),
+            is_lost(e),
+        )
     }
 
     fn columns_of(&mut self, collection: &str) -> Result<Vec<MyColumn>, ConnectorError> {
@@ -703,9 +713,12 @@ impl Connector for MysqlConnector {
             quote_list(&spec.key, quote)
         );
         let name = self.name.clone();
-        let err = |e: mysql::Error| ConnectorError::Query {
-            context: format!("system `{name}`: scan {}", spec.collection),
-            source: message(&e).into(),
+        let err = |e: mysql::Error| {
+            ConnectorError::query(
+                format!("system `{name}`: scan {}", spec.collection),
+                message(&e),
+                is_lost(&e),
+            )
         };
         // One consistent snapshot; rows stream from the server (unbuffered result).
         let mut tx = self

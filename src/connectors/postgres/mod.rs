@@ -247,6 +247,19 @@ fn is_retryable(e: &postgres::Error) -> bool {
 }
 
 /// Data exceptions (class 22) and constraint violations (23) are one record's fault.
+/// Whether the connection went: closed, or the server ended the session
+/// (`pg_terminate_backend`, a shutdown, a crash).
+fn is_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            matches!(
+                c.code(),
+                "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006"
+            )
+        })
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 fn is_record_error(e: &postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
@@ -316,10 +329,11 @@ impl PostgresConnector {
     }
 
     fn query_err(&self, context: &str, e: postgres::Error) -> ConnectorError {
-        ConnectorError::Query {
-            context: format!("system `{}`: {context}", self.name),
-            source: db_message(&e).into(),
-        }
+        ConnectorError::query(
+            format!("system `{}`: {context}", self.name),
+            db_message(&e),
+            is_lost(&e),
+        )
     }
 
     fn columns_of(&mut self, collection: &str) -> Result<Vec<PgColumn>, ConnectorError> {
@@ -1015,19 +1029,16 @@ impl Connector for PostgresConnector {
             quote_list(&spec.key, quote)
         );
         let context = format!("system `{}`: scan {}", self.name, spec.collection);
-        let err = |e: postgres::Error| ConnectorError::Query {
-            context: context.clone(),
-            source: db_message(&e).into(),
+        let err = |e: postgres::Error| {
+            ConnectorError::query(context.clone(), db_message(&e), is_lost(&e))
         };
-        let read_err = |e: std::io::Error| ConnectorError::Query {
-            context: context.clone(),
-            source: match e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<postgres::Error>())
-            {
-                Some(pg) => db_message(pg).into(),
-                None => e.to_string().into(),
-            },
+        let read_err = |e: std::io::Error| match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<postgres::Error>())
+        {
+            Some(pg) => ConnectorError::query(context.clone(), db_message(pg), is_lost(pg)),
+            // A read of the stream that failed below the protocol: the connection.
+            None => ConnectorError::query(context.clone(), e.to_string(), true),
         };
         // One snapshot for the whole scan. The connection reads no further ahead than
         // the stream is consumed, so memory holds a batch.
