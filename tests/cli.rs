@@ -714,3 +714,66 @@ fn a_system_pointed_at_another_database_is_refused_until_relinked_on_purpose() {
     assert_eq!(report["links"][0]["to_right"]["created"], 0, "{report}");
     assert_eq!(report["links"][0]["refused"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_composite_key_is_carried_or_refused_never_left_stuck() {
+    // GIVEN a composite key `a, b` on both sides, and a link that maps only other fields
+    let left =
+        "CREATE TABLE l (a INTEGER NOT NULL, b TEXT NOT NULL, note TEXT, PRIMARY KEY (a, b));
+        INSERT INTO l VALUES (1, 'x', 'one'), (1, 'y', 'two'), (2, 'x', 'three');";
+    let right =
+        "CREATE TABLE r (a INTEGER NOT NULL, b TEXT NOT NULL, note TEXT, PRIMARY KEY (a, b));";
+    let link = |fields: &str| {
+        format!(
+            "[links.k]\nleft = \"crm.l\"\nright = \"billing.r\"\nleft_key = \"a, b\"\nright_key = \"a, b\"\nmode = \"one-way\"\non_delete = {{ left = \"propagate\" }}\n\n[links.k.fields]\nnote = {{}}\n{fields}"
+        )
+    };
+    let f = Fixture::new(left, right, &link(""));
+    // THEN check and run refuse, naming both key columns and the fix; nothing is written
+    // (it once created rows with a and b NULL, then failed every run on the id map)
+    syncline(f.path())
+        .arg("check")
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(
+            "`a`, `b` of billing.r are NOT NULL or keys with no default and no field fills them; carry the left key with `a = {}`, `b = {}`",
+        ));
+    syncline(f.path()).arg("run").assert().code(2);
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT count(*) FROM r"),
+        vec![vec![syncline::model::Value::Integer(0)]]
+    );
+    // WHEN the key is carried THEN every record is created with its key, and the next
+    // run writes nothing
+    f.write_config(&link("a = {}\nb = {}\n"));
+    syncline(f.path()).arg("run").assert().code(0);
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT a || b || note FROM r ORDER BY a, b"),
+        ["1xone", "1ytwo", "2xthree"]
+            .map(|t| vec![support::text(t)])
+            .to_vec()
+    );
+    let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
+    let report = json(&out.stdout);
+    assert_eq!(report["links"][0]["unchanged"], 3, "{report}");
+}
+
+#[test]
+fn a_run_says_when_a_crash_could_duplicate_records() {
+    // GIVEN a link with no create identity at all (no match_on, no ref, key not carried)
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &LINK
+            .replace("match_on = [\"email\"]\n", "")
+            .replace("right_ref = \"crm_id\"\n", ""),
+    );
+    // THEN run (not only check) says so
+    let out = syncline(f.path()).args(["run", "--json"]).output().unwrap();
+    let report = json(&out.stdout);
+    let warnings = report["links"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("no create identity") && warnings.contains("made twice"),
+        "{warnings}"
+    );
+}
