@@ -777,3 +777,21 @@ fn a_run_says_when_a_crash_could_duplicate_records() {
         "{warnings}"
     );
 }
+
+#[test]
+fn an_error_about_a_corrupt_store_names_its_file() {
+    let f = fixture();
+    syncline(f.path()).arg("run").assert().code(0);
+    let store = f.path().join(".syncline/state.db");
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute("UPDATE pairs SET base = 'not a base'", [])
+        .unwrap();
+    syncline(f.path())
+        .arg("run")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: in .syncline/state.db: state store: corrupt state row: base of",
+        ));
+}

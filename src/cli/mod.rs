@@ -209,6 +209,35 @@ pub fn run(args: Args) -> Result<u8> {
         return init(&args.config, left, right, link, *write, args.json);
     }
     let config = Config::load(&args.config)?;
+    let store = match &config.state {
+        syncline::config::StateLocation::Sqlite(path) => path.display().to_string(),
+        // Never the URL: it may hold a password.
+        syncline::config::StateLocation::Postgres(_) => "the PostgreSQL state store".into(),
+    };
+    // An error about the store's own rows names the store, so a person knows which
+    // file (or database) to look at.
+    run_command(args, &config).map_err(|e| {
+        let corrupt = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<syncline::state::StateError>(),
+                Some(syncline::state::StateError::Corrupt(_))
+            ) || matches!(
+                c.downcast_ref::<syncline::Error>(),
+                Some(syncline::Error::State(
+                    syncline::state::StateError::Corrupt(_)
+                ))
+            )
+        });
+        if corrupt {
+            e.context(format!("in {store}"))
+        } else {
+            e
+        }
+    })
+}
+
+fn run_command(args: Args, config: &Config) -> Result<u8> {
+    let config = config.clone();
     let out = output::Output { json: args.json };
     match args.command {
         Command::Demo { .. } | Command::Init { .. } => unreachable!("handled above"),
