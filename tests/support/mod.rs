@@ -212,7 +212,13 @@ pub fn server_url(var: &str, example: &str) -> Option<String> {
             panic!("{var} is not set, and CI needs this test to run")
         }
         _ => {
-            eprintln!("skipped: set {var}={example} to run this test against a real server");
+            // Straight to stderr, not through `eprintln!`, which the test harness captures
+            // and hides for a passing test: a skip must be seen.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: set {var}={example} to run this test against a real server"
+            );
             None
         }
     }
