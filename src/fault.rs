@@ -4,7 +4,9 @@
 //! run ends. Wall-clock kills land wherever the scheduler puts them; these land exactly.
 //!
 //! `SYNCLINE_FAULT=POINT:N` aborts on the N-th time the process reaches `POINT` (N = 1
-//! when left out). Unset, every point costs one load of a value set once.
+//! when left out); `POINT:N:pause=MS` pauses there instead, for MS milliseconds (to hold a
+//! run mid-way while a test does something else). Unset, every point costs one load of a
+//! value set once.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,8 @@ pub const POINTS: &[&str] = &[
 struct Armed {
     point: String,
     at: u64,
+    /// Pause this long instead of aborting.
+    pause_ms: Option<u64>,
     seen: AtomicU64,
 }
 
@@ -34,13 +38,17 @@ fn armed() -> Option<&'static Armed> {
     ARMED
         .get_or_init(|| {
             let spec = std::env::var("SYNCLINE_FAULT").ok()?;
-            let (point, at) = match spec.split_once(':') {
-                Some((p, n)) => (p.to_string(), n.parse().ok()?),
-                None => (spec, 1),
+            let mut parts = spec.split(':');
+            let point = parts.next()?.to_string();
+            let at = parts.next().map_or(Some(1), |n| n.parse().ok())?;
+            let pause_ms = match parts.next() {
+                Some(action) => Some(action.strip_prefix("pause=")?.parse().ok()?),
+                None => None,
             };
             Some(Armed {
                 point,
                 at,
+                pause_ms,
                 seen: AtomicU64::new(0),
             })
         })
@@ -54,6 +62,9 @@ pub fn point(name: &'static str) {
         && armed.point == name
         && armed.seen.fetch_add(1, Ordering::SeqCst) + 1 == armed.at
     {
-        std::process::abort();
+        match armed.pause_ms {
+            Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            None => std::process::abort(),
+        }
     }
 }

@@ -1064,6 +1064,53 @@ fn a_run_still_going_is_not_taken_for_interrupted() {
     assert_eq!(newcomer.last_runs(1).unwrap()[0]["status"], "interrupted");
 }
 
+/// Two `syncline run`s that certainly overlap: the first is held mid-way (paused right
+/// after journaling its first batch) while the second starts; the second finds the link
+/// held, says by whom and exits 5, and every record is created exactly once.
+#[test]
+fn a_run_that_overlaps_another_leaves_the_link_to_it() {
+    let f = Fixture::new(
+        LEFT,
+        RIGHT,
+        &link("mode = \"one-way\"", "email = {}\nname = {}"),
+    );
+    seed_left(&f, 3000);
+    let start = |fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("syncline"));
+        cmd.arg("run")
+            .current_dir(f.path())
+            .env_remove("SYNCLINE_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(spec) = fault {
+            cmd.env("SYNCLINE_FAULT", spec);
+        }
+        cmd.spawn().unwrap()
+    };
+    let first = start(Some("after_journal:1:pause=4000"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = start(None).wait_with_output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(
+        second.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("BUSY"),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    assert_eq!(count(&f.right, "customers"), 3000);
+    assert_eq!(
+        count(&f.right, "(SELECT DISTINCT email FROM customers)"),
+        3000
+    );
+    assert_eq!(writes(&f.run()), 0);
+}
+
 /// Two `syncline run`s started together on one first load: whichever order they take,
 /// every record is created exactly once (the right side has no unique column that would
 /// refuse a duplicate), and the one that found the link held says so.
