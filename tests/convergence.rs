@@ -86,6 +86,75 @@ struct Model {
     next_uid: u32,
     /// uid → (name, notes) expected, and whether it has been through a run.
     live: BTreeMap<u32, (Option<String>, Option<String>, bool)>,
+    /// uid → what each side holds of every synced field, and which changed since the
+    /// last run saw them: the rules replayed run by run, stale writes included, so that
+    /// `phone` (owned by both, left wins) has an exact expected value too.
+    sides: BTreeMap<u32, Track>,
+}
+
+/// Fields the model tracks per side, in this order.
+const TRACKED: [&str; 3] = ["name", "phone", "notes"];
+
+#[derive(Debug, Clone, Default)]
+struct Track {
+    /// `[side][field]`: the value that side holds.
+    vals: [[Option<String>; 3]; 2],
+    /// `[side][field]`: changed since a run last read it.
+    dirty: [[bool; 3]; 2],
+    linked: bool,
+    /// The side the record was inserted on.
+    origin: usize,
+}
+
+impl Track {
+    /// What one run decides for this record, as `(field, to side)` writes, per the link's
+    /// rules: name is the left's (a right edit is drift, corrected), notes the right's,
+    /// phone both sides' with the left winning when both changed.
+    fn plan(&self) -> Vec<(usize, usize)> {
+        let (l, r) = (0, 1);
+        let mut writes = Vec::new();
+        if self.dirty[l][0] || self.dirty[r][0] {
+            writes.push((0, r));
+        }
+        if self.dirty[l][1] {
+            writes.push((1, r));
+        } else if self.dirty[r][1] {
+            writes.push((1, l));
+        }
+        if self.dirty[r][2] || self.dirty[l][2] {
+            writes.push((2, l));
+        }
+        // A value already there is not written (values are never repeated, so only a
+        // field nobody changed can already agree).
+        writes
+            .into_iter()
+            .filter(|&(f, to)| self.vals[to][f] != self.vals[1 - to][f])
+            .collect()
+    }
+
+    /// Applies a run's plan; writes to `stale_side` (a record edited there between plan
+    /// and apply) do not happen, and their fields stay changed for the next run.
+    fn run(&mut self, stale_side: Option<usize>) {
+        if !self.linked {
+            // Created on the other side with every value it has now; linked from then on.
+            self.linked = true;
+            self.vals[1 - self.origin] = self.vals[self.origin].clone();
+            self.dirty = Default::default();
+            return;
+        }
+        let writes = self.plan();
+        let stale = stale_side.is_some_and(|x| writes.iter().any(|&(_, to)| to == x));
+        let mut kept = [[false; 3]; 2];
+        for (f, to) in writes {
+            if stale && Some(to) == stale_side {
+                kept[0][f] = self.dirty[0][f];
+                kept[1][f] = self.dirty[1][f];
+                continue;
+            }
+            self.vals[to][f] = self.vals[1 - to][f].clone();
+        }
+        self.dirty = kept;
+    }
 }
 
 struct World {
@@ -151,6 +220,16 @@ impl World {
                 rusqlite::params![email, name, format!("p{}", v % 5), notes],
             )
             .unwrap();
+        let phone = format!("p{}", v % 5);
+        let values = [Some(name.clone()), Some(phone), Some(notes.clone())];
+        self.model.sides.insert(
+            uid,
+            Track {
+                vals: [values.clone(), values],
+                origin: side as usize,
+                ..Default::default()
+            },
+        );
         self.model
             .live
             .insert(uid, (Some(name), Some(notes), false));
@@ -173,6 +252,11 @@ impl World {
                 rusqlite::params![v, key],
             )
             .unwrap();
+        if let Some(track) = self.model.sides.get_mut(&uid) {
+            let f = TRACKED.iter().position(|t| *t == field).unwrap();
+            track.vals[side as usize][f] = Some(v.clone());
+            track.dirty[side as usize][f] = true;
+        }
         // A record deleted on the other side is doomed: delete-wins removes this one too.
         let Some(entry) = self.model.live.get_mut(&uid) else {
             return;
@@ -200,12 +284,23 @@ impl World {
             .execute(&format!("DELETE FROM {t} WHERE {k} = ?1"), [key])
             .unwrap();
         self.model.live.remove(&uid);
+        self.model.sides.remove(&uid);
     }
 
-    fn after_run(&mut self) {
+    /// After a run: every record has been through one; the tracker replays the run,
+    /// `raced` naming a record edited on a side between the plan and the apply.
+    fn after_run_with(&mut self, raced: Option<(u32, Side)>) {
         for e in self.model.live.values_mut() {
             e.2 = true;
         }
+        for (uid, track) in &mut self.model.sides {
+            let stale = raced.and_then(|(u, side)| (u == *uid).then_some(side as usize));
+            track.run(stale);
+        }
+    }
+
+    fn after_run(&mut self) {
+        self.after_run_with(None);
     }
 
     /// (email, name, phone, notes) per side, normalized email.
@@ -266,7 +361,8 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     "right.db"
                 });
                 let (t, k) = World::table(side);
-                let v = format!("{field}-{side:?}-{value}-race");
+                w.model.next_uid += 1;
+                let v = format!("{field}-{side:?}-{value}-race-{}", w.model.next_uid);
                 let mut hook = |_: &str| {
                     if let Some((key, _)) = target {
                         let c = rusqlite::Connection::open(&path).unwrap();
@@ -281,7 +377,14 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     between_plan_and_apply: Some(&mut hook),
                     ..Default::default()
                 });
+                w.after_run_with(target.map(|(_, uid)| (uid, side)));
                 if let Some((_, uid)) = target {
+                    // The edit lands after the run's plan: the next run reads it.
+                    if let Some(track) = w.model.sides.get_mut(&uid) {
+                        let f = TRACKED.iter().position(|t| *t == field).unwrap();
+                        track.vals[side as usize][f] = Some(v.clone());
+                        track.dirty[side as usize][f] = true;
+                    }
                     let Some(entry) = w.model.live.get_mut(&uid) else {
                         continue;
                     };
@@ -291,13 +394,13 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         _ => {}
                     }
                 }
-                w.after_run();
             }
         }
     }
     // Edits stop: one run converges (what a receiver filled flows back in that run; an
     // edit that made a write stale is picked up by it).
     w.f.run();
+    w.after_run();
     // Quiescence: a run right after a run writes nothing.
     let again = w.f.run();
     prop_assert_eq!(
@@ -325,7 +428,31 @@ fn apply_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         expected,
         "live records differ from the model"
     );
+    // Every field of every record as the rules replayed run by run say: `phone`, which
+    // both sides own, included (a right-side edit overwritten by an older left value, or
+    // a write that went through although the record changed after it was read, shows).
     for row in &left {
+        let track = &w.model.sides[&uid_of(&row.0)];
+        for (f, value) in [&row.1, &row.2, &row.3].into_iter().enumerate() {
+            let expected = track.vals[0][f]
+                .clone()
+                .map(Value::Text)
+                .unwrap_or(Value::Null);
+            prop_assert_eq!(
+                value,
+                &expected,
+                "{} of {}: the model holds left {:?} / right {:?}",
+                TRACKED[f],
+                row.0,
+                &track.vals[0][f],
+                &track.vals[1][f]
+            );
+            prop_assert_eq!(
+                &track.vals[0][f],
+                &track.vals[1][f],
+                "the model's own sides differ"
+            );
+        }
         let (name, notes, _) = &w.model.live[&uid_of(&row.0)];
         prop_assert_eq!(
             &row.1,
