@@ -225,6 +225,12 @@ fn a_mass_delete_is_refused_with_exit_4() {
         .args(["run", "--allow-mass-delete"])
         .assert()
         .code(0);
+    // Overridden once, the deletes propagate; the next run needs no override.
+    assert_eq!(
+        support::Fixture::rows(&f.right, "SELECT count(*) FROM customers")[0][0],
+        syncline::model::Value::Integer(0)
+    );
+    syncline(f.path()).arg("run").assert().code(0);
 }
 
 #[test]
@@ -325,11 +331,20 @@ fn env_vars_are_substituted() {
         format!("[systems.crm]\nkind = \"sqlite\"\npath = \"${{CRM_DB}}\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n{LINK}"),
     )
     .unwrap();
+    // The variable names the left database: its three contacts reach billing.
+    std::fs::rename(f.path().join("left.db"), f.path().join("crm-from-env.db")).unwrap();
     syncline(f.path())
-        .env("CRM_DB", "left.db")
+        .env("CRM_DB", "crm-from-env.db")
         .arg("run")
         .assert()
-        .code(0);
+        .code(0)
+        .stdout(predicate::str::contains("left → right wrote: 3 created"));
+    assert_eq!(
+        support::Fixture::rows(&f.right, "SELECT email FROM customers ORDER BY email"),
+        ["a@x.org", "b@x.org", "c@x.org"]
+            .map(|e| vec![support::text(e)])
+            .to_vec()
+    );
 }
 
 #[test]
