@@ -32,6 +32,44 @@ fn seed_left(f: &Fixture, n: usize) {
     }
 }
 
+/// Runs up to `runs` times, `before` and `after` each run (given its number), until a run
+/// quarantines something and writes nothing: the field was frozen. Returns that run.
+fn run_until_frozen(
+    f: &Fixture,
+    runs: u32,
+    before: impl Fn(u32),
+    after: impl Fn(u32),
+) -> Option<u32> {
+    (1..=runs).find(|&run| {
+        before(run);
+        let r = f.run();
+        after(run);
+        r.links[0].quarantined > 0 && writes(&r) == 0
+    })
+}
+
+/// `syncline run` in the fixture's folder as a process of its own, with `SYNCLINE_FAULT`
+/// set to `fault` if given.
+fn spawn_run(f: &Fixture, fault: Option<&str>) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("syncline"));
+    cmd.arg("run")
+        .current_dir(f.path())
+        .env_remove("SYNCLINE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(spec) = fault {
+        cmd.env("SYNCLINE_FAULT", spec);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The right holds each of the `n` seeded contacts exactly once, and a run writes nothing.
+fn each_created_once(f: &Fixture, n: i64) {
+    assert_eq!(count(&f.right, "customers"), n);
+    assert_eq!(count(&f.right, "(SELECT DISTINCT email FROM customers)"), n);
+    assert_eq!(writes(&f.run()), 0);
+}
+
 fn right_names(f: &Fixture) -> Vec<Vec<Value>> {
     Fixture::rows(
         &f.right,
@@ -141,15 +179,7 @@ fn a_field_a_job_keeps_rewriting_between_runs_is_frozen_and_quarantined() {
             .unwrap();
     };
     job(&f);
-    let mut frozen_at = None;
-    for run in 1..=6 {
-        let r = f.run();
-        job(&f);
-        if r.links[0].quarantined > 0 && writes(&r) == 0 {
-            frozen_at = Some(run);
-            break;
-        }
-    }
+    let frozen_at = run_until_frozen(&f, 6, |_| {}, |_| job(&f));
     // THEN it is frozen after two bounces, with a reason, and runs go quiet
     assert!(
         frozen_at.is_some_and(|n| n <= 5),
@@ -181,23 +211,22 @@ fn a_field_two_jobs_bounce_across_directions_is_frozen_and_released() {
     );
     seed_left(&f, 1);
     f.run();
-    let mut frozen_at = None;
-    for run in 1..=8 {
-        if run % 2 == 1 {
-            f.left
-                .execute("UPDATE contacts SET name = upper(name)", [])
-                .unwrap();
-        } else {
-            f.right
-                .execute("UPDATE customers SET name = lower(name)", [])
-                .unwrap();
-        }
-        let r = f.run();
-        if r.links[0].quarantined > 0 && writes(&r) == 0 {
-            frozen_at = Some(run);
-            break;
-        }
-    }
+    let frozen_at = run_until_frozen(
+        &f,
+        8,
+        |run| {
+            if run % 2 == 1 {
+                f.left
+                    .execute("UPDATE contacts SET name = upper(name)", [])
+                    .unwrap();
+            } else {
+                f.right
+                    .execute("UPDATE customers SET name = lower(name)", [])
+                    .unwrap();
+            }
+        },
+        |_| {},
+    );
     // THEN the alternation A→B there, B→A here is seen as bouncing, not as news forever
     assert!(
         frozen_at.is_some_and(|n| n <= 5),
@@ -1075,21 +1104,9 @@ fn a_run_that_overlaps_another_leaves_the_link_to_it() {
         &link("mode = \"one-way\"", "email = {}\nname = {}"),
     );
     seed_left(&f, 3000);
-    let start = |fault: Option<&str>| {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("syncline"));
-        cmd.arg("run")
-            .current_dir(f.path())
-            .env_remove("SYNCLINE_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        if let Some(spec) = fault {
-            cmd.env("SYNCLINE_FAULT", spec);
-        }
-        cmd.spawn().unwrap()
-    };
-    let first = start(Some("after_journal:1:pause=4000"));
+    let first = spawn_run(&f, Some("after_journal:1:pause=4000"));
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let second = start(None).wait_with_output().unwrap();
+    let second = spawn_run(&f, None).wait_with_output().unwrap();
     let first = first.wait_with_output().unwrap();
     // Whichever took the link first (on a loaded machine the paused one may not have
     // started its link yet), the other found it held while it ran.
@@ -1102,12 +1119,7 @@ fn a_run_that_overlaps_another_leaves_the_link_to_it() {
     let said = String::from_utf8_lossy(&left_alone.stdout);
     assert_eq!(left_alone.status.code(), Some(5), "{said}");
     assert!(said.contains("BUSY"), "{said}");
-    assert_eq!(count(&f.right, "customers"), 3000);
-    assert_eq!(
-        count(&f.right, "(SELECT DISTINCT email FROM customers)"),
-        3000
-    );
-    assert_eq!(writes(&f.run()), 0);
+    each_created_once(&f, 3000);
 }
 
 /// Two `syncline run`s started together on one first load: whichever order they take,
@@ -1121,17 +1133,7 @@ fn two_runs_started_together_create_each_record_once() {
         &link("mode = \"one-way\"", "email = {}\nname = {}"),
     );
     seed_left(&f, 3000);
-    let start = || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin!("syncline"))
-            .arg("run")
-            .current_dir(f.path())
-            .env_remove("SYNCLINE_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (spawn_run(&f, None), spawn_run(&f, None));
     let outs: Vec<_> = [a, b]
         .into_iter()
         .map(|child| child.wait_with_output().unwrap())
@@ -1145,12 +1147,7 @@ fn two_runs_started_together_create_each_record_once() {
             .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
             .collect::<String>()
     );
-    assert_eq!(count(&f.right, "customers"), 3000);
-    assert_eq!(
-        count(&f.right, "(SELECT DISTINCT email FROM customers)"),
-        3000
-    );
-    assert_eq!(writes(&f.run()), 0);
+    each_created_once(&f, 3000);
 }
 
 #[test]

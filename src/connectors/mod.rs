@@ -80,11 +80,21 @@ pub struct BatchResult {
     pub stored: Vec<Option<Record>>,
 }
 
+/// The key of the record a write left behind: a create's new key, an applied update's
+/// key; `None` for deletes, refusals and stale writes (nothing to read back).
+fn written_key<'a>(write: &'a Write, outcome: &'a WriteOutcome) -> Option<&'a Key> {
+    match (write, outcome) {
+        (Write::Create { .. }, WriteOutcome::Created(k)) => Some(k),
+        (Write::Update { key, .. }, WriteOutcome::Applied) => Some(key),
+        _ => None,
+    }
+}
+
 impl BatchResult {
     /// The keys a batch's read-back fetches: those of each create that landed and each
     /// update that applied.
     pub(crate) fn written_keys(writes: &[Write], outcomes: &[WriteOutcome]) -> Vec<Key> {
-        Self::written_keys_where(writes, outcomes, |_, _| true)
+        Self::written_keys_where(writes, outcomes, |_| true)
     }
 
     /// [`written_keys`](Self::written_keys) of the writes `read_back` picks: a connector
@@ -93,19 +103,13 @@ impl BatchResult {
     pub(crate) fn written_keys_where(
         writes: &[Write],
         outcomes: &[WriteOutcome],
-        read_back: impl Fn(usize, &Write) -> bool,
+        read_back: impl Fn(&Write) -> bool,
     ) -> Vec<Key> {
         writes
             .iter()
             .zip(outcomes)
-            .enumerate()
-            .filter(|(n, (w, _))| read_back(*n, w))
-            .map(|(_, pair)| pair)
-            .filter_map(|(w, o)| match (w, o) {
-                (Write::Create { .. }, WriteOutcome::Created(k)) => Some(k.clone()),
-                (Write::Update { key, .. }, WriteOutcome::Applied) => Some(key.clone()),
-                _ => None,
-            })
+            .filter(|(w, _)| read_back(w))
+            .filter_map(|(w, o)| written_key(w, o).cloned())
             .collect()
     }
 
@@ -121,11 +125,7 @@ impl BatchResult {
         let stored = writes
             .iter()
             .zip(&outcomes)
-            .map(|(w, o)| match (w, o) {
-                (Write::Create { .. }, WriteOutcome::Created(k)) => by_key.remove(&k.encode()),
-                (Write::Update { key, .. }, WriteOutcome::Applied) => by_key.remove(&key.encode()),
-                _ => None,
-            })
+            .map(|(w, o)| by_key.remove(&written_key(w, o)?.encode()))
             .collect();
         BatchResult { outcomes, stored }
     }

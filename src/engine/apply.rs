@@ -63,8 +63,7 @@ pub(crate) fn apply_batch(
         let results = write_out(link, side, &mut lent.writes, |w| write(side, w));
         batch.settle(lent, results)?;
     }
-    let refusal = batch.systematic_refusal(link);
-    batch.commit(link, state, run_seq, report)?;
+    let refusal = batch.commit(link, state, run_seq, report)?;
     crate::fault::point("after_store_commit");
     match refusal {
         Some(why) => Err(Error::Refused(why)),
@@ -257,7 +256,7 @@ fn created_state(
         fields.push((&f.name, sent_value));
         held[to as usize].insert(f.name.clone(), stored);
     }
-    let base = crate::state::encode_base_fields(fields.clone());
+    // Decoded only for a flow-back (rare); the base is encoded for every create.
     let decoded = (!flow_back.is_empty()).then(|| {
         let map = fields
             .iter()
@@ -265,6 +264,7 @@ fn created_state(
             .collect();
         (map, held.clone())
     });
+    let base = crate::state::encode_base_fields(fields);
     Created {
         base,
         held: crate::state::encode_held(&held),
@@ -368,7 +368,7 @@ impl PlannedBatch {
     /// other batch would be refused too, and replaying each record alone to find the
     /// culprit only costs time. Batches of fewer than [`SYSTEMATIC_AT_LEAST`] writes
     /// are left to the per-record path.
-    pub fn systematic_refusal(&self, link: &LinkSpec) -> Option<String> {
+    fn systematic_refusal(&self, link: &LinkSpec) -> Option<String> {
         for side in [Side::Left, Side::Right] {
             let mut reasons = self
                 .outcomes
@@ -396,14 +396,17 @@ impl PlannedBatch {
 
     /// Commits what the systems confirmed, in one transaction. Entries that did not
     /// apply are marked one by one; the rest of the batch's entries become `applied` in
-    /// one statement, and the pairs are written many per statement.
+    /// one statement, and the pairs are written many per statement. Returns why the link
+    /// must stop there, when a side refused the whole batch for one reason (see
+    /// [`systematic_refusal`](Self::systematic_refusal)): committed first, so the refused
+    /// records are quarantined with their reason.
     pub fn commit(
         self,
         link: &LinkSpec,
         state: &mut StateStore,
         run_seq: i64,
         report: &mut LinkReport,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         Ok(state.transaction(|s| self.commit_in(link, s, run_seq, report))?)
     }
 
@@ -414,8 +417,9 @@ impl PlannedBatch {
         s: &mut StateStore,
         run_seq: i64,
         report: &mut LinkReport,
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<String>, StateError> {
         crate::fault::point("before_store_commit");
+        let refusal = self.systematic_refusal(link);
         let PlannedBatch {
             journaled,
             plans,
@@ -441,7 +445,8 @@ impl PlannedBatch {
             .map(|(lk, rk, c)| (lk.as_deref(), rk.as_deref(), c))
             .collect();
         s.journal_batch(journaled.run, &link.name, &applied, "applied")?;
-        s.journal_applied_within(journaled)
+        s.journal_applied_within(journaled)?;
+        Ok(refusal)
     }
 }
 
@@ -619,7 +624,15 @@ fn commit_pair(
             }
             puts.put(s, &link.name, row(&plan.base, &BTreeMap::new(), None))?;
             if let Some(((base, held), fields)) = flow_back {
-                let keys = (left_key.clone(), right_key.clone());
+                // The sender's key as planned, the new record's as its system gave it.
+                let created = outcomes[side as usize].as_ref().and_then(|o| match o {
+                    WriteOutcome::Created(k) => Some(k.clone()),
+                    _ => None,
+                });
+                let keys = match side {
+                    Side::Left => (created, plan.right_key.clone()),
+                    Side::Right => (plan.left_key.clone(), created),
+                };
                 stage_flow_back(link, s, report, keys, side, base, held, fields)?;
             }
         }
@@ -659,19 +672,15 @@ fn stage_flow_back(
     link: &LinkSpec,
     s: &mut StateStore,
     report: &mut LinkReport,
-    (left_key, right_key): (Option<String>, Option<String>),
+    (left_key, right_key): (Option<Key>, Option<Key>),
     created_on: Side,
     base: BTreeMap<Name, Value>,
     held: Held,
     fields: Vec<(usize, Value, Value)>,
 ) -> Result<(), StateError> {
-    let decode = |k: Option<String>| -> Result<Option<Key>, StateError> {
-        k.map(|k| Key::decode(&k).map_err(|e| StateError::Corrupt(e.to_string())))
-            .transpose()
-    };
     let to = created_on.other();
     let idx = to as usize;
-    let mut plan = PairPlan::new(decode(left_key)?, decode(right_key)?, Fate::Keep, None);
+    let mut plan = PairPlan::new(left_key, right_key, Fate::Keep, None);
     plan.base = base;
     plan.held = held;
     let Some(key) = (match to {

@@ -224,20 +224,17 @@ fn run_held_link(
     // A link's pairs belong to the systems they were made with: pointed at another
     // database (staging → production, a restored copy), the old pairs would put one
     // record's values on another's. Refused, nothing written, unless started over.
-    let systems = format!(
-        "left: {}\nright: {}",
-        io.left.identity()?,
-        io.right.identity()?
-    );
+    let systems = [io.left.identity()?, io.right.identity()?];
+    let relinking = opts.relink && run_id.is_some();
     if let Some(known) = state.link_systems(&link.name)?
         && known != systems
         && state.pair_count(&link.name)? > 0
-        && !(opts.relink && run_id.is_some())
+        && !relinking
     {
         report.refused = Some(systems_changed(link, &known, &systems));
         return Ok(report);
     }
-    if opts.relink && run_id.is_some() {
+    if relinking {
         state.forget_link(&link.name)?;
         report.warnings.push(
             "re-linked from scratch (--relink): the id map and bases were forgotten; records were paired again by match_on, right_ref/left_ref or a carried key".into(),
@@ -317,16 +314,12 @@ fn run_held_link(
 
 /// Why a link whose systems changed is refused: which side, what it was, what it is,
 /// and how to start over on purpose.
-fn systems_changed(link: &LinkSpec, known: &str, now: &str) -> String {
-    let changes: Vec<String> = known
-        .lines()
-        .zip(now.lines())
-        .filter(|(was, is)| was != is)
-        .map(|(was, is)| {
-            let (side, was) = was.split_once(": ").unwrap_or(("", was));
-            let is = is.split_once(": ").map_or(is, |(_, is)| is);
-            format!("the {side} was {was}, and is now {is}")
-        })
+fn systems_changed(link: &LinkSpec, known: &[String; 2], now: &[String; 2]) -> String {
+    let changes: Vec<String> = [Side::Left, Side::Right]
+        .into_iter()
+        .zip(known.iter().zip(now))
+        .filter(|(_, (was, is))| was != is)
+        .map(|(side, (was, is))| format!("the {side} was {was}, and is now {is}"))
         .collect();
     format!(
         "its pairs were made with other systems: {}. Applying them here could write one record's values onto another's, so nothing was written. If the new system is the right one, start over on purpose with `syncline run --link {} --relink`: the link's id map and bases are forgotten and records are paired again by match_on, right_ref/left_ref or a carried key",

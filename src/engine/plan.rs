@@ -5,7 +5,7 @@
 use super::apply::PlannedBatch;
 use super::layout::Layout;
 use super::one_behind::{OneBehind, WriteBehind};
-use super::read_ahead::{BadKey, Scanned, scan_ahead};
+use super::read_ahead::{BadKey, Scanned, scan_ahead, sort_out_fetched};
 use super::report::{LinkReport, PlannedLine};
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
@@ -349,11 +349,10 @@ impl<'a> Planner<'a> {
                     let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
                     // Taken only once this batch is journaled: if journaling fails, the
                     // written batch is still committed below.
-                    let mut refusal = None;
-                    if let Some(done) = written.take() {
-                        refusal = done.systematic_refusal(p.link);
-                        done.commit_in(p.link, p.state, p.run_seq, p.report)?;
-                    }
+                    let refusal = match written.take() {
+                        Some(done) => done.commit_in(p.link, p.state, p.run_seq, p.report)?,
+                        None => None,
+                    };
                     Ok((batch, refusal))
                 })?;
                 // This transaction journaled the batch and committed the one before.
@@ -373,14 +372,15 @@ impl<'a> Planner<'a> {
             // Whatever stopped the scan, batches whose writes came back are committed:
             // what the system confirmed is never forgotten.
             let last = writer.finish();
+            // In this order: the batch written before is committed even if the last
+            // one's write failed.
             let mut refusal = None;
             if let Some(done) = written {
-                refusal = done.systematic_refusal(self.link);
-                done.commit(self.link, self.state, self.run_seq, self.report)?;
+                refusal = done.commit(self.link, self.state, self.run_seq, self.report)?;
             }
             if let Some(done) = last? {
-                refusal = refusal.or_else(|| done.systematic_refusal(self.link));
-                done.commit(self.link, self.state, self.run_seq, self.report)?;
+                let why = done.commit(self.link, self.state, self.run_seq, self.report)?;
+                refusal = refusal.or(why);
             }
             match (scanned, refusal) {
                 (Ok(_), Some(why)) => Err(Error::Refused(why)),
@@ -414,6 +414,19 @@ impl<'a> Planner<'a> {
             .fields
             .iter()
             .map(|&f| base.get(&self.link.fields[f].name).cloned())
+            .collect()
+    }
+
+    /// Every field of `rec` (a record of `side`) by its column there, as read: what a
+    /// conditional write or delete expects the row still to hold.
+    fn as_read(&self, side: Side, rec: &Record) -> Vec<(Name, Value)> {
+        (0..self.link.fields.len())
+            .map(|i| {
+                (
+                    self.link.field_column(i, side).clone(),
+                    rec.values[i].clone(),
+                )
+            })
             .collect()
     }
 
@@ -492,52 +505,16 @@ impl<'a> Planner<'a> {
             mut pairs,
         } = batch;
         self.partners_fetched += partners.len() as u64;
-        // A key fetched twice names two records: the pair cannot tell which is its own.
-        let mut repeated: HashMap<String, usize> = HashMap::new();
-        let mut by_key: HashMap<String, Record> = HashMap::with_capacity(partners.len());
-        for r in partners {
-            let key = r.key.encode();
-            if by_key.insert(key.clone(), r).is_some() {
-                *repeated.entry(key).or_insert(1) += 1;
-            }
-        }
-        for (key, n) in &repeated {
-            by_key.remove(key);
-            let shown = Key::decode(key)
-                .map(|k| k.display_text())
-                .unwrap_or_default();
-            self.quarantine(Side::Right, key, "", "bad_key", format!(
-                "right:{shown} is left alone: its key is shared by {n} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)"
-            ))?;
-        }
-        let mut partners = by_key;
-        let defective: Vec<String> = partners
-            .iter()
-            .filter(|(_, r)| r.defect.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &defective {
-            let r = partners.remove(key).expect("listed from the map");
-            self.quarantine(
-                Side::Right,
-                key,
-                "",
-                "bad_value",
-                format!(
-                    "right:{} is left alone: {}",
-                    r.key.display_text(),
-                    r.defect.unwrap_or_default()
-                ),
-            )?;
-        }
+        let (partners, bad) = sort_out_fetched(partners);
+        let left_alone: HashSet<String> = bad.iter().map(|b| b.key.encode()).collect();
+        self.keep_out(Side::Right, bad)?;
         let mut unlinked = Vec::new();
         for (rec, key) in records.into_iter().zip(&keys) {
             // Taken out of the map: the plan takes the pair's base and marks as they are.
             match pairs.remove(key) {
                 None => unlinked.push(self.unlinked(Side::Left, rec)),
                 Some(p) if p.tombstone.is_some() => {}
-                Some(p)
-                    if repeated.contains_key(&p.right_key) || defective.contains(&p.right_key) => {}
+                Some(p) if left_alone.contains(&p.right_key) => {}
                 Some(p) => match partners.get(&p.right_key) {
                     Some(partner) => self.plan_pair(&rec, partner, Some(p), None)?,
                     None => self.plan_deleted(Side::Right, &rec, p)?,
@@ -747,7 +724,6 @@ impl<'a> Planner<'a> {
             }
             let lv = self.unit_values(u, l);
             let rv = self.unit_values(u, r);
-            let bv = self.base_values(u, &plan.base);
             let sides = self.side_bases(u, &plan);
             let (target, reason) = match self.resolution(&left_key, &unit.name, &lv, &rv) {
                 Some(value) => (Some(value), "resolved by a person".to_string()),
@@ -785,6 +761,7 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     Decision::Conflict(cause) => {
+                        let bv = self.base_values(u, &plan.base);
                         self.record_conflict(l, r, u, lv, rv, bv, cause.describe())?;
                         continue;
                     }
@@ -895,14 +872,7 @@ impl<'a> Planner<'a> {
                 // a field changed meanwhile makes the write stale (its edit is seen next
                 // run), so whatever else the read-back shows changed, the write did (a
                 // trigger), and it is remembered as that side's own form.
-                let expect = (0..self.link.fields.len())
-                    .map(|i| {
-                        (
-                            self.link.field_column(i, to).clone(),
-                            records[idx].values[i].clone(),
-                        )
-                    })
-                    .collect();
+                let expect = self.as_read(to, records[idx]);
                 plan.writes[idx] = Some(Write::Update {
                     key: records[idx].key.clone(),
                     set: std::mem::take(&mut sets[idx]),
@@ -1041,8 +1011,8 @@ impl<'a> Planner<'a> {
         let to = from.other();
         let Record { key, values, .. } = rec;
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
-        // with a default accepts the create); those fields get no base, so the next run
-        // decides them by the owner rule instead of reading the default as an edit.
+        // with a default accepts the create); what the receiver filled in is read back
+        // and remembered, or flows back (see `apply::created_state`).
         // Sized once for the fields and an external id: collecting through the filter
         // would grow it twice per record.
         let mut sent: Vec<(Name, Value)> = Vec::with_capacity(self.link.fields.len() + 1);
@@ -1114,14 +1084,7 @@ impl<'a> Planner<'a> {
             .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
         let right_key = Key::decode(&pair.right_key)
             .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
-        let expect: Vec<(Name, Value)> = (0..self.link.fields.len())
-            .map(|i| {
-                (
-                    self.link.field_column(i, on).clone(),
-                    survivor.values[i].clone(),
-                )
-            })
-            .collect();
+        let expect = self.as_read(on, survivor);
         let change = |op: &'static str, reason: String| Change {
             side: on,
             op: op.into(),

@@ -22,6 +22,69 @@ pub(crate) struct BadKey {
     pub kind: &'static str,
 }
 
+impl BadKey {
+    fn null(key: Key) -> BadKey {
+        BadKey {
+            key,
+            why: "its key is NULL, so it cannot be told apart or found again; give it a key".into(),
+            kind: "bad_key",
+        }
+    }
+
+    fn repeated(key: Key, records: usize) -> BadKey {
+        BadKey {
+            key,
+            why: format!(
+                "its key is shared by {records} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)"
+            ),
+            kind: "bad_key",
+        }
+    }
+
+    /// A record that cannot be synced as read (see `Record::defect`), or `None`.
+    fn defect(record: &mut Record) -> Option<BadKey> {
+        let why = record.defect.take()?;
+        Some(BadKey {
+            key: record.key.clone(),
+            why,
+            kind: "bad_value",
+        })
+    }
+}
+
+/// Fetched records by encoded key, those whose key repeats among them or that cannot be
+/// synced as read kept out (as a scan keeps them out): a partner fetched twice by one
+/// key cannot tell which record is the pair's.
+pub(crate) fn sort_out_fetched(
+    records: Vec<Record>,
+) -> (std::collections::HashMap<String, Record>, Vec<BadKey>) {
+    use std::collections::HashMap;
+    let mut by_key: HashMap<String, Record> = HashMap::with_capacity(records.len());
+    let mut repeats: HashMap<String, usize> = HashMap::new();
+    let mut bad = Vec::new();
+    for mut record in records {
+        if let Some(b) = BadKey::defect(&mut record) {
+            bad.push(b);
+            continue;
+        }
+        let key = record.key.encode();
+        match by_key.entry(key) {
+            std::collections::hash_map::Entry::Occupied(taken) => {
+                *repeats.entry(taken.key().clone()).or_insert(1) += 1;
+            }
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(record);
+            }
+        }
+    }
+    for (key, n) in repeats {
+        if let Some(record) = by_key.remove(&key) {
+            bad.push(BadKey::repeated(record.key, n));
+        }
+    }
+    (by_key, bad)
+}
+
 /// What a scan read: how many records, and those kept out for their keys.
 pub(crate) struct Scanned {
     pub records: u64,
@@ -41,23 +104,13 @@ struct KeyGuard {
 impl KeyGuard {
     fn admit(&mut self, records: Vec<Record>) -> Vec<Record> {
         let mut out = Vec::with_capacity(records.len());
-        for record in records {
+        for mut record in records {
             if record.key.0.iter().any(|v| matches!(v, Value::Null)) {
-                self.bad.push(BadKey {
-                    key: record.key,
-                    why:
-                        "its key is NULL, so it cannot be told apart or found again; give it a key"
-                            .into(),
-                    kind: "bad_key",
-                });
+                self.bad.push(BadKey::null(record.key));
                 continue;
             }
-            if let Some(why) = record.defect {
-                self.bad.push(BadKey {
-                    key: record.key,
-                    why,
-                    kind: "bad_value",
-                });
+            if let Some(bad) = BadKey::defect(&mut record) {
+                self.bad.push(bad);
                 continue;
             }
             if self
@@ -82,14 +135,8 @@ impl KeyGuard {
             out.push(record);
             return;
         }
-        self.bad.push(BadKey {
-            key: record.key,
-            why: format!(
-                "its key is shared by {} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)",
-                self.repeats + 1
-            ),
-            kind: "bad_key",
-        });
+        self.bad
+            .push(BadKey::repeated(record.key, self.repeats + 1));
         self.repeats = 0;
     }
 

@@ -196,20 +196,20 @@ pub fn encode_held(held: &Held) -> Option<String> {
     ))
 }
 
-fn decode_held(text: &str, names: &mut std::collections::HashSet<Name>) -> Result<Held> {
-    let both: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("held values: {e}")))?;
-    let mut held: Held = Default::default();
-    for (side, map) in both {
-        let idx = match side.as_str() {
-            "left" => 0,
-            "right" => 1,
-            other => return Err(StateError::Corrupt(format!("held values: side `{other}`"))),
-        };
-        held[idx] = decode_base(&map.to_string(), names)
-            .map_err(|e| StateError::Corrupt(format!("held values: {e}")))?;
+/// Reads [`encode_held`]'s form in one pass (held values are rare: names are not shared
+/// as a base's are).
+fn decode_held(text: &str) -> Result<Held> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sides {
+        #[serde(default)]
+        left: BTreeMap<Name, Value>,
+        #[serde(default)]
+        right: BTreeMap<Name, Value>,
     }
-    Ok(held)
+    let sides: Sides =
+        serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("held values: {e}")))?;
+    Ok([sides.left, sides.right])
 }
 
 /// Marks as the store keeps them: a JSON object of unit → mark, or NULL when none.
@@ -952,39 +952,49 @@ impl StateStore {
         }
     }
 
-    /// The identities of the systems a link's pairs were made with (see
-    /// `Connector::identity`), as [`set_link_systems`](Self::set_link_systems) recorded
-    /// them; `None` for a new link or one recorded before stores kept them.
-    pub fn link_systems(&mut self, link: &str) -> Result<Option<String>> {
-        match self.db.query_opt(
+    /// The identities of the systems (`[left, right]`) a link's pairs were made with
+    /// (see `Connector::identity`), as [`set_link_systems`](Self::set_link_systems)
+    /// recorded them; `None` for a new link or one recorded before stores kept them.
+    pub fn link_systems(&mut self, link: &str) -> Result<Option<[String; 2]>> {
+        let Some(row) = self.db.query_opt(
             "SELECT systems FROM links WHERE name = $1",
             &[P::Text(link)],
-        )? {
-            Some(r) => r.opt_text(0),
-            None => Ok(None),
-        }
+        )?
+        else {
+            return Ok(None);
+        };
+        row.opt_text(0)?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| StateError::Corrupt(format!("the systems of link {link}: {e}")))
+            })
+            .transpose()
     }
 
-    pub fn set_link_systems(&mut self, link: &str, systems: &str) -> Result<()> {
+    pub fn set_link_systems(&mut self, link: &str, systems: &[String; 2]) -> Result<()> {
+        let text = serde_json::to_string(systems).expect("strings serialize");
         self.db.execute(
             "UPDATE links SET systems = $2 WHERE name = $1",
-            &[P::Text(link), P::Text(systems)],
+            &[P::Text(link), P::Text(&text)],
         )?;
+        Ok(())
+    }
+
+    /// Deletes a link's pairs, conflicts and quarantine: what describes its records.
+    fn drop_link_rows(&mut self, link: &str) -> Result<()> {
+        for table in ["pairs", "conflicts", "quarantine"] {
+            self.db.execute(
+                &format!("DELETE FROM {table} WHERE link = $1"),
+                &[P::Text(link)],
+            )?;
+        }
         Ok(())
     }
 
     /// Forgets a link's id map, bases, conflicts and quarantine, on purpose (`run
     /// --relink`): its records are paired again from scratch.
     pub fn forget_link(&mut self, link: &str) -> Result<()> {
-        self.transaction(|s| {
-            for table in ["pairs", "conflicts", "quarantine"] {
-                s.db.execute(
-                    &format!("DELETE FROM {table} WHERE link = $1"),
-                    &[P::Text(link)],
-                )?;
-            }
-            Ok(())
-        })
+        self.transaction(|s| s.drop_link_rows(link))
     }
 
     /// Starts a new run of a link: records its identity, bumps its run counter. When the
@@ -995,9 +1005,7 @@ impl StateStore {
             let existing = s.link_state(link)?;
             let reset = matches!(&existing, Some((id, _)) if id != identity);
             if reset {
-                for table in ["pairs", "conflicts", "quarantine"] {
-                    s.db.execute(&format!("DELETE FROM {table} WHERE link = $1"), &[P::Text(link)])?;
-                }
+                s.drop_link_rows(link)?;
             }
             let seq = existing.map_or(0, |(_, seq)| seq) + 1;
             s.db.execute(
@@ -1045,8 +1053,9 @@ impl StateStore {
         };
         let tombstone = r.opt_text(4)?.map(|t| side_of(&t));
         let held = match r.opt_text(5)? {
-            Some(h) => decode_held(&h, names)
-                .map_err(|e| StateError::Corrupt(format!("pair {left_key}: {e}")))?,
+            Some(h) => {
+                decode_held(&h).map_err(|e| StateError::Corrupt(format!("pair {left_key}: {e}")))?
+            }
             None => Held::default(),
         };
         Ok(PairRow {

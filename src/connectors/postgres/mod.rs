@@ -943,7 +943,7 @@ impl PostgresConnector {
             )
             .map_err(retry)?
             .get::<_, bool>(0);
-        let keys = BatchResult::written_keys_where(writes, &outcomes, |_, w| {
+        let keys = BatchResult::written_keys_where(writes, &outcomes, |w| {
             rewrites || !Self::stored_as_sent(&all, spec, w)
         });
         let mut stored = Vec::with_capacity(keys.len());

@@ -585,7 +585,7 @@ impl Connector for SqliteConnector {
             }
         };
         let keys =
-            BatchResult::written_keys_where(writes, &outcomes, |_, w| !storage.as_sent(spec, w));
+            BatchResult::written_keys_where(writes, &outcomes, |w| !storage.as_sent(spec, w));
         let stored = match self.fetch(spec, &keys) {
             Ok(stored) => stored,
             Err(e) => {
