@@ -5,7 +5,7 @@
 use super::apply::PlannedBatch;
 use super::layout::Layout;
 use super::one_behind::{OneBehind, WriteBehind};
-use super::read_ahead::{BadKey, Scanned, scan_ahead, sort_out_fetched};
+use super::read_ahead::{BadKey, scan_ahead, sort_out_fetched};
 use super::report::{LinkReport, PlannedLine};
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
@@ -238,26 +238,34 @@ impl<'a> Planner<'a> {
         // A first load into an empty collection: nothing to link, match or delete, so
         // every left record is planned as a create straight from the scan.
         if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
-            let scanned = match self.run_id {
+            let left_records = match self.run_id {
                 Some(run) => self.stream_first_load(run, left, right, before_apply)?,
-                None => scan_ahead(left, &left_spec, batch, &mut |records| {
-                    self.in_transaction(|p| p.plan_left_creates(records))
+                None => scan_ahead(left, &left_spec, batch, &mut |records, bad| {
+                    self.in_transaction(|p| {
+                        p.keep_out(Side::Left, bad)?;
+                        p.plan_left_creates(records)
+                    })
                 })?,
             };
-            self.report.left_records = scanned.records;
-            self.in_transaction(|p| p.keep_out(Side::Left, scanned.bad_keys))?;
+            self.report.left_records = left_records;
             return Ok(self.run_id.is_some());
         }
         // The left scan reads ahead on one thread and fetches each batch's partners from
         // the right on another, while this one merges the batch before; the right scan
         // only consults the state store.
-        let left_records = std::thread::scope(|scope| -> Result<Scanned, Error> {
+        let left_records = std::thread::scope(|scope| -> Result<u64, Error> {
             let (fetch_from, fetch_spec) = (&mut *right, &right_spec);
             let mut fetcher = OneBehind::start(scope, move |keys: Vec<Key>| {
                 fetch_from.fetch(fetch_spec, &keys)
             });
-            let scanned = scan_ahead(left, &left_spec, batch, &mut |records| {
-                let (looked_up, partner_keys) = self.in_transaction(|p| p.left_lookup(records))?;
+            let scanned = scan_ahead(left, &left_spec, batch, &mut |records, bad| {
+                if records.is_empty() {
+                    return self.in_transaction(|p| p.keep_out(Side::Left, bad));
+                }
+                let (looked_up, partner_keys) = self.in_transaction(|p| {
+                    p.keep_out(Side::Left, bad)?;
+                    p.left_lookup(records)
+                })?;
                 let before = fetcher.receive();
                 fetcher.send(looked_up, partner_keys);
                 match before {
@@ -272,8 +280,7 @@ impl<'a> Planner<'a> {
             }
             Ok(scanned)
         })?;
-        self.report.left_records = left_records.records;
-        self.in_transaction(|p| p.keep_out(Side::Left, left_records.bad_keys))?;
+        self.report.left_records = left_records;
         // The right scan looks for two things: records no pair holds, and pairs whose
         // left record is gone. If the left scan read every pair's left record and the
         // right holds exactly the partners it fetched, there are neither: counted, not
@@ -283,11 +290,13 @@ impl<'a> Planner<'a> {
         if every_left_read && right.count(&right_spec)? == Some(self.partners_fetched) {
             self.report.right_records = self.partners_fetched;
         } else {
-            let right_records = scan_ahead(right, &right_spec, batch, &mut |records| {
-                self.in_transaction(|p| p.right_batch(records))
+            let right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
+                self.in_transaction(|p| {
+                    p.keep_out(Side::Right, bad)?;
+                    p.right_batch(records)
+                })
             })?;
-            self.report.right_records = right_records.records;
-            self.in_transaction(|p| p.keep_out(Side::Right, right_records.bad_keys))?;
+            self.report.right_records = right_records;
             self.in_transaction(|p| p.forget_vanished_pairs())?;
         }
         self.in_transaction(|p| p.match_and_create())?;
@@ -333,42 +342,52 @@ impl<'a> Planner<'a> {
         left: &mut dyn Connector,
         right: &mut dyn Connector,
         mut before_apply: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Scanned, Error> {
+    ) -> Result<u64, Error> {
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
         std::thread::scope(|scope| {
             let link = self.link;
             let mut writer = WriteBehind::start(scope, link, Side::Right, right, &right_spec);
             let mut written: Option<PlannedBatch> = None;
-            let scanned = scan_ahead(left, &left_spec, self.link.batch_size, &mut |records| {
-                let (batch, refusal) = self.in_transaction(|p| {
-                    // Sized once: a plan is large, and a growing buffer would move them all.
-                    p.buffer = Some(Vec::with_capacity(records.len()));
-                    p.plan_left_creates(records)?;
-                    let plans = p.buffer.take().unwrap_or_default();
-                    let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
-                    // Taken only once this batch is journaled: if journaling fails, the
-                    // written batch is still committed below.
-                    let refusal = match written.take() {
-                        Some(done) => done.commit_in(p.link, p.state, p.run_seq, p.report)?,
-                        None => None,
-                    };
-                    Ok((batch, refusal))
-                })?;
-                // This transaction journaled the batch and committed the one before.
-                crate::fault::point("after_journal");
-                crate::fault::point("after_store_commit");
-                // Stopped once the refused batch is committed; the batch just journaled
-                // is never sent, and the run's end marks its entries `unknown`.
-                if let Some(why) = refusal {
-                    return Err(Error::Refused(why));
-                }
-                if let Some(hook) = before_apply.take() {
-                    hook(&self.link.name);
-                }
-                written = writer.send(batch)?;
-                Ok(())
-            });
+            let scanned = scan_ahead(
+                left,
+                &left_spec,
+                self.link.batch_size,
+                &mut |records, bad| {
+                    if records.is_empty() {
+                        // Only records kept out: nothing to journal or send.
+                        return self.in_transaction(|p| p.keep_out(Side::Left, bad));
+                    }
+                    let (batch, refusal) = self.in_transaction(|p| {
+                        p.keep_out(Side::Left, bad)?;
+                        // Sized once: a plan is large, and a growing buffer would move them all.
+                        p.buffer = Some(Vec::with_capacity(records.len()));
+                        p.plan_left_creates(records)?;
+                        let plans = p.buffer.take().unwrap_or_default();
+                        let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
+                        // Taken only once this batch is journaled: if journaling fails, the
+                        // written batch is still committed below.
+                        let refusal = match written.take() {
+                            Some(done) => done.commit_in(p.link, p.state, p.run_seq, p.report)?,
+                            None => None,
+                        };
+                        Ok((batch, refusal))
+                    })?;
+                    // This transaction journaled the batch and committed the one before.
+                    crate::fault::point("after_journal");
+                    crate::fault::point("after_store_commit");
+                    // Stopped once the refused batch is committed; the batch just journaled
+                    // is never sent, and the run's end marks its entries `unknown`.
+                    if let Some(why) = refusal {
+                        return Err(Error::Refused(why));
+                    }
+                    if let Some(hook) = before_apply.take() {
+                        hook(&self.link.name);
+                    }
+                    written = writer.send(batch)?;
+                    Ok(())
+                },
+            );
             // Whatever stopped the scan, batches whose writes came back are committed:
             // what the system confirmed is never forgotten.
             let last = writer.finish();

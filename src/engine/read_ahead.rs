@@ -85,12 +85,6 @@ pub(crate) fn sort_out_fetched(
     (by_key, bad)
 }
 
-/// What a scan read: how many records, and those kept out for their keys.
-pub(crate) struct Scanned {
-    pub records: u64,
-    pub bad_keys: Vec<BadKey>,
-}
-
 /// Keeps records with a NULL or repeated key out of a scan. A scan delivers keys in
 /// order, so repeats are neighbours; the last record of each batch is held back until the
 /// next one shows whether its key repeats across the boundary.
@@ -140,6 +134,19 @@ impl KeyGuard {
         self.repeats = 0;
     }
 
+    /// Hands `records` and the records kept out so far to `consume`, unless both are
+    /// empty.
+    fn hand_over(
+        &mut self,
+        records: Vec<Record>,
+        consume: &mut dyn FnMut(Vec<Record>, Vec<BadKey>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if records.is_empty() && self.bad.is_empty() {
+            return Ok(());
+        }
+        consume(records, std::mem::take(&mut self.bad))
+    }
+
     fn finish(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
         self.release(&mut out);
@@ -161,15 +168,16 @@ fn same_key(a: &Key, b: &Key) -> bool {
 }
 
 /// Streams `connector`'s scan of `spec` into `consume`, reading ahead on a scoped
-/// thread, records whose key is NULL or repeated kept out (see [`BadKey`]). A failure
-/// of `consume` stops the scan and is the error returned; a failed scan is returned as
-/// the connector's error.
+/// thread: each batch's records, and apart from them those kept out (see [`BadKey`]),
+/// handed over with their batch so that memory holds a batch of them at most. Returns
+/// the number of records read. A failure of `consume` stops the scan and is the error
+/// returned; a failed scan is returned as the connector's error.
 pub(crate) fn scan_ahead(
     connector: &mut dyn Connector,
     spec: &ReadSpec,
     batch_size: usize,
-    consume: &mut dyn FnMut(Vec<Record>) -> Result<(), Error>,
-) -> Result<Scanned, Error> {
+    consume: &mut dyn FnMut(Vec<Record>, Vec<BadKey>) -> Result<(), Error>,
+) -> Result<u64, Error> {
     let mut guard = KeyGuard::default();
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::sync_channel::<Vec<Record>>(BATCHES_AHEAD);
@@ -186,21 +194,13 @@ pub(crate) fn scan_ahead(
             .iter()
             .try_for_each(|records| {
                 let records = guard.admit(records);
-                let consumed = if records.is_empty() {
-                    Ok(())
-                } else {
-                    consume(records)
-                };
+                let consumed = guard.hand_over(records, consume);
                 super::batch_done();
                 consumed
             })
             .and_then(|()| {
                 let last = guard.finish();
-                if last.is_empty() {
-                    Ok(())
-                } else {
-                    consume(last)
-                }
+                guard.hand_over(last, consume)
             });
         // Unblocks a reader waiting to hand over a batch after `consume` failed.
         drop(receiver);
@@ -209,13 +209,9 @@ pub(crate) fn scan_ahead(
             Err(panic) => std::panic::resume_unwind(panic),
         };
         consumed?;
-        let records = scanned.map_err(|e| match e {
+        scanned.map_err(|e| match e {
             ConnectorError::Consumer(inner) => *inner,
             other => Error::Connector(other),
-        })?;
-        Ok(Scanned {
-            records,
-            bad_keys: std::mem::take(&mut guard.bad),
         })
     })
 }
