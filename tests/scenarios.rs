@@ -491,7 +491,30 @@ fn a_lost_state_store_relinks_by_match_on_and_never_creates_or_deletes() {
     );
     assert_eq!(l.to_right.updated, 1);
     assert_eq!(l.conflicts, 1);
-    assert_eq!(right_names(&f).len(), 20);
+    // The same 20 records, each once, every value as the rules say: the left's rename
+    // reached the right, the right's note is kept there and not copied left (held).
+    let right = right_names(&f);
+    let expected: Vec<Vec<Value>> = (0..20)
+        .map(|i| format!("p{i}@x.org"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|email| {
+            let i: usize = email[1..email.find('@').unwrap()].parse().unwrap();
+            let name = if i == 1 { "renamed".into() } else { format!("P{i}") };
+            let notes = if i == 2 { "edited" } else { "n" };
+            vec![text(&email), text(&name), text(notes)]
+        })
+        .collect();
+    assert_eq!(right, expected);
+    assert_eq!(
+        Fixture::rows(
+            &f.left,
+            "SELECT notes FROM contacts WHERE email = 'p2@x.org'"
+        ),
+        vec![vec![text("n")]]
+    );
+    // And once the conflict is all that is left, nothing more is written.
+    assert_eq!(writes(&f.run()), 0);
 }
 
 #[test]
