@@ -14,6 +14,7 @@ pub mod engine;
 mod error;
 pub mod fault;
 pub mod init;
+pub mod meaning;
 pub mod merge;
 pub mod model;
 pub mod state;

@@ -89,7 +89,7 @@ fn every_type_round_trips_postgres_to_postgres_and_a_second_run_writes_nothing()
     assert_eq!(dump("src", &mut c), dump("billing.dst", &mut c));
     assert_eq!(writes(&f.run()), 0, "a second run must write nothing");
     // An update of every type flows too, and then goes quiet.
-    c.batch_execute("UPDATE src SET n = n + 0.01, tz = tz + interval '1 microsecond', j = '{\"z\": 1}', m = 'ok', by = '\\x01' WHERE id = 1").unwrap();
+    c.batch_execute("UPDATE src SET n = n + 0.01, tz = tz + interval '1 microsecond', j = '{\"z\": 1}', m = 'ok', by = '\\x01', ch = 'zz' WHERE id = 1").unwrap();
     assert_eq!(f.run().links[0].to_right.updated, 1);
     assert_eq!(dump("src", &mut c), dump("billing.dst", &mut c));
     assert_eq!(writes(&f.run()), 0);

@@ -500,7 +500,11 @@ fn a_lost_state_store_relinks_by_match_on_and_never_creates_or_deletes() {
         .into_iter()
         .map(|email| {
             let i: usize = email[1..email.find('@').unwrap()].parse().unwrap();
-            let name = if i == 1 { "renamed".into() } else { format!("P{i}") };
+            let name = if i == 1 {
+                "renamed".into()
+            } else {
+                format!("P{i}")
+            };
             let notes = if i == 2 { "edited" } else { "n" };
             vec![text(&email), text(&name), text(notes)]
         })

@@ -55,6 +55,41 @@ pub struct RawLink {
     pub fields: BTreeMap<String, Spanned<RawField>>,
     #[serde(default)]
     pub groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// Right columns that hold several left fields joined, by right column.
+    #[serde(default)]
+    pub composed: BTreeMap<String, Spanned<RawComposed>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComposed {
+    pub left: Vec<Spanned<String>>,
+    pub separator: Option<Spanned<String>>,
+    pub split: Option<Spanned<String>>,
+    pub owner: Option<Spanned<String>>,
+    pub conflict: Option<Spanned<String>>,
+    pub clock: Option<Spanned<RawClock>>,
+}
+
+/// A map's value, or `unmapped`'s default: text, a number or a boolean.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawScalar {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// `unmapped = "quarantine" | "pass"`, or defaults `{ left = …, right = … }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUnmapped {
+    Rule(String),
+    Default {
+        left: Option<RawScalar>,
+        right: Option<RawScalar>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,4 +114,9 @@ pub struct RawField {
     pub conflict: Option<Spanned<String>>,
     pub transform: Option<Spanned<String>>,
     pub clock: Option<Spanned<RawClock>>,
+    /// Left value → right value.
+    pub map: Option<Spanned<BTreeMap<String, RawScalar>>>,
+    pub unmapped: Option<Spanned<RawUnmapped>>,
+    /// The right holds the left's number times this (a power of ten).
+    pub scale: Option<Spanned<RawScalar>>,
 }

@@ -1,8 +1,9 @@
 //! Turns a [`RawConfig`] into validated specs: defaults applied, names cross-checked,
 //! every rule parsed into an enum. Errors keep the span of what they refer to.
 
-use super::raw::{RawClock, RawConfig, RawLink};
+use super::raw::{RawClock, RawConfig, RawField, RawLink, RawScalar, RawUnmapped};
 use super::{Config, ConfigError, Source, StateLocation, SystemSpec, substitute_env};
+use crate::meaning::{Compose, FieldMeaning, SplitAt, Unmapped, ValueMap};
 use crate::model::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -143,7 +144,19 @@ pub struct FieldSpec {
     /// Its column on the right.
     pub right: crate::model::Name,
     pub transform: Transform,
+    /// How its left value reads in the right's meaning (see [`crate::meaning`]).
+    pub meaning: FieldMeaning,
+    /// One of several left fields the right keeps as one composed column.
+    pub composed: bool,
     pub span: Range<usize>,
+}
+
+impl FieldSpec {
+    /// Whether the value is compared as each side holds it: no transform, no meaning
+    /// to translate. Shortcuts that compare raw values hold only for such fields.
+    pub fn is_verbatim(&self) -> bool {
+        self.transform.is_identity() && self.meaning.is_same() && !self.composed
+    }
 }
 
 /// The unit the merge decides: one field, or a field group that wins or loses together.
@@ -157,6 +170,8 @@ pub struct UnitSpec {
     pub policy: Option<Policy>,
     pub clock: Option<ClockSpec>,
     pub owner_explicit: bool,
+    /// Its fields are one composed column on the right.
+    pub compose: Option<Compose>,
     pub span: Range<usize>,
 }
 
@@ -538,6 +553,8 @@ fn resolve_link(
             })
             .transpose()?
             .unwrap_or_default();
+        let meaning = field_meaning(fr, transform)
+            .map_err(|(span, m)| err(span, format!("field `{fname}`: {m}")))?;
         fields.push(FieldSpec {
             name: fname.as_str().into(),
             right: fr
@@ -545,6 +562,8 @@ fn resolve_link(
                 .as_ref()
                 .map_or_else(|| fname.as_str().into(), |r| r.get_ref().as_str().into()),
             transform,
+            meaning,
+            composed: false,
             span: f.span(),
         });
         per_field.push((
@@ -552,6 +571,87 @@ fn resolve_link(
             policy,
             fr.clock.as_ref().map(|c| clock(c.get_ref())),
             f.span(),
+        ));
+    }
+    // Composed columns add their left fields, decided as one unit.
+    let mut composed_units = Vec::new();
+    for (column, c) in &raw.composed {
+        let cr = c.get_ref();
+        if cr.left.len() < 2 {
+            return Err(err(
+                c.span(),
+                format!("composed `{column}`: `left` names the fields it joins, at least two"),
+            ));
+        }
+        let mut idx = Vec::new();
+        for part in &cr.left {
+            if fields.iter().any(|f| *f.name == **part.get_ref()) {
+                return Err(err(
+                    part.span(),
+                    format!(
+                        "composed `{column}`: `{}` is also in [links.{name}.fields]; a field is synced one way only",
+                        part.get_ref()
+                    ),
+                ));
+            }
+            idx.push(fields.len());
+            fields.push(FieldSpec {
+                name: part.get_ref().as_str().into(),
+                right: column.as_str().into(),
+                transform: Transform::default(),
+                meaning: FieldMeaning::Same,
+                composed: true,
+                span: part.span(),
+            });
+        }
+        let separator = cr
+            .separator
+            .as_ref()
+            .map_or_else(|| " ".to_string(), |s| s.get_ref().clone());
+        if separator.is_empty() {
+            return Err(err(
+                c.span(),
+                format!("composed `{column}`: the separator cannot be empty"),
+            ));
+        }
+        let split = match cr.split.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("first", _)) => SplitAt::First,
+            Some(("last", _)) => SplitAt::Last,
+            Some((other, span)) => {
+                return Err(err(
+                    span,
+                    format!("composed `{column}`: split `{other}` is not first or last"),
+                ));
+            }
+        };
+        let owner = cr
+            .owner
+            .as_ref()
+            .map(|o| match o.get_ref().as_str() {
+                "left" => Ok(Owner::Left),
+                "right" => Ok(Owner::Right),
+                "both" => Ok(Owner::Both),
+                other => Err(err(
+                    o.span(),
+                    format!("composed `{column}`: owner `{other}` is not left, right or both"),
+                )),
+            })
+            .transpose()?;
+        let policy = cr
+            .conflict
+            .as_ref()
+            .map(|p| {
+                parse_policy(p).map_err(|m| err(p.span(), format!("composed `{column}`: {m}")))
+            })
+            .transpose()?;
+        composed_units.push((
+            column.clone(),
+            idx,
+            owner,
+            policy,
+            cr.clock.as_ref().map(|c| clock(c.get_ref())),
+            Compose { separator, split },
+            c.span(),
         ));
     }
     let index_of = |n: &str| fields.iter().position(|f| *f.name == *n);
@@ -608,7 +708,21 @@ fn resolve_link(
                 .find_map(|&i| per_field[i].2.clone())
                 .or_else(|| link_clock.clone()),
             fields: idx,
+            compose: None,
             span: members.span(),
+        });
+    }
+    for (column, idx, owner, policy, clk, compose, span) in composed_units {
+        grouped.extend(idx.iter().copied());
+        units.push(UnitSpec {
+            name: column,
+            fields: idx,
+            owner: owner.unwrap_or(default_owner),
+            owner_explicit: owner.is_some(),
+            policy,
+            clock: clk.or_else(|| link_clock.clone()),
+            compose: Some(compose),
+            span,
         });
     }
     for (i, f) in fields.iter().enumerate() {
@@ -623,6 +737,7 @@ fn resolve_link(
             owner_explicit: owner.is_some(),
             policy: *policy,
             clock: clk.clone().or_else(|| link_clock.clone()),
+            compose: None,
             span: span.clone(),
         });
     }
@@ -754,6 +869,101 @@ fn resolve_link(
         clock_skew_seconds,
         batch_size,
     })
+}
+
+/// A field's `map` / `unmapped` / `scale`, as a [`FieldMeaning`]. Map keys and values go
+/// through the field's transform, as every value it compares does.
+fn field_meaning(
+    fr: &RawField,
+    transform: Transform,
+) -> Result<FieldMeaning, (Range<usize>, String)> {
+    if let (Some(_), Some(s)) = (&fr.map, &fr.scale) {
+        return Err((
+            s.span(),
+            "a field has a `map` or a `scale`, not both".into(),
+        ));
+    }
+    if let Some(u) = &fr.unmapped
+        && fr.map.is_none()
+    {
+        return Err((
+            u.span(),
+            "`unmapped` says what a value not in `map` becomes; there is no `map`".into(),
+        ));
+    }
+    if let Some(scale) = &fr.scale {
+        let text = match scale.get_ref() {
+            RawScalar::Integer(i) => i.to_string(),
+            RawScalar::Float(f) => f.to_string(),
+            RawScalar::Text(t) => t.clone(),
+            RawScalar::Bool(_) => String::new(),
+        };
+        return power_of_ten(&text).map(FieldMeaning::Scale).ok_or_else(|| {
+            (
+                scale.span(),
+                format!("scale `{text}` is not a power of ten (100, 1000, 0.01, …): only a shift of the decimal point is exact"),
+            )
+        });
+    }
+    let Some(map) = &fr.map else {
+        return Ok(FieldMeaning::Same);
+    };
+    let scalar = |v: &RawScalar| -> Value {
+        transform.apply(match v {
+            RawScalar::Bool(b) => Value::Bool(*b),
+            RawScalar::Integer(i) => Value::Integer(*i),
+            RawScalar::Float(f) => Value::Numeric(f.to_string()),
+            RawScalar::Text(t) => Value::Text(t.clone()),
+        })
+    };
+    let key = |k: &str| match transform.apply(Value::Text(k.to_string())) {
+        Value::Text(t) => t,
+        _ => k.to_string(),
+    };
+    let unmapped = match fr.unmapped.as_ref().map(|u| (u.get_ref(), u.span())) {
+        None => Unmapped::Quarantine,
+        Some((RawUnmapped::Rule(r), span)) => match r.as_str() {
+            "quarantine" => Unmapped::Quarantine,
+            "pass" => Unmapped::Pass,
+            other => {
+                return Err((
+                    span,
+                    format!(
+                        "unmapped `{other}` is not quarantine or pass, nor defaults {{ left = …, right = … }}"
+                    ),
+                ));
+            }
+        },
+        Some((RawUnmapped::Default { left, right }, _)) => Unmapped::Default {
+            left: left.as_ref().map(scalar),
+            right: right.as_ref().map(scalar),
+        },
+    };
+    Ok(FieldMeaning::Map(ValueMap {
+        pairs: map
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (key(k), scalar(v)))
+            .collect(),
+        unmapped,
+    }))
+}
+
+/// `k` where `text` is 10^k (`100` → 2, `0.01` → -2).
+fn power_of_ten(text: &str) -> Option<i32> {
+    let d = crate::model::value::normalize_decimal(text)?;
+    if let Some(frac) = d.strip_prefix("0.") {
+        let zeros = frac.strip_suffix('1')?;
+        return zeros
+            .bytes()
+            .all(|b| b == b'0')
+            .then(|| -(zeros.len() as i32 + 1));
+    }
+    let zeros = d.strip_prefix('1')?;
+    zeros
+        .bytes()
+        .all(|b| b == b'0')
+        .then_some(zeros.len() as i32)
 }
 
 fn clock(c: &RawClock) -> ClockSpec {

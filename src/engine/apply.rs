@@ -184,7 +184,11 @@ fn stored_fields(
         let now = f.transform.apply(now);
         if set.iter().any(|(c, _)| c == column) {
             stored.set.insert(f.name.clone(), now);
-        } else if let Some((_, read)) = expect.iter().find(|(c, _)| c == column) {
+        } else if let Some((_, read)) = expect.iter().find(|(c, _)| c == column)
+            // `expect` holds what the system held; a translated field's read value is
+            // in another meaning than `now` (its change shows next run instead).
+            && (f.meaning.is_same() && !f.composed)
+        {
             let read = f.transform.apply(read.clone());
             if read != now {
                 stored.side_effects.insert(f.name.clone(), (read, now));
@@ -218,7 +222,6 @@ fn created_state(
     sent: &[(Name, Value)],
     stored: Option<&Record>,
 ) -> Created {
-    let mut sent_values = sent.iter().peekable();
     let mut fields: Vec<(&str, &Value)> = Vec::with_capacity(link.fields.len());
     let mut held: Held = Default::default();
     let mut flow_back = Vec::new();
@@ -229,7 +232,8 @@ fn created_state(
     };
     for (i, f) in link.fields.iter().enumerate() {
         let column = link.field_column(i, to);
-        let was_sent = sent_values.next_if(|(c, _)| c == column).map(|(_, v)| v);
+        // By column: a composed column is sent once for its several fields.
+        let was_sent = sent.iter().find(|(c, _)| c == column).map(|(_, v)| v);
         let Some(stored) = stored.map(|r| f.transform.apply(r.values[i].clone())) else {
             // Not read back: the connector knows the record was stored exactly as sent
             // (a field left out is NULL there, no default filled it).
@@ -247,9 +251,7 @@ fn created_state(
         // back; a value it only rewrote stays its own form of the value sent (an echo).
         // A rewrite flows back only without a transform: the write back expects the
         // sender's value as read, which a transform changed on the way.
-        if owner == receiver && (filled || f.transform.is_identity())
-            || owner == Owner::Both && filled
-        {
+        if owner == receiver && (filled || f.is_verbatim()) || owner == Owner::Both && filled {
             flow_back.push((i, stored, sent_value.clone()));
             continue;
         }
@@ -696,7 +698,7 @@ fn stage_flow_back(
         .fields
         .iter()
         .enumerate()
-        .filter(|(i, f)| f.transform.is_identity() && !fields.iter().any(|(j, ..)| j == i))
+        .filter(|(i, f)| f.is_verbatim() && !fields.iter().any(|(j, ..)| j == i))
         .filter_map(|(i, f)| {
             let sent = plan.base.get(&f.name)?;
             Some((link.field_column(i, to).clone(), sent.clone()))

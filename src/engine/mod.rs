@@ -18,6 +18,7 @@ mod one_behind;
 mod plan;
 mod read_ahead;
 mod report;
+pub mod translate;
 
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
@@ -166,7 +167,8 @@ impl LinkIo {
             let spec = &config.systems[&ep.system];
             Ok(connectors::open(&ep.system, spec)?)
         };
-        let mut left = open(Side::Left)?;
+        // The engine sees the left in the right's meaning (see `translate`).
+        let mut left = translate::Translated::wrap(open(Side::Left)?, link);
         let mut right = open(Side::Right)?;
         let layout = Layout::new(config, link, left.as_mut(), right.as_mut())?;
         Ok(LinkIo {

@@ -7,6 +7,7 @@ use super::layout::Layout;
 use super::one_behind::{OneBehind, WriteBehind};
 use super::read_ahead::{BadKey, scan_ahead, sort_out_fetched};
 use super::report::{LinkReport, PlannedLine};
+use super::translate;
 use crate::Error;
 use crate::config::{DeleteRule, DeleteVsEdit, LinkSpec, Mode};
 use crate::connectors::{Connector, Write};
@@ -439,14 +440,17 @@ impl<'a> Planner<'a> {
     /// Every field of `rec` (a record of `side`) by its column there, as read: what a
     /// conditional write or delete expects the row still to hold.
     fn as_read(&self, side: Side, rec: &Record) -> Vec<(Name, Value)> {
-        (0..self.link.fields.len())
-            .map(|i| {
-                (
-                    self.link.field_column(i, side).clone(),
-                    rec.values[i].clone(),
-                )
-            })
-            .collect()
+        // As the system holds them, not as translated (see `translate`).
+        let values = rec.raw.as_ref().unwrap_or(&rec.values);
+        let mut read: Vec<(Name, Value)> = Vec::with_capacity(self.link.fields.len());
+        for (i, v) in values.iter().enumerate().take(self.link.fields.len()) {
+            let column = self.link.field_column(i, side);
+            // A composed column is expected once.
+            if !read.iter().any(|(c, _)| c == column) {
+                read.push((column.clone(), v.clone()));
+            }
+        }
+        read
     }
 
     /// A unit's base as `side`'s system holds it: its held value where it has one.
@@ -800,6 +804,22 @@ impl<'a> Planner<'a> {
                 !merge::same_meaning(&lv, &target),
                 !merge::same_meaning(&rv, &target),
             ];
+            // A value that does not survive the way into the left's form is held, not
+            // written half-right (see `translate`).
+            if written[0]
+                && translate::needs_translation(self.link)
+                && let Err(why) = translate::unit_to_left(self.link, u, &target)
+            {
+                let name = unit.name.clone();
+                self.quarantine(
+                    Side::Right,
+                    &r.key.encode(),
+                    &name,
+                    "meaning",
+                    format!("cannot be written to the left: {why}"),
+                )?;
+                continue;
+            }
             for to in [Side::Left, Side::Right] {
                 let current = if to == Side::Left { &lv } else { &rv };
                 if !written[side_index(to)] {
@@ -869,7 +889,8 @@ impl<'a> Planner<'a> {
                     if let Some(v) = other_holds {
                         plan.holds_if[idx].insert(name.clone(), v);
                     }
-                    if old.same_meaning(&target[i]) {
+                    // A composed column is set once.
+                    if old.same_meaning(&target[i]) || sets[idx].iter().any(|(c, _)| *c == col) {
                         continue;
                     }
                     plan.changes[idx].push(Change {
@@ -1037,8 +1058,35 @@ impl<'a> Planner<'a> {
         let mut sent: Vec<(Name, Value)> = Vec::with_capacity(self.link.fields.len() + 1);
         for (i, (f, v)) in self.link.fields.iter().zip(values).enumerate() {
             let v = f.transform.apply(v);
-            if v != Value::Null {
-                sent.push((self.link.field_column(i, to).clone(), v));
+            let column = self.link.field_column(i, to);
+            // A composed column is sent once.
+            if v != Value::Null && !(f.composed && sent.iter().any(|(c, _)| c == column)) {
+                sent.push((column.clone(), v));
+            }
+        }
+        // A record whose values do not survive the way into the left's form is held,
+        // not created half-right (see `translate`).
+        if to == Side::Left && translate::needs_translation(self.link) {
+            for (u, unit) in self.link.units.iter().enumerate() {
+                let target: Vec<Value> = unit
+                    .fields
+                    .iter()
+                    .map(|&f| {
+                        let column = self.link.field_column(f, to);
+                        sent.iter()
+                            .find(|(c, _)| c == column)
+                            .map_or(Value::Null, |(_, v)| v.clone())
+                    })
+                    .collect();
+                if let Err(why) = translate::unit_to_left(self.link, u, &target) {
+                    return self.quarantine(
+                        from,
+                        &key.encode(),
+                        &unit.name.clone(),
+                        "meaning",
+                        format!("not created on the left: {why}"),
+                    );
+                }
             }
         }
         if let Some(col) = self.link.external_ref(to) {

@@ -55,6 +55,9 @@ pub struct Record {
     /// that no [`Value`] represents faithfully (text that is not UTF-8). Such a record is
     /// quarantined with the reason instead of arriving altered.
     pub defect: Option<String>,
+    /// The values as the system holds them, where `values` are translated into the
+    /// link's one meaning (see `crate::meaning`): what a conditional write expects.
+    pub raw: Option<Vec<Value>>,
 }
 
 impl Record {
@@ -63,6 +66,7 @@ impl Record {
             key,
             values,
             defect: None,
+            raw: None,
         }
     }
 }

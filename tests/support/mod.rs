@@ -1,6 +1,8 @@
 //! Shared test fixtures: two SQLite databases and a config in a temporary folder.
 #![allow(dead_code)]
 
+pub mod sql;
+
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use syncline::config::{Config, StateLocation};

@@ -458,13 +458,11 @@ impl PostgresConnector {
     /// `param`, for a conditional write. Types without an equality operator compare in a
     /// form that has one: `json` as `jsonb` (the same document, whatever its spacing),
     /// the geometric types and `xml` by their text; `character(n)` as unbounded
-    /// `bpchar`, which compares without the padding.
+    /// `bpchar` (see [`type_of`](Self::type_of)), which compares without the padding.
     fn still_holds(all: &[PgColumn], column: &str, lhs: &str, param: &str) -> String {
         let ty = Self::type_of(all, column);
         match ty {
             "json" => format!("{lhs}::jsonb IS NOT DISTINCT FROM CAST({param} AS jsonb)"),
-            // `character` alone is `character(1)`, which would cut the value read.
-            "character" => format!("{lhs} IS NOT DISTINCT FROM CAST({param} AS bpchar)"),
             "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
                 format!("{lhs}::text IS NOT DISTINCT FROM CAST({param} AS {ty})::text")
             }
@@ -491,10 +489,17 @@ impl PostgresConnector {
     /// The type to `CAST` a value's text to before it is assigned to or compared with
     /// column `name`: without length or precision, because an explicit cast to
     /// `varchar(3)` truncates silently where the assignment refuses.
+    /// `character` alone is `character(1)`: cast to unbounded `bpchar` instead, so that
+    /// the assignment to `character(n)` pads or refuses, never cuts.
     fn type_of<'a>(cols: &'a [PgColumn], name: &str) -> &'a str {
-        cols.iter()
+        match cols
+            .iter()
             .find(|c| c.name == name)
             .map_or("text", |c| c.cast_type.as_str())
+        {
+            "character" => "bpchar",
+            other => other,
+        }
     }
 
     /// Bulk creates through `COPY … FROM STDIN`: the fastest way in, used when the new

@@ -1,0 +1,289 @@
+//! The left system as the engine sees it on a link whose fields mean different things on
+//! each side (value maps, scales, composed fields; see [`crate::meaning`]): every record
+//! read is translated into the right's meaning, keeping what the system holds for the
+//! conditional writes; every write is translated back into the left's form. Everything
+//! else in the engine — merge, per-side memory, journal, flow-back — then works in one
+//! meaning, unchanged.
+
+use crate::config::LinkSpec;
+use crate::connectors::{
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+};
+use crate::model::{Key, Name, Record, Value};
+use std::collections::HashMap;
+
+/// Whether any field of the link means something else on the right.
+pub fn needs_translation(link: &LinkSpec) -> bool {
+    link.fields
+        .iter()
+        .any(|f| !f.meaning.is_same() || f.composed)
+}
+
+/// Translates a left record into the right's meaning in place; what the system holds is
+/// kept in `raw`. A value with no meaning on the right (not in the map) is the record's
+/// defect: it is quarantined naming the field and the value.
+pub fn to_right_meaning(link: &LinkSpec, rec: &mut Record) {
+    let raw = rec.values.clone();
+    for unit in &link.units {
+        match &unit.compose {
+            Some(c) => {
+                let parts: Vec<Value> = unit.fields.iter().map(|&f| raw[f].clone()).collect();
+                let joined = c.join(&parts);
+                for &f in &unit.fields {
+                    rec.values[f] = joined.clone();
+                }
+            }
+            None => {
+                for &f in &unit.fields {
+                    let field = &link.fields[f];
+                    if field.meaning.is_same() {
+                        continue;
+                    }
+                    match field
+                        .meaning
+                        .to_right(&field.transform.apply(raw[f].clone()))
+                    {
+                        Ok(v) => rec.values[f] = v,
+                        Err(why) => {
+                            rec.defect
+                                .get_or_insert_with(|| format!("field `{}`: {why}", field.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    rec.raw = Some(raw);
+}
+
+/// A unit's values in the right's meaning, from the left's form.
+fn unit_to_right(link: &LinkSpec, unit: usize, left: &[Value]) -> Result<Vec<Value>, String> {
+    let u = &link.units[unit];
+    match &u.compose {
+        Some(c) => Ok(vec![c.join(left); u.fields.len()]),
+        None => u
+            .fields
+            .iter()
+            .zip(left)
+            .map(|(&f, v)| {
+                let field = &link.fields[f];
+                field.meaning.to_right(&field.transform.apply(v.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// A unit's `target` values (the right's meaning) in the left's form, if they survive
+/// the way back: read again, they must mean `target`.
+///
+/// # Errors
+/// Why not, naming the unit and the value.
+pub fn unit_to_left(link: &LinkSpec, unit: usize, target: &[Value]) -> Result<Vec<Value>, String> {
+    let u = &link.units[unit];
+    let named = |why: String| format!("`{}`: {why}", u.name);
+    let left: Vec<Value> = match &u.compose {
+        Some(c) => c.split(&target[0], u.fields.len()).map_err(named)?,
+        None => u
+            .fields
+            .iter()
+            .zip(target)
+            .map(|(&f, v)| link.fields[f].meaning.to_left(v))
+            .collect::<Result<_, _>>()
+            .map_err(named)?,
+    };
+    let back = unit_to_right(link, unit, &left).map_err(named)?;
+    let survives = back
+        .iter()
+        .zip(target)
+        .zip(&u.fields)
+        .all(|((b, t), &f)| link.fields[f].transform.apply(b.clone()) == *t);
+    if !survives {
+        return Err(named(format!(
+            "{} would be written to the left as {} and read back as {}: it does not survive the way back",
+            show(target),
+            show(&left),
+            show(&back)
+        )));
+    }
+    Ok(left)
+}
+
+fn show(values: &[Value]) -> String {
+    let mut shown: Vec<String> = values.iter().map(ToString::to_string).collect();
+    shown.dedup();
+    shown.join(" + ")
+}
+
+/// The left connector of a link with meanings: see the module docs.
+pub(crate) struct Translated {
+    inner: Box<dyn Connector>,
+    link: LinkSpec,
+    /// Left column → field index.
+    field_of: HashMap<Name, usize>,
+    /// Field index → unit index.
+    unit_of: Vec<usize>,
+}
+
+impl Translated {
+    /// `inner`, translated when the link needs it.
+    pub fn wrap(inner: Box<dyn Connector>, link: &LinkSpec) -> Box<dyn Connector> {
+        if !needs_translation(link) {
+            return inner;
+        }
+        let mut unit_of = vec![0; link.fields.len()];
+        for (u, unit) in link.units.iter().enumerate() {
+            for &f in &unit.fields {
+                unit_of[f] = u;
+            }
+        }
+        Box::new(Translated {
+            inner,
+            field_of: link
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.clone(), i))
+                .collect(),
+            unit_of,
+            link: link.clone(),
+        })
+    }
+
+    /// Column values in the right's meaning → the left's form. Columns that are no
+    /// field (an external id, a soft-delete mark) pass as they are. `drop_nulls`: a create
+    /// leaves NULLs out so the table's defaults apply.
+    fn left_form(
+        &self,
+        cols: &[(Name, Value)],
+        drop_nulls: bool,
+    ) -> Result<Vec<(Name, Value)>, String> {
+        let mut out: Vec<(Name, Value)> = Vec::with_capacity(cols.len());
+        let mut done = vec![false; self.link.units.len()];
+        for (col, v) in cols {
+            let Some(&f) = self.field_of.get(col) else {
+                out.push((col.clone(), v.clone()));
+                continue;
+            };
+            let u = self.unit_of[f];
+            let unit = &self.link.units[u];
+            if unit.compose.is_some() {
+                if done[u] {
+                    continue;
+                }
+                done[u] = true;
+                let target = vec![v.clone(); unit.fields.len()];
+                let parts = unit_to_left(&self.link, u, &target)?;
+                for (&p, value) in unit.fields.iter().zip(parts) {
+                    if !(drop_nulls && value == Value::Null) {
+                        out.push((self.link.fields[p].name.clone(), value));
+                    }
+                }
+                continue;
+            }
+            let field = &self.link.fields[f];
+            let value = field
+                .meaning
+                .to_left(v)
+                .map_err(|why| format!("`{}`: {why}", field.name))?;
+            if !(drop_nulls && value == Value::Null) {
+                out.push((col.clone(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    fn translated(&self, mut records: Vec<Record>) -> Vec<Record> {
+        for r in &mut records {
+            to_right_meaning(&self.link, r);
+        }
+        records
+    }
+}
+
+impl Connector for Translated {
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        self.inner.identity()
+    }
+
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        self.inner.describe(collection)
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        let link = &self.link;
+        self.inner.scan(spec, batch_size, &mut |mut records| {
+            for r in &mut records {
+                to_right_meaning(link, r);
+            }
+            consumer(records)
+        })
+    }
+
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        self.inner.is_empty(spec)
+    }
+
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        self.inner.count(spec)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        let records = self.inner.fetch(spec, keys)?;
+        Ok(self.translated(records))
+    }
+
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
+        // A write whose values do not survive the way back is refused on its own (the
+        // planner checks first; this is the last line), the rest go as one batch.
+        let mut sent = Vec::with_capacity(writes.len());
+        let mut refused: Vec<Option<String>> = Vec::with_capacity(writes.len());
+        for w in writes {
+            let translated = match w {
+                Write::Create { values } => self
+                    .left_form(values, true)
+                    .map(|values| Write::Create { values }),
+                Write::Update { key, set, expect } => {
+                    self.left_form(set, false).map(|set| Write::Update {
+                        key: key.clone(),
+                        set,
+                        expect: expect.clone(),
+                    })
+                }
+                Write::Delete { .. } => Ok(w.clone()),
+            };
+            match translated {
+                Ok(t) => {
+                    sent.push(t);
+                    refused.push(None);
+                }
+                Err(why) => refused.push(Some(why)),
+            }
+        }
+        let result = self.inner.apply(spec, &sent)?;
+        let mut outcomes = result.outcomes.into_iter();
+        let mut stored = result.stored.into_iter();
+        let mut out = BatchResult::default();
+        for why in refused {
+            match why {
+                Some(why) => {
+                    out.outcomes.push(WriteOutcome::Rejected(why));
+                    out.stored.push(None);
+                }
+                None => {
+                    out.outcomes
+                        .push(outcomes.next().expect("one outcome per write sent"));
+                    out.stored.push(stored.next().flatten().map(|mut r| {
+                        to_right_meaning(&self.link, &mut r);
+                        r
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,228 @@
+//! Fields that mean different things on each side, two-way, from SQLite to SQLite,
+//! PostgreSQL and MariaDB: a picklist under a value map (with a value the map does not
+//! name), an amount in units on the left and in cents on the right, a country name
+//! against its ISO code, and `first_name` + `last_name` against `full_name` (with a name
+//! that does not split). Edits on both sides flow in each side's meaning; a mapped value
+//! is an echo, so a run after a run writes nothing; a value with no counterpart is
+//! quarantined with its reason and the rest of the record and the run go on.
+
+mod support;
+
+use support::sql::Sql;
+use support::{Fixture, TempDatabase, server_url, syncline, writes};
+
+const LINK: &str = r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+mode = "two-way"
+conflict = "left-wins"
+on_delete = { left = "propagate", right = "propagate" }
+
+[links.c.fields]
+id = { owner = "left" }
+status = { right = "state", owner = "both", map = { active = "current", churned = "cancelled", lead = "trial" } }
+amount = { right = "amount_cents", owner = "both", scale = 100 }
+country = { right = "country_code", owner = "both", map = { "Germany" = "DE", "France" = "FR", "United States" = "US" } }
+
+[links.c.composed]
+full_name = { left = ["first_name", "last_name"], split = "last", owner = "both" }
+"#;
+
+const LEFT: &str = "CREATE TABLE contacts (id INTEGER PRIMARY KEY, first_name TEXT, last_name TEXT, status TEXT, amount NUMERIC, country TEXT);";
+
+/// The right side's rows, `id|full_name|state|amount_cents|country_code` by id, in
+/// any kind's SQL.
+fn right_rows(right: &mut dyn Sql) -> Vec<String> {
+    right.texts(
+        // No NULL in this scenario's right rows (CONCAT_WS would skip it).
+        "SELECT CONCAT_WS('|', id, full_name, state, amount_cents, country_code) FROM customers ORDER BY id",
+    )
+}
+
+fn left_rows(left: &mut dyn Sql) -> Vec<String> {
+    left.texts(
+        "SELECT id || '|' || COALESCE(first_name, 'NULL') || '|' || COALESCE(last_name, 'NULL') || '|' || COALESCE(status, 'NULL') || '|' || COALESCE(amount, 'NULL') || '|' || COALESCE(country, 'NULL') FROM contacts ORDER BY id",
+    )
+}
+
+fn quiet(f: &Fixture, what: &str) {
+    let r = f.run();
+    assert_eq!(writes(&r), 0, "{what}: {:?}", r.links[0].planned);
+}
+
+fn scenario(f: &Fixture, left: &mut dyn Sql, right: &mut dyn Sql) {
+    left.run_sql(
+        "INSERT INTO contacts VALUES (1, 'Ada', 'Lovelace', 'active', 12.34, 'Germany');
+         INSERT INTO contacts VALUES (2, 'Grace', 'Hopper', 'lead', 0.5, 'France');
+         INSERT INTO contacts VALUES (3, 'Alan', 'Turing', 'prospect', 7, 'United States');",
+    );
+    // WHEN the first run creates the records on the right
+    let r = f.run();
+    let l = &r.links[0];
+    // THEN each arrives in the right's meaning; the one whose status the map does not
+    // name is quarantined with the field and the value, and the rest is created
+    assert_eq!(l.to_right.created, 2, "{l:?}");
+    assert_eq!(l.quarantined, 1, "{l:?}");
+    assert_eq!(
+        right_rows(right),
+        [
+            "1|Ada Lovelace|current|1234|DE",
+            "2|Grace Hopper|trial|50|FR"
+        ]
+    );
+    let shown = quarantine_of(f);
+    assert!(
+        shown.contains("status") && shown.contains("\"prospect\""),
+        "{shown}"
+    );
+    // AND a mapped value is an echo: the next run writes nothing
+    quiet(f, "a run after the first load");
+
+    // WHEN each side edits in its own meaning
+    right.run_sql("UPDATE customers SET state = 'cancelled', amount_cents = 1999 WHERE id = 1");
+    left.run_sql(
+        "UPDATE contacts SET last_name = 'Hopper-Murray', country = 'United States' WHERE id = 2",
+    );
+    let r = f.run();
+    assert_eq!(
+        (r.links[0].to_left.updated, r.links[0].to_right.updated),
+        (1, 1),
+        "{:?}",
+        r.links[0].planned
+    );
+    // THEN each change arrives in the other side's meaning, exactly (19.99, not a float)
+    assert_eq!(
+        left_rows(left)[..2],
+        [
+            "1|Ada|Lovelace|churned|19.99|Germany",
+            "2|Grace|Hopper-Murray|lead|0.5|United States"
+        ]
+    );
+    assert_eq!(
+        right_rows(right),
+        [
+            "1|Ada Lovelace|cancelled|1999|DE",
+            "2|Grace Hopper-Murray|trial|50|US"
+        ]
+    );
+    quiet(f, "a run after edits on both sides");
+
+    // WHEN the right writes a name with nothing to split at, and a state the map does not
+    // name, while the amount changes too
+    right.run_sql("UPDATE customers SET full_name = 'Ada', amount_cents = 2500 WHERE id = 1");
+    right.run_sql("UPDATE customers SET state = 'archived' WHERE id = 2");
+    let r = f.run();
+    // THEN neither is written half-right: both are quarantined with their reasons, and
+    // the amount, which survives the way back, arrives
+    assert_eq!(r.links[0].to_left.updated, 1, "{:?}", r.links[0].planned);
+    assert_eq!(left_rows(left)[0], "1|Ada|Lovelace|churned|25|Germany");
+    assert_eq!(
+        left_rows(left)[1],
+        "2|Grace|Hopper-Murray|lead|0.5|United States"
+    );
+    let shown = quarantine_of(f);
+    assert!(shown.contains("does not split"), "{shown}");
+    assert!(shown.contains("\"archived\""), "{shown}");
+    // AND, nobody editing, nothing more is written while they wait for a person
+    quiet(f, "a run with values held");
+
+    // WHEN a person fixes the values at their source
+    right.run_sql(
+        "UPDATE customers SET full_name = 'Ada King', state = 'current' WHERE id IN (1, 2)",
+    );
+    left.run_sql("UPDATE contacts SET status = 'lead' WHERE id = 3");
+    let r = f.run();
+    // THEN all of it flows, the held record is created, and all goes quiet
+    assert_eq!(r.links[0].to_right.created, 1, "{:?}", r.links[0]);
+    assert_eq!(r.links[0].quarantined, 0, "{:?}", r.links[0]);
+    assert_eq!(
+        left_rows(left),
+        [
+            "1|Ada|King|active|25|Germany",
+            "2|Ada|King|active|0.5|United States",
+            "3|Alan|Turing|lead|7|United States"
+        ]
+    );
+    assert_eq!(right_rows(right)[2], "3|Alan Turing|trial|700|US");
+    quiet(f, "a run after the fixes");
+}
+
+/// What `syncline quarantine` lists for the link.
+fn quarantine_of(f: &Fixture) -> String {
+    let out = syncline(f.path())
+        .args(["quarantine", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn sqlite_left(f: &Fixture) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(f.path().join("left.db")).unwrap();
+    c.execute_batch(LEFT).unwrap();
+    c
+}
+
+#[test]
+fn sqlite_to_sqlite_fields_that_mean_different_things() {
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT, state TEXT, amount_cents INTEGER, country_code TEXT);",
+        LINK,
+    );
+    let mut left = sqlite_left(&f);
+    let mut right = rusqlite::Connection::open(f.path().join("right.db")).unwrap();
+    scenario(&f, &mut left, &mut right);
+}
+
+#[test]
+fn sqlite_to_postgres_fields_that_mean_different_things() {
+    let Some(url) = server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let db = TempDatabase::postgres(&url);
+    let mut right = db.pg_client();
+    right.run_sql(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, full_name text, state text, amount_cents bigint, country_code char(2));",
+    );
+    let f = Fixture::new("", "", "");
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n{LINK}",
+            db.url
+        ),
+    )
+    .unwrap();
+    let mut left = sqlite_left(&f);
+    scenario(&f, &mut left, &mut right);
+}
+
+#[test]
+fn sqlite_to_mariadb_fields_that_mean_different_things() {
+    let Some(url) = server_url(
+        "SYNCLINE_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    ) else {
+        return;
+    };
+    let db = TempDatabase::mysql(&url);
+    let mut right = db.mysql_conn();
+    right.run_sql(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, full_name varchar(200), state varchar(20), amount_cents bigint, country_code char(2))",
+    );
+    let f = Fixture::new("", "", "");
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"mysql\"\nurl = \"{}\"\n{LINK}",
+            db.url
+        ),
+    )
+    .unwrap();
+    let mut left = sqlite_left(&f);
+    scenario(&f, &mut left, &mut right);
+}
