@@ -153,6 +153,26 @@ fn check_link(config: &Config, link: &LinkSpec, out: &mut Vec<Finding>) {
             );
         }
     }
+    // A field that flows to the left is read back through its map: the map must say
+    // which left value each right value was.
+    for unit in link.units.iter().filter(|u| u.owner != Owner::Left) {
+        for &f in &unit.fields {
+            let field = &link.fields[f];
+            for (right, lefts) in field.meaning.collisions() {
+                push(
+                    Severity::Error,
+                    &field.span,
+                    "map-invertible",
+                    format!(
+                        "field `{}` flows to the left (owner {}) but its map sends {} all to {right}: a {right} coming back could be any of them; make the map one-to-one, or the field owner = \"left\"",
+                        field.name,
+                        unit.owner.as_str(),
+                        lefts.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     for deleted_on in [Side::Left, Side::Right] {
         if link.delete_rule(deleted_on) == DeleteRule::Propagate && link.max_delete_fraction >= 1.0
         {

@@ -3,6 +3,7 @@
 
 use crate::config::{Secret, SystemSpec, substitute_env};
 use crate::connectors::ColumnInfo;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -84,6 +85,11 @@ fn toml_key(name: &str) -> String {
     }
 }
 
+/// The key columns `init` proposes for a collection (empty: none found).
+pub fn key_of(cols: &[ColumnInfo]) -> Vec<String> {
+    key_columns(cols)
+}
+
 fn key_columns(cols: &[ColumnInfo]) -> Vec<String> {
     let pk: Vec<String> = cols
         .iter()
@@ -100,17 +106,95 @@ fn key_columns(cols: &[ColumnInfo]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The proposed config, as TOML with comments saying what to decide.
-pub fn propose(
-    link: &str,
-    left: &Target,
+/// The columns both sides have (same name, or the same ignoring case), keys aside, as
+/// (left, right) names.
+pub fn shared_columns(
     left_cols: &[ColumnInfo],
-    right: &Target,
     right_cols: &[ColumnInfo],
-) -> String {
+) -> Vec<(String, String)> {
+    shared(left_cols, right_cols)
+        .into_iter()
+        .map(|(l, r)| (l.name.clone(), r.name.clone()))
+        .collect()
+}
+
+/// How often each value occurs in a column, when it holds few distinct values
+/// ([`FEW_VALUES`] at most): what a value map would name.
+pub type Picklist = BTreeMap<String, u64>;
+
+/// Columns with more distinct values than this are no picklist.
+pub const FEW_VALUES: usize = 20;
+
+/// Reads `columns` of a collection and counts each one's values, giving up on a column
+/// once it holds more than [`FEW_VALUES`] (`None`).
+///
+/// # Errors
+/// A read that fails.
+pub fn picklists(
+    conn: &mut dyn crate::connectors::Connector,
+    collection: &str,
+    key: Vec<String>,
+    columns: &[String],
+) -> Result<Vec<Option<Picklist>>, crate::connectors::ConnectorError> {
+    let spec = crate::connectors::ReadSpec {
+        collection: collection.to_string(),
+        key,
+        columns: columns.to_vec(),
+    };
+    let mut lists: Vec<Option<Picklist>> = vec![Some(Picklist::new()); columns.len()];
+    conn.scan(&spec, 5000, &mut |records| {
+        for rec in records {
+            for (list, v) in lists.iter_mut().zip(&rec.values) {
+                let Some(l) = list else { continue };
+                let text = match v {
+                    crate::model::Value::Null => continue,
+                    crate::model::Value::Text(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                *l.entry(text).or_default() += 1;
+                if l.len() > FEW_VALUES {
+                    *list = None;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(lists)
+}
+
+/// A commented value-map suggestion for two columns that hold the same number of
+/// distinct values under different names, paired by how often each occurs.
+fn suggested_map(field: &str, left: &Picklist, right: &Picklist) -> Option<String> {
+    if left.len() < 2 || left.len() != right.len() || left.keys().eq(right.keys()) {
+        return None;
+    }
+    let by_count = |p: &Picklist| {
+        let mut v: Vec<(&String, &u64)> = p.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    };
+    let pairs: Vec<String> = by_count(left)
+        .iter()
+        .zip(by_count(right))
+        .map(|(l, r)| format!("{} = {}", toml_key(l), toml_string(&r)))
+        .collect();
+    let list = |p: &Picklist| p.keys().cloned().collect::<Vec<_>>().join(", ");
+    Some(format!(
+        "# `{field}`: the left holds {}, the right {} — as many values, named differently.\n\
+         # If they mean the same, map them (paired here by how often each occurs: check every pair):\n\
+         # {field} = {{ map = {{ {} }} }}\n",
+        list(left),
+        list(right),
+        pairs.join(", ")
+    ))
+}
+
+fn shared<'c>(
+    left_cols: &'c [ColumnInfo],
+    right_cols: &'c [ColumnInfo],
+) -> Vec<(&'c ColumnInfo, &'c ColumnInfo)> {
     let left_key = key_columns(left_cols);
     let right_key = key_columns(right_cols);
-    // Columns both sides have (same name, or the same ignoring case), keys aside.
     let mut shared: Vec<(&ColumnInfo, &ColumnInfo)> = Vec::new();
     for l in left_cols.iter().filter(|c| !left_key.contains(&c.name)) {
         let r = right_cols
@@ -127,6 +211,23 @@ pub fn propose(
             shared.push((l, r));
         }
     }
+    shared
+}
+
+/// The proposed config, as TOML with comments saying what to decide. `picklists`: per
+/// shared column (see [`shared_columns`]), its values on (left, right) where both are
+/// few, to suggest value maps from.
+pub fn propose(
+    link: &str,
+    left: &Target,
+    left_cols: &[ColumnInfo],
+    right: &Target,
+    right_cols: &[ColumnInfo],
+    picklists: &BTreeMap<String, (Picklist, Picklist)>,
+) -> String {
+    let left_key = key_columns(left_cols);
+    let right_key = key_columns(right_cols);
+    let shared = shared(left_cols, right_cols);
     let unique_both = shared.iter().filter(|(l, r)| l.unique && r.unique);
     let match_on = unique_both
         .clone()
@@ -238,6 +339,12 @@ pub fn propose(
             parts.push("transform = \"trim+lowercase\"".into());
         }
         let name = toml_key(&l.name);
+        if let Some(hint) = picklists
+            .get(&l.name)
+            .and_then(|(lp, rp)| suggested_map(&name, lp, rp))
+        {
+            out.push_str(&hint);
+        }
         let _ = writeln!(
             out,
             "{name} = {{{}}}",
@@ -279,6 +386,7 @@ mod tests {
             &[col("id", true, false), col("item", false, false)],
             &r,
             &[key, col("item", false, false)],
+            &BTreeMap::new(),
         );
         assert!(text.contains("id = { right = \"order_id\" }"), "{text}");
         let text = propose(
@@ -287,6 +395,7 @@ mod tests {
             &[col("id", true, false)],
             &r,
             &[col("id", true, false)],
+            &BTreeMap::new(),
         );
         assert!(
             !text.contains("id = {"),
@@ -328,6 +437,7 @@ mod tests {
                 col("email", false, true),
                 col("name", false, false),
             ],
+            &BTreeMap::new(),
         );
         assert!(text.contains("left_key = \"id\""), "{text}");
         assert!(text.contains("right_key = \"customer_id\""), "{text}");

@@ -226,3 +226,148 @@ fn sqlite_to_mariadb_fields_that_mean_different_things() {
     let mut left = sqlite_left(&f);
     scenario(&f, &mut left, &mut right);
 }
+
+#[test]
+fn check_refuses_a_map_that_cannot_be_read_back_and_names_what_collides() {
+    // GIVEN a status both sides own, whose map sends two left values to one right value
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, status TEXT);",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, state TEXT);",
+        r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+left_key = "id"
+right_key = "id"
+mode = "two-way"
+on_delete = { left = "propagate", right = "ignore" }
+
+[links.c.fields]
+id = { owner = "left" }
+status = { right = "state", owner = "both", conflict = "left-wins", map = { active = "current", paying = "current", lead = "trial" } }
+"#,
+    );
+    // WHEN checked
+    let out = syncline(f.path()).arg("check").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // THEN it is an error that names the values that collide, at the field's line
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("map-invertible"), "{text}");
+    assert!(text.contains("active, paying"), "{text}");
+    assert!(text.contains("syncline.toml:"), "{text}");
+
+    // AND owned by the left only, the same map is fine: it is only read one way
+    let config = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        config.replace(
+            "owner = \"both\", conflict = \"left-wins\", map",
+            "owner = \"left\", map",
+        ),
+    )
+    .unwrap();
+    let out = syncline(f.path()).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("map-invertible"), "{text}");
+}
+
+#[test]
+fn check_names_the_records_whose_values_would_not_survive() {
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT, state TEXT, amount_cents INTEGER, country_code TEXT);
+         INSERT INTO customers VALUES (7, 'Madonna', 'trial', 100, 'FR');",
+        LINK,
+    );
+    let left = sqlite_left(&f);
+    left.execute_batch(
+        "INSERT INTO contacts VALUES (1, 'Ann Marie', 'Smith', 'active', 1, 'Germany');
+         INSERT INTO contacts VALUES (2, 'Alan', 'Turing', 'prospect', 7, 'France');
+         INSERT INTO contacts VALUES (3, 'Grace', 'Hopper', 'lead', 2, 'France');",
+    )
+    .unwrap();
+    let out = syncline(f.path()).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The name with nothing to split at, on the right.
+    assert!(
+        text.contains("right record 7") && text.contains("does not split"),
+        "{text}"
+    );
+    // The status the map does not name, on the left.
+    assert!(
+        text.contains("left record 2") && text.contains("\"prospect\""),
+        "{text}"
+    );
+    // A first name with a space: split at the last space it comes back whole, but the
+    // left's "Ann Marie" + "Smith" is one way to read "Ann Marie Smith" — it survives.
+    assert!(!text.contains("left record 1"), "{text}");
+    assert!(!text.contains("record 3"), "{text}");
+}
+
+#[test]
+fn explain_shows_the_value_as_held_and_as_read_in_the_other_meaning() {
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT, state TEXT, amount_cents INTEGER, country_code TEXT);",
+        LINK,
+    );
+    let left = sqlite_left(&f);
+    left.execute(
+        "INSERT INTO contacts VALUES (3, 'Alan', 'Turing', 'lead', 7, 'France')",
+        [],
+    )
+    .unwrap();
+    f.run();
+    let out = syncline(f.path())
+        .args(["explain", "c", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("left \"Turing\" (read as \"Alan Turing\") | right \"Alan Turing\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("left \"lead\" (read as \"trial\") | right \"trial\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("left 7 (read as \"700\") | right 700"),
+        "{text}"
+    );
+}
+
+#[test]
+fn init_suggests_a_value_map_for_a_picklist_named_differently_and_only_suggests() {
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, status TEXT, city TEXT);
+         INSERT INTO contacts VALUES (1, 'active', 'Oslo'), (2, 'active', 'Rome'), (3, 'active', 'Oslo'),
+           (4, 'churned', 'Rome'), (5, 'churned', 'Oslo'), (6, 'lead', 'Rome');",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, status TEXT, city TEXT);
+         INSERT INTO customers VALUES (1, 'current', 'Oslo'), (2, 'current', 'Rome'), (3, 'current', 'Oslo'),
+           (4, 'cancelled', 'Rome'), (5, 'cancelled', 'Oslo'), (6, 'trial', 'Rome');",
+        "",
+    );
+    std::fs::remove_file(f.config_path()).unwrap();
+    let out = syncline(f.path())
+        .args([
+            "init",
+            "sqlite:left.db#contacts",
+            "sqlite:right.db#customers",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // Paired by how often each value occurs, as a comment; the field itself is plain.
+    assert!(
+        text.contains(
+            "# status = { map = { active = \"current\", churned = \"cancelled\", lead = \"trial\" } }"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("\nstatus = {}\n"), "{text}");
+    // The same values on both sides: nothing to suggest.
+    assert!(!text.contains("# city = { map"), "{text}");
+}

@@ -247,13 +247,13 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
                 match syncline::engine::check_against_systems(&config, link) {
                     Ok(warnings) => {
                         let (line, column) = config.source.line_col(link.span.start);
-                        for message in warnings {
+                        for (rule, message) in warnings {
                             findings.push(syncline::check::Finding {
                                 severity: syncline::check::Severity::Warning,
                                 link: link.name.clone(),
                                 line,
                                 column,
-                                rule: "key-unique",
+                                rule,
                                 message,
                             });
                         }
@@ -480,6 +480,7 @@ fn init(
     ];
     let dir = std::env::current_dir()?;
     let mut columns = Vec::new();
+    let mut conns = Vec::new();
     for (name, t) in ["left", "right"].iter().zip(&targets) {
         let spec = t.system(&dir).map_err(anyhow::Error::msg)?;
         let mut conn = syncline::connectors::open(name, &spec)?;
@@ -487,8 +488,38 @@ fn init(
             conn.describe(&t.collection)
                 .with_context(|| format!("{name}: {}", t.collection))?,
         );
+        conns.push(conn);
     }
-    let text = propose(link, &targets[0], &columns[0], &targets[1], &columns[1]);
+    // The shared columns' values, where few: columns that hold the same number of
+    // values under different names get a value map suggested.
+    let shared = syncline::init::shared_columns(&columns[0], &columns[1]);
+    let mut lists = Vec::new();
+    for (side, (conn, t)) in conns.iter_mut().zip(&targets).enumerate() {
+        let cols: Vec<String> = shared
+            .iter()
+            .map(|(l, r)| if side == 0 { l.clone() } else { r.clone() })
+            .collect();
+        let key = syncline::init::key_of(&columns[side]);
+        lists.push(if cols.is_empty() || key.is_empty() {
+            vec![None; cols.len()]
+        } else {
+            syncline::init::picklists(conn.as_mut(), &t.collection, key, &cols)
+                .with_context(|| format!("reading {}", t.collection))?
+        });
+    }
+    let picklists: std::collections::BTreeMap<String, _> = shared
+        .iter()
+        .zip(lists[0].iter().zip(&lists[1]))
+        .filter_map(|((l, _), (lp, rp))| Some((l.clone(), (lp.clone()?, rp.clone()?))))
+        .collect();
+    let text = propose(
+        link,
+        &targets[0],
+        &columns[0],
+        &targets[1],
+        &columns[1],
+        &picklists,
+    );
     if write {
         if config_path.exists() {
             bail!(

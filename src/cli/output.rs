@@ -351,9 +351,12 @@ impl Output {
                 "  {} (right: {}, owner {}, policy {}): {}",
                 f.field, f.right_column, f.owner, f.policy, f.state
             );
+            let left = match &f.left_as_held {
+                Some(held) => format!("{held} (read as {})", show(&f.left)),
+                None => show(&f.left),
+            };
             println!(
-                "    left {} | right {} | base {}",
-                show(&f.left),
+                "    left {left} | right {} | base {}",
                 show(&f.right),
                 show(&f.base)
             );

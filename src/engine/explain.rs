@@ -13,7 +13,12 @@ pub struct FieldExplanation {
     pub right_column: String,
     pub owner: String,
     pub policy: String,
+    /// The left's value in the right's meaning: what is compared and remembered.
     pub left: Option<serde_json::Value>,
+    /// The left's value as its system holds it, where a value map, scale or composed
+    /// column gives it another meaning on the right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_as_held: Option<serde_json::Value>,
     pub right: Option<serde_json::Value>,
     pub base: Option<serde_json::Value>,
     pub state: String,
@@ -146,6 +151,12 @@ pub fn explain(
             let spec = &link.fields[f];
             let base = pair.as_ref().and_then(|p| p.base.get(&spec.name).cloned());
             let lv = left_rec.as_ref().map(|r| r.values[f].clone());
+            let left_as_held = left_rec
+                .as_ref()
+                .and_then(|r| r.raw.as_ref())
+                .map(|raw| raw[f].clone())
+                .filter(|raw| Some(raw) != lv.as_ref())
+                .map(|v| v.to_json());
             let rv = right_rec.as_ref().map(|r| r.values[f].clone());
             let norm = |v: &Option<Value>| v.clone().map(|v| spec.transform.apply(v));
             let state_word = if conflicts.iter().any(|c| c.unit == unit.name) {
@@ -181,6 +192,7 @@ pub fn explain(
                     "-".into()
                 },
                 left: lv.map(|v| v.to_json()),
+                left_as_held,
                 right: rv.map(|v| v.to_json()),
                 base: base.map(|v| v.to_json()),
                 state: state_word,

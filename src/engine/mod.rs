@@ -383,10 +383,27 @@ fn valve_refusal(
 }
 
 /// Opens a link's systems and checks every column it names (for `check`). Returns what
-/// to warn about (a key nothing keeps unique).
+/// to warn about, as (rule, message): a key nothing keeps unique; on a link whose fields
+/// mean different things, the records whose values have no meaning on the other side or
+/// would not survive the way back (the run quarantines them).
 ///
 /// # Errors
-/// A system that cannot be opened, or a config error located in the file.
-pub fn check_against_systems(config: &Config, link: &LinkSpec) -> Result<Vec<String>, Error> {
-    LinkIo::open(config, link).map(|io| io.layout.warnings)
+/// A system that cannot be opened, or read, or a config error located in the file.
+pub fn check_against_systems(
+    config: &Config,
+    link: &LinkSpec,
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let mut io = LinkIo::open(config, link)?;
+    let mut found: Vec<(&'static str, String)> = std::mem::take(&mut io.layout.warnings)
+        .into_iter()
+        .map(|w| ("key-unique", w))
+        .collect();
+    if translate::needs_translation(link) {
+        found.extend(
+            translate::untranslatable(link, &mut io)?
+                .into_iter()
+                .map(|m| ("meaning-data", m)),
+        );
+    }
+    Ok(found)
 }

@@ -5,10 +5,11 @@
 //! else in the engine — merge, per-side memory, journal, flow-back — then works in one
 //! meaning, unchanged.
 
-use crate::config::LinkSpec;
+use crate::config::{LinkSpec, Owner};
 use crate::connectors::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
 };
+use crate::model::Side;
 use crate::model::{Key, Name, Record, Value};
 use std::collections::HashMap;
 
@@ -112,6 +113,77 @@ fn show(values: &[Value]) -> String {
     let mut shown: Vec<String> = values.iter().map(ToString::to_string).collect();
     shown.dedup();
     shown.join(" + ")
+}
+
+/// How many records `check` names per link before it only counts them.
+const NAMED: usize = 20;
+
+/// For `check`: every record whose values have no meaning on the right (left records,
+/// as the run would quarantine them), or, in a unit that flows to the left, would not
+/// survive the way back (`split(join(x)) ≠ x` on the left, no left form on the right).
+///
+/// # Errors
+/// A scan that fails.
+pub(crate) fn untranslatable(
+    link: &LinkSpec,
+    io: &mut super::LinkIo,
+) -> Result<Vec<String>, crate::Error> {
+    let flows_left: Vec<usize> = (0..link.units.len())
+        .filter(|&u| link.units[u].owner != Owner::Left)
+        .collect();
+    let mut found = Vec::new();
+    let mut count = 0usize;
+    let mut note = |side: Side, rec: &Record, why: String| {
+        count += 1;
+        if found.len() < NAMED {
+            found.push(format!("{side} record {}: {why}", rec.key.display_text()));
+        }
+    };
+    for side in [Side::Left, Side::Right] {
+        let spec = io.layout.read_spec(side).clone();
+        io.connector(side).scan(&spec, link.batch_size, &mut |records| {
+            for rec in records {
+                if let Some(why) = &rec.defect {
+                    note(side, &rec, why.clone());
+                    continue;
+                }
+                for &u in &flows_left {
+                    let unit = &link.units[u];
+                    let target: Vec<Value> = unit
+                        .fields
+                        .iter()
+                        .map(|&f| link.fields[f].transform.apply(rec.values[f].clone()))
+                        .collect();
+                    match unit_to_left(link, u, &target) {
+                        Err(why) => note(side, &rec, why),
+                        Ok(left) if side == Side::Left => {
+                            let raw = rec.raw.as_ref().unwrap_or(&rec.values);
+                            let held: Vec<Value> =
+                                unit.fields.iter().map(|&f| raw[f].clone()).collect();
+                            if left != held {
+                                note(
+                                    side,
+                                    &rec,
+                                    format!(
+                                        "`{}`: {} would come back from the right as {}: it does not survive the round trip",
+                                        unit.name,
+                                        show(&held),
+                                        show(&left)
+                                    ),
+                                );
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    if count > found.len() {
+        found.push(format!("… and {} more records", count - found.len()));
+    }
+    Ok(found)
 }
 
 /// The left connector of a link with meanings: see the module docs.
