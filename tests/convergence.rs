@@ -827,3 +827,273 @@ fn cases() -> u32 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(64)
 }
+
+// ---- fields that mean different things ----------------------------------------------
+
+/// A random meaning per field: which right names the left's three statuses get (a
+/// bijection), the scale's power of ten, and where a composed name splits.
+#[derive(Debug, Clone)]
+struct Meanings {
+    /// The right's name for `STATUSES[i]`.
+    status_names: Vec<&'static str>,
+    /// `cents = amount × 10^scale`.
+    scale: u32,
+    split_last: bool,
+}
+
+const STATUSES: [&str; 3] = ["active", "churned", "lead"];
+const WORDS: [&str; 4] = ["Ann", "Bo", "Cy", "Di"];
+
+fn meanings() -> impl Strategy<Value = Meanings> {
+    (
+        Just(vec!["current", "cancelled", "trial", "paused"]).prop_shuffle(),
+        0u32..4,
+        any::<bool>(),
+    )
+        .prop_map(|(names, scale, split_last)| Meanings {
+            status_names: names[..3].to_vec(),
+            scale,
+            split_last,
+        })
+}
+
+impl Meanings {
+    fn link(&self) -> String {
+        let map: Vec<String> = STATUSES
+            .iter()
+            .zip(&self.status_names)
+            .map(|(l, r)| format!("{l} = \"{r}\""))
+            .collect();
+        format!(
+            r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+left_key = "id"
+right_key = "cid"
+mode = "two-way"
+match_on = ["email"]
+right_ref = "crm_id"
+conflict = "left-wins"
+on_delete = {{ left = "propagate", right = "propagate" }}
+delete_vs_edit = "delete-wins"
+max_delete_fraction = 1.0
+batch_size = 3
+
+[links.c.fields]
+email = {{ owner = "left" }}
+status = {{ right = "state", owner = "both", map = {{ {} }} }}
+amount = {{ right = "cents", owner = "both", scale = {} }}
+
+[links.c.composed]
+full_name = {{ left = ["first_name", "last_name"], split = "{}", owner = "both" }}
+"#,
+            map.join(", "),
+            10u64.pow(self.scale),
+            if self.split_last { "last" } else { "first" }
+        )
+    }
+
+    /// A left amount with at most `scale` decimals, or NULL.
+    fn amount(&self, v: u8) -> Option<String> {
+        (v % 7 != 0).then(|| {
+            let cents = i64::from(v) * 37 - 2000;
+            syncline::meaning::shift_decimal(&cents.to_string(), -(self.scale as i32))
+        })
+    }
+}
+
+/// Left: a word or NULL. Right: a name of two words, now and then three.
+fn word(v: u8) -> Option<String> {
+    (v % 5 != 0).then(|| WORDS[usize::from(v) % 4].to_string())
+}
+
+fn full_name(v: u8) -> Option<String> {
+    match v % 6 {
+        0 => None,
+        1 => Some(format!(
+            "{} {} {}",
+            WORDS[0],
+            WORDS[usize::from(v / 6) % 4],
+            WORDS[3]
+        )),
+        _ => Some(format!(
+            "{} {}",
+            WORDS[usize::from(v) % 4],
+            WORDS[usize::from(v / 7) % 4]
+        )),
+    }
+}
+
+fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseError> {
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, first_name TEXT, last_name TEXT, status TEXT, amount TEXT);",
+        "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, full_name TEXT, state TEXT, cents INTEGER, crm_id TEXT);",
+        &m.link(),
+    );
+    let conn = |side: Side| {
+        if side == Side::Left {
+            &f.left
+        } else {
+            &f.right
+        }
+    };
+    let keys = |side: Side| -> Vec<i64> {
+        let (t, k) = World::table(side);
+        Fixture::rows(conn(side), &format!("SELECT {k} FROM {t} ORDER BY {k}"))
+            .into_iter()
+            .map(|r| match r[0] {
+                Value::Integer(k) => k,
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let mut uid = 0;
+    for op in ops {
+        match op {
+            RewriteOp::Insert(side, v) => {
+                uid += 1;
+                let email = format!("u{uid}@x.org");
+                let status = (v % 4 != 0).then(|| usize::from(v) % 3);
+                if side == Side::Left {
+                    f.left
+                        .execute(
+                            "INSERT INTO contacts (email, first_name, last_name, status, amount) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            rusqlite::params![email, word(v), word(v / 3), status.map(|s| STATUSES[s]), m.amount(v)],
+                        )
+                        .unwrap();
+                } else {
+                    f.right
+                        .execute(
+                            "INSERT INTO customers (email, full_name, state, cents) VALUES (?1, ?2, ?3, ?4)",
+                            rusqlite::params![email, full_name(v), status.map(|s| m.status_names[s]), (v % 7 != 0).then(|| i64::from(v) * 11)],
+                        )
+                        .unwrap();
+                }
+            }
+            RewriteOp::Update {
+                side,
+                pick,
+                field,
+                value: v,
+            } => {
+                let ks = keys(side);
+                if ks.is_empty() {
+                    continue;
+                }
+                let key = ks[pick % ks.len()];
+                let status = (v % 4 != 0).then(|| usize::from(v) % 3);
+                if side == Side::Left {
+                    let (column, value) = match field {
+                        0 => ("first_name", word(v)),
+                        1 => ("last_name", word(v)),
+                        2 => ("status", status.map(|s| STATUSES[s].to_string())),
+                        _ => ("amount", m.amount(v)),
+                    };
+                    f.left
+                        .execute(
+                            &format!("UPDATE contacts SET {column} = ?1 WHERE id = ?2"),
+                            rusqlite::params![value, key],
+                        )
+                        .unwrap();
+                } else {
+                    let value: rusqlite::types::Value = match field {
+                        0 | 1 => full_name(v).into(),
+                        2 => status.map(|s| m.status_names[s].to_string()).into(),
+                        _ => (v % 7 != 0).then(|| i64::from(v) * 13 - 1000).into(),
+                    };
+                    let column = ["full_name", "full_name", "state", "cents"][field];
+                    f.right
+                        .execute(
+                            &format!("UPDATE customers SET {column} = ?1 WHERE cid = ?2"),
+                            rusqlite::params![value, key],
+                        )
+                        .unwrap();
+                }
+            }
+            RewriteOp::Delete(side, pick) => {
+                let ks = keys(side);
+                if ks.is_empty() {
+                    continue;
+                }
+                let (t, k) = World::table(side);
+                conn(side)
+                    .execute(
+                        &format!("DELETE FROM {t} WHERE {k} = ?1"),
+                        [ks[pick % ks.len()]],
+                    )
+                    .unwrap();
+            }
+            RewriteOp::Run => {
+                f.run();
+            }
+        }
+    }
+    // Edits stop: one run converges across the meanings; then nothing is written.
+    f.run();
+    for n in 1..=2 {
+        let r = f.run();
+        prop_assert_eq!(
+            writes(&r),
+            0,
+            "run {} after edits stopped wrote: {:?}",
+            n,
+            r.links[0].planned
+        );
+        prop_assert!(!r.needs_attention(), "{:?}", r.links[0]);
+    }
+    // Every record agrees in the right's meaning.
+    let left: BTreeMap<String, Vec<Value>> = Fixture::rows(
+        &f.left,
+        "SELECT email, first_name, last_name, status, amount FROM contacts",
+    )
+    .into_iter()
+    .map(|r| (r[0].to_string(), r[1..].to_vec()))
+    .collect();
+    let right: BTreeMap<String, Vec<Value>> = Fixture::rows(
+        &f.right,
+        "SELECT email, full_name, state, cents FROM customers",
+    )
+    .into_iter()
+    .map(|r| (r[0].to_string(), r[1..].to_vec()))
+    .collect();
+    prop_assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        right.keys().collect::<Vec<_>>()
+    );
+    let text = |v: &Value| match v {
+        Value::Null => None,
+        Value::Text(t) => Some(t.clone()),
+        other => Some(other.to_string()),
+    };
+    for (email, l) in &left {
+        let r = &right[email];
+        let joined = match (text(&l[0]), text(&l[1])) {
+            (None, None) => None,
+            (a, b) => Some(format!(
+                "{} {}",
+                a.unwrap_or_default(),
+                b.unwrap_or_default()
+            )),
+        };
+        prop_assert_eq!(&joined, &text(&r[0]), "full_name of {}", email);
+        let mapped = text(&l[2])
+            .map(|s| m.status_names[STATUSES.iter().position(|x| *x == s).unwrap()].to_string());
+        prop_assert_eq!(&mapped, &text(&r[1]), "status of {}", email);
+        let cents = text(&l[3]).map(|a| syncline::meaning::shift_decimal(&a, m.scale as i32));
+        prop_assert_eq!(&cents, &text(&r[2]), "amount of {}", email);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn fields_that_mean_different_things_converge_and_stay_quiet(
+        m in meanings(),
+        ops in prop::collection::vec(rewrite_op(), 1..25),
+    ) {
+        apply_meaning_ops(m, ops)?;
+    }
+}
