@@ -1,6 +1,7 @@
 //! What a field's values mean on each side, when the two systems say the same thing
 //! differently: a value map (`active` ↔ `current`), a decimal scale (units ↔ cents), a
-//! composed field (`first_name` + `last_name` ↔ `full_name`).
+//! date as text in a format and a time zone (`2026-02-01` ↔ `01/02/2026`), a composed
+//! field (`first_name` + `last_name` ↔ `full_name`).
 //!
 //! The engine compares, remembers and decides in one meaning: **the right's**. A left
 //! record is translated into it as it is read (see `engine::translate`), so a mapped
@@ -28,6 +29,16 @@ pub enum FieldMeaning {
     /// The right holds the left's number times 10^k (`scale = 100`: k = 2, units → cents).
     /// Shifting a decimal point is exact; no float is involved.
     Scale(i32),
+    /// The right holds the left's date or timestamp as text in this format.
+    Format(DateFormat),
+}
+
+/// A date or time as text on the right: a `chrono` format (`%d/%m/%Y`), and the fixed
+/// offset from UTC of the right's local time, where the left's is UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateFormat {
+    pub format: String,
+    pub offset_minutes: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +110,7 @@ impl FieldMeaning {
                 }
             }
             FieldMeaning::Scale(k) => scaled(v, *k),
+            FieldMeaning::Format(f) => f.format_value(v),
         }
     }
 
@@ -133,6 +145,7 @@ impl FieldMeaning {
                 }
             }
             FieldMeaning::Scale(k) => scaled(v, -k),
+            FieldMeaning::Format(f) => f.parse_value(v),
         }
     }
 
@@ -165,6 +178,66 @@ fn key_matches(k: &str, v: &Value) -> bool {
         }
         other => Value::Text(k.to_string()) == *other,
     }
+}
+
+impl DateFormat {
+    /// Whether the format has a time of day (else it is a date).
+    fn has_time(&self) -> bool {
+        ["%H", "%I", "%M", "%S", "%T", "%R", "%s", "%+"]
+            .iter()
+            .any(|t| self.format.contains(t))
+    }
+
+    fn offset(&self) -> chrono::Duration {
+        chrono::Duration::minutes(i64::from(self.offset_minutes))
+    }
+
+    /// A left date or timestamp (typed, or ISO text) as the right's text.
+    fn format_value(&self, v: &Value) -> Result<Value, String> {
+        let at = match v {
+            Value::Date(d) => d.and_time(chrono::NaiveTime::MIN),
+            Value::Timestamp(t) => *t,
+            Value::TimestampTz(z) => z.naive_utc(),
+            Value::Text(t) => iso_instant(t.trim())
+                .ok_or_else(|| format!("{v} is not a date or time (YYYY-MM-DD[ HH:MM:SS])"))?,
+            other => return Err(format!("{other} is not a date or time")),
+        };
+        Ok(Value::Text(
+            (at + self.offset()).format(&self.format).to_string(),
+        ))
+    }
+
+    /// The right's text as the left's date or timestamp.
+    fn parse_value(&self, v: &Value) -> Result<Value, String> {
+        let text = match v {
+            Value::Text(t) => t.clone(),
+            other => other.to_sql_text().unwrap_or_default(),
+        };
+        let wrong = || format!("{v} does not read as {:?}", self.format);
+        if self.has_time() {
+            let at =
+                chrono::NaiveDateTime::parse_from_str(&text, &self.format).map_err(|_| wrong())?;
+            Ok(Value::Timestamp(at - self.offset()))
+        } else {
+            let d = chrono::NaiveDate::parse_from_str(&text, &self.format).map_err(|_| wrong())?;
+            Ok(Value::Date(d))
+        }
+    }
+}
+
+/// `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.f]` (or with `T`), or RFC 3339 (in UTC).
+fn iso_instant(t: &str) -> Option<chrono::NaiveDateTime> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Some(d.and_time(chrono::NaiveTime::MIN));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(at) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Some(at);
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|z| z.naive_utc())
 }
 
 /// `v` times 10^k, exactly.
@@ -351,6 +424,42 @@ mod tests {
             Ok(Value::Numeric("19.99".into()))
         );
         assert!(s.to_right(&Value::Text("ten".into())).is_err());
+    }
+
+    #[test]
+    fn a_date_format_and_an_offset_read_both_ways() {
+        let f = FieldMeaning::Format(DateFormat {
+            format: "%d/%m/%Y".into(),
+            offset_minutes: 0,
+        });
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+        assert_eq!(
+            f.to_right(&Value::Date(d)),
+            Ok(Value::Text("01/02/2026".into()))
+        );
+        assert_eq!(
+            f.to_right(&Value::Text("2026-02-01".into())),
+            Ok(Value::Text("01/02/2026".into()))
+        );
+        assert_eq!(
+            f.to_left(&Value::Text("01/02/2026".into())),
+            Ok(Value::Date(d))
+        );
+        assert!(f.to_left(&Value::Text("2026-02-01".into())).is_err());
+        // The right's local time is two hours ahead of the left's UTC.
+        let t = FieldMeaning::Format(DateFormat {
+            format: "%Y-%m-%d %H:%M".into(),
+            offset_minutes: 120,
+        });
+        let utc = d.and_hms_opt(23, 30, 0).unwrap();
+        assert_eq!(
+            t.to_right(&Value::Timestamp(utc)),
+            Ok(Value::Text("2026-02-02 01:30".into()))
+        );
+        assert_eq!(
+            t.to_left(&Value::Text("2026-02-02 01:30".into())),
+            Ok(Value::Timestamp(utc))
+        );
     }
 
     #[test]

@@ -371,3 +371,57 @@ fn init_suggests_a_value_map_for_a_picklist_named_differently_and_only_suggests(
     // The same values on both sides: nothing to suggest.
     assert!(!text.contains("# city = { map"), "{text}");
 }
+
+#[test]
+fn dates_as_text_in_another_format_and_zone_flow_both_ways_and_go_quiet() {
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, since TEXT, seen TEXT);
+         INSERT INTO contacts VALUES (1, '2026-02-01', '2026-02-01 23:30:00');",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, since TEXT, seen TEXT);",
+        r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+left_key = "id"
+right_key = "id"
+mode = "two-way"
+conflict = "left-wins"
+on_delete = { left = "propagate", right = "ignore" }
+
+[links.c.fields]
+id = { owner = "left" }
+since = { owner = "both", format = "%d/%m/%Y" }
+seen = { owner = "both", format = "%d.%m.%Y %H:%M", offset = "+02:00" }
+"#,
+    );
+    f.run();
+    let right = |f: &Fixture| {
+        support::Fixture::rows(&f.right, "SELECT since || ' | ' || seen FROM customers")
+    };
+    // The left's UTC is the right's local time two hours ahead, in its format.
+    assert_eq!(
+        right(&f),
+        vec![vec![support::text("01/02/2026 | 02.02.2026 01:30")]]
+    );
+    quiet(&f, "a formatted date is an echo");
+    f.right
+        .execute(
+            "UPDATE customers SET since = '15/03/2026', seen = '01.04.2026 00:15'",
+            [],
+        )
+        .unwrap();
+    f.run();
+    assert_eq!(
+        support::Fixture::rows(&f.left, "SELECT since || ' | ' || seen FROM contacts"),
+        vec![vec![support::text("2026-03-15 | 2026-03-31 22:15:00")]]
+    );
+    quiet(&f, "after a date came back");
+    // A date the right wrote in another format is held, not guessed.
+    f.right
+        .execute("UPDATE customers SET since = '2026-04-01'", [])
+        .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].quarantined, 1, "{:?}", r.links[0]);
+    assert!(quarantine_of(&f).contains("does not read as \"%d/%m/%Y\""));
+    quiet(&f, "with the date held");
+}

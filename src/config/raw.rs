@@ -119,4 +119,8 @@ pub struct RawField {
     pub unmapped: Option<Spanned<RawUnmapped>>,
     /// The right holds the left's number times this (a power of ten).
     pub scale: Option<Spanned<RawScalar>>,
+    /// The right holds the left's date or time as text in this `chrono` format.
+    pub format: Option<Spanned<String>>,
+    /// With `format`: the right's local time's offset from UTC (`+02:00`).
+    pub offset: Option<Spanned<String>>,
 }

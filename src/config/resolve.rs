@@ -3,7 +3,7 @@
 
 use super::raw::{RawClock, RawConfig, RawField, RawLink, RawScalar, RawUnmapped};
 use super::{Config, ConfigError, Source, StateLocation, SystemSpec, substitute_env};
-use crate::meaning::{Compose, FieldMeaning, SplitAt, Unmapped, ValueMap};
+use crate::meaning::{Compose, DateFormat, FieldMeaning, SplitAt, Unmapped, ValueMap};
 use crate::model::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -871,17 +871,57 @@ fn resolve_link(
     })
 }
 
-/// A field's `map` / `unmapped` / `scale`, as a [`FieldMeaning`]. Map keys and values go
+/// A field's `map` / `unmapped` / `scale` / `format` / `offset`, as a [`FieldMeaning`]. Map keys and values go
 /// through the field's transform, as every value it compares does.
 fn field_meaning(
     fr: &RawField,
     transform: Transform,
 ) -> Result<FieldMeaning, (Range<usize>, String)> {
-    if let (Some(_), Some(s)) = (&fr.map, &fr.scale) {
+    let spans: Vec<Range<usize>> = [
+        fr.map.as_ref().map(Spanned::span),
+        fr.scale.as_ref().map(Spanned::span),
+        fr.format.as_ref().map(Spanned::span),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if spans.len() > 1 {
         return Err((
-            s.span(),
-            "a field has a `map` or a `scale`, not both".into(),
+            spans[1].clone(),
+            "a field has one of `map`, `scale` or `format`, not several".into(),
         ));
+    }
+    if let Some(o) = &fr.offset
+        && fr.format.is_none()
+    {
+        return Err((
+            o.span(),
+            "`offset` is the right's time zone for `format`; there is no `format`".into(),
+        ));
+    }
+    if let Some(f) = &fr.format {
+        let text = f.get_ref();
+        if chrono::format::StrftimeItems::new(text)
+            .any(|i| matches!(i, chrono::format::Item::Error))
+        {
+            return Err((
+                f.span(),
+                format!("format {text:?} is not a chrono format (%Y-%m-%d, %d/%m/%Y %H:%M, …)"),
+            ));
+        }
+        let offset_minutes = match &fr.offset {
+            None => 0,
+            Some(o) => parse_offset(o.get_ref()).ok_or_else(|| {
+                (
+                    o.span(),
+                    format!("offset {:?} is not +HH:MM, -HH:MM or UTC", o.get_ref()),
+                )
+            })?,
+        };
+        return Ok(FieldMeaning::Format(DateFormat {
+            format: text.clone(),
+            offset_minutes,
+        }));
     }
     if let Some(u) = &fr.unmapped
         && fr.map.is_none()
@@ -947,6 +987,25 @@ fn field_meaning(
             .collect(),
         unmapped,
     }))
+}
+
+/// Minutes east of UTC: `+02:00`, `-0530`, `UTC`, `Z`.
+fn parse_offset(text: &str) -> Option<i32> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match t.as_bytes().first()? {
+        b'+' => (1, &t[1..]),
+        b'-' => (-1, &t[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
 /// `k` where `text` is 10^k (`100` → 2, `0.01` → -2).
