@@ -896,7 +896,7 @@ full_name = {{ left = ["first_name", "last_name"], split = "{}", owner = "both" 
 
     /// A left amount with at most `scale` decimals, or NULL.
     fn amount(&self, v: u8) -> Option<String> {
-        (v % 7 != 0).then(|| {
+        (!v.is_multiple_of(7)).then(|| {
             let cents = i64::from(v) * 37 - 2000;
             syncline::meaning::shift_decimal(&cents.to_string(), -(self.scale as i32))
         })
@@ -905,7 +905,7 @@ full_name = {{ left = ["first_name", "last_name"], split = "{}", owner = "both" 
 
 /// Left: a word or NULL. Right: a name of two words, now and then three.
 fn word(v: u8) -> Option<String> {
-    (v % 5 != 0).then(|| WORDS[usize::from(v) % 4].to_string())
+    (!v.is_multiple_of(5)).then(|| WORDS[usize::from(v) % 4].to_string())
 }
 
 fn full_name(v: u8) -> Option<String> {
@@ -954,7 +954,7 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
             RewriteOp::Insert(side, v) => {
                 uid += 1;
                 let email = format!("u{uid}@x.org");
-                let status = (v % 4 != 0).then(|| usize::from(v) % 3);
+                let status = (!v.is_multiple_of(4)).then(|| usize::from(v) % 3);
                 if side == Side::Left {
                     f.left
                         .execute(
@@ -966,7 +966,7 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
                     f.right
                         .execute(
                             "INSERT INTO customers (email, full_name, state, cents) VALUES (?1, ?2, ?3, ?4)",
-                            rusqlite::params![email, full_name(v), status.map(|s| m.status_names[s]), (v % 7 != 0).then(|| i64::from(v) * 11)],
+                            rusqlite::params![email, full_name(v), status.map(|s| m.status_names[s]), (!v.is_multiple_of(7)).then(|| i64::from(v) * 11)],
                         )
                         .unwrap();
                 }
@@ -982,7 +982,7 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
                     continue;
                 }
                 let key = ks[pick % ks.len()];
-                let status = (v % 4 != 0).then(|| usize::from(v) % 3);
+                let status = (!v.is_multiple_of(4)).then(|| usize::from(v) % 3);
                 if side == Side::Left {
                     let (column, value) = match field {
                         0 => ("first_name", word(v)),
@@ -1000,7 +1000,9 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
                     let value: rusqlite::types::Value = match field {
                         0 | 1 => full_name(v).into(),
                         2 => status.map(|s| m.status_names[s].to_string()).into(),
-                        _ => (v % 7 != 0).then(|| i64::from(v) * 13 - 1000).into(),
+                        _ => (!v.is_multiple_of(7))
+                            .then(|| i64::from(v) * 13 - 1000)
+                            .into(),
                     };
                     let column = ["full_name", "full_name", "state", "cents"][field];
                     f.right
