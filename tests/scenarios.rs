@@ -7,6 +7,7 @@ mod support;
 use support::{Fixture, text, writes};
 use syncline::engine::RunOptions;
 use syncline::model::Value;
+use syncline::state::QuarantineKind;
 
 const LEFT: &str = "CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, name TEXT, notes TEXT,
     street TEXT, city TEXT, updated_at INTEGER);";
@@ -189,7 +190,7 @@ fn a_field_a_job_keeps_rewriting_between_runs_is_frozen_and_quarantined() {
     let q = state.quarantine(Some("c")).unwrap();
     assert!(
         q.iter()
-            .all(|q| q.kind == "flapping" && q.reason.contains("keeps bouncing")),
+            .all(|q| q.kind == QuarantineKind::Flapping && q.reason.contains("keeps bouncing")),
         "{q:?}"
     );
     assert_eq!(q.len(), 2);
@@ -349,7 +350,7 @@ fn soft_delete_ignore_and_hold() {
     assert!(r.needs_attention());
     let q = f.store().quarantine(Some("c")).unwrap();
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0].kind, "delete_held");
+    assert_eq!(q[0].kind, QuarantineKind::DeleteHeld);
     // the person deletes it on the right too: the hold clears itself
     f.right
         .execute("DELETE FROM customers WHERE email = 'p2@x.org'", [])
@@ -1325,7 +1326,7 @@ fn text_that_is_not_utf8_is_quarantined_not_sent_altered() {
     assert_eq!(r.links[0].to_right.created, 2);
     let q = f.store().quarantine(Some("c")).unwrap();
     assert_eq!(q.len(), 1, "{q:?}");
-    assert_eq!(q[0].kind, "bad_value");
+    assert_eq!(q[0].kind, QuarantineKind::BadValue);
     assert!(
         q[0].reason
             .contains("column `name` holds text that is not valid UTF-8"),

@@ -562,7 +562,7 @@ fn commit_pair(
                         side: q_side,
                         key: q_key,
                         field: String::new(),
-                        kind: "rejected".into(),
+                        kind: crate::state::QuarantineKind::Rejected,
                         reason: format!("the {side} refused the write: {reason}"),
                         detected_run: run_seq,
                     },

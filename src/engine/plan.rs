@@ -14,7 +14,8 @@ use crate::connectors::{Connector, Write};
 use crate::merge::{self, Clocks, Decision, UnitRule};
 use crate::model::{Key, Name, Record, Side, Value};
 use crate::state::{
-    Change, ConflictRow, Held, Mark, PairRow, QuarantineRow, StateStore, Unlinked, hash_values,
+    Change, ConflictRow, Held, Mark, PairRow, QuarantineKind, QuarantineRow, StateStore, Unlinked,
+    hash_values,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -622,7 +623,7 @@ impl<'a> Planner<'a> {
                 })
                 .collect();
             for (side, key) in members {
-                self.quarantine(*side, key, "", "ambiguous_match", format!(
+                self.quarantine(*side, key, "", QuarantineKind::AmbiguousMatch, format!(
                     "match key is shared by {} records ({}); fix the duplicates, syncline will not guess",
                     members.len(),
                     names.join(", ")
@@ -663,7 +664,7 @@ impl<'a> Planner<'a> {
         side: Side,
         key: &str,
         field: &str,
-        kind: &str,
+        kind: QuarantineKind,
         reason: String,
     ) -> Result<(), Error> {
         self.report.quarantined += 1;
@@ -674,7 +675,7 @@ impl<'a> Planner<'a> {
                     side,
                     key: key.to_string(),
                     field: field.to_string(),
-                    kind: kind.to_string(),
+                    kind,
                     reason,
                     detected_run: self.run_seq,
                 },
@@ -815,7 +816,7 @@ impl<'a> Planner<'a> {
                     Side::Right,
                     &r.key.encode(),
                     &name,
-                    "meaning",
+                    QuarantineKind::Meaning,
                     format!("cannot be written to the left: {why}"),
                 )?;
                 continue;
@@ -856,7 +857,7 @@ impl<'a> Planner<'a> {
                         Side::Left,
                         &left_key,
                         &unit.name.clone(),
-                        "flapping",
+                        QuarantineKind::Flapping,
                         reason,
                     )?;
                     continue;
@@ -1083,7 +1084,7 @@ impl<'a> Planner<'a> {
                         from,
                         &key.encode(),
                         &unit.name.clone(),
-                        "meaning",
+                        QuarantineKind::Meaning,
                         format!("not created on the left: {why}"),
                     );
                 }
@@ -1139,7 +1140,7 @@ impl<'a> Planner<'a> {
                     return self.plan_create(on, survivor.clone(), Some(&pair));
                 }
                 DeleteVsEdit::Hold => {
-                    return self.quarantine(on, &survivor_key, "", "delete_vs_edit", format!(
+                    return self.quarantine(on, &survivor_key, "", QuarantineKind::DeleteVsEdit, format!(
                         "deleted on the {deleted_on} but edited on the {on} since the last run (delete_vs_edit = hold): delete it here too, or restore it there"
                     ));
                 }
@@ -1161,7 +1162,7 @@ impl<'a> Planner<'a> {
             reason: reason.into(),
         };
         match rule {
-            DeleteRule::Hold => self.quarantine(on, &survivor_key, "", "delete_held", format!(
+            DeleteRule::Hold => self.quarantine(on, &survivor_key, "", QuarantineKind::DeleteHeld, format!(
                 "deleted on the {deleted_on}; on_delete.{deleted_on} = hold: delete it here too, or restore it there"
             )),
             DeleteRule::Ignore => {

@@ -18,8 +18,8 @@ const BATCHES_AHEAD: usize = 2;
 pub(crate) struct BadKey {
     pub key: Key,
     pub why: String,
-    /// The quarantine kind: `bad_key` or `bad_value`.
-    pub kind: &'static str,
+    /// `BadKey` or `BadValue`.
+    pub kind: crate::state::QuarantineKind,
 }
 
 impl BadKey {
@@ -27,7 +27,7 @@ impl BadKey {
         BadKey {
             key,
             why: "its key is NULL, so it cannot be told apart or found again; give it a key".into(),
-            kind: "bad_key",
+            kind: crate::state::QuarantineKind::BadKey,
         }
     }
 
@@ -37,7 +37,7 @@ impl BadKey {
             why: format!(
                 "its key is shared by {records} records, so syncline cannot tell which one it is linked to; make the key unique (a primary key or unique index)"
             ),
-            kind: "bad_key",
+            kind: crate::state::QuarantineKind::BadKey,
         }
     }
 
@@ -47,7 +47,7 @@ impl BadKey {
         Some(BadKey {
             key: record.key.clone(),
             why,
-            kind: "bad_value",
+            kind: crate::state::QuarantineKind::BadValue,
         })
     }
 }
