@@ -77,9 +77,19 @@ pub enum StateLocation {
 /// config file's folder).
 #[derive(Debug, Clone)]
 pub enum SystemSpec {
-    Sqlite { path: PathBuf },
-    Postgres { url: Secret },
-    Mysql { url: Secret },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        url: Secret,
+    },
+    Mysql {
+        url: Secret,
+    },
+    /// Collections held in this process (see `connectors::memory`), by store name.
+    Memory {
+        store: String,
+    },
 }
 
 /// A connection string that may hold a password: usable, never printed.

@@ -359,7 +359,9 @@ pub(super) fn resolve(
         }
     };
 
-    const KINDS: &[&str] = &["sqlite", "postgres", "mysql", "csv", "jsonl", "http"];
+    const KINDS: &[&str] = &[
+        "sqlite", "postgres", "mysql", "memory", "csv", "jsonl", "http",
+    ];
     let mut systems = BTreeMap::new();
     for (name, sys) in &raw.systems {
         let s = sys.get_ref();
@@ -402,11 +404,22 @@ pub(super) fn resolve(
                     SystemSpec::Mysql { url }
                 }
             }
+            "memory" => {
+                let store = s.path.as_ref().ok_or_else(|| {
+                    err(
+                        sys.span(),
+                        format!("system `{name}` (memory) needs `path = \"STORE\"`, the name of a store this process created"),
+                    )
+                })?;
+                SystemSpec::Memory {
+                    store: env_str(store)?,
+                }
+            }
             k if KINDS.contains(&k) => {
                 return Err(err(
                     s.kind.span(),
                     format!(
-                        "system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite)"
+                        "system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite, postgres, mysql, memory)"
                     ),
                 ));
             }

@@ -4,6 +4,7 @@
 //! collection in key order, to fetch records by key, and to apply a batch of conditional
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
+pub mod memory;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
@@ -44,10 +45,16 @@ pub enum Write {
         key: Key,
         set: Vec<(Name, Value)>,
         expect: Vec<(Name, Value)>,
+        /// The record's version as read, for a system that makes writes conditional by
+        /// version ([`Conditional::Version`]); `None` elsewhere.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<Value>,
     },
     Delete {
         key: Key,
         expect: Vec<(Name, Value)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<Value>,
     },
 }
 
@@ -64,6 +71,10 @@ pub enum WriteOutcome {
     /// The system refused this record's write (a constraint, a type it cannot hold). The
     /// rest of the batch is unaffected; the engine quarantines the record with `reason`.
     Rejected(String),
+    /// Sent, but whether it took effect is not known (a timeout after sending). The
+    /// engine resolves an update or delete by fetching the record; a create is left to
+    /// the next run, which finds it by the link's create identity if it landed.
+    Unknown(String),
 }
 
 /// What a system said of a batch: an outcome per write and, for each write that took
@@ -76,7 +87,8 @@ pub enum WriteOutcome {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchResult {
     pub outcomes: Vec<WriteOutcome>,
-    /// By write; `None` for deletes, refusals and stale writes.
+    /// By write; `None` for deletes, refusals and stale writes, and where the system
+    /// knows the write is stored exactly as sent.
     pub stored: Vec<Option<Record>>,
 }
 
@@ -151,6 +163,9 @@ pub enum ConnectorError {
     /// The consumer of a scan failed; the scan stopped.
     #[error(transparent)]
     Consumer(Box<crate::Error>),
+    /// The system does not offer this (see [`Capabilities`]).
+    #[error("{0} is not supported by this kind of system")]
+    Unsupported(&'static str),
     /// The connection to the system was lost (dropped, terminated by the server): the
     /// engine may run the link again on a new connection.
     #[error("{context}: {source}")]
@@ -178,8 +193,78 @@ impl ConnectorError {
     }
 }
 
+/// What a kind of system can promise. The engine relies on the strongest form of each
+/// (what SQL databases give, [`Capabilities::SQL`]) and adapts where a kind declares less
+/// (see `engine::adapt`):
+/// - no **snapshot**: a record missing from a listing is confirmed gone by a fetch before
+///   any delete rule sees it (a page that shifted is not a delete);
+/// - no **conditional writes**: the engine re-reads each record just before writing it
+///   and skips the write if it changed; a window remains, and `check` says the link is
+///   exposed to lost updates;
+/// - **conditional by version**: writes carry the version the record was read at;
+/// - no **read-back** in the write: the engine fetches what was stored after the batch;
+/// - a write whose outcome is unknown is resolved by a fetch (see [`WriteOutcome::Unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `scan` delivers records in ascending key order.
+    pub ordered_scan: bool,
+    /// `scan` reads one consistent snapshot: a record it does not deliver is gone.
+    pub snapshot: bool,
+    /// `apply` writes a batch all or nothing when it fails.
+    pub atomic_batch: bool,
+    /// How updates and deletes are made conditional on what was read.
+    pub conditional: Conditional,
+    /// `apply` reads each write that took effect back, in its transaction.
+    pub read_back: bool,
+    /// `changes` is offered.
+    pub change_feed: bool,
+}
+
+/// How a system makes a write conditional on the record as it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conditional {
+    /// By the values read (`expect`), in the statement that writes.
+    Values,
+    /// By the record's version (an ETag, a revision): `Write::Update::version`.
+    Version,
+    /// Not at all.
+    None,
+}
+
+impl Capabilities {
+    /// What the SQL kinds promise: everything but a change feed.
+    pub const SQL: Capabilities = Capabilities {
+        ordered_scan: true,
+        snapshot: true,
+        atomic_batch: true,
+        conditional: Conditional::Values,
+        read_back: true,
+        change_feed: false,
+    };
+}
+
+/// Where a change feed has read up to; opaque to the engine, stored with the batch it
+/// covers and never moved backward.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor(pub String);
+
+/// What changed since a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Records created or updated, as they are now.
+    pub upserted: Vec<Record>,
+    /// Keys of records deleted.
+    pub deleted: Vec<Key>,
+    /// Where the next call continues from.
+    pub cursor: Option<Cursor>,
+}
+
 /// A system of record. Implementations are used one call at a time, but a scan may run
 /// on another thread than the writes (the engine reads ahead), hence `Send`.
+///
+/// This is the contract a new kind reads (version 2). A kind declares what it can
+/// promise in [`capabilities`](Connector::capabilities); what follows is the strongest
+/// form, which the engine adapts to where a kind declares less.
 ///
 /// Contract, for every kind:
 /// - [`scan`](Connector::scan) delivers every record exactly once, in ascending key
@@ -196,6 +281,27 @@ impl ConnectorError {
 ///   ([`BatchResult::stored`]): what the system made of it, not what was sent.
 /// - Values round-trip: a value written and read back compares equal.
 pub trait Connector: Send {
+    /// What this system promises (see [`Capabilities`]).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SQL
+    }
+
+    /// What changed since `since` (everything, as upserts, from `None`), at most
+    /// `limit` records.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] unless the kind declares a change feed; any read
+    /// failure.
+    fn changes(
+        &mut self,
+        spec: &ReadSpec,
+        since: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Changes, ConnectorError> {
+        let _ = (spec, since, limit);
+        Err(ConnectorError::Unsupported("a change feed"))
+    }
+
     /// Which database this is, as the store remembers a link's systems by: the kind, the
     /// file or database, and where the system has one a server identity that a copy or
     /// another server does not share (PostgreSQL's `system_identifier` and database
@@ -504,5 +610,6 @@ pub fn open(name: &str, spec: &SystemSpec) -> Result<Box<dyn Connector>, Connect
             url.expose(),
         )?)),
         SystemSpec::Mysql { url } => Ok(Box::new(mysql::MysqlConnector::open(name, url.expose())?)),
+        SystemSpec::Memory { store } => Ok(Box::new(memory::MemoryConnector::open(store)?)),
     }
 }

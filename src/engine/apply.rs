@@ -542,6 +542,13 @@ fn commit_pair(
                 counts.stale_skipped += 1;
                 "stale"
             }
+            // Only a create is left unknown (see `adapt`): not recorded as a pair; if it
+            // landed, the next run finds it by the link's create identity.
+            WriteOutcome::Unknown(_) => {
+                all_confirmed = false;
+                decrement(report.direction(side), &plan, idx);
+                "unknown"
+            }
             WriteOutcome::Rejected(reason) => {
                 all_confirmed = false;
                 let counts = report.direction(side);
@@ -725,7 +732,12 @@ fn stage_flow_back(
         set.push((column.clone(), stored));
         expect.push((column, sent));
     }
-    plan.writes[idx] = Some(Write::Update { key, set, expect });
+    plan.writes[idx] = Some(Write::Update {
+        key,
+        set,
+        expect,
+        version: None,
+    });
     report.direction(to).updated += 1;
     let body = serde_json::to_string(&plan).expect("plans serialize");
     s.stage_plan(&body)

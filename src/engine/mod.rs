@@ -11,6 +11,7 @@
 //! not committed reads as "both sides agree", a create whose outcome is unknown is found
 //! again by `match_on` or the external-id field instead of being sent twice.
 
+pub mod adapt;
 mod apply;
 mod explain;
 mod layout;
@@ -168,8 +169,8 @@ impl LinkIo {
             Ok(connectors::open(&ep.system, spec)?)
         };
         // The engine sees the left in the right's meaning (see `translate`).
-        let mut left = translate::Translated::wrap(open(Side::Left)?, link);
-        let mut right = open(Side::Right)?;
+        let mut left = translate::Translated::wrap(adapt::wrap(open(Side::Left)?), link);
+        let mut right = adapt::wrap(open(Side::Right)?);
         let layout = Layout::new(config, link, left.as_mut(), right.as_mut())?;
         Ok(LinkIo {
             left,
@@ -398,6 +399,18 @@ pub fn check_against_systems(
         .into_iter()
         .map(|w| ("key-unique", w))
         .collect();
+    for side in [Side::Left, Side::Right] {
+        let caps = io.connector(side).capabilities();
+        if caps.conditional == crate::connectors::Conditional::None {
+            found.push((
+                "lost-updates",
+                format!(
+                    "the {side} ({}) cannot make a write conditional on what was read: syncline re-reads each record just before writing it, but an edit made in between is overwritten",
+                    link.endpoint(side).system
+                ),
+            ));
+        }
+    }
     if translate::needs_translation(link) {
         found.extend(
             translate::untranslatable(link, &mut io)?

@@ -295,11 +295,11 @@ impl<'a> Planner<'a> {
             let right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
                 self.in_transaction(|p| {
                     p.keep_out(Side::Right, bad)?;
-                    p.right_batch(records)
+                    p.right_batch(records, &mut *left)
                 })
             })?;
             self.report.right_records = right_records;
-            self.in_transaction(|p| p.forget_vanished_pairs())?;
+            self.in_transaction(|p| p.forget_vanished_pairs(&mut *left, &mut *right))?;
         }
         self.in_transaction(|p| p.match_and_create())?;
         Ok(false)
@@ -548,7 +548,9 @@ impl<'a> Planner<'a> {
         Ok(self.state.stage_unlinked(Side::Left, &unlinked)?)
     }
 
-    fn right_batch(&mut self, records: Vec<Record>) -> Result<(), Error> {
+    /// `left`: to confirm by a fetch that a left record a listing without a snapshot
+    /// did not deliver is really gone.
+    fn right_batch(&mut self, records: Vec<Record>, left: &mut dyn Connector) -> Result<(), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         // The left scan already merged every pair whose left record exists; here only
         // the pairs whose left record is gone need their full row.
@@ -567,7 +569,19 @@ impl<'a> Planner<'a> {
                         std::slice::from_ref(key),
                     )?;
                     if let Some(p) = pair.remove(key) {
-                        self.plan_deleted(Side::Left, &rec, p)?;
+                        // A listing without a snapshot may have missed it (a page that
+                        // shifted): only a fetch that finds nothing says it is gone.
+                        let still_there = if left.capabilities().snapshot {
+                            None
+                        } else {
+                            let k = Key::decode(&p.left_key)
+                                .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+                            left.fetch(&self.layout.left, &[k])?.into_iter().next()
+                        };
+                        match still_there {
+                            Some(l) => self.plan_pair(&l, &rec, Some(p), None)?,
+                            None => self.plan_deleted(Side::Left, &rec, p)?,
+                        }
                     }
                 }
             }
@@ -585,10 +599,41 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn forget_vanished_pairs(&mut self) -> Result<(), Error> {
+    /// Forgets pairs neither of whose records was listed; where a side's listing has no
+    /// snapshot, only once a fetch confirms its record is gone.
+    fn forget_vanished_pairs(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
+        let unsure = !left.capabilities().snapshot || !right.capabilities().snapshot;
         for left_key in self.state.pairs_with_nothing_left(&self.link.name)? {
             let key = Key::decode(&left_key)
                 .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+            if unsure {
+                let pair = self
+                    .state
+                    .pairs_by(&self.link.name, Side::Left, std::slice::from_ref(&left_key))?
+                    .remove(&left_key);
+                let right_key = pair
+                    .map(|p| Key::decode(&p.right_key))
+                    .transpose()
+                    .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+                let left_there = !left.capabilities().snapshot
+                    && !left
+                        .fetch(&self.layout.left, std::slice::from_ref(&key))?
+                        .is_empty();
+                let right_there = !right.capabilities().snapshot
+                    && right_key.is_some_and(|k| {
+                        right
+                            .fetch(&self.layout.right, &[k])
+                            .is_ok_and(|found| !found.is_empty())
+                    });
+                if left_there || right_there {
+                    // Missed by a listing: seen again by the next run.
+                    continue;
+                }
+            }
             let mut plan = PairPlan::new(Some(key), None, Fate::Forget, None);
             plan.state_changes.push(Change {
                 side: Side::Right,
@@ -918,6 +963,7 @@ impl<'a> Planner<'a> {
                     key: records[idx].key.clone(),
                     set: std::mem::take(&mut sets[idx]),
                     expect,
+                    version: records[idx].version.clone(),
                 });
                 self.report.direction(to).updated += 1;
             } else if !plan.base_if[idx].is_empty() {
@@ -1188,6 +1234,7 @@ impl<'a> Planner<'a> {
                 plan.writes[side_index(on)] = Some(Write::Delete {
                     key: survivor.key.clone(),
                     expect,
+                    version: survivor.version.clone(),
                 });
                 plan.changes[side_index(on)].push(change(
                     "delete",
@@ -1208,6 +1255,7 @@ impl<'a> Planner<'a> {
                     key: survivor.key.clone(),
                     set: vec![(column.as_str().into(), value.clone())],
                     expect,
+                    version: survivor.version.clone(),
                 });
                 plan.changes[side_index(on)].push(Change {
                     side: on,

@@ -273,6 +273,10 @@ impl Translated {
 }
 
 impl Connector for Translated {
+    fn capabilities(&self) -> crate::connectors::Capabilities {
+        self.inner.capabilities()
+    }
+
     fn identity(&mut self) -> Result<String, ConnectorError> {
         self.inner.identity()
     }
@@ -319,13 +323,17 @@ impl Connector for Translated {
                 Write::Create { values } => self
                     .left_form(values, true)
                     .map(|values| Write::Create { values }),
-                Write::Update { key, set, expect } => {
-                    self.left_form(set, false).map(|set| Write::Update {
-                        key: key.clone(),
-                        set,
-                        expect: expect.clone(),
-                    })
-                }
+                Write::Update {
+                    key,
+                    set,
+                    expect,
+                    version,
+                } => self.left_form(set, false).map(|set| Write::Update {
+                    key: key.clone(),
+                    set,
+                    expect: expect.clone(),
+                    version: version.clone(),
+                }),
                 Write::Delete { .. } => Ok(w.clone()),
             };
             match translated {

@@ -58,6 +58,9 @@ pub struct Record {
     /// The values as the system holds them, where `values` are translated into the
     /// link's one meaning (see `crate::meaning`): what a conditional write expects.
     pub raw: Option<Vec<Value>>,
+    /// The record's version where its system keeps one (a row version, an ETag, a
+    /// revision): what a write conditional by version expects.
+    pub version: Option<Value>,
 }
 
 impl Record {
@@ -67,6 +70,7 @@ impl Record {
             values,
             defect: None,
             raw: None,
+            version: None,
         }
     }
 }

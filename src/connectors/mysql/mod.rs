@@ -563,7 +563,9 @@ impl MysqlConnector {
         for (n, write) in writes.iter().enumerate() {
             let prepared = match write {
                 Write::Create { .. } => continue,
-                Write::Update { key, set, expect } => {
+                Write::Update {
+                    key, set, expect, ..
+                } => {
                     let sql = format!(
                         "UPDATE {table} SET {} WHERE {key_where}{}",
                         set.iter()
@@ -582,7 +584,7 @@ impl MysqlConnector {
                     });
                     params.map(|p| (sql, p))
                 }
-                Write::Delete { key, expect } => {
+                Write::Delete { key, expect, .. } => {
                     let sql = format!(
                         "DELETE FROM {table} WHERE {key_where}{}",
                         expect

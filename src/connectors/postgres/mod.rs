@@ -593,7 +593,10 @@ impl PostgresConnector {
         let mut arrays: Vec<Vec<Option<String>>> =
             vec![Vec::with_capacity(writes.len()); n_key + n_set + expect_cols.len()];
         for w in writes {
-            let Write::Update { key, set, expect } = w else {
+            let Write::Update {
+                key, set, expect, ..
+            } = w
+            else {
                 unreachable!("an update run holds updates only")
             };
             let texts = key
@@ -848,7 +851,9 @@ impl PostgresConnector {
                     outcomes[n] = Some(WriteOutcome::Rejected(why));
                     continue;
                 }
-                Write::Update { key, set, expect } => {
+                Write::Update {
+                    key, set, expect, ..
+                } => {
                     // Parameters: the new values, then the key, then the values read.
                     let sets = set
                         .iter()
@@ -892,7 +897,7 @@ impl PostgresConnector {
                         texts,
                     )
                 }
-                Write::Delete { key, expect } => {
+                Write::Delete { key, expect, .. } => {
                     let mut where_ = key_where(1);
                     for (i, (c, _)) in expect.iter().enumerate() {
                         where_.push_str(" AND ");

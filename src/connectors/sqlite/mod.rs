@@ -140,7 +140,9 @@ impl SqliteConnector {
                 })?;
                 Ok(WriteOutcome::Created(Key(key)))
             }
-            Write::Update { key, set, expect } => {
+            Write::Update {
+                key, set, expect, ..
+            } => {
                 let sql = format!(
                     "UPDATE {table} SET {} WHERE {}",
                     set.iter()
@@ -162,7 +164,7 @@ impl SqliteConnector {
                     WriteOutcome::Applied
                 })
             }
-            Write::Delete { key, expect } => {
+            Write::Delete { key, expect, .. } => {
                 let sql = format!("DELETE FROM {table} WHERE {}", where_clause(spec, expect));
                 let params: Vec<&dyn ToSql> = key
                     .0
@@ -892,11 +894,13 @@ mod tests {
             key: key.clone(),
             set: vec![("s".into(), Value::Text("new".into()))],
             expect: vec![("s".into(), Value::Text("not what is there".into()))],
+            version: None,
         };
         let fresh = Write::Update {
             key: key.clone(),
             set: vec![("n".into(), Value::Integer(5))],
             expect: vec![("n".into(), Value::Null)],
+            version: None,
         };
         let result = c.apply(&spec, &[stale, fresh]).unwrap();
         assert_eq!(
@@ -924,6 +928,7 @@ mod tests {
             key: key.clone(),
             set: vec![("n".into(), Value::Integer(7))],
             expect: vec![("n".into(), Value::Integer(5))],
+            version: None,
         };
         let result = c.apply(&spec, &[again]).unwrap();
         let stored = result.stored[0]

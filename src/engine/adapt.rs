@@ -1,0 +1,206 @@
+//! A system that promises less than SQL's contract, made to keep the engine's: writes
+//! conditional on what was read (re-read just before writing where the system has no
+//! conditional writes), each write's outcome known (an unknown one resolved by a fetch;
+//! a batch that failed part-way resolved write by write), and what was stored read back
+//! (fetched after the batch where the system does not return it). What no adapter can
+//! give — a snapshot — the planner handles: a record missing from a listing is confirmed
+//! gone by a fetch before any delete rule sees it (see `plan`).
+
+use crate::connectors::{
+    BatchResult, Capabilities, Changes, ColumnInfo, Conditional, Connector, ConnectorError, Cursor,
+    ReadSpec, Write, WriteOutcome,
+};
+use crate::model::{Key, Name, Record, Value};
+use std::collections::HashMap;
+
+/// `inner`, adapted where its capabilities fall short of the engine's contract.
+pub fn wrap(inner: Box<dyn Connector>) -> Box<dyn Connector> {
+    let caps = inner.capabilities();
+    if caps.conditional == Conditional::Values && caps.read_back && caps.atomic_batch {
+        return inner;
+    }
+    Box::new(Adapted { inner, caps })
+}
+
+struct Adapted {
+    inner: Box<dyn Connector>,
+    caps: Capabilities,
+}
+
+/// Whether `record` (read by `spec`) holds every expected column's value.
+fn holds(spec: &ReadSpec, record: &Record, expect: &[(Name, Value)]) -> bool {
+    expect.iter().all(|(c, v)| {
+        spec.columns
+            .iter()
+            .position(|col| **col == **c)
+            .is_none_or(|i| record.values[i] == *v)
+    })
+}
+
+fn key_of(w: &Write) -> Option<&Key> {
+    match w {
+        Write::Create { .. } => None,
+        Write::Update { key, .. } | Write::Delete { key, .. } => Some(key),
+    }
+}
+
+impl Adapted {
+    /// The records with these keys, by encoded key.
+    fn fetch_map(
+        &mut self,
+        spec: &ReadSpec,
+        keys: Vec<Key>,
+    ) -> Result<HashMap<String, Record>, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .inner
+            .fetch(spec, &keys)?
+            .into_iter()
+            .map(|r| (r.key.encode(), r))
+            .collect())
+    }
+}
+
+impl Connector for Adapted {
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        self.inner.identity()
+    }
+
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        self.inner.describe(collection)
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        self.inner.scan(spec, batch_size, consumer)
+    }
+
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        self.inner.is_empty(spec)
+    }
+
+    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        self.inner.count(spec)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        self.inner.fetch(spec, keys)
+    }
+
+    fn changes(
+        &mut self,
+        spec: &ReadSpec,
+        since: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Changes, ConnectorError> {
+        self.inner.changes(spec, since, limit)
+    }
+
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+        // Without conditional writes: re-read now, and skip what changed since it was read.
+        if self.caps.conditional == Conditional::None {
+            let now = self.fetch_map(spec, writes.iter().filter_map(key_of).cloned().collect())?;
+            for (i, w) in writes.iter().enumerate() {
+                let (Write::Update { key, expect, .. } | Write::Delete { key, expect, .. }) = w
+                else {
+                    continue;
+                };
+                if !now
+                    .get(&key.encode())
+                    .is_some_and(|r| holds(spec, r, expect))
+                {
+                    outcomes[i] = Some(WriteOutcome::Stale);
+                }
+            }
+        }
+        let positions: Vec<usize> = (0..writes.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let send: Vec<Write> = positions.iter().map(|&i| writes[i].clone()).collect();
+        let sent = match self.inner.apply(spec, &send) {
+            Ok(result) => result.outcomes.into_iter().zip(result.stored).collect(),
+            // Not atomic: part of the batch may be written. Each write's outcome is
+            // unknown, and resolved below, unless the system cannot even be asked.
+            Err(e) if !self.caps.atomic_batch && !matches!(e, ConnectorError::Lost { .. }) => {
+                vec![(WriteOutcome::Unknown(e.to_string()), None); send.len()]
+            }
+            Err(e) => return Err(e),
+        };
+        let mut stored: Vec<Option<Record>> = vec![None; writes.len()];
+        for (&i, (outcome, record)) in positions.iter().zip(sent) {
+            outcomes[i] = Some(outcome);
+            stored[i] = record;
+        }
+        // Unknown updates and deletes are resolved by what the system holds now; and what
+        // was stored is read back where the system did not return it.
+        let mut wanted = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            let key = match (&outcomes[i], w) {
+                (Some(WriteOutcome::Created(k)), _) => k,
+                (Some(WriteOutcome::Applied | WriteOutcome::Unknown(_)), _) => match key_of(w) {
+                    Some(k) => k,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if stored[i].is_none() {
+                wanted.push(key.clone());
+            }
+        }
+        let now = self.fetch_map(spec, wanted)?;
+        for (i, w) in writes.iter().enumerate() {
+            let found = |k: &Key| now.get(&k.encode()).cloned();
+            match (&outcomes[i], w) {
+                (Some(WriteOutcome::Unknown(_)), Write::Update { key, set, .. }) => {
+                    let record = found(key);
+                    let landed = record.as_ref().is_some_and(|r| {
+                        set.iter().all(|(c, v)| {
+                            spec.columns
+                                .iter()
+                                .position(|col| **col == **c)
+                                .is_none_or(|p| r.values[p].same_meaning(v))
+                        })
+                    });
+                    outcomes[i] = Some(if landed {
+                        stored[i] = record;
+                        WriteOutcome::Applied
+                    } else {
+                        WriteOutcome::Stale
+                    });
+                }
+                (Some(WriteOutcome::Unknown(_)), Write::Delete { key, .. }) => {
+                    outcomes[i] = Some(if found(key).is_none() {
+                        WriteOutcome::Applied
+                    } else {
+                        WriteOutcome::Stale
+                    });
+                }
+                (Some(WriteOutcome::Created(k)), _)
+                | (Some(WriteOutcome::Applied), Write::Update { key: k, .. })
+                    if stored[i].is_none() =>
+                {
+                    stored[i] = found(k);
+                }
+                _ => {}
+            }
+        }
+        Ok(BatchResult {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| o.expect("every write has an outcome"))
+                .collect(),
+            stored,
+        })
+    }
+}
