@@ -1,7 +1,7 @@
 //! Applying a staged plan, batch by batch: journal → write → commit.
 
-use super::LinkIo;
-use super::plan::{Fate, PairPlan};
+use super::io::LinkIo;
+use super::pair_plan::{Fate, PairPlan};
 use super::report::LinkReport;
 use crate::Error;
 use crate::config::LinkSpec;

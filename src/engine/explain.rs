@@ -1,6 +1,6 @@
 //! `explain`: where each field's value of one record came from.
 
-use super::LinkIo;
+use super::io::LinkIo;
 use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::model::{Key, Record, Side, Value};

@@ -14,38 +14,29 @@
 pub mod adapt;
 mod apply;
 mod explain;
+mod first_load;
+mod io;
 mod layout;
 mod one_behind;
+mod pair_plan;
 mod plan;
 mod read_ahead;
 mod report;
 pub mod translate;
+
+use io::LinkIo;
+pub use one_behind::on_batch_done;
 
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
 
 use crate::Error;
 use crate::config::{Config, LinkSpec};
-use crate::connectors::{self, Connector, ConnectorError};
+use crate::connectors::ConnectorError;
 use crate::model::Side;
 use crate::state::{LinkHold, StateStore};
-use layout::Layout;
 
 /// What a pipeline thread calls when it is done with a batch (set once, by the binary).
-static BATCH_DONE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Has every thread of a cycle call `hook` after each batch it handled: the binary hands
-/// freed memory back to its allocator there (the library does not know the allocator).
-pub fn on_batch_done(hook: fn()) {
-    let _ = BATCH_DONE.set(hook);
-}
-
-fn batch_done() {
-    if let Some(hook) = BATCH_DONE.get() {
-        hook();
-    }
-}
-
 /// How often a link whose connection was lost is run again within one cycle.
 const LINK_RETRIES: u64 = 2;
 
@@ -153,40 +144,6 @@ pub fn run_cycle(
     result.map(|()| report)
 }
 
-/// The connectors and column layout of one link, checked against the systems.
-pub(crate) struct LinkIo {
-    pub left: Box<dyn Connector>,
-    pub right: Box<dyn Connector>,
-    pub layout: Layout,
-}
-
-impl LinkIo {
-    /// Opens both systems and checks that every column the link names exists.
-    pub fn open(config: &Config, link: &LinkSpec) -> Result<LinkIo, Error> {
-        let open = |side: Side| -> Result<Box<dyn Connector>, Error> {
-            let ep = link.endpoint(side);
-            let spec = &config.systems[&ep.system];
-            Ok(connectors::open(&ep.system, spec)?)
-        };
-        // The engine sees the left in the right's meaning (see `translate`).
-        let mut left = translate::Translated::wrap(adapt::wrap(open(Side::Left)?), link);
-        let mut right = adapt::wrap(open(Side::Right)?);
-        let layout = Layout::new(config, link, left.as_mut(), right.as_mut())?;
-        Ok(LinkIo {
-            left,
-            right,
-            layout,
-        })
-    }
-
-    pub fn connector(&mut self, side: Side) -> &mut dyn Connector {
-        match side {
-            Side::Left => self.left.as_mut(),
-            Side::Right => self.right.as_mut(),
-        }
-    }
-}
-
 /// Runs one link, unless another run (in this or any process sharing the store) is
 /// running it: that link is then left alone and the report says who holds it. `plan`
 /// writes nothing, so it takes no hold.
@@ -287,12 +244,34 @@ fn run_held_link(
             &mut report,
             opts.list_limit,
         )?;
-        let mut hook = |name: &str| {
-            if let Some(h) = opts.between_plan_and_apply.as_mut() {
-                h(name);
+        // The stages, in order: a first load streams (plan → journal → write → commit,
+        // batch by batch); any other cycle plans everything, then applies it below.
+        if planner.is_first_load(right.as_mut())? {
+            match run_id {
+                Some(run) => {
+                    let mut hook = |name: &str| {
+                        if let Some(h) = opts.between_plan_and_apply.as_mut() {
+                            h(name);
+                        }
+                    };
+                    planner.report.left_records = first_load::stream(
+                        &mut planner,
+                        run,
+                        left.as_mut(),
+                        right.as_mut(),
+                        Some(&mut hook),
+                    )?;
+                    true
+                }
+                None => {
+                    planner.report.left_records = first_load::dry_run(&mut planner, left.as_mut())?;
+                    false
+                }
             }
-        };
-        planner.plan(left.as_mut(), right.as_mut(), Some(&mut hook))?
+        } else {
+            planner.plan(left.as_mut(), right.as_mut())?;
+            false
+        }
     };
     if streamed {
         // What the receiver filled on create and flows back was staged as the load
@@ -413,7 +392,7 @@ pub fn check_against_systems(
     }
     if translate::needs_translation(link) {
         found.extend(
-            translate::untranslatable(link, &mut io)?
+            translate::untranslatable(link, io.left.as_mut(), io.right.as_mut(), &io.layout)?
                 .into_iter()
                 .map(|m| ("meaning-data", m)),
         );

@@ -9,11 +9,6 @@
 //! next, so at most three batches are between journal and commit at any moment; a crash
 //! leaves them `unknown`, as it leaves one when writing in step.
 
-use super::apply::{LentWrites, PlannedBatch, WriteResults, write_out};
-use crate::Error;
-use crate::config::LinkSpec;
-use crate::connectors::{Connector, ReadSpec, Write};
-use crate::model::Side;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -41,7 +36,7 @@ where
         let worker = scope.spawn(move || {
             for request in requests {
                 let answer = work(request);
-                super::batch_done();
+                batch_done();
                 if answers.send(answer).is_err() {
                     break;
                 }
@@ -100,55 +95,17 @@ where
     }
 }
 
-/// What the writer keeps of a batch while its writes are out, and what it gets back.
-type Lent = (PlannedBatch, LentWrites);
-type Written = (Vec<Write>, WriteResults);
+static BATCH_DONE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
-/// One side's system written on its own thread, one batch behind the planner.
-pub(crate) struct WriteBehind<'scope> {
-    side: Side,
-    writer: OneBehind<'scope, Lent, Vec<Write>, Written>,
+/// Has every thread of a cycle call `hook` after each batch it handled: the binary hands
+/// freed memory back to its allocator there (the library does not know the allocator).
+pub fn on_batch_done(hook: fn()) {
+    let _ = BATCH_DONE.set(hook);
 }
 
-impl<'scope> WriteBehind<'scope> {
-    /// Starts the writer thread for `side`, writing to `connector` what `spec` names.
-    pub fn start<'env>(
-        scope: &'scope Scope<'scope, 'env>,
-        link: &'scope LinkSpec,
-        side: Side,
-        connector: &'scope mut dyn Connector,
-        spec: &'scope ReadSpec,
-    ) -> WriteBehind<'scope> {
-        let writer = OneBehind::start(scope, move |mut writes: Vec<Write>| {
-            let results = write_out(link, side, &mut writes, |w| connector.apply(spec, w));
-            (writes, results)
-        });
-        WriteBehind { side, writer }
-    }
-
-    /// Hands `batch`'s writes to the writer once the batch before came back written.
-    /// Returns that batch, with its outcomes, for the caller to commit; or the error that
-    /// stopped its writes, and then `batch` is not handed over (it stays `planned`).
-    pub fn send(&mut self, mut batch: PlannedBatch) -> Result<Option<PlannedBatch>, Error> {
-        let before = Self::settled(self.writer.receive())?;
-        let mut lent = batch.lend_writes(self.side);
-        let writes = std::mem::take(&mut lent.writes);
-        self.writer.send((batch, lent), writes);
-        Ok(before)
-    }
-
-    /// Waits for the last batch's outcomes and stops the writer. Returns that batch to
-    /// commit, or the error that stopped its writes.
-    pub fn finish(self) -> Result<Option<PlannedBatch>, Error> {
-        Self::settled(self.writer.finish())
-    }
-
-    fn settled(answered: Option<(Lent, Written)>) -> Result<Option<PlannedBatch>, Error> {
-        let Some(((mut batch, mut lent), (writes, results))) = answered else {
-            return Ok(None);
-        };
-        lent.writes = writes;
-        batch.settle(lent, results)?;
-        Ok(Some(batch))
+/// Called by each thread of a cycle after each batch it handled (see [`on_batch_done`]).
+pub(crate) fn batch_done() {
+    if let Some(hook) = BATCH_DONE.get() {
+        hook();
     }
 }

@@ -2,9 +2,9 @@
 //! the resulting [`PairPlan`]s. Writes nothing to any system; in a `run` it records the
 //! conflicts and quarantine findings it makes.
 
-use super::apply::PlannedBatch;
 use super::layout::Layout;
-use super::one_behind::{OneBehind, WriteBehind};
+use super::one_behind::OneBehind;
+use super::pair_plan::{Fate, PairPlan};
 use super::read_ahead::{BadKey, scan_ahead, sort_out_fetched};
 use super::report::{LinkReport, PlannedLine};
 use super::translate;
@@ -17,136 +17,7 @@ use crate::state::{
     Change, ConflictRow, Held, Mark, PairRow, QuarantineKind, QuarantineRow, StateStore, Unlinked,
     hash_values,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// What happens to the pair's id-map row when the plan's writes succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Fate {
-    /// Keep (or, for a newly matched pair, insert) the row with the new base.
-    Keep,
-    /// A record is created on this side; the row gets its new key.
-    Create(Side),
-    /// The record on this side is deleted; the row goes.
-    Delete(Side),
-    /// The record on `survivor` is soft-deleted (or, without a write, left alone): the
-    /// row is kept as a tombstone so nothing is re-created.
-    Tombstone { deleted_on: Side },
-    /// Both records are gone: the row goes.
-    Forget,
-}
-
-/// Everything one cycle does to one record pair. Indexed by side: `[left, right]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PairPlan {
-    pub left_key: Option<Key>,
-    pub right_key: Option<Key>,
-    pub fate: Fate,
-    pub writes: [Option<Write>; 2],
-    /// The base after this cycle for fields that do not depend on a write.
-    pub base: BTreeMap<Name, Value>,
-    /// Base fields that take effect only if the write to that side succeeds.
-    pub base_if: [BTreeMap<Name, Value>; 2],
-    /// What each side holds where it is not exactly the base (see [`Held`]).
-    #[serde(default)]
-    pub held: Held,
-    /// For the write to a side, what the *other* side then holds of each field it sets:
-    /// its current value when only this side is written, its old base when both are.
-    #[serde(default)]
-    pub holds_if: [BTreeMap<Name, Value>; 2],
-    pub marks: BTreeMap<String, crate::state::Mark>,
-    pub marks_if: [BTreeMap<String, crate::state::Mark>; 2],
-    /// Journal entries for each side's write; `state_changes` for the id map alone.
-    pub changes: [Vec<Change>; 2],
-    pub state_changes: Vec<Change>,
-    pub tombstone: Option<Side>,
-}
-
-impl PairPlan {
-    pub(crate) fn new(
-        left_key: Option<Key>,
-        right_key: Option<Key>,
-        fate: Fate,
-        pair: Option<PairRow>,
-    ) -> PairPlan {
-        // The plan takes the pair's base and marks as they are: it replaces the pair.
-        let (base, marks, tombstone, held) =
-            pair.map_or_else(Default::default, |p| (p.base, p.marks, p.tombstone, p.held));
-        PairPlan {
-            left_key,
-            right_key,
-            fate,
-            writes: [None, None],
-            base,
-            base_if: Default::default(),
-            held,
-            holds_if: Default::default(),
-            marks,
-            marks_if: Default::default(),
-            changes: Default::default(),
-            state_changes: Vec::new(),
-            tombstone,
-        }
-    }
-
-    /// Moves the base for writes that took effect (or turned out not to be needed),
-    /// by side: each field's base becomes the value written; the written side holds what
-    /// its system stored (`stored`: field → value read back, normalized), the other side
-    /// what it held. Both sides' other-side values go first, so that when both were
-    /// written each side ends with its own read-back. Last, `side_effects`: fields the
-    /// write did not set but the system changed with it (a trigger), by field → (value
-    /// read, value stored): that side now holds its own form of a value it was not
-    /// changing, an echo like any other.
-    pub fn settle(
-        &mut self,
-        done: [bool; 2],
-        stored: &[BTreeMap<Name, Value>; 2],
-        side_effects: &[BTreeMap<Name, (Value, Value)>; 2],
-    ) {
-        let targets: [BTreeMap<Name, Value>; 2] = [0, 1].map(|idx| {
-            if done[idx] {
-                std::mem::take(&mut self.base_if[idx])
-            } else {
-                BTreeMap::new()
-            }
-        });
-        for idx in [0, 1] {
-            for (name, target) in &targets[idx] {
-                match self.holds_if[idx].remove(name) {
-                    Some(v) if v != *target => self.held[1 - idx].insert(name.clone(), v),
-                    _ => self.held[1 - idx].remove(name),
-                };
-            }
-        }
-        for idx in [0, 1] {
-            for (name, target) in &targets[idx] {
-                match stored[idx].get(name) {
-                    Some(v) if v != target => self.held[idx].insert(name.clone(), v.clone()),
-                    _ => self.held[idx].remove(name),
-                };
-                self.base.insert(name.clone(), target.clone());
-            }
-        }
-        for idx in [0, 1] {
-            if !done[idx] {
-                continue;
-            }
-            for (name, (read, now)) in &side_effects[idx] {
-                let Some(base) = self.base.get(name) else {
-                    continue;
-                };
-                if self.held[idx].get(name).unwrap_or(base) != read {
-                    continue;
-                }
-                if now == base {
-                    self.held[idx].remove(name);
-                } else {
-                    self.held[idx].insert(name.clone(), now.clone());
-                }
-            }
-        }
-    }
-}
 
 /// A left batch between its lookup and its merge: the records, their encoded keys, and
 /// the pairs of those that are linked.
@@ -157,13 +28,13 @@ struct LeftBatch {
 }
 
 pub(crate) struct Planner<'a> {
-    link: &'a LinkSpec,
-    layout: &'a Layout,
-    state: &'a mut StateStore,
+    pub(super) link: &'a LinkSpec,
+    pub(super) layout: &'a Layout,
+    pub(super) state: &'a mut StateStore,
     /// `Some` in a run: findings are recorded. `None` in `plan`: nothing is.
     run_id: Option<i64>,
-    run_seq: i64,
-    report: &'a mut LinkReport,
+    pub(super) run_seq: i64,
+    pub(super) report: &'a mut LinkReport,
     list_limit: usize,
     /// Units frozen by a person's quarantine, and conflicts, by left key and then unit:
     /// a pair's lookups borrow its key instead of copying it per unit.
@@ -171,7 +42,7 @@ pub(crate) struct Planner<'a> {
     conflicts: HashMap<String, HashMap<String, ConflictRow>>,
     /// During a streamed first load, plans collect here and are applied batch by batch
     /// instead of being staged.
-    buffer: Option<Vec<PairPlan>>,
+    pub(super) buffer: Option<Vec<PairPlan>>,
     /// Pairs whose left record the left scan read, and right partners it fetched: what
     /// tells whether the right scan can find anything.
     left_pairs_read: u64,
@@ -222,36 +93,24 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Plans the link. Returns `true` when it was a first load into an empty collection
-    /// and, in a run, has already been applied: such a load has nothing to match, link or
-    /// delete, so no valve can object, and streaming it batch by batch (plan → journal →
-    /// write → commit) saves staging every record. `before_apply` runs once, before the
-    /// first write, as it would between a staged plan and its apply.
+    /// Whether this is a first load into an empty collection: nothing to link, match or
+    /// delete, so every left record is a create planned straight from the scan (see
+    /// `first_load`).
+    pub fn is_first_load(&mut self, right: &mut dyn Connector) -> Result<bool, Error> {
+        Ok(self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&self.layout.right)?)
+    }
+
+    /// Plans the link: reads both sides, resolves identity, merges every pair and
+    /// stages the plans (each batch's scratch and state writes in one transaction: one
+    /// fsync per batch).
     pub fn plan(
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
-        before_apply: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<bool, Error> {
+    ) -> Result<(), Error> {
         let batch = self.link.batch_size;
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
-        // Each batch's scratch and state writes go in one transaction: one fsync per batch.
-        // A first load into an empty collection: nothing to link, match or delete, so
-        // every left record is planned as a create straight from the scan.
-        if self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&right_spec)? {
-            let left_records = match self.run_id {
-                Some(run) => self.stream_first_load(run, left, right, before_apply)?,
-                None => scan_ahead(left, &left_spec, batch, &mut |records, bad| {
-                    self.in_transaction(|p| {
-                        p.keep_out(Side::Left, bad)?;
-                        p.plan_left_creates(records)
-                    })
-                })?,
-            };
-            self.report.left_records = left_records;
-            return Ok(self.run_id.is_some());
-        }
         // The left scan reads ahead on one thread and fetches each batch's partners from
         // the right on another, while this one merges the batch before; the right scan
         // only consults the state store.
@@ -301,14 +160,13 @@ impl<'a> Planner<'a> {
             self.report.right_records = right_records;
             self.in_transaction(|p| p.forget_vanished_pairs(&mut *left, &mut *right))?;
         }
-        self.in_transaction(|p| p.match_and_create())?;
-        Ok(false)
+        self.in_transaction(|p| p.match_and_create())
     }
 
     /// Records kept out of the cycle for their keys (see [`BadKey`]): quarantined with the
     /// reason, and marked seen, so that a linked record whose key now repeats is never
     /// taken for deleted.
-    fn keep_out(&mut self, side: Side, bad: Vec<BadKey>) -> Result<(), Error> {
+    pub(super) fn keep_out(&mut self, side: Side, bad: Vec<BadKey>) -> Result<(), Error> {
         if bad.is_empty() {
             return Ok(());
         }
@@ -328,89 +186,13 @@ impl<'a> Planner<'a> {
 
     /// Plans a first load's batch: every record a create on the right. Inside the
     /// caller's state transaction.
-    fn plan_left_creates(&mut self, records: Vec<Record>) -> Result<(), Error> {
+    pub(super) fn plan_left_creates(&mut self, records: Vec<Record>) -> Result<(), Error> {
         records
             .into_iter()
             .try_for_each(|rec| self.plan_create(Side::Left, rec, None))
     }
 
-    /// A first load in a run: each batch is planned, journaled and handed to the right's
-    /// writer thread while the batch before is committed (see [`WriteBehind`]). A batch
-    /// that came back written is committed in the transaction that journals the next
-    /// one: one state transaction, and one fsync, per batch instead of two.
-    fn stream_first_load(
-        &mut self,
-        run: i64,
-        left: &mut dyn Connector,
-        right: &mut dyn Connector,
-        mut before_apply: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<u64, Error> {
-        let left_spec = self.layout.left.clone();
-        let right_spec = self.layout.right.clone();
-        std::thread::scope(|scope| {
-            let link = self.link;
-            let mut writer = WriteBehind::start(scope, link, Side::Right, right, &right_spec);
-            let mut written: Option<PlannedBatch> = None;
-            let scanned = scan_ahead(
-                left,
-                &left_spec,
-                self.link.batch_size,
-                &mut |records, bad| {
-                    if records.is_empty() {
-                        // Only records kept out: nothing to journal or send.
-                        return self.in_transaction(|p| p.keep_out(Side::Left, bad));
-                    }
-                    let (batch, refusal) = self.in_transaction(|p| {
-                        p.keep_out(Side::Left, bad)?;
-                        // Sized once: a plan is large, and a growing buffer would move them all.
-                        p.buffer = Some(Vec::with_capacity(records.len()));
-                        p.plan_left_creates(records)?;
-                        let plans = p.buffer.take().unwrap_or_default();
-                        let batch = PlannedBatch::journal_in(p.link, p.state, run, plans)?;
-                        // Taken only once this batch is journaled: if journaling fails, the
-                        // written batch is still committed below.
-                        let refusal = match written.take() {
-                            Some(done) => done.commit_in(p.link, p.state, p.run_seq, p.report)?,
-                            None => None,
-                        };
-                        Ok((batch, refusal))
-                    })?;
-                    // This transaction journaled the batch and committed the one before.
-                    crate::fault::point("after_journal");
-                    crate::fault::point("after_store_commit");
-                    // Stopped once the refused batch is committed; the batch just journaled
-                    // is never sent, and the run's end marks its entries `unknown`.
-                    if let Some(why) = refusal {
-                        return Err(Error::Refused(why));
-                    }
-                    if let Some(hook) = before_apply.take() {
-                        hook(&self.link.name);
-                    }
-                    written = writer.send(batch)?;
-                    Ok(())
-                },
-            );
-            // Whatever stopped the scan, batches whose writes came back are committed:
-            // what the system confirmed is never forgotten.
-            let last = writer.finish();
-            // In this order: the batch written before is committed even if the last
-            // one's write failed.
-            let mut refusal = None;
-            if let Some(done) = written {
-                refusal = done.commit(self.link, self.state, self.run_seq, self.report)?;
-            }
-            if let Some(done) = last? {
-                let why = done.commit(self.link, self.state, self.run_seq, self.report)?;
-                refusal = refusal.or(why);
-            }
-            match (scanned, refusal) {
-                (Ok(_), Some(why)) => Err(Error::Refused(why)),
-                (scanned, _) => scanned,
-            }
-        })
-    }
-
-    fn in_transaction<T>(
+    pub(super) fn in_transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, Error>,
     ) -> Result<T, Error> {

@@ -186,7 +186,7 @@ pub(crate) fn scan_ahead(
                 // The receiver is gone only when `consume` failed; its error is the one
                 // reported, so this one only needs to stop the scan.
                 let sent = sender.send(records).map_err(|_| Error::Stopped);
-                super::batch_done();
+                super::one_behind::batch_done();
                 sent
             })
         });
@@ -195,7 +195,7 @@ pub(crate) fn scan_ahead(
             .try_for_each(|records| {
                 let records = guard.admit(records);
                 let consumed = guard.hand_over(records, consume);
-                super::batch_done();
+                super::one_behind::batch_done();
                 consumed
             })
             .and_then(|()| {

@@ -126,7 +126,9 @@ const NAMED: usize = 20;
 /// A scan that fails.
 pub(crate) fn untranslatable(
     link: &LinkSpec,
-    io: &mut super::LinkIo,
+    left: &mut dyn Connector,
+    right: &mut dyn Connector,
+    layout: &super::layout::Layout,
 ) -> Result<Vec<String>, crate::Error> {
     let flows_left: Vec<usize> = (0..link.units.len())
         .filter(|&u| link.units[u].owner != Owner::Left)
@@ -140,8 +142,12 @@ pub(crate) fn untranslatable(
         }
     };
     for side in [Side::Left, Side::Right] {
-        let spec = io.layout.read_spec(side).clone();
-        io.connector(side).scan(&spec, link.batch_size, &mut |records| {
+        let spec = layout.read_spec(side).clone();
+        let system: &mut dyn Connector = match side {
+            Side::Left => &mut *left,
+            Side::Right => &mut *right,
+        };
+        system.scan(&spec, link.batch_size, &mut |records| {
             for rec in records {
                 if let Some(why) = &rec.defect {
                     note(side, &rec, why.clone());
