@@ -7,6 +7,7 @@
 pub mod memory;
 pub mod mysql;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use crate::config::SystemSpec;
@@ -360,42 +361,6 @@ pub trait Connector: Send {
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError>;
 }
 
-/// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
-/// doubling any `q` inside it: nothing from the config reaches SQL unquoted.
-pub(crate) fn quote_ident(ident: &str, q: char) -> String {
-    let doubled: String = [q, q].iter().collect();
-    format!("{q}{}{q}", ident.replace(q, &doubled))
-}
-
-/// `a, b, c`: identifiers quoted by a connector's `quote`, for column and key lists.
-pub(crate) fn quote_list<I>(idents: I, quote: fn(&str) -> String) -> String
-where
-    I: IntoIterator,
-    I::Item: AsRef<str>,
-{
-    idents
-        .into_iter()
-        .map(|i| quote(i.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `schema.table` → (`Some(schema)`, `table`); a bare `table` has no schema.
-pub(crate) fn split_collection(collection: &str) -> (Option<&str>, &str) {
-    match collection.split_once('.') {
-        Some((s, t)) => (Some(s), t),
-        None => (None, collection),
-    }
-}
-
-/// A collection as a quoted, possibly schema-qualified, table name.
-pub(crate) fn quote_collection(collection: &str, q: char) -> String {
-    match split_collection(collection) {
-        (Some(s), t) => format!("{}.{}", quote_ident(s, q), quote_ident(t, q)),
-        (None, t) => quote_ident(t, q),
-    }
-}
-
 /// A scan's batch also ends once its records weigh this much (see [`Value::weight`]):
 /// with wide rows (documents, blobs) `batch_size` records could be far more memory than
 /// the few batches in flight are meant to hold. Narrow rows never reach it (5,000 rows of
@@ -451,151 +416,6 @@ impl<'c> ScanBatches<'c> {
         }
         Ok(self.count)
     }
-}
-
-/// A batch is retried this many times after a dropped connection or a serialization
-/// failure, as long as its COMMIT was never sent.
-const RETRIES: u32 = 3;
-
-/// What a network connector gives [`apply_with_retries`], so every server kind follows
-/// one retry policy.
-pub(crate) trait RetryableBatches {
-    fn system(&self) -> &str;
-
-    /// One attempt at a batch in one transaction. On failure, the flag says whether the
-    /// failure came before COMMIT was sent: only then is trying again safe (after it,
-    /// the batch may have landed, and creates would be sent twice).
-    fn attempt(&mut self, spec: &ReadSpec, writes: &[Write])
-    -> Result<BatchResult, (String, bool)>;
-
-    /// Reconnects if the connection is gone.
-    ///
-    /// # Errors
-    /// The server cannot be reached again.
-    fn recover(&mut self) -> Result<(), ConnectorError>;
-}
-
-/// [`Connector::apply`] for network connectors: retries with a growing pause.
-pub(crate) fn apply_with_retries<C: RetryableBatches>(
-    c: &mut C,
-    spec: &ReadSpec,
-    writes: &[Write],
-) -> Result<BatchResult, ConnectorError> {
-    let mut attempt = 0;
-    loop {
-        match c.attempt(spec, writes) {
-            Ok(outcomes) => return Ok(outcomes),
-            Err((e, true)) if attempt < RETRIES => {
-                attempt += 1;
-                tracing::warn!(system = %c.system(), attempt, error = %e, "batch failed before commit; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
-                c.recover()?;
-            }
-            Err((e, _)) => {
-                return Err(ConnectorError::Query {
-                    context: format!("system `{}`: write to {}", c.system(), spec.collection),
-                    source: e.into(),
-                });
-            }
-        }
-    }
-}
-
-/// The columns `spec` reads (keys first), picked by name from a collection's columns.
-pub(crate) fn pick_columns<C: Clone>(
-    system: &str,
-    spec: &ReadSpec,
-    all: &[C],
-    name_of: impl Fn(&C) -> &str,
-) -> Result<Vec<C>, ConnectorError> {
-    spec.key
-        .iter()
-        .chain(&spec.columns)
-        .map(|name| {
-            all.iter()
-                .find(|c| name_of(c) == name)
-                .cloned()
-                .ok_or_else(|| ConnectorError::Query {
-                    context: format!("system `{system}`: {}", spec.collection),
-                    source: format!("column `{name}` does not exist").into(),
-                })
-        })
-        .collect()
-}
-
-/// The values a create sends for `spec`'s key columns, in key order; `None` if one of
-/// them is not sent (the system assigns it).
-pub(crate) fn sent_key<'a>(spec: &ReadSpec, values: &'a [(Name, Value)]) -> Option<Vec<&'a Value>> {
-    spec.key
-        .iter()
-        .map(|k| values.iter().find(|(c, _)| **c == **k).map(|(_, v)| v))
-        .collect()
-}
-
-/// Runs of consecutive creates that write the same columns, each at most `max` long:
-/// a connector can send each run as one statement.
-pub(crate) fn create_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {
-    fn columns(w: &Write) -> Option<impl Iterator<Item = &Name> + Clone> {
-        match w {
-            Write::Create { values } => Some(values.iter().map(|(c, _)| c)),
-            _ => None,
-        }
-    }
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < writes.len() {
-        let Some(first) = columns(&writes[i]) else {
-            i += 1;
-            continue;
-        };
-        let mut j = i + 1;
-        while j < writes.len()
-            && j - i < max
-            && columns(&writes[j]).is_some_and(|c| c.eq(first.clone()))
-        {
-            j += 1;
-        }
-        runs.push(i..j);
-        i = j;
-    }
-    runs
-}
-
-/// Runs of consecutive updates that set and expect the same columns, each at most `max`
-/// long: a connector can send each run as one statement.
-pub(crate) fn update_runs(writes: &[Write], max: usize) -> Vec<std::ops::Range<usize>> {
-    fn columns(
-        w: &Write,
-    ) -> Option<(
-        impl Iterator<Item = &Name> + Clone,
-        impl Iterator<Item = &Name> + Clone,
-    )> {
-        match w {
-            Write::Update { set, expect, .. } => {
-                Some((set.iter().map(|(c, _)| c), expect.iter().map(|(c, _)| c)))
-            }
-            _ => None,
-        }
-    }
-    let same = |a: &Write, b: &Write| match (columns(a), columns(b)) {
-        (Some((sa, ea)), Some((sb, eb))) => sa.eq(sb) && ea.eq(eb),
-        _ => false,
-    };
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < writes.len() {
-        if columns(&writes[i]).is_none() {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        while j < writes.len() && j - i < max && same(&writes[i], &writes[j]) {
-            j += 1;
-        }
-        runs.push(i..j);
-        i = j;
-    }
-    runs
 }
 
 /// Opens the connector for a system.

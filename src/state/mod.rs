@@ -314,8 +314,7 @@ impl StateStore {
     /// # Errors
     /// The server cannot be reached, or the schema cannot be created or upgraded.
     pub fn open_postgres(url: &str, read_only: bool) -> Result<StateStore> {
-        let mut client =
-            crate::connectors::postgres::tls::connect(url).map_err(StateError::Connect)?;
+        let mut client = crate::connectors::sql::tls::connect(url).map_err(StateError::Connect)?;
         client.batch_execute(
             // The process id names the holder of a link another run finds taken.
             &format!(

@@ -9,7 +9,8 @@
 mod tls;
 
 use super::{
-    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+    sql::quote_list,
 };
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
@@ -56,11 +57,11 @@ pub struct MysqlConnector {
 const CREATE_CHUNK: usize = 1000;
 
 fn quote(ident: &str) -> String {
-    super::quote_ident(ident, '`')
+    super::sql::quote_ident(ident, '`')
 }
 
 fn quote_table(collection: &str) -> String {
-    super::quote_collection(collection, '`')
+    super::sql::quote_collection(collection, '`')
 }
 
 /// A driver error as a sentence: the crate's own `Display` wraps every message in its
@@ -368,7 +369,7 @@ impl MysqlConnector {
 
     fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<MyColumn>, ConnectorError> {
         let all = self.columns_of(&spec.collection)?;
-        super::pick_columns(&self.name, spec, &all, |c| &c.name)
+        super::sql::pick_columns(&self.name, spec, &all, |c| &c.name)
     }
 
     fn to_record(row: mysql::Row, cols: &[MyColumn], key_len: usize) -> Record {
@@ -421,16 +422,6 @@ impl MysqlConnector {
             .collect()
     }
 
-    /// ` AND column <=> ?`: the column still holds the value read. MySQL's `json`
-    /// compares as a document with the parameter read as JSON (MariaDB's `json` is
-    /// `longtext`, read and compared as text).
-    fn still_holds(all: &[MyColumn], column: &str) -> String {
-        match Self::kind_of(all, column) {
-            Kind::Json => format!(" AND {} <=> CAST(? AS JSON)", quote(column)),
-            _ => format!(" AND {} <=> ?", quote(column)),
-        }
-    }
-
     /// One batch in one transaction. The flag says whether the failure happened before
     /// COMMIT was sent (only then is a retry safe).
     fn apply_once(
@@ -444,12 +435,6 @@ impl MysqlConnector {
             .cloned()
             .unwrap_or_default();
         let table = quote_table(&spec.collection);
-        let key_where = spec
-            .key
-            .iter()
-            .map(|k| format!("{} <=> ?", quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         let key_list = quote_list(&spec.key, quote);
         let returning = self.returning;
         let auto_key = spec.key.len() == 1
@@ -466,7 +451,7 @@ impl MysqlConnector {
             .map_err(retry)?;
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
 
-        for run in super::create_runs(writes, CREATE_CHUNK) {
+        for run in super::sql::create_runs(writes, CREATE_CHUNK) {
             let (i, j) = (run.start, run.end);
             let Write::Create { values } = &writes[i] else {
                 unreachable!("runs start with a create")
@@ -539,7 +524,7 @@ impl MysqlConnector {
                                     .map(|id| Key(vec![Value::Integer(id as i64)]))
                             } else {
                                 // The key was among the values written.
-                                super::sent_key(spec, values)
+                                super::sql::sent_key(spec, values)
                                     .map(|key| Key(key.into_iter().cloned().collect()))
                             }
                         })
@@ -563,37 +548,19 @@ impl MysqlConnector {
         for (n, write) in writes.iter().enumerate() {
             let prepared = match write {
                 Write::Create { .. } => continue,
-                Write::Update {
-                    key, set, expect, ..
-                } => {
-                    let sql = format!(
-                        "UPDATE {table} SET {} WHERE {key_where}{}",
-                        set.iter()
-                            .map(|(c, _)| format!("{} = ?", quote(c)))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        expect
-                            .iter()
-                            .map(|(c, _)| Self::still_holds(&all, c))
-                            .collect::<String>()
-                    );
-                    let params = Self::params(&all, set).and_then(|mut p| {
-                        p.extend(Self::key_params(&all, spec, key)?);
-                        p.extend(Self::params(&all, expect)?);
-                        Ok(p)
-                    });
-                    params.map(|p| (sql, p))
-                }
-                Write::Delete { key, expect, .. } => {
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE {key_where}{}",
-                        expect
-                            .iter()
-                            .map(|(c, _)| Self::still_holds(&all, c))
-                            .collect::<String>()
-                    );
-                    Self::key_params(&all, spec, key)
+                conditional => {
+                    let sql = super::sql::conditional_write_sql(
+                        &MysqlDialect(&all),
+                        &table,
+                        &spec.key,
+                        conditional,
+                    )
+                    .expect("an update or a delete");
+                    let (set, key, expect) =
+                        super::sql::conditional_parts(conditional).expect("an update or a delete");
+                    Self::params(&all, set)
                         .and_then(|mut p| {
+                            p.extend(Self::key_params(&all, spec, key)?);
                             p.extend(Self::params(&all, expect)?);
                             Ok(p)
                         })
@@ -628,7 +595,8 @@ impl MysqlConnector {
             .collect();
         // Read back before COMMIT: InnoDB holds the written rows' locks until then.
         let keys = BatchResult::written_keys(writes, &outcomes);
-        let cols = super::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
+        let cols =
+            super::sql::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
         let mut stored = Vec::with_capacity(keys.len());
         // The keys were just written with these same parameters, so they convert.
         let statements = Self::fetch_statements(&all, spec, &keys).unwrap_or_default();
@@ -792,11 +760,11 @@ impl Connector for MysqlConnector {
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         self.spec_columns(spec)?;
-        super::apply_with_retries(self, spec, writes)
+        super::sql::apply_with_retries(self, spec, writes)
     }
 }
 
-impl super::RetryableBatches for MysqlConnector {
+impl super::sql::RetryableBatches for MysqlConnector {
     fn system(&self) -> &str {
         &self.name
     }
@@ -817,6 +785,26 @@ impl super::RetryableBatches for MysqlConnector {
             self.returning = returning;
         }
         Ok(())
+    }
+}
+
+/// MySQL's conditional writes: `?` parameters, null-safe `<=>`; MySQL's `json` compares
+/// as a document with the parameter read as JSON (MariaDB's `json` is `longtext`, read
+/// and compared as text).
+struct MysqlDialect<'c>(&'c [MyColumn]);
+
+impl super::sql::Dialect for MysqlDialect<'_> {
+    fn assign(&self, column: &str, _n: usize) -> String {
+        format!("{} = ?", quote(column))
+    }
+    fn still_holds(&self, column: &str, _n: usize) -> String {
+        match MysqlConnector::kind_of(self.0, column) {
+            Kind::Json => format!("{} <=> CAST(? AS JSON)", quote(column)),
+            _ => format!("{} <=> ?", quote(column)),
+        }
+    }
+    fn key_equals(&self, column: &str, _n: usize) -> String {
+        format!("{} <=> ?", quote(column))
     }
 }
 

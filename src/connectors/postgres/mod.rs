@@ -9,11 +9,12 @@
 //! binary form in their column (see [`binary`]); text for the rest.
 
 mod binary;
-pub(crate) mod tls;
+use super::sql::tls;
 mod types;
 
 use super::{
-    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+    sql::quote_list,
 };
 use crate::model::{Key, Name, Record, Value};
 use postgres::{Client, IsolationLevel};
@@ -39,12 +40,12 @@ fn quote_literal(s: &str) -> String {
 }
 
 fn quote(ident: &str) -> String {
-    super::quote_ident(ident, '"')
+    super::sql::quote_ident(ident, '"')
 }
 
 /// `schema.table` (schema defaults to the connection's search path) → quoted.
 fn quote_table(collection: &str) -> String {
-    super::quote_collection(collection, '"')
+    super::sql::quote_collection(collection, '"')
 }
 
 /// Where each key column sits among a create's `cols`, and how to read it, when the
@@ -340,7 +341,7 @@ impl PostgresConnector {
         if let Some(c) = self.columns.get(collection) {
             return Ok(c.clone());
         }
-        let (schema, table) = super::split_collection(collection);
+        let (schema, table) = super::sql::split_collection(collection);
         let rows = self
             .client
             .query(
@@ -392,7 +393,7 @@ impl PostgresConnector {
     /// The columns of `spec` (keys first) with their types.
     fn spec_columns(&mut self, spec: &ReadSpec) -> Result<Vec<PgColumn>, ConnectorError> {
         let all = self.columns_of(&spec.collection)?;
-        super::pick_columns(&self.name, spec, &all, |c| &c.name)
+        super::sql::pick_columns(&self.name, spec, &all, |c| &c.name)
     }
 
     fn select_sql(spec: &ReadSpec) -> String {
@@ -667,21 +668,6 @@ impl PostgresConnector {
             .map(|k| format!("{}::text", quote(k)))
             .collect::<Vec<_>>()
             .join(", ");
-        let key_where = |first: usize| -> String {
-            spec.key
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    format!(
-                        "{} = CAST(${}::text AS {})",
-                        quote(k),
-                        first + i,
-                        Self::type_of(&all, k)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        };
         let retry = |e: postgres::Error| {
             let r = is_retryable(&e);
             (e, r)
@@ -691,7 +677,7 @@ impl PostgresConnector {
 
         // Creates with the same columns go in one statement per chunk; if one of them is
         // refused, that chunk is replayed row by row to find which.
-        for run in super::create_runs(writes, CREATE_CHUNK) {
+        for run in super::sql::create_runs(writes, CREATE_CHUNK) {
             let (i, j) = (run.start, run.end);
             let Write::Create { values } = &writes[i] else {
                 unreachable!("runs start with a create")
@@ -806,7 +792,7 @@ impl PostgresConnector {
         // Updates that set and expect the same columns go in one statement per run: the
         // rows it changes are those still holding what was read, the rest are stale. If
         // one is refused, the run is left to the row-by-row pass below to find which.
-        for run in super::update_runs(writes, CREATE_CHUNK) {
+        for run in super::sql::update_runs(writes, CREATE_CHUNK) {
             let batch = &writes[run.clone()];
             let fits = batch.iter().all(|w| match w {
                 Write::Update { set, .. } => set
@@ -851,70 +837,23 @@ impl PostgresConnector {
                     outcomes[n] = Some(WriteOutcome::Rejected(why));
                     continue;
                 }
-                Write::Update {
-                    key, set, expect, ..
-                } => {
-                    // Parameters: the new values, then the key, then the values read.
-                    let sets = set
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (c, _))| {
-                            format!(
-                                "{} = CAST(${}::text AS {})",
-                                quote(c),
-                                i + 1,
-                                Self::type_of(&all, c)
-                            )
-                        })
-                        .collect::<Vec<_>>();
-                    let first_key = set.len() + 1;
-                    let first_expect = first_key + spec.key.len();
-                    let conds = expect
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (c, _))| {
-                            Self::still_holds(
-                                &all,
-                                c,
-                                &quote(c),
-                                &format!("${}::text", first_expect + i),
-                            )
-                        })
-                        .collect::<Vec<_>>();
-                    let mut where_ = key_where(first_key);
-                    for c in conds {
-                        where_.push_str(" AND ");
-                        where_.push_str(&c);
-                    }
+                conditional => {
+                    let sql = super::sql::conditional_write_sql(
+                        &PgDialect(&all),
+                        &table,
+                        &spec.key,
+                        conditional,
+                    )
+                    .expect("an update or a delete");
+                    let (set, key, expect) =
+                        super::sql::conditional_parts(conditional).expect("an update or a delete");
                     let texts: Vec<Option<String>> = set
                         .iter()
                         .map(|(_, v)| v.to_sql_text())
                         .chain(key.0.iter().map(Value::to_sql_text))
                         .chain(expect.iter().map(|(_, v)| v.to_sql_text()))
                         .collect();
-                    (
-                        format!("UPDATE {table} SET {} WHERE {where_}", sets.join(", ")),
-                        texts,
-                    )
-                }
-                Write::Delete { key, expect, .. } => {
-                    let mut where_ = key_where(1);
-                    for (i, (c, _)) in expect.iter().enumerate() {
-                        where_.push_str(" AND ");
-                        where_.push_str(&Self::still_holds(
-                            &all,
-                            c,
-                            &quote(c),
-                            &format!("${}::text", spec.key.len() + i + 1),
-                        ));
-                    }
-                    let texts = key
-                        .0
-                        .iter()
-                        .map(Value::to_sql_text)
-                        .chain(expect.iter().map(|(_, v)| v.to_sql_text()))
-                        .collect();
-                    (format!("DELETE FROM {table} WHERE {where_}"), texts)
+                    (sql, texts)
                 }
             };
             let params: Vec<&(dyn postgres::types::ToSql + Sync)> = texts
@@ -958,7 +897,8 @@ impl PostgresConnector {
         });
         let mut stored = Vec::with_capacity(keys.len());
         if !keys.is_empty() {
-            let cols = super::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
+            let cols =
+                super::sql::pick_columns(&self.name, spec, &all, |c| &c.name).unwrap_or_default();
             let arrays: Vec<Vec<Option<String>>> = (0..spec.key.len())
                 .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
                 .collect();
@@ -1135,11 +1075,11 @@ impl Connector for PostgresConnector {
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         self.spec_columns(spec)?;
-        super::apply_with_retries(self, spec, writes)
+        super::sql::apply_with_retries(self, spec, writes)
     }
 }
 
-impl super::RetryableBatches for PostgresConnector {
+impl super::sql::RetryableBatches for PostgresConnector {
     fn system(&self) -> &str {
         &self.name
     }
@@ -1159,6 +1099,26 @@ impl super::RetryableBatches for PostgresConnector {
             self.fetches.clear();
         }
         Ok(())
+    }
+}
+
+/// PostgreSQL's conditional writes: text parameters cast to each column's type, keys
+/// compared with `=` (which an index serves; `IS NOT DISTINCT FROM` is not).
+struct PgDialect<'c>(&'c [PgColumn]);
+
+impl super::sql::Dialect for PgDialect<'_> {
+    fn assign(&self, column: &str, n: usize) -> String {
+        format!(
+            "{} = CAST(${n}::text AS {})",
+            quote(column),
+            PostgresConnector::type_of(self.0, column)
+        )
+    }
+    fn still_holds(&self, column: &str, n: usize) -> String {
+        PostgresConnector::still_holds(self.0, column, &quote(column), &format!("${n}::text"))
+    }
+    fn key_equals(&self, column: &str, n: usize) -> String {
+        self.assign(column, n)
     }
 }
 

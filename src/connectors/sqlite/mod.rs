@@ -5,7 +5,8 @@
 //! BLOB, NULL), so values round-trip exactly.
 
 use super::{
-    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome, quote_list,
+    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+    sql::quote_list,
 };
 use crate::model::{Key, Name, Record, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -140,17 +141,16 @@ impl SqliteConnector {
                 })?;
                 Ok(WriteOutcome::Created(Key(key)))
             }
-            Write::Update {
-                key, set, expect, ..
-            } => {
-                let sql = format!(
-                    "UPDATE {table} SET {} WHERE {}",
-                    set.iter()
-                        .map(|(c, _)| format!("{} = ?", quote(c)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    where_clause(spec, expect)
-                );
+            conditional => {
+                let sql = super::sql::conditional_write_sql(
+                    &SqliteDialect,
+                    table,
+                    &spec.key,
+                    conditional,
+                )
+                .expect("an update or a delete");
+                let (set, key, expect) =
+                    super::sql::conditional_parts(conditional).expect("an update or a delete");
                 let params: Vec<&dyn ToSql> = set
                     .iter()
                     .map(|(_, v)| v as &dyn ToSql)
@@ -164,43 +164,30 @@ impl SqliteConnector {
                     WriteOutcome::Applied
                 })
             }
-            Write::Delete { key, expect, .. } => {
-                let sql = format!("DELETE FROM {table} WHERE {}", where_clause(spec, expect));
-                let params: Vec<&dyn ToSql> = key
-                    .0
-                    .iter()
-                    .map(|v| v as &dyn ToSql)
-                    .chain(expect.iter().map(|(_, v)| v as &dyn ToSql))
-                    .collect();
-                let n = self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
-                Ok(if n == 0 {
-                    WriteOutcome::Stale
-                } else {
-                    WriteOutcome::Applied
-                })
-            }
         }
     }
 }
 
-/// `k1 IS ? AND … AND c1 IS ? …`: `IS` so that NULL read means NULL expected.
-fn where_clause(spec: &ReadSpec, expect: &[(Name, Value)]) -> String {
-    spec.key
-        .iter()
-        .map(String::as_str)
-        .chain(expect.iter().map(|(c, _)| &**c))
-        .map(|c| format!("{} IS ?", quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ")
+/// SQLite's conditional writes: `?` parameters, `IS` so that NULL read means NULL
+/// expected.
+struct SqliteDialect;
+
+impl super::sql::Dialect for SqliteDialect {
+    fn assign(&self, column: &str, _n: usize) -> String {
+        format!("{} = ?", quote(column))
+    }
+    fn still_holds(&self, column: &str, _n: usize) -> String {
+        format!("{} IS ?", quote(column))
+    }
 }
 
 fn quote(ident: &str) -> String {
-    super::quote_ident(ident, '"')
+    super::sql::quote_ident(ident, '"')
 }
 
 /// `schema.table` becomes `"schema"."table"`.
 fn quote_table(collection: &str) -> String {
-    super::quote_collection(collection, '"')
+    super::sql::quote_collection(collection, '"')
 }
 
 /// Whether a failed statement is this record's fault (it can be quarantined and the
@@ -525,7 +512,7 @@ impl Connector for SqliteConnector {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut inserts = InsertSql::default();
-        let mut runs = super::create_runs(writes, CREATE_CHUNK)
+        let mut runs = super::sql::create_runs(writes, CREATE_CHUNK)
             .into_iter()
             .peekable();
         let mut next = 0;
@@ -669,7 +656,7 @@ impl SqliteConnector {
                 let Write::Create { values } = w else {
                     return None;
                 };
-                let key = super::sent_key(spec, values)?;
+                let key = super::sql::sent_key(spec, values)?;
                 keys_as_sent(key_types, &key).then(|| Key(key.into_iter().cloned().collect()))
             })
             .collect()
