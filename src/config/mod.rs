@@ -5,6 +5,7 @@
 //! at a database (does this column exist?) happen later, in the engine, but still point
 //! back here through the spans kept in [`LinkSpec`].
 
+mod meaning;
 mod raw;
 mod resolve;
 
