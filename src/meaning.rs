@@ -64,12 +64,14 @@ pub enum Unmapped {
     },
 }
 
-/// Several left fields that the right keeps as one text: joined with `separator` on the
-/// way right, split at it on the way back.
+/// Several left fields that the right keeps as one value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Compose {
-    pub separator: String,
-    pub split: SplitAt,
+pub enum Compose {
+    /// One text: joined with `separator` on the way right, split at it on the way back.
+    Text { separator: String, split: SplitAt },
+    /// One JSON object with a key per part, in the parts' order (`street` + `city` ↔
+    /// `{"street": …, "city": …}`).
+    Json { keys: Vec<String> },
 }
 
 /// Where a composed text is split when it has more separators than parts need.
@@ -269,58 +271,108 @@ pub fn shift_decimal(d: &str, k: i32) -> String {
 }
 
 impl Compose {
-    /// The parts as one text; NULL when every part is NULL or empty.
+    /// The parts as one value; NULL when every part is NULL (or, for text, empty).
     pub fn join(&self, parts: &[Value]) -> Value {
-        if parts.iter().all(Value::is_empty_text_or_null) {
-            return Value::Null;
+        match self {
+            Compose::Text { separator, .. } => {
+                if parts.iter().all(Value::is_empty_text_or_null) {
+                    return Value::Null;
+                }
+                Value::Text(
+                    parts
+                        .iter()
+                        .map(|p| match p {
+                            Value::Null => String::new(),
+                            Value::Text(t) => t.clone(),
+                            other => other.to_sql_text().unwrap_or_default(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(separator),
+                )
+            }
+            Compose::Json { keys } => {
+                if parts.iter().all(|p| *p == Value::Null) {
+                    return Value::Null;
+                }
+                Value::Json(serde_json::Value::Object(
+                    keys.iter()
+                        .zip(parts)
+                        .map(|(k, p)| (k.clone(), p.to_json()))
+                        .collect(),
+                ))
+            }
         }
-        Value::Text(
-            parts
-                .iter()
-                .map(|p| match p {
-                    Value::Null => String::new(),
-                    Value::Text(t) => t.clone(),
-                    other => other.to_sql_text().unwrap_or_default(),
-                })
-                .collect::<Vec<_>>()
-                .join(&self.separator),
-        )
     }
 
-    /// `whole` split into `n` parts at the separator (an empty part is NULL).
+    /// `whole` split into `n` parts.
     ///
     /// # Errors
-    /// It holds fewer than `n - 1` separators.
+    /// Text with fewer than `n - 1` separators; JSON that is not an object of the keys
+    /// (a key the parts do not name would be lost on the way back).
     pub fn split(&self, whole: &Value, n: usize) -> Result<Vec<Value>, String> {
-        let text = match whole {
-            Value::Null => return Ok(vec![Value::Null; n]),
-            Value::Text(t) => t.clone(),
-            other => other.to_sql_text().unwrap_or_default(),
-        };
-        let mut parts: Vec<&str> = match self.split {
-            SplitAt::First => text.splitn(n, self.separator.as_str()).collect(),
-            SplitAt::Last => {
-                let mut p: Vec<&str> = text.rsplitn(n, self.separator.as_str()).collect();
-                p.reverse();
-                p
-            }
-        };
-        if parts.len() != n {
-            return Err(format!(
-                "{whole} does not split into {n} parts at {:?}",
-                self.separator
-            ));
+        if matches!(whole, Value::Null) {
+            return Ok(vec![Value::Null; n]);
         }
-        Ok(parts
-            .drain(..)
-            .map(|p| {
-                if p.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Text(p.to_string())
+        match self {
+            Compose::Text { separator, split } => {
+                let text = match whole {
+                    Value::Text(t) => t.clone(),
+                    other => other.to_sql_text().unwrap_or_default(),
+                };
+                let mut parts: Vec<&str> = match split {
+                    SplitAt::First => text.splitn(n, separator.as_str()).collect(),
+                    SplitAt::Last => {
+                        let mut p: Vec<&str> = text.rsplitn(n, separator.as_str()).collect();
+                        p.reverse();
+                        p
+                    }
+                };
+                if parts.len() != n {
+                    return Err(format!(
+                        "{whole} does not split into {n} parts at {separator:?}"
+                    ));
                 }
-            })
-            .collect())
+                Ok(parts
+                    .drain(..)
+                    .map(|p| {
+                        if p.is_empty() {
+                            Value::Null
+                        } else {
+                            Value::Text(p.to_string())
+                        }
+                    })
+                    .collect())
+            }
+            Compose::Json { keys } => {
+                let doc = match whole {
+                    Value::Json(j) => j.clone(),
+                    Value::Text(t) => serde_json::from_str(t)
+                        .map_err(|_| format!("{whole} is not a JSON document"))?,
+                    other => return Err(format!("{other} is not a JSON object")),
+                };
+                let serde_json::Value::Object(obj) = doc else {
+                    return Err(format!("{whole} is not a JSON object"));
+                };
+                if let Some(extra) = obj.keys().find(|k| !keys.contains(k)) {
+                    return Err(format!(
+                        "{whole} holds `{extra}`, which no field takes: it would be lost on the way back"
+                    ));
+                }
+                Ok(keys
+                    .iter()
+                    .map(|k| match obj.get(k) {
+                        None | Some(serde_json::Value::Null) => Value::Null,
+                        Some(serde_json::Value::String(s)) => Value::Text(s.clone()),
+                        Some(serde_json::Value::Bool(b)) => Value::Bool(*b),
+                        Some(serde_json::Value::Number(x)) => match x.as_i64() {
+                            Some(i) => Value::Integer(i),
+                            None => Value::Numeric(x.to_string()),
+                        },
+                        Some(other) => Value::Json(other.clone()),
+                    })
+                    .collect())
+            }
+        }
     }
 }
 
@@ -465,11 +517,11 @@ mod tests {
     #[test]
     fn a_composed_field_joins_and_splits_where_told() {
         let t = |s: &str| Value::Text(s.into());
-        let first = Compose {
+        let first = Compose::Text {
             separator: " ".into(),
             split: SplitAt::First,
         };
-        let last = Compose {
+        let last = Compose::Text {
             separator: " ".into(),
             split: SplitAt::Last,
         };
@@ -488,5 +540,30 @@ mod tests {
             Ok(vec![Value::Null, t("Smith")])
         );
         assert!(first.split(&t("Madonna"), 2).is_err());
+    }
+
+    #[test]
+    fn a_json_composition_joins_to_an_object_and_splits_it_back_whole() {
+        let t = |s: &str| Value::Text(s.into());
+        let c = Compose::Json {
+            keys: vec!["street".into(), "city".into()],
+        };
+        let joined = c.join(&[t("Main 1"), Value::Null]);
+        assert_eq!(
+            joined,
+            Value::Json(serde_json::json!({"street": "Main 1", "city": null}))
+        );
+        assert_eq!(c.split(&joined, 2), Ok(vec![t("Main 1"), Value::Null]));
+        assert_eq!(
+            c.split(&t(r#"{"city": "Oslo", "street": "Storgata 2"}"#), 2),
+            Ok(vec![t("Storgata 2"), t("Oslo")])
+        );
+        assert!(
+            c.split(&t(r#"{"street": "x", "zip": "0150"}"#), 2)
+                .unwrap_err()
+                .contains("`zip`")
+        );
+        assert!(c.split(&t("Main 1, Oslo"), 2).is_err());
+        assert_eq!(c.join(&[Value::Null, Value::Null]), Value::Null);
     }
 }

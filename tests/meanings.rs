@@ -425,3 +425,96 @@ seen = { owner = "both", format = "%d.%m.%Y %H:%M", offset = "+02:00" }
     assert!(quarantine_of(&f).contains("does not read as \"%d/%m/%Y\""));
     quiet(&f, "with the date held");
 }
+
+const ADDRESS_LINK: &str = r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+left_key = "id"
+right_key = "id"
+mode = "two-way"
+conflict = "left-wins"
+on_delete = { left = "propagate", right = "ignore" }
+
+[links.c.fields]
+id = { owner = "left" }
+
+[links.c.composed]
+address = { left = ["street", "city"], form = "json", owner = "both" }
+"#;
+
+/// `street` + `city` on the left, one JSON `address` on the right: both ways, quiet, and
+/// an object with a key no field takes is held, not written half-right.
+fn address_scenario(f: &Fixture, right: &mut dyn Sql, address_text: &str) {
+    let left = rusqlite::Connection::open(f.path().join("left.db")).unwrap();
+    left.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, street TEXT, city TEXT);
+         INSERT INTO contacts VALUES (1, 'Main 1', 'Oslo'), (2, NULL, 'Rome');",
+    )
+    .unwrap();
+    assert_eq!(f.run().links[0].to_right.created, 2);
+    let addresses = |right: &mut dyn Sql| -> Vec<serde_json::Value> {
+        right
+            .texts(&format!("SELECT {address_text} FROM customers ORDER BY id"))
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        addresses(right),
+        [
+            serde_json::json!({"street": "Main 1", "city": "Oslo"}),
+            serde_json::json!({"street": null, "city": "Rome"})
+        ]
+    );
+    quiet(f, "an object is an echo of its parts");
+    right.run_sql(r#"UPDATE customers SET address = '{"city": "Bergen", "street": "Bryggen 3"}' WHERE id = 1"#);
+    f.run();
+    assert_eq!(
+        Fixture::rows(
+            &left,
+            "SELECT street || ', ' || city FROM contacts WHERE id = 1"
+        ),
+        [[support::text("Bryggen 3, Bergen")]]
+    );
+    quiet(f, "after an address came back");
+    right.run_sql(r#"UPDATE customers SET address = '{"street": "Via Roma 1", "city": "Rome", "zip": "00100"}' WHERE id = 2"#);
+    let r = f.run();
+    assert_eq!(r.links[0].quarantined, 1, "{:?}", r.links[0]);
+    assert!(quarantine_of(f).contains("`zip`"), "{}", quarantine_of(f));
+    quiet(f, "with the address held");
+}
+
+#[test]
+fn street_and_city_as_one_json_address_on_sqlite() {
+    let f = Fixture::new(
+        "",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, address TEXT);",
+        ADDRESS_LINK,
+    );
+    let mut right = rusqlite::Connection::open(f.path().join("right.db")).unwrap();
+    address_scenario(&f, &mut right, "address");
+}
+
+#[test]
+fn street_and_city_as_one_jsonb_address_on_postgres() {
+    let Some(url) = server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let db = TempDatabase::postgres(&url);
+    let mut right = db.pg_client();
+    right.run_sql("CREATE TABLE customers (id bigint PRIMARY KEY, address jsonb)");
+    let f = Fixture::new("", "", "");
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n{ADDRESS_LINK}",
+            db.url
+        ),
+    )
+    .unwrap();
+    address_scenario(&f, &mut right, "address::text");
+}

@@ -66,6 +66,10 @@ pub struct RawComposed {
     pub left: Vec<Spanned<String>>,
     pub separator: Option<Spanned<String>>,
     pub split: Option<Spanned<String>>,
+    /// `text` (joined with `separator`) or `json` (an object, a key per part).
+    pub form: Option<Spanned<String>>,
+    /// With `form = "json"`: the object's keys, one per part (default: the part's name).
+    pub keys: Option<Spanned<Vec<String>>>,
     pub owner: Option<Spanned<String>>,
     pub conflict: Option<Spanned<String>>,
     pub clock: Option<Spanned<RawClock>>,

@@ -638,6 +638,48 @@ fn resolve_link(
                 ));
             }
         };
+        let compose = match cr.form.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+            None | Some(("text", _)) => {
+                if let Some(k) = &cr.keys {
+                    return Err(err(
+                        k.span(),
+                        format!(
+                            "composed `{column}`: `keys` name a JSON object's keys; say form = \"json\""
+                        ),
+                    ));
+                }
+                Compose::Text { separator, split }
+            }
+            Some(("json", span)) => {
+                if cr.separator.is_some() || cr.split.is_some() {
+                    return Err(err(
+                        span,
+                        format!("composed `{column}`: a JSON object has no separator or split"),
+                    ));
+                }
+                let keys = match &cr.keys {
+                    Some(k) if k.get_ref().len() != cr.left.len() => {
+                        return Err(err(
+                            k.span(),
+                            format!(
+                                "composed `{column}`: {} keys for {} fields; one key per field",
+                                k.get_ref().len(),
+                                cr.left.len()
+                            ),
+                        ));
+                    }
+                    Some(k) => k.get_ref().clone(),
+                    None => cr.left.iter().map(|p| p.get_ref().clone()).collect(),
+                };
+                Compose::Json { keys }
+            }
+            Some((other, span)) => {
+                return Err(err(
+                    span,
+                    format!("composed `{column}`: form `{other}` is not text or json"),
+                ));
+            }
+        };
         let owner = cr
             .owner
             .as_ref()
@@ -664,7 +706,7 @@ fn resolve_link(
             owner,
             policy,
             cr.clock.as_ref().map(|c| clock(c.get_ref())),
-            Compose { separator, split },
+            compose,
             c.span(),
         ));
     }
