@@ -119,6 +119,25 @@ fn sqlite_kind() -> Box<dyn Kind> {
     })
 }
 
+/// A server kind over test database `db`, reached through `sql` for a person's edits.
+fn server_kind<S: Sql + 'static>(
+    label: &'static str,
+    sql: S,
+    db: TempDatabase,
+    spec: fn(syncline::config::Secret) -> syncline::config::SystemSpec,
+) -> Box<dyn Kind> {
+    let url = db.url.clone();
+    Box::new(SqlKind {
+        label,
+        db: sql,
+        open: Box::new(move || {
+            connectors::open("t", &spec(syncline::config::Secret::new(url.clone()))).unwrap()
+        }),
+        _keep: Some(db),
+        _dir: None,
+    })
+}
+
 /// Every kind this run can reach.
 fn kinds() -> Vec<Box<dyn Kind>> {
     let mut out: Vec<Box<dyn Kind>> = vec![
@@ -134,22 +153,8 @@ fn kinds() -> Vec<Box<dyn Kind>> {
         let db = TempDatabase::postgres(&url);
         let mut c = db.pg_client();
         c.run_sql("CREATE TABLE t (id bigint PRIMARY KEY, a text, b text)");
-        let url = db.url.clone();
-        out.push(Box::new(SqlKind {
-            label: "postgres",
-            db: c,
-            open: Box::new(move || {
-                connectors::open(
-                    "t",
-                    &syncline::config::SystemSpec::Postgres {
-                        url: syncline::config::Secret::new(url.clone()),
-                    },
-                )
-                .unwrap()
-            }),
-            _keep: Some(db),
-            _dir: None,
-        }));
+        let spec = |url| syncline::config::SystemSpec::Postgres { url };
+        out.push(server_kind("postgres", c, db, spec));
     }
     if let Some(url) = server_url(
         "SYNCLINE_TEST_MYSQL_URL",
@@ -158,22 +163,8 @@ fn kinds() -> Vec<Box<dyn Kind>> {
         let db = TempDatabase::mysql(&url);
         let mut c = db.mysql_conn();
         c.run_sql("CREATE TABLE t (id bigint PRIMARY KEY, a varchar(100), b varchar(100))");
-        let url = db.url.clone();
-        out.push(Box::new(SqlKind {
-            label: "mariadb",
-            db: c,
-            open: Box::new(move || {
-                connectors::open(
-                    "t",
-                    &syncline::config::SystemSpec::Mysql {
-                        url: syncline::config::Secret::new(url.clone()),
-                    },
-                )
-                .unwrap()
-            }),
-            _keep: Some(db),
-            _dir: None,
-        }));
+        let spec = |url| syncline::config::SystemSpec::Mysql { url };
+        out.push(server_kind("mariadb", c, db, spec));
     }
     out
 }

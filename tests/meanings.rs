@@ -188,15 +188,7 @@ fn sqlite_to_postgres_fields_that_mean_different_things() {
     right.run_sql(
         "CREATE TABLE customers (id bigint PRIMARY KEY, full_name text, state text, amount_cents bigint, country_code char(2));",
     );
-    let f = Fixture::new("", "", "");
-    std::fs::write(
-        f.config_path(),
-        format!(
-            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n{LINK}",
-            db.url
-        ),
-    )
-    .unwrap();
+    let f = Fixture::sqlite_to_server("postgres", &db.url, LINK);
     let mut left = sqlite_left(&f);
     scenario(&f, &mut left, &mut right);
 }
@@ -214,15 +206,7 @@ fn sqlite_to_mariadb_fields_that_mean_different_things() {
     right.run_sql(
         "CREATE TABLE customers (id bigint PRIMARY KEY, full_name varchar(200), state varchar(20), amount_cents bigint, country_code char(2))",
     );
-    let f = Fixture::new("", "", "");
-    std::fs::write(
-        f.config_path(),
-        format!(
-            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"mysql\"\nurl = \"{}\"\n{LINK}",
-            db.url
-        ),
-    )
-    .unwrap();
+    let f = Fixture::sqlite_to_server("mysql", &db.url, LINK);
     let mut left = sqlite_left(&f);
     scenario(&f, &mut left, &mut right);
 }
@@ -507,14 +491,6 @@ fn street_and_city_as_one_jsonb_address_on_postgres() {
     let db = TempDatabase::postgres(&url);
     let mut right = db.pg_client();
     right.run_sql("CREATE TABLE customers (id bigint PRIMARY KEY, address jsonb)");
-    let f = Fixture::new("", "", "");
-    std::fs::write(
-        f.config_path(),
-        format!(
-            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"postgres\"\nurl = \"{}\"\n{ADDRESS_LINK}",
-            db.url
-        ),
-    )
-    .unwrap();
+    let f = Fixture::sqlite_to_server("postgres", &db.url, ADDRESS_LINK);
     address_scenario(&f, &mut right, "address::text");
 }

@@ -543,15 +543,7 @@ fn resolve_link(
         let owner = fr
             .owner
             .as_ref()
-            .map(|o| match o.get_ref().as_str() {
-                "left" => Ok(Owner::Left),
-                "right" => Ok(Owner::Right),
-                "both" => Ok(Owner::Both),
-                other => Err(err(
-                    o.span(),
-                    format!("field `{fname}`: owner `{other}` is not left, right or both"),
-                )),
-            })
+            .map(|o| parse_owner(o).map_err(|m| err(o.span(), format!("field `{fname}`: {m}"))))
             .transpose()?;
         let policy = fr
             .conflict
@@ -683,15 +675,7 @@ fn resolve_link(
         let owner = cr
             .owner
             .as_ref()
-            .map(|o| match o.get_ref().as_str() {
-                "left" => Ok(Owner::Left),
-                "right" => Ok(Owner::Right),
-                "both" => Ok(Owner::Both),
-                other => Err(err(
-                    o.span(),
-                    format!("composed `{column}`: owner `{other}` is not left, right or both"),
-                )),
-            })
+            .map(|o| parse_owner(o).map_err(|m| err(o.span(), format!("composed `{column}`: {m}"))))
             .transpose()?;
         let policy = cr
             .conflict
@@ -932,6 +916,15 @@ fn clock(c: &RawClock) -> ClockSpec {
         left: c.left.get_ref().clone(),
         right: c.right.get_ref().clone(),
     }
+}
+
+fn parse_owner(o: &Spanned<String>) -> Result<Owner, String> {
+    Ok(match o.get_ref().as_str() {
+        "left" => Owner::Left,
+        "right" => Owner::Right,
+        "both" => Owner::Both,
+        other => return Err(format!("owner `{other}` is not left, right or both")),
+    })
 }
 
 fn parse_policy(s: &Spanned<String>) -> Result<Policy, String> {

@@ -46,6 +46,28 @@ impl Fixture {
         f
     }
 
+    /// Empty `left.db` and `right.db`, and a config naming `systems` (TOML tables) and
+    /// `links`: for links to server systems.
+    pub fn with_systems(systems: &str, links: &str) -> Fixture {
+        let f = Fixture::new("", "", "");
+        let state = match &f.state_db {
+            Some(db) => format!("[state]\nurl = \"{}\"\n\n", db.url),
+            None => String::new(),
+        };
+        std::fs::write(f.config_path(), format!("{state}{systems}\n{links}")).unwrap();
+        f
+    }
+
+    /// A SQLite `crm` (left.db) and `billing` as a server of `kind` at `url`.
+    pub fn sqlite_to_server(kind: &str, url: &str, links: &str) -> Fixture {
+        Fixture::with_systems(
+            &format!(
+                "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"{kind}\"\nurl = \"{url}\"\n"
+            ),
+            links,
+        )
+    }
+
     pub fn write_config(&self, links: &str) {
         let state = match &self.state_db {
             Some(db) => format!("[state]\nurl = \"{}\"\n\n", db.url),
