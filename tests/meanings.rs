@@ -494,3 +494,61 @@ fn street_and_city_as_one_jsonb_address_on_postgres() {
     let f = Fixture::sqlite_to_server("postgres", &db.url, ADDRESS_LINK);
     address_scenario(&f, &mut right, "address::text");
 }
+
+#[test]
+fn a_translated_write_to_a_record_edited_after_it_was_read_is_not_made() {
+    // GIVEN a mapped status both sides own, in step
+    let f = Fixture::new(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, status TEXT);
+         INSERT INTO contacts VALUES (1, 'lead');",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, state TEXT);",
+        r#"
+[links.c]
+left = "crm.contacts"
+right = "billing.customers"
+left_key = "id"
+right_key = "id"
+mode = "two-way"
+conflict = "left-wins"
+on_delete = { left = "propagate", right = "ignore" }
+
+[links.c.fields]
+id = { owner = "left" }
+status = { right = "state", owner = "both", map = { active = "current", churned = "cancelled", lead = "trial" } }
+"#,
+    );
+    f.run();
+    // WHEN the right changes it, and a person changes the left's between the run's plan
+    // (which writes `churned` to the left) and its apply
+    f.right
+        .execute("UPDATE customers SET state = 'cancelled'", [])
+        .unwrap();
+    let left = f.path().join("left.db");
+    let mut edit = |_: &str| {
+        rusqlite::Connection::open(&left)
+            .unwrap()
+            .execute("UPDATE contacts SET status = 'active'", [])
+            .unwrap();
+    };
+    let r = f.run_with(syncline::engine::RunOptions {
+        between_plan_and_apply: Some(&mut edit),
+        ..Default::default()
+    });
+    // THEN the write is stale, compared as the left holds it, not in the right's meaning
+    assert_eq!(r.links[0].to_left.stale_skipped, 1, "{:?}", r.links[0]);
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT status FROM contacts"),
+        [[support::text("active")]]
+    );
+    // AND the next run decides both changes by the policy (left wins), then goes quiet
+    f.run();
+    assert_eq!(
+        Fixture::rows(&f.right, "SELECT state FROM customers"),
+        [[support::text("current")]]
+    );
+    assert_eq!(
+        Fixture::rows(&f.left, "SELECT status FROM contacts"),
+        [[support::text("active")]]
+    );
+    quiet(&f, "after the stale write");
+}

@@ -104,6 +104,26 @@ fn written_key<'a>(write: &'a Write, outcome: &'a WriteOutcome) -> Option<&'a Ke
 }
 
 impl BatchResult {
+    /// The result of a batch of which a wrapper decided some writes itself (`decided`,
+    /// by write) and sent only the others, whose outcomes and read-backs are `sent`, in
+    /// order: every outcome put back in its write's place.
+    pub(crate) fn merged(
+        decided: Vec<Option<WriteOutcome>>,
+        sent: impl IntoIterator<Item = (WriteOutcome, Option<Record>)>,
+    ) -> BatchResult {
+        let mut sent = sent.into_iter();
+        let mut out = BatchResult::default();
+        for d in decided {
+            let (outcome, stored) = match d {
+                Some(outcome) => (outcome, None),
+                None => sent.next().expect("one outcome per write sent"),
+            };
+            out.outcomes.push(outcome);
+            out.stored.push(stored);
+        }
+        out
+    }
+
     /// The keys a batch's read-back fetches: those of each create that landed and each
     /// update that applied.
     pub(crate) fn written_keys(writes: &[Write], outcomes: &[WriteOutcome]) -> Vec<Key> {
@@ -207,7 +227,8 @@ impl ConnectorError {
 /// - a write whose outcome is unknown is resolved by a fetch (see [`WriteOutcome::Unknown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// `scan` delivers records in ascending key order.
+    /// `scan` delivers records in ascending key order. The engine finds a key that
+    /// repeats as neighbours in a scan; a kind that cannot order must keep keys unique.
     pub ordered_scan: bool,
     /// `scan` reads one consistent snapshot: a record it does not deliver is gone.
     pub snapshot: bool,

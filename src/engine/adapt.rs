@@ -27,13 +27,19 @@ struct Adapted {
     caps: Capabilities,
 }
 
-/// Whether `record` (read by `spec`) holds every expected column's value.
-fn holds(spec: &ReadSpec, record: &Record, expect: &[(Name, Value)]) -> bool {
-    expect.iter().all(|(c, v)| {
+/// Whether `record` (read by `spec`) holds each column's value by `same` (a column the
+/// spec does not read is no evidence against).
+fn holds(
+    spec: &ReadSpec,
+    record: &Record,
+    columns: &[(Name, Value)],
+    same: fn(&Value, &Value) -> bool,
+) -> bool {
+    columns.iter().all(|(c, v)| {
         spec.columns
             .iter()
             .position(|col| **col == **c)
-            .is_none_or(|i| record.values[i] == *v)
+            .is_none_or(|i| same(&record.values[i], v))
     })
 }
 
@@ -118,17 +124,17 @@ impl Connector for Adapted {
                 };
                 if !now
                     .get(&key.encode())
-                    .is_some_and(|r| holds(spec, r, expect))
+                    .is_some_and(|r| holds(spec, r, expect, Value::eq))
                 {
                     outcomes[i] = Some(WriteOutcome::Stale);
                 }
             }
         }
-        let positions: Vec<usize> = (0..writes.len())
+        let send: Vec<Write> = (0..writes.len())
             .filter(|&i| outcomes[i].is_none())
+            .map(|i| writes[i].clone())
             .collect();
-        let send: Vec<Write> = positions.iter().map(|&i| writes[i].clone()).collect();
-        let sent = match self.inner.apply(spec, &send) {
+        let sent: Vec<(WriteOutcome, Option<Record>)> = match self.inner.apply(spec, &send) {
             Ok(result) => result.outcomes.into_iter().zip(result.stored).collect(),
             // Not atomic: part of the batch may be written. Each write's outcome is
             // unknown, and resolved below, unless the system cannot even be asked.
@@ -137,21 +143,22 @@ impl Connector for Adapted {
             }
             Err(e) => return Err(e),
         };
-        let mut stored: Vec<Option<Record>> = vec![None; writes.len()];
-        for (&i, (outcome, record)) in positions.iter().zip(sent) {
-            outcomes[i] = Some(outcome);
-            stored[i] = record;
-        }
+        let BatchResult {
+            mut outcomes,
+            mut stored,
+        } = BatchResult::merged(outcomes, sent);
         // Unknown updates and deletes are resolved by what the system holds now; and what
         // was stored is read back where the system did not return it.
         let mut wanted = Vec::new();
         for (i, w) in writes.iter().enumerate() {
+            // A delete that took effect has nothing to read back.
             let key = match (&outcomes[i], w) {
-                (Some(WriteOutcome::Created(k)), _) => k,
-                (Some(WriteOutcome::Applied | WriteOutcome::Unknown(_)), _) => match key_of(w) {
-                    Some(k) => k,
-                    None => continue,
-                },
+                (WriteOutcome::Created(k), _)
+                | (WriteOutcome::Applied, Write::Update { key: k, .. })
+                | (
+                    WriteOutcome::Unknown(_),
+                    Write::Update { key: k, .. } | Write::Delete { key: k, .. },
+                ) => k,
                 _ => continue,
             };
             if stored[i].is_none() {
@@ -162,32 +169,27 @@ impl Connector for Adapted {
         for (i, w) in writes.iter().enumerate() {
             let found = |k: &Key| now.get(&k.encode()).cloned();
             match (&outcomes[i], w) {
-                (Some(WriteOutcome::Unknown(_)), Write::Update { key, set, .. }) => {
+                (WriteOutcome::Unknown(_), Write::Update { key, set, .. }) => {
                     let record = found(key);
-                    let landed = record.as_ref().is_some_and(|r| {
-                        set.iter().all(|(c, v)| {
-                            spec.columns
-                                .iter()
-                                .position(|col| **col == **c)
-                                .is_none_or(|p| r.values[p].same_meaning(v))
-                        })
-                    });
-                    outcomes[i] = Some(if landed {
+                    let landed = record
+                        .as_ref()
+                        .is_some_and(|r| holds(spec, r, set, Value::same_meaning));
+                    outcomes[i] = if landed {
                         stored[i] = record;
                         WriteOutcome::Applied
                     } else {
                         WriteOutcome::Stale
-                    });
+                    };
                 }
-                (Some(WriteOutcome::Unknown(_)), Write::Delete { key, .. }) => {
-                    outcomes[i] = Some(if found(key).is_none() {
+                (WriteOutcome::Unknown(_), Write::Delete { key, .. }) => {
+                    outcomes[i] = if found(key).is_none() {
                         WriteOutcome::Applied
                     } else {
                         WriteOutcome::Stale
-                    });
+                    };
                 }
-                (Some(WriteOutcome::Created(k)), _)
-                | (Some(WriteOutcome::Applied), Write::Update { key: k, .. })
+                (WriteOutcome::Created(k), _)
+                | (WriteOutcome::Applied, Write::Update { key: k, .. })
                     if stored[i].is_none() =>
                 {
                     stored[i] = found(k);
@@ -195,12 +197,6 @@ impl Connector for Adapted {
                 _ => {}
             }
         }
-        Ok(BatchResult {
-            outcomes: outcomes
-                .into_iter()
-                .map(|o| o.expect("every write has an outcome"))
-                .collect(),
-            stored,
-        })
+        Ok(BatchResult { outcomes, stored })
     }
 }

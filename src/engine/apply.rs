@@ -222,6 +222,7 @@ fn created_state(
     sent: &[(Name, Value)],
     stored: Option<&Record>,
 ) -> Created {
+    let mut sent_values = sent.iter().peekable();
     let mut fields: Vec<(&str, &Value)> = Vec::with_capacity(link.fields.len());
     let mut held: Held = Default::default();
     let mut flow_back = Vec::new();
@@ -232,8 +233,12 @@ fn created_state(
     };
     for (i, f) in link.fields.iter().enumerate() {
         let column = link.field_column(i, to);
-        // By column: a composed column is sent once for its several fields.
-        let was_sent = sent.iter().find(|(c, _)| c == column).map(|(_, v)| v);
+        // In order, as sent; a composed column is sent once for its several fields.
+        let was_sent = match sent_values.next_if(|(c, _)| c == column) {
+            Some((_, v)) => Some(v),
+            None if f.composed => sent.iter().find(|(c, _)| c == column).map(|(_, v)| v),
+            None => None,
+        };
         let Some(stored) = stored.map(|r| f.transform.apply(r.values[i].clone())) else {
             // Not read back: the connector knows the record was stored exactly as sent
             // (a field left out is NULL there, no default filled it).

@@ -7,17 +7,24 @@
 
 use crate::config::{LinkSpec, Owner};
 use crate::connectors::{
-    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+    BatchResult, Changes, ColumnInfo, Connector, ConnectorError, Cursor, ReadSpec, Write,
+    WriteOutcome,
 };
 use crate::model::Side;
 use crate::model::{Key, Name, Record, Value};
 use std::collections::HashMap;
 
+/// Per unit of the link: whether its values mean something else on the right.
+pub fn translated_units(link: &LinkSpec) -> Vec<bool> {
+    link.units
+        .iter()
+        .map(|u| u.compose.is_some() || u.fields.iter().any(|&f| !link.fields[f].meaning.is_same()))
+        .collect()
+}
+
 /// Whether any field of the link means something else on the right.
 pub fn needs_translation(link: &LinkSpec) -> bool {
-    link.fields
-        .iter()
-        .any(|f| !f.meaning.is_same() || f.composed)
+    translated_units(link).contains(&true)
 }
 
 /// Translates a left record into the right's meaning in place; what the system holds is
@@ -271,9 +278,9 @@ impl Translated {
         Ok(out)
     }
 
-    fn translated(&self, mut records: Vec<Record>) -> Vec<Record> {
+    fn translated(link: &LinkSpec, mut records: Vec<Record>) -> Vec<Record> {
         for r in &mut records {
-            to_right_meaning(&self.link, r);
+            to_right_meaning(link, r);
         }
         records
     }
@@ -299,11 +306,8 @@ impl Connector for Translated {
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
         let link = &self.link;
-        self.inner.scan(spec, batch_size, &mut |mut records| {
-            for r in &mut records {
-                to_right_meaning(link, r);
-            }
-            consumer(records)
+        self.inner.scan(spec, batch_size, &mut |records| {
+            consumer(Self::translated(link, records))
         })
     }
 
@@ -317,14 +321,25 @@ impl Connector for Translated {
 
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
         let records = self.inner.fetch(spec, keys)?;
-        Ok(self.translated(records))
+        Ok(Self::translated(&self.link, records))
+    }
+
+    fn changes(
+        &mut self,
+        spec: &ReadSpec,
+        since: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Changes, ConnectorError> {
+        let mut changes = self.inner.changes(spec, since, limit)?;
+        changes.upserted = Self::translated(&self.link, changes.upserted);
+        Ok(changes)
     }
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         // A write whose values do not survive the way back is refused on its own (the
         // planner checks first; this is the last line), the rest go as one batch.
         let mut sent = Vec::with_capacity(writes.len());
-        let mut refused: Vec<Option<String>> = Vec::with_capacity(writes.len());
+        let mut refused: Vec<Option<WriteOutcome>> = Vec::with_capacity(writes.len());
         for w in writes {
             let translated = match w {
                 Write::Create { values } => self
@@ -348,29 +363,20 @@ impl Connector for Translated {
                     sent.push(t);
                     refused.push(None);
                 }
-                Err(why) => refused.push(Some(why)),
+                Err(why) => refused.push(Some(WriteOutcome::Rejected(why))),
             }
         }
         let result = self.inner.apply(spec, &sent)?;
-        let mut outcomes = result.outcomes.into_iter();
-        let mut stored = result.stored.into_iter();
-        let mut out = BatchResult::default();
-        for why in refused {
-            match why {
-                Some(why) => {
-                    out.outcomes.push(WriteOutcome::Rejected(why));
-                    out.stored.push(None);
-                }
-                None => {
-                    out.outcomes
-                        .push(outcomes.next().expect("one outcome per write sent"));
-                    out.stored.push(stored.next().flatten().map(|mut r| {
-                        to_right_meaning(&self.link, &mut r);
-                        r
-                    }));
-                }
-            }
-        }
-        Ok(out)
+        let link = &self.link;
+        let sent = result
+            .outcomes
+            .into_iter()
+            .zip(result.stored.into_iter().map(|r| {
+                r.map(|mut r| {
+                    to_right_meaning(link, &mut r);
+                    r
+                })
+            }));
+        Ok(BatchResult::merged(refused, sent))
     }
 }

@@ -387,50 +387,36 @@ impl Connector for MemoryConnector {
                     }
                     Write::Update {
                         key,
-                        set,
                         expect,
                         version,
-                    } => {
-                        let encoded = key.encode();
-                        match c.rows.get_mut(&encoded) {
-                            Some(row)
-                                if Collection::holds(
-                                    caps.conditional,
-                                    row,
-                                    expect,
-                                    version.as_ref(),
-                                ) =>
-                            {
-                                for (col, v) in set {
-                                    row.values.insert(col.to_string(), v.clone());
-                                }
-                                row.version += 1;
-                                c.log.push((*seq, encoded));
-                                WriteOutcome::Applied
-                            }
-                            _ => WriteOutcome::Stale,
-                        }
+                        ..
                     }
-                    Write::Delete {
+                    | Write::Delete {
                         key,
                         expect,
                         version,
                     } => {
                         let encoded = key.encode();
-                        match c.rows.get(&encoded) {
-                            Some(row)
-                                if Collection::holds(
-                                    caps.conditional,
-                                    row,
-                                    expect,
-                                    version.as_ref(),
-                                ) =>
-                            {
-                                c.rows.remove(&encoded);
-                                c.log.push((*seq, encoded));
-                                WriteOutcome::Applied
+                        let holds = c.rows.get(&encoded).is_some_and(|row| {
+                            Collection::holds(caps.conditional, row, expect, version.as_ref())
+                        });
+                        if holds {
+                            match w {
+                                Write::Update { set, .. } => {
+                                    let row = c.rows.get_mut(&encoded).expect("held");
+                                    for (col, v) in set {
+                                        row.values.insert(col.to_string(), v.clone());
+                                    }
+                                    row.version += 1;
+                                }
+                                _ => {
+                                    c.rows.remove(&encoded);
+                                }
                             }
-                            _ => WriteOutcome::Stale,
+                            c.log.push((*seq, encoded));
+                            WriteOutcome::Applied
+                        } else {
+                            WriteOutcome::Stale
                         }
                     }
                 };

@@ -30,8 +30,9 @@ impl Planner<'_> {
         }
         // A record whose values do not survive the way into the left's form is held,
         // not created half-right (see `translate`).
-        if to == Side::Left && translate::needs_translation(self.link) {
-            for (u, unit) in self.link.units.iter().enumerate() {
+        if to == Side::Left {
+            let translated = (0..self.link.units.len()).filter(|&u| self.translated[u]);
+            for (u, unit) in translated.map(|u| (u, &self.link.units[u])) {
                 let target: Vec<Value> = unit
                     .fields
                     .iter()

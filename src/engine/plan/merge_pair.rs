@@ -127,7 +127,7 @@ impl Planner<'_> {
             // A value that does not survive the way into the left's form is held, not
             // written half-right (see `translate`).
             if written[0]
-                && translate::needs_translation(self.link)
+                && self.translated[u]
                 && let Err(why) = translate::unit_to_left(self.link, u, &target)
             {
                 let name = unit.name.clone();
@@ -210,7 +210,9 @@ impl Planner<'_> {
                         plan.holds_if[idx].insert(name.clone(), v);
                     }
                     // A composed column is set once.
-                    if old.same_meaning(&target[i]) || sets[idx].iter().any(|(c, _)| *c == col) {
+                    if old.same_meaning(&target[i])
+                        || self.link.fields[f].composed && sets[idx].iter().any(|(c, _)| *c == col)
+                    {
                         continue;
                     }
                     plan.changes[idx].push(Change {

@@ -42,6 +42,9 @@ pub(crate) struct Planner<'a> {
     /// Units frozen by a person's quarantine, and conflicts, by left key and then unit:
     /// a pair's lookups borrow its key instead of copying it per unit.
     frozen: HashMap<String, HashSet<String>>,
+    /// Per unit: its values mean something else on the left (see `translate`), so a
+    /// write there is checked to survive the way back.
+    translated: Vec<bool>,
     conflicts: HashMap<String, HashMap<String, ConflictRow>>,
     /// During a streamed first load, plans collect here and are applied batch by batch
     /// instead of being staged.
@@ -91,6 +94,7 @@ impl<'a> Planner<'a> {
             frozen,
             conflicts,
             buffer: None,
+            translated: translate::translated_units(link),
             left_pairs_read: 0,
             partners_fetched: 0,
         })
@@ -229,10 +233,10 @@ impl<'a> Planner<'a> {
         // As the system holds them, not as translated (see `translate`).
         let values = rec.raw.as_ref().unwrap_or(&rec.values);
         let mut read: Vec<(Name, Value)> = Vec::with_capacity(self.link.fields.len());
-        for (i, v) in values.iter().enumerate().take(self.link.fields.len()) {
+        for ((i, v), f) in values.iter().enumerate().zip(&self.link.fields) {
             let column = self.link.field_column(i, side);
             // A composed column is expected once.
-            if !read.iter().any(|(c, _)| c == column) {
+            if !(f.composed && read.iter().any(|(c, _)| c == column)) {
                 read.push((column.clone(), v.clone()));
             }
         }
