@@ -275,7 +275,7 @@ impl Compose {
     pub fn join(&self, parts: &[Value]) -> Value {
         match self {
             Compose::Text { separator, .. } => {
-                if parts.iter().all(Value::is_empty_text_or_null) {
+                if parts.iter().all(null_or_empty) {
                     return Value::Null;
                 }
                 Value::Text(
@@ -376,13 +376,12 @@ impl Compose {
     }
 }
 
-impl Value {
-    fn is_empty_text_or_null(&self) -> bool {
-        match self {
-            Value::Null => true,
-            Value::Text(t) => t.is_empty(),
-            _ => false,
-        }
+/// NULL or `""` (a part of spaces is content: it is kept).
+fn null_or_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Text(t) => t.is_empty(),
+        _ => false,
     }
 }
 

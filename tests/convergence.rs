@@ -652,24 +652,9 @@ fn apply_rewrite_ops(norms: Normalizers, ops: Vec<RewriteOp>) -> Result<(), Test
         &rewriting_schema(Side::Right, &norms),
         REWRITE_LINK,
     );
-    let conn = |side: Side| {
-        if side == Side::Left {
-            &f.left
-        } else {
-            &f.right
-        }
-    };
+    let conn = |side: Side| side_conn(&f, side);
     let mut next_uid = 0u32;
-    let keys = |side: Side| -> Vec<i64> {
-        let (t, k) = World::table(side);
-        Fixture::rows(conn(side), &format!("SELECT {k} FROM {t} ORDER BY {k}"))
-            .into_iter()
-            .map(|r| match r[0] {
-                Value::Integer(k) => k,
-                _ => unreachable!(),
-            })
-            .collect()
-    };
+    let keys = |side: Side| side_keys(&f, side);
     for op in ops {
         match op {
             RewriteOp::Insert(side, v) => {
@@ -712,19 +697,7 @@ fn apply_rewrite_ops(norms: Normalizers, ops: Vec<RewriteOp>) -> Result<(), Test
                     )
                     .unwrap();
             }
-            RewriteOp::Delete(side, pick) => {
-                let ks = keys(side);
-                if ks.is_empty() {
-                    continue;
-                }
-                let (t, k) = World::table(side);
-                conn(side)
-                    .execute(
-                        &format!("DELETE FROM {t} WHERE {k} = ?1"),
-                        [ks[pick % ks.len()]],
-                    )
-                    .unwrap();
-            }
+            RewriteOp::Delete(side, pick) => delete_nth(&f, side, pick),
             RewriteOp::Run => {
                 f.run();
             }
@@ -818,6 +791,44 @@ proptest! {
     ) {
         apply_rewrite_ops(norms, ops)?;
     }
+}
+
+fn side_conn(f: &Fixture, side: Side) -> &rusqlite::Connection {
+    if side == Side::Left {
+        &f.left
+    } else {
+        &f.right
+    }
+}
+
+/// The keys of a side's rows, in order.
+fn side_keys(f: &Fixture, side: Side) -> Vec<i64> {
+    let (t, k) = World::table(side);
+    Fixture::rows(
+        side_conn(f, side),
+        &format!("SELECT {k} FROM {t} ORDER BY {k}"),
+    )
+    .into_iter()
+    .map(|r| match r[0] {
+        Value::Integer(k) => k,
+        _ => unreachable!(),
+    })
+    .collect()
+}
+
+/// A person deletes a side's `pick`-th row (modulo the rows there), if it has any.
+fn delete_nth(f: &Fixture, side: Side, pick: usize) {
+    let ks = side_keys(f, side);
+    if ks.is_empty() {
+        return;
+    }
+    let (t, k) = World::table(side);
+    side_conn(f, side)
+        .execute(
+            &format!("DELETE FROM {t} WHERE {k} = ?1"),
+            [ks[pick % ks.len()]],
+        )
+        .unwrap();
 }
 
 /// `PROPTEST_CASES`, or 64: enough for every CI run, and a long run is one variable away.
@@ -931,23 +942,7 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
         "CREATE TABLE customers (cid INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, full_name TEXT, state TEXT, cents INTEGER, crm_id TEXT);",
         &m.link(),
     );
-    let conn = |side: Side| {
-        if side == Side::Left {
-            &f.left
-        } else {
-            &f.right
-        }
-    };
-    let keys = |side: Side| -> Vec<i64> {
-        let (t, k) = World::table(side);
-        Fixture::rows(conn(side), &format!("SELECT {k} FROM {t} ORDER BY {k}"))
-            .into_iter()
-            .map(|r| match r[0] {
-                Value::Integer(k) => k,
-                _ => unreachable!(),
-            })
-            .collect()
-    };
+    let keys = |side: Side| side_keys(&f, side);
     let mut uid = 0;
     for op in ops {
         match op {
@@ -1013,19 +1008,7 @@ fn apply_meaning_ops(m: Meanings, ops: Vec<RewriteOp>) -> Result<(), TestCaseErr
                         .unwrap();
                 }
             }
-            RewriteOp::Delete(side, pick) => {
-                let ks = keys(side);
-                if ks.is_empty() {
-                    continue;
-                }
-                let (t, k) = World::table(side);
-                conn(side)
-                    .execute(
-                        &format!("DELETE FROM {t} WHERE {k} = ?1"),
-                        [ks[pick % ks.len()]],
-                    )
-                    .unwrap();
-            }
+            RewriteOp::Delete(side, pick) => delete_nth(&f, side, pick),
             RewriteOp::Run => {
                 f.run();
             }
