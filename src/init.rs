@@ -3,6 +3,7 @@
 
 use crate::config::{Secret, SystemSpec, substitute_env};
 use crate::connectors::ColumnInfo;
+use crate::connectors::{mysql, postgres, sqlite};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,15 +51,15 @@ impl Target {
     pub fn system(&self, dir: &Path) -> Result<SystemSpec, String> {
         let location = substitute_env(&self.location, &|n| std::env::var(n).ok())?;
         Ok(match self.kind.as_str() {
-            "sqlite" => SystemSpec::Sqlite {
+            "sqlite" => SystemSpec::Sqlite(sqlite::Settings {
                 path: dir.join(location),
-            },
-            "postgres" => SystemSpec::Postgres {
+            }),
+            "postgres" => SystemSpec::Postgres(postgres::Settings {
                 url: Secret::new(location),
-            },
-            _ => SystemSpec::Mysql {
+            }),
+            _ => SystemSpec::Mysql(mysql::Settings {
                 url: Secret::new(location),
-            },
+            }),
         })
     }
 

@@ -278,6 +278,38 @@ fn unknown_system_kind_is_named() {
 }
 
 #[test]
+fn each_kind_reads_its_own_settings_with_their_lines() {
+    // A server kind takes `url`: `path` is named at its own line, with what it expects.
+    config_error(
+        "[systems.crm]\nkind = \"postgres\"\npath = \"left.db\"\n",
+        &[
+            "syncline.toml:3:1",
+            "(postgres)",
+            "unknown field `path`",
+            "`url`",
+        ],
+    );
+    // A setting the kind needs is asked for in the form it is written.
+    config_error(
+        "[systems.crm]\nkind = \"mysql\"\n",
+        &["syncline.toml:1:1", "system `crm` (mysql) needs `url = "],
+    );
+    // Key order does not matter, inline tables included.
+    config_error(
+        "[systems]\ncrm = { path = \"a.db\", kind = \"sqlite\", extra = 1 }\n",
+        &["syncline.toml:2:", "unknown field `extra`"],
+    );
+    config_error(
+        "[systems.crm]\nkind = \"csv\"\npath = \"x.csv\"\n",
+        &[
+            "syncline.toml:2:8",
+            "not supported by this build yet",
+            "sqlite, postgres",
+        ],
+    );
+}
+
+#[test]
 fn unknown_keys_and_wrong_types_are_named() {
     config_error(
         "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\npaht = 1\n",

@@ -110,7 +110,9 @@ fn sqlite_kind() -> Box<dyn Kind> {
         open: Box::new(move || {
             connectors::open(
                 "t",
-                &syncline::config::SystemSpec::Sqlite { path: path.clone() },
+                &syncline::config::SystemSpec::Sqlite(syncline::connectors::sqlite::Settings {
+                    path: path.clone(),
+                }),
             )
             .unwrap()
         }),
@@ -153,7 +155,9 @@ fn kinds() -> Vec<Box<dyn Kind>> {
         let db = TempDatabase::postgres(&url);
         let mut c = db.pg_client();
         c.run_sql("CREATE TABLE t (id bigint PRIMARY KEY, a text, b text)");
-        let spec = |url| syncline::config::SystemSpec::Postgres { url };
+        let spec = |url| {
+            syncline::config::SystemSpec::Postgres(syncline::connectors::postgres::Settings { url })
+        };
         out.push(server_kind("postgres", c, db, spec));
     }
     if let Some(url) = server_url(
@@ -163,7 +167,9 @@ fn kinds() -> Vec<Box<dyn Kind>> {
         let db = TempDatabase::mysql(&url);
         let mut c = db.mysql_conn();
         c.run_sql("CREATE TABLE t (id bigint PRIMARY KEY, a varchar(100), b varchar(100))");
-        let spec = |url| syncline::config::SystemSpec::Mysql { url };
+        let spec = |url| {
+            syncline::config::SystemSpec::Mysql(syncline::connectors::mysql::Settings { url })
+        };
         out.push(server_kind("mariadb", c, db, spec));
     }
     out

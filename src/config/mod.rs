@@ -74,24 +74,8 @@ pub enum StateLocation {
     Postgres(Secret),
 }
 
-/// A named connection, resolved (env substituted, relative paths made absolute to the
-/// config file's folder).
-#[derive(Debug, Clone)]
-pub enum SystemSpec {
-    Sqlite {
-        path: PathBuf,
-    },
-    Postgres {
-        url: Secret,
-    },
-    Mysql {
-        url: Secret,
-    },
-    /// Collections held in this process (see `connectors::memory`), by store name.
-    Memory {
-        store: String,
-    },
-}
+/// A named connection, resolved: each kind's settings live with its connector.
+pub use crate::connectors::SystemSpec;
 
 /// A connection string that may hold a password: usable, never printed.
 #[derive(Clone)]

@@ -21,14 +21,12 @@ pub struct RawState {
     pub url: Option<Spanned<String>>,
 }
 
-/// A system's settings. `kind` is checked by hand rather than by a tagged enum so a
-/// wrong kind is reported at its own line with the list of kinds.
+/// A system's kind. The rest of its table belongs to the kind, which reads it with its
+/// own settings type (see `connectors::kinds`); `kind` is read here rather than by a
+/// tagged enum so a wrong kind is reported at its own line with the list of kinds.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSystem {
     pub kind: Spanned<String>,
-    pub path: Option<Spanned<String>>,
-    pub url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

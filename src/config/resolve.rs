@@ -4,6 +4,7 @@
 use super::meaning::field_meaning;
 use super::raw::{RawClock, RawConfig, RawLink};
 use super::{Config, ConfigError, Source, StateLocation, SystemSpec, substitute_env};
+use crate::connectors::kinds::SettingsContext;
 use crate::meaning::{Compose, FieldMeaning, SplitAt};
 use crate::model::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -360,80 +361,30 @@ pub(super) fn resolve(
         }
     };
 
-    const KINDS: &[&str] = &[
-        "sqlite", "postgres", "mysql", "memory", "csv", "jsonl", "http",
-    ];
+    // Each kind reads the rest of its system's table with its own settings type, from
+    // the document's spanned tree so its errors keep their lines.
+    let document = toml::de::DeTable::parse(&source.text)
+        .map_err(|e| source.error(e.span(), e.message().trim_end().to_string()))?;
     let mut systems = BTreeMap::new();
     for (name, sys) in &raw.systems {
-        let s = sys.get_ref();
-        let kind = s.kind.get_ref().as_str();
-        let spec = match kind {
-            "sqlite" => {
-                let path = s.path.as_ref().ok_or_else(|| {
-                    err(
-                        sys.span(),
-                        format!("system `{name}` (sqlite) needs `path = \"FILE.db\"`"),
-                    )
-                })?;
-                if let Some(url) = &s.url {
-                    return Err(err(
-                        url.span(),
-                        format!("system `{name}` (sqlite) takes `path`, not `url`"),
-                    ));
-                }
-                SystemSpec::Sqlite {
-                    path: resolve_path(env_str(path)?),
-                }
-            }
-            "postgres" | "mysql" => {
-                let url = s.url.as_ref().ok_or_else(|| {
-                    err(
-                        sys.span(),
-                        format!("system `{name}` ({kind}) needs `url = \"${{SOME_ENV_VAR}}\"`"),
-                    )
-                })?;
-                if let Some(path) = &s.path {
-                    return Err(err(
-                        path.span(),
-                        format!("system `{name}` ({kind}) takes `url`, not `path`"),
-                    ));
-                }
-                let url = super::Secret::new(env_str(url)?);
-                if kind == "postgres" {
-                    SystemSpec::Postgres { url }
-                } else {
-                    SystemSpec::Mysql { url }
-                }
-            }
-            "memory" => {
-                let store = s.path.as_ref().ok_or_else(|| {
-                    err(
-                        sys.span(),
-                        format!("system `{name}` (memory) needs `path = \"STORE\"`, the name of a store this process created"),
-                    )
-                })?;
-                SystemSpec::Memory {
-                    store: env_str(store)?,
-                }
-            }
-            k if KINDS.contains(&k) => {
-                return Err(err(
-                    s.kind.span(),
-                    format!(
-                        "system `{name}`: kind `{k}` is not supported by this build yet (supported: sqlite, postgres, mysql, memory)"
-                    ),
-                ));
-            }
-            other => {
-                return Err(err(
-                    s.kind.span(),
-                    format!(
-                        "system `{name}`: unknown kind `{other}` (kinds: {})",
-                        KINDS.join(", ")
-                    ),
-                ));
-            }
+        let mut table = document
+            .get_ref()
+            .get("systems")
+            .and_then(|s| s.get_ref().get(name.as_str()))
+            .cloned()
+            .ok_or_else(|| err(sys.span(), format!("system `{name}` is not a table")))?;
+        if let toml::de::DeValue::Table(t) = table.get_mut() {
+            t.remove("kind");
+        }
+        let mut cx = SettingsContext {
+            system: name,
+            kind: "",
+            span: sys.span(),
+            source: &source,
+            base_dir,
+            env,
         };
+        let spec = SystemSpec::resolve(&sys.get_ref().kind, table, &mut cx)?;
         systems.insert(name.clone(), spec);
     }
 

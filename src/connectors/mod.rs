@@ -4,14 +4,15 @@
 //! collection in key order, to fetch records by key, and to apply a batch of conditional
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
+pub mod kinds;
 pub mod memory;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
-use crate::config::SystemSpec;
 use crate::model::{Key, Name, Record, Value};
+pub use kinds::{Kind, SystemSpec};
 
 /// What to read from a collection: its key columns first, then `columns`, in order.
 #[derive(Debug, Clone)]
@@ -444,13 +445,5 @@ impl<'c> ScanBatches<'c> {
 /// # Errors
 /// The system cannot be reached or opened.
 pub fn open(name: &str, spec: &SystemSpec) -> Result<Box<dyn Connector>, ConnectorError> {
-    match spec {
-        SystemSpec::Sqlite { path } => Ok(Box::new(sqlite::SqliteConnector::open(name, path)?)),
-        SystemSpec::Postgres { url } => Ok(Box::new(postgres::PostgresConnector::open(
-            name,
-            url.expose(),
-        )?)),
-        SystemSpec::Mysql { url } => Ok(Box::new(mysql::MysqlConnector::open(name, url.expose())?)),
-        SystemSpec::Memory { store } => Ok(Box::new(memory::MemoryConnector::open(store)?)),
-    }
+    spec.open(name)
 }

@@ -9,6 +9,9 @@
 //! part-way, writes whose outcome is unknown. So it drives the engine through the paths
 //! that are not SQL's.
 
+mod settings;
+pub use settings::Settings;
+
 use super::{
     BatchResult, Capabilities, Changes, ColumnInfo, Conditional, Connector, ConnectorError, Cursor,
     ReadSpec, Write, WriteOutcome,

@@ -6,6 +6,9 @@
 //! truncated, and timestamps mean UTC. Creates use `INSERT … RETURNING` where the server
 //! has it (MariaDB ≥ 10.5), else one insert per row with `LAST_INSERT_ID()`.
 
+mod settings;
+pub use settings::Settings;
+
 mod tls;
 
 use super::{

@@ -8,6 +8,9 @@
 //! Bulk creates are the exception: `COPY`'s binary format, for values that have an exact
 //! binary form in their column (see [`binary`]); text for the rest.
 
+mod settings;
+pub use settings::Settings;
+
 mod binary;
 mod write;
 use super::sql::tls;

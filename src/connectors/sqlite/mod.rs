@@ -4,6 +4,9 @@
 //! would look like every record was deleted. Types map one to one (INTEGER, REAL, TEXT,
 //! BLOB, NULL), so values round-trip exactly.
 
+mod settings;
+pub use settings::Settings;
+
 use super::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
