@@ -199,18 +199,57 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// A query error, or [`ConnectorError::Lost`] when `lost` says the connection went.
-    pub(crate) fn query(context: String, message: String, lost: bool) -> ConnectorError {
-        if lost {
+    /// A query error, or [`ConnectorError::Lost`] when the system's error says the
+    /// connection went.
+    pub(crate) fn query(context: String, error: SystemError) -> ConnectorError {
+        if error.failure == Failure::Lost {
             ConnectorError::Lost {
                 context,
-                source: format!("the connection was lost: {message}").into(),
+                source: Box::new(error),
             }
         } else {
             ConnectorError::Query {
                 context,
-                source: message.into(),
+                source: Box::new(error),
             }
+        }
+    }
+}
+
+/// What a system's failure means for trying again. Each kind classifies its driver's
+/// errors once, and the retry policies (a batch's in the SQL layer, a link's in the
+/// engine) decide from this, never from a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection went (dropped, ended by the server): a new one may succeed.
+    Lost,
+    /// The system refused for now (a serialization failure, a deadlock, a lock wait
+    /// that timed out): the same work may succeed when tried again.
+    Transient,
+    /// Anything else: trying again would fail the same way.
+    Other,
+}
+
+/// A system's own error: the sentence syncline shows, what it means for trying again,
+/// and the driver's error kept as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", if *.failure == Failure::Lost { "the connection was lost: " } else { "" })]
+pub struct SystemError {
+    pub message: String,
+    pub failure: Failure,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SystemError {
+    pub(crate) fn new<E>(message: String, failure: Failure, source: E) -> SystemError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        SystemError {
+            message,
+            failure,
+            source: Some(Box::new(source)),
         }
     }
 }

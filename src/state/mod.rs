@@ -62,8 +62,10 @@ pub enum StateError {
     },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{}", postgres_message(.0))]
-    Postgres(#[from] postgres::Error),
+    /// The PostgreSQL store's server refused or went away; the error says which
+    /// ([`Failure`](crate::connectors::Failure)).
+    #[error(transparent)]
+    Postgres(crate::connectors::SystemError),
     #[error("cannot connect to the PostgreSQL state store: {0}")]
     Connect(String),
     #[error("corrupt state row: {0}")]
@@ -120,10 +122,9 @@ fn refuse_foreign_database(conn: &Connection, path: &Path) -> Result<()> {
 
 pub type Result<T> = std::result::Result<T, StateError>;
 
-fn postgres_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
+impl From<postgres::Error> for StateError {
+    fn from(e: postgres::Error) -> StateError {
+        StateError::Postgres(crate::connectors::sql::pg::system_error(e))
     }
 }
 

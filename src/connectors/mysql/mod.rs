@@ -15,6 +15,7 @@ use super::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
 };
+use super::{Failure, SystemError};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
@@ -97,14 +98,26 @@ fn is_lost(e: &mysql::Error) -> bool {
     }
 }
 
-fn is_retryable(e: &mysql::Error) -> bool {
+/// A failure that may pass: a lock wait that timed out, a deadlock, or the driver's own
+/// trouble with the connection.
+fn is_transient(e: &mysql::Error) -> bool {
     match e {
-        mysql::Error::IoError(_) | mysql::Error::DriverError(_) | mysql::Error::CodecError(_) => {
-            true
-        }
-        mysql::Error::MySqlError(m) => matches!(m.code, 1205 | 1213 | 2006 | 2013 | 1927),
+        mysql::Error::DriverError(_) => true,
+        mysql::Error::MySqlError(m) => matches!(m.code, 1205 | 1213),
         _ => false,
     }
+}
+
+/// The driver's error, classified, as a sentence.
+fn system_error(e: mysql::Error) -> SystemError {
+    let failure = if is_lost(&e) {
+        Failure::Lost
+    } else if is_transient(&e) {
+        Failure::Transient
+    } else {
+        Failure::Other
+    };
+    SystemError::new(message(&e), failure, e)
 }
 
 impl Kind {
@@ -297,11 +310,10 @@ impl MysqlConnector {
         Ok((conn, returning))
     }
 
-    fn query_err(&self, context: &str, e: &mysql::Error) -> ConnectorError {
+    fn query_err(&self, context: &str, e: mysql::Error) -> ConnectorError {
         ConnectorError::query(
             format!("system `{}`: {context}", self.name),
-            message(e),
-            is_lost(e),
+            system_error(e),
         )
     }
 
@@ -324,7 +336,7 @@ impl MysqlConnector {
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (&schema, &table),
             )
-            .map_err(|e| self.query_err(&format!("describe {collection}"), &e))?;
+            .map_err(|e| self.query_err(&format!("describe {collection}"), e))?;
         if rows.is_empty() {
             return Err(ConnectorError::NoCollection(format!(
                 "{}.{collection}",
@@ -338,7 +350,7 @@ impl MysqlConnector {
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0",
                 (&schema, &table),
             )
-            .map_err(|e| self.query_err(&format!("describe the indexes of {collection}"), &e))?;
+            .map_err(|e| self.query_err(&format!("describe the indexes of {collection}"), e))?;
         // A column is unique on its own when a unique index has it as its only column.
         let mut index_columns: HashMap<&str, Vec<&str>> = HashMap::new();
         for (index, column) in &unique_indexes {
@@ -444,10 +456,7 @@ impl MysqlConnector {
             && all
                 .iter()
                 .any(|c| c.name == spec.key[0] && c.auto_increment);
-        let retry = |e: mysql::Error| {
-            let r = is_retryable(&e);
-            (e, r)
-        };
+        let retry = |e: mysql::Error| (e, true);
         let mut tx = self
             .conn
             .start_transaction(TxOpts::default())
@@ -648,7 +657,7 @@ impl Connector for MysqlConnector {
         let (db, host, port, server_id): (Option<String>, String, u32, u64) = self
             .conn
             .query_first("SELECT DATABASE(), @@hostname, @@port, @@server_id")
-            .map_err(|e| self.query_err("read its identity", &e))?
+            .map_err(|e| self.query_err("read its identity", e))?
             .unwrap_or_default();
         let db = db.unwrap_or_default();
         Ok(match uuid {
@@ -689,8 +698,7 @@ impl Connector for MysqlConnector {
         let err = |e: mysql::Error| {
             ConnectorError::query(
                 format!("system `{name}`: scan {}", spec.collection),
-                message(&e),
-                is_lost(&e),
+                system_error(e),
             )
         };
         // One consistent snapshot; rows stream from the server (unbuffered result).
@@ -722,7 +730,7 @@ impl Connector for MysqlConnector {
         let any: Option<i64> = self
             .conn
             .query_first(sql)
-            .map_err(|e| self.query_err(&format!("read {}", spec.collection), &e))?;
+            .map_err(|e| self.query_err(&format!("read {}", spec.collection), e))?;
         Ok(any.unwrap_or(0) == 0)
     }
 
@@ -731,7 +739,7 @@ impl Connector for MysqlConnector {
         let n: Option<u64> = self
             .conn
             .query_first(sql)
-            .map_err(|e| self.query_err(&format!("count {}", spec.collection), &e))?;
+            .map_err(|e| self.query_err(&format!("count {}", spec.collection), e))?;
         Ok(n)
     }
 
@@ -752,7 +760,7 @@ impl Connector for MysqlConnector {
             let rows: Vec<mysql::Row> = self
                 .conn
                 .exec(sql, params)
-                .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), &e))?;
+                .map_err(|e| self.query_err(&format!("fetch from {}", spec.collection), e))?;
             out.extend(
                 rows.into_iter()
                     .map(|r| Self::to_record(r, &cols, spec.key.len())),
@@ -776,9 +784,12 @@ impl super::sql::RetryableBatches for MysqlConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<BatchResult, (String, bool)> {
+    ) -> Result<BatchResult, super::sql::AttemptFailed> {
         self.apply_once(spec, writes)
-            .map_err(|(e, retry)| (message(&e), retry))
+            .map_err(|(e, before_commit)| super::sql::AttemptFailed {
+                error: system_error(e),
+                before_commit,
+            })
     }
 
     fn recover(&mut self) -> Result<(), ConnectorError> {
@@ -831,5 +842,50 @@ mod tests {
             assert!(!text.contains("Error {"), "{text}");
             assert!(text.starts_with("the connection failed: "), "{text}");
         }
+    }
+
+    #[test]
+    fn the_servers_errors_are_classified_for_retrying_by_their_codes() {
+        use super::{Failure, MysqlConnector, system_error};
+        use mysql::prelude::Queryable as _;
+        let Ok(url) = std::env::var("SYNCLINE_TEST_MYSQL_URL") else {
+            eprintln!(
+                "skipped: set SYNCLINE_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test to run"
+            );
+            return;
+        };
+        let connect = || {
+            MysqlConnector::connect("test", &url)
+                .expect("SYNCLINE_TEST_MYSQL_URL is set, but MariaDB/MySQL cannot be reached")
+                .0
+        };
+        let mut conn = connect();
+        let mut signalled = |errno: u16| {
+            system_error(
+                conn.query_drop(format!(
+                    "SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'raised', MYSQL_ERRNO = {errno}"
+                ))
+                .unwrap_err(),
+            )
+        };
+        assert_eq!(signalled(1213).failure, Failure::Transient, "deadlock");
+        assert_eq!(
+            signalled(1205).failure,
+            Failure::Transient,
+            "lock wait timeout"
+        );
+        let duplicate = signalled(1062);
+        assert_eq!(duplicate.failure, Failure::Other);
+        assert!(
+            duplicate.message.starts_with("raised"),
+            "{}",
+            duplicate.message
+        );
+
+        // A session the server ends is lost.
+        let id: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+        connect().query_drop(format!("KILL {id}")).unwrap();
+        let e = system_error(conn.query_drop("SELECT 1").unwrap_err());
+        assert_eq!(e.failure, Failure::Lost, "{e}");
     }
 }

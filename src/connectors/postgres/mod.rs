@@ -13,6 +13,7 @@ pub use settings::Settings;
 
 mod binary;
 mod write;
+use super::sql::pg::{db_message, system_error};
 use super::sql::tls;
 mod types;
 
@@ -20,6 +21,7 @@ use super::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
 };
+use super::{Failure, SystemError};
 use crate::model::{Key, Name, Record, Value};
 use postgres::{Client, IsolationLevel};
 use std::collections::HashMap;
@@ -192,43 +194,10 @@ fn array_params(arrays: &[Vec<Option<String>>]) -> Vec<&(dyn postgres::types::To
         .collect()
 }
 
-fn is_retryable(e: &postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    matches!(
-        e.code().map(|c| c.code()),
-        Some("40001" | "40P01" | "57P01" | "08006" | "08003" | "08000")
-    ) || e.as_db_error().is_none() && e.code().is_none()
-}
-
 /// Data exceptions (class 22) and constraint violations (23) are one record's fault.
-/// Whether the connection went: closed, or the server ended the session
-/// (`pg_terminate_backend`, a shutdown, a crash).
-fn is_lost(e: &postgres::Error) -> bool {
-    e.is_closed()
-        || e.code().is_some_and(|c| {
-            matches!(
-                c.code(),
-                "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006"
-            )
-        })
-        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-}
-
 fn is_record_error(e: &postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-}
-
-fn db_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{} ({d})", db.message()),
-            None => db.message().to_string(),
-        },
-        None => e.to_string(),
-    }
 }
 
 impl PostgresConnector {
@@ -287,8 +256,7 @@ impl PostgresConnector {
     fn query_err(&self, context: &str, e: postgres::Error) -> ConnectorError {
         ConnectorError::query(
             format!("system `{}`: {context}", self.name),
-            db_message(&e),
-            is_lost(&e),
+            system_error(e),
         )
     }
 
@@ -434,16 +402,16 @@ impl Connector for PostgresConnector {
             quote_list(&spec.key, quote)
         );
         let context = format!("system `{}`: scan {}", self.name, spec.collection);
-        let err = |e: postgres::Error| {
-            ConnectorError::query(context.clone(), db_message(&e), is_lost(&e))
-        };
-        let read_err = |e: std::io::Error| match e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<postgres::Error>())
-        {
-            Some(pg) => ConnectorError::query(context.clone(), db_message(pg), is_lost(pg)),
-            // A read of the stream that failed below the protocol: the connection.
-            None => ConnectorError::query(context.clone(), e.to_string(), true),
+        let err = |e: postgres::Error| ConnectorError::query(context.clone(), system_error(e));
+        let read_err = |e: std::io::Error| {
+            let error = if e.get_ref().is_some_and(|i| i.is::<postgres::Error>()) {
+                let inner = e.into_inner().expect("checked above");
+                system_error(*inner.downcast::<postgres::Error>().expect("checked above"))
+            } else {
+                // A read of the stream that failed below the protocol: the connection.
+                SystemError::new(e.to_string(), Failure::Lost, e)
+            };
+            ConnectorError::query(context.clone(), error)
         };
         // One snapshot for the whole scan. The connection reads no further ahead than
         // the stream is consumed, so memory holds a batch.
@@ -543,9 +511,12 @@ impl super::sql::RetryableBatches for PostgresConnector {
         &mut self,
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<BatchResult, (String, bool)> {
+    ) -> Result<BatchResult, super::sql::AttemptFailed> {
         self.apply_once(spec, writes)
-            .map_err(|(e, retry)| (db_message(&e), retry))
+            .map_err(|(e, before_commit)| super::sql::AttemptFailed {
+                error: system_error(e),
+                before_commit,
+            })
     }
 
     fn recover(&mut self) -> Result<(), ConnectorError> {

@@ -289,7 +289,7 @@ impl PostgresConnector {
         Ok(applied)
     }
 
-    /// One batch inside one transaction. `Err(true)` = retryable before COMMIT.
+    /// One batch inside one transaction; an error says whether it came before COMMIT.
     pub(super) fn apply_once(
         &mut self,
         spec: &ReadSpec,
@@ -307,10 +307,7 @@ impl PostgresConnector {
             .map(|k| format!("{}::text", quote(k)))
             .collect::<Vec<_>>()
             .join(", ");
-        let retry = |e: postgres::Error| {
-            let r = is_retryable(&e);
-            (e, r)
-        };
+        let retry = |e: postgres::Error| (e, true);
         let mut tx = self.client.transaction().map_err(retry)?;
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
 

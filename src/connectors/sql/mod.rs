@@ -4,9 +4,10 @@
 //! writes one statement can carry, and PostgreSQL's TLS (which the state store uses
 //! too).
 
+pub mod pg;
 pub mod tls;
 
-use super::{BatchResult, ConnectorError, ReadSpec, Write};
+use super::{BatchResult, ConnectorError, Failure, ReadSpec, SystemError, Write};
 use crate::model::{Key, Name, Value};
 
 /// Quotes an identifier with `q` (`"` for SQLite and PostgreSQL, `` ` `` for MySQL),
@@ -54,11 +55,8 @@ const RETRIES: u32 = 3;
 pub(crate) trait RetryableBatches {
     fn system(&self) -> &str;
 
-    /// One attempt at a batch in one transaction. On failure, the flag says whether the
-    /// failure came before COMMIT was sent: only then is trying again safe (after it,
-    /// the batch may have landed, and creates would be sent twice).
-    fn attempt(&mut self, spec: &ReadSpec, writes: &[Write])
-    -> Result<BatchResult, (String, bool)>;
+    /// One attempt at a batch in one transaction.
+    fn attempt(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, AttemptFailed>;
 
     /// Reconnects if the connection is gone.
     ///
@@ -67,7 +65,17 @@ pub(crate) trait RetryableBatches {
     fn recover(&mut self) -> Result<(), ConnectorError>;
 }
 
-/// [`Connector::apply`] for network connectors: retries with a growing pause.
+/// Why an attempt at a batch failed.
+pub(crate) struct AttemptFailed {
+    pub error: SystemError,
+    /// Whether the failure came before COMMIT was sent: only then is trying again safe
+    /// (after it, the batch may have landed, and creates would be sent twice).
+    pub before_commit: bool,
+}
+
+/// [`Connector::apply`] for network connectors: a batch that failed before its COMMIT
+/// for a reason that may pass (the connection, a deadlock) is tried again on a sound
+/// connection, with a growing pause.
 pub(crate) fn apply_with_retries<C: RetryableBatches>(
     c: &mut C,
     spec: &ReadSpec,
@@ -77,17 +85,17 @@ pub(crate) fn apply_with_retries<C: RetryableBatches>(
     loop {
         match c.attempt(spec, writes) {
             Ok(outcomes) => return Ok(outcomes),
-            Err((e, true)) if attempt < RETRIES => {
+            Err(f) if f.before_commit && f.error.failure != Failure::Other && attempt < RETRIES => {
                 attempt += 1;
-                tracing::warn!(system = %c.system(), attempt, error = %e, "batch failed before commit; retrying");
+                tracing::warn!(system = %c.system(), attempt, error = %f.error, "batch failed before commit; retrying");
                 std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
                 c.recover()?;
             }
-            Err((e, _)) => {
-                return Err(ConnectorError::Query {
-                    context: format!("system `{}`: write to {}", c.system(), spec.collection),
-                    source: e.into(),
-                });
+            Err(f) => {
+                return Err(ConnectorError::query(
+                    format!("system `{}`: write to {}", c.system(), spec.collection),
+                    f.error,
+                ));
             }
         }
     }
