@@ -301,7 +301,7 @@ impl PlannedBatch {
     }
 
     /// [`journal`](Self::journal) inside the caller's state transaction.
-    pub fn journal_in(
+    pub(crate) fn journal_in(
         link: &LinkSpec,
         s: &mut StateStore,
         run: i64,
@@ -331,7 +331,7 @@ impl PlannedBatch {
     }
 
     /// Takes `side`'s writes out of the plans, to send to its system.
-    pub fn lend_writes(&mut self, side: Side) -> LentWrites {
+    pub(crate) fn lend_writes(&mut self, side: Side) -> LentWrites {
         let (positions, writes) = self
             .plans
             .iter_mut()
@@ -418,7 +418,7 @@ impl PlannedBatch {
     }
 
     /// [`commit`](Self::commit) inside the caller's state transaction.
-    pub fn commit_in(
+    pub(crate) fn commit_in(
         self,
         link: &LinkSpec,
         s: &mut StateStore,

@@ -187,7 +187,7 @@ impl Layout {
         })
     }
 
-    pub fn read_spec(&self, side: Side) -> &ReadSpec {
+    pub(crate) fn read_spec(&self, side: Side) -> &ReadSpec {
         match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
@@ -195,7 +195,7 @@ impl Layout {
     }
 
     /// The text of a record's external-id column (the other side's key), if set.
-    pub fn ext_ref_of(&self, side: Side, rec: &Record) -> Option<String> {
+    pub(crate) fn ext_ref_of(&self, side: Side, rec: &Record) -> Option<String> {
         if side == Side::Right && self.key_carried {
             return Some(rec.key.display_text());
         }

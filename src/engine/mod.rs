@@ -50,8 +50,10 @@ pub struct RunOptions<'a> {
     pub only_link: Option<String>,
     /// How many planned operations a report lists (all are counted).
     pub list_limit: usize,
-    /// Called after planning and before applying each link (tests use it to edit the
-    /// systems in that window, as a concurrent user would).
+    /// Called with the link's name after it is planned and before it is applied: an
+    /// embedding program may show the plan or wait for a go-ahead there. Every write
+    /// stays conditional on what was read, so edits made in this window (the tests make
+    /// them, as a concurrent user would) are found stale, never overwritten.
     pub between_plan_and_apply: Option<&'a mut dyn FnMut(&str)>,
     /// Start over on purpose: forget the links' id maps and bases (as when a system was
     /// pointed at another database) and pair records again by their identity rules.

@@ -74,7 +74,7 @@ where
     }
 
     /// Waits for the answer to the request handed over, if one is.
-    pub fn receive(&mut self) -> Option<(Context, Answer)> {
+    pub(crate) fn receive(&mut self) -> Option<(Context, Answer)> {
         let context = self.in_flight.take()?;
         match self.from_worker.recv() {
             Ok(answer) => Some((context, answer)),

@@ -107,7 +107,7 @@ impl LinkReport {
         }
     }
 
-    pub fn planned_deletes(&self, side: Side) -> u64 {
+    pub(crate) fn planned_deletes(&self, side: Side) -> u64 {
         self.planned_deletes[side as usize]
     }
 
@@ -150,7 +150,7 @@ impl RunReport {
         self.links.iter().any(|l| l.busy.is_some())
     }
 
-    pub fn status_word(&self) -> &'static str {
+    pub(crate) fn status_word(&self) -> &'static str {
         if self.refused() {
             "refused"
         } else if self.needs_attention() {

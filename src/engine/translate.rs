@@ -15,7 +15,7 @@ use crate::model::{Key, Name, Record, Value};
 use std::collections::HashMap;
 
 /// Per unit of the link: whether its values mean something else on the right.
-pub fn translated_units(link: &LinkSpec) -> Vec<bool> {
+pub(crate) fn translated_units(link: &LinkSpec) -> Vec<bool> {
     link.units
         .iter()
         .map(|u| u.compose.is_some() || u.fields.iter().any(|&f| !link.fields[f].meaning.is_same()))
@@ -23,14 +23,14 @@ pub fn translated_units(link: &LinkSpec) -> Vec<bool> {
 }
 
 /// Whether any field of the link means something else on the right.
-pub fn needs_translation(link: &LinkSpec) -> bool {
+pub(crate) fn needs_translation(link: &LinkSpec) -> bool {
     translated_units(link).contains(&true)
 }
 
 /// Translates a left record into the right's meaning in place; what the system holds is
 /// kept in `raw`. A value with no meaning on the right (not in the map) is the record's
 /// defect: it is quarantined naming the field and the value.
-pub fn to_right_meaning(link: &LinkSpec, rec: &mut Record) {
+pub(crate) fn to_right_meaning(link: &LinkSpec, rec: &mut Record) {
     let raw = rec.values.clone();
     for unit in &link.units {
         match &unit.compose {
@@ -86,7 +86,11 @@ fn unit_to_right(link: &LinkSpec, unit: usize, left: &[Value]) -> Result<Vec<Val
 ///
 /// # Errors
 /// Why not, naming the unit and the value.
-pub fn unit_to_left(link: &LinkSpec, unit: usize, target: &[Value]) -> Result<Vec<Value>, String> {
+pub(crate) fn unit_to_left(
+    link: &LinkSpec,
+    unit: usize,
+    target: &[Value],
+) -> Result<Vec<Value>, String> {
     let u = &link.units[unit];
     let named = |why: String| format!("`{}`: {why}", u.name);
     let left: Vec<Value> = match &u.compose {

@@ -125,7 +125,7 @@ impl StateStore {
 
     /// Records an open conflict (or refreshes one still open with the same values; a
     /// person's resolution stays as long as the values it was made for do).
-    pub fn upsert_conflict(&mut self, c: &ConflictRow, run: i64) -> Result<()> {
+    pub(crate) fn upsert_conflict(&mut self, c: &ConflictRow, run: i64) -> Result<()> {
         let (lv, rv) = (enc_values(&c.left_value), enc_values(&c.right_value));
         let bv = c.base_value.as_deref().map(enc_values);
         self.db.execute(
@@ -168,7 +168,7 @@ impl StateStore {
 
     /// Forgets conflicts this run did not see again (someone fixed the data by hand, the
     /// resolution was written, or the pair is gone).
-    pub fn prune_conflicts(&mut self, link: &str, run: i64) -> Result<()> {
+    pub(crate) fn prune_conflicts(&mut self, link: &str, run: i64) -> Result<()> {
         self.db.execute(
             "DELETE FROM conflicts WHERE link = $1 AND last_seen_run < $2",
             &[P::Text(link), P::Int(run)],
@@ -218,7 +218,7 @@ impl StateStore {
             .collect())
     }
 
-    pub fn put_quarantine(&mut self, q: &QuarantineRow, run: i64) -> Result<()> {
+    pub(crate) fn put_quarantine(&mut self, q: &QuarantineRow, run: i64) -> Result<()> {
         self.db.execute(
             "INSERT INTO quarantine (link, side, key, field, kind, reason, detected_run, last_seen_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
              ON CONFLICT (link, side, key, field, kind) DO UPDATE SET reason = excluded.reason, last_seen_run = excluded.last_seen_run",
@@ -236,7 +236,7 @@ impl StateStore {
     }
 
     /// Clears findings this run did not make again; persistent kinds stay.
-    pub fn prune_quarantine(&mut self, link: &str, run: i64) -> Result<()> {
+    pub(crate) fn prune_quarantine(&mut self, link: &str, run: i64) -> Result<()> {
         self.db.execute(
             "DELETE FROM quarantine WHERE link = $1 AND last_seen_run < $2 AND kind <> $3",
             &[

@@ -71,7 +71,7 @@ impl PairRow {
 
 /// Held values as the store keeps them: `{"left": {…}, "right": {…}}` of encoded values,
 /// or NULL when neither side holds anything but the base.
-pub fn encode_held(held: &Held) -> Option<String> {
+pub(crate) fn encode_held(held: &Held) -> Option<String> {
     if held.iter().all(BTreeMap::is_empty) {
         return None;
     }
@@ -99,18 +99,18 @@ pub(super) fn decode_held(text: &str) -> Result<Held> {
 }
 
 /// Marks as the store keeps them: a JSON object of unit → mark, or NULL when none.
-pub fn encode_marks(marks: &BTreeMap<String, Mark>) -> Option<String> {
+pub(crate) fn encode_marks(marks: &BTreeMap<String, Mark>) -> Option<String> {
     (!marks.is_empty()).then(|| serde_json::to_string(marks).expect("marks serialize"))
 }
 
 /// A base as the store keeps it: a JSON object of field name → encoded value.
-pub fn encode_base(base: &BTreeMap<Name, Value>) -> String {
+pub(crate) fn encode_base(base: &BTreeMap<Name, Value>) -> String {
     write_base(base.iter().map(|(k, v)| (&**k, v)))
 }
 
 /// [`encode_base`]'s form of `fields` without building the map: the same object, its
 /// names in the map's (byte) order.
-pub fn encode_base_fields(mut fields: Vec<(&str, &Value)>) -> String {
+pub(crate) fn encode_base_fields(mut fields: Vec<(&str, &Value)>) -> String {
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     fields.dedup_by(|later, first| later.0 == first.0);
     write_base(fields)

@@ -39,7 +39,7 @@ impl Row {
     }
 
     /// [`text`](Self::text) without copying it out of the row.
-    pub fn text_ref(&self, i: usize) -> Result<std::borrow::Cow<'_, str>> {
+    pub(crate) fn text_ref(&self, i: usize) -> Result<std::borrow::Cow<'_, str>> {
         match self.cell(i)? {
             Cell::Null => Err(StateError::Corrupt(format!("column {i} is NULL"))),
             Cell::Text(t) => Ok(std::borrow::Cow::Borrowed(t)),
@@ -47,7 +47,7 @@ impl Row {
         }
     }
 
-    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>> {
         Ok(match self.cell(i)? {
             Cell::Null => None,
             Cell::Text(t) => Some(t.clone()),
@@ -60,7 +60,7 @@ impl Row {
             .ok_or_else(|| StateError::Corrupt(format!("column {i} is NULL")))
     }
 
-    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {
         match self.cell(i)? {
             Cell::Null => Ok(None),
             Cell::Int(n) => Ok(Some(*n)),
@@ -202,7 +202,7 @@ impl Db {
         }
     }
 
-    pub fn query_opt(&mut self, sql: &str, params: &[P<'_>]) -> Result<Option<Row>> {
+    pub(crate) fn query_opt(&mut self, sql: &str, params: &[P<'_>]) -> Result<Option<Row>> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 

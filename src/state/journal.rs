@@ -96,7 +96,7 @@ impl StateStore {
     /// share everything but their record are one entry (see [`group_of`]). Returns where
     /// the entries are, so outcomes are set with [`journal_outcome`](Self::journal_outcome)
     /// and [`journal_applied_within`](Self::journal_applied_within) without reading ids back.
-    pub fn journal_planned_batch(
+    pub(crate) fn journal_planned_batch(
         &mut self,
         run: i64,
         link: &str,
@@ -291,7 +291,7 @@ impl StateStore {
     }
 
     /// Journals changes with one status, one entry each, many rows per statement.
-    pub fn journal_batch(
+    pub(crate) fn journal_batch(
         &mut self,
         run: i64,
         link: &str,
@@ -346,7 +346,7 @@ impl StateStore {
     /// Sets the outcome (`stale`, `rejected`) of one pair's planned entries for one side,
     /// among the batch journaled at `at`. A record of a grouped entry leaves the group
     /// as an entry of its own, with its outcome.
-    pub fn journal_outcome(
+    pub(crate) fn journal_outcome(
         &mut self,
         at: JournalRange,
         link: &str,
@@ -417,7 +417,7 @@ impl StateStore {
     /// one row for the batch, not one update per entry (readers resolve the status with
     /// [`schema::applied_by_batch`]). Bounded above as well as below: the next batch may
     /// already be journaled while this one commits.
-    pub fn journal_applied_within(&mut self, at: JournalRange) -> Result<()> {
+    pub(crate) fn journal_applied_within(&mut self, at: JournalRange) -> Result<()> {
         if at.upto > at.after {
             self.db.execute(
                 "INSERT INTO journal_applied (run, after_id, upto_id) VALUES ($1, $2, $3)",

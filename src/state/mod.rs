@@ -151,7 +151,7 @@ fn dec_values(s: &str) -> Result<Vec<Value>> {
     serde_json::from_str(s).map_err(|e| StateError::Corrupt(format!("{e}: {s}")))
 }
 
-pub fn hash_values(vs: &[Value]) -> u64 {
+pub(crate) fn hash_values(vs: &[Value]) -> u64 {
     let mut buf = String::new();
     for v in vs {
         buf.push_str(&v.encode());
@@ -255,7 +255,7 @@ impl StateStore {
     ///
     /// # Errors
     /// The file exists but cannot be read.
-    pub fn open_read_only(path: &Path) -> Result<StateStore> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<StateStore> {
         if !path.exists() {
             let mut conn = Connection::open_in_memory()?;
             schema::migrations()
@@ -414,7 +414,7 @@ impl StateStore {
     }
 
     /// Opens a write transaction; [`end`](Self::end) commits or rolls it back.
-    pub fn begin(&mut self) -> Result<()> {
+    pub(crate) fn begin(&mut self) -> Result<()> {
         // A read-only SQLite store only ever writes its TEMP scratch tables: plain BEGIN.
         let sql = match (&self.db, self.read_only) {
             (Db::Sqlite { .. }, false) => "BEGIN IMMEDIATE",

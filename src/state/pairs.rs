@@ -129,7 +129,7 @@ impl StateStore {
 
     /// Inserts or replaces pairs, many rows per statement. Their left keys must differ
     /// (one statement cannot upsert a row twice).
-    pub fn put_pairs(&mut self, link: &str, pairs: &[EncodedPair]) -> Result<()> {
+    pub(crate) fn put_pairs(&mut self, link: &str, pairs: &[EncodedPair]) -> Result<()> {
         for chunk in pairs.chunks(WRITE_CHUNK) {
             let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
                 format!(
@@ -155,7 +155,7 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn delete_pair_by_right(&mut self, link: &str, right_key: &str) -> Result<()> {
+    pub(crate) fn delete_pair_by_right(&mut self, link: &str, right_key: &str) -> Result<()> {
         self.db.execute(
             "DELETE FROM pairs WHERE link = $1 AND right_key = $2",
             &[P::Text(link), P::Text(right_key)],
@@ -163,7 +163,7 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn delete_pair(&mut self, link: &str, left_key: &str) -> Result<()> {
+    pub(crate) fn delete_pair(&mut self, link: &str, left_key: &str) -> Result<()> {
         self.db.execute(
             "DELETE FROM pairs WHERE link = $1 AND left_key = $2",
             &[P::Text(link), P::Text(left_key)],

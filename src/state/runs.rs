@@ -54,7 +54,7 @@ impl StateStore {
     /// no outcome: their writes may have reached the system or not.
     /// The entries of `run` still `planned` become `unknown`: their batch may have
     /// reached its system or not (a link that failed part-way and runs again).
-    pub fn run_planned_to_unknown(&mut self, run: i64) -> Result<u64> {
+    pub(crate) fn run_planned_to_unknown(&mut self, run: i64) -> Result<u64> {
         self.planned_to_unknown("run = $1", &[P::Int(run)])
     }
 
@@ -135,7 +135,7 @@ impl StateStore {
     }
 
     /// The link's identity and run counter, `None` for a link the store has never seen.
-    pub fn link_state(&mut self, link: &str) -> Result<Option<(String, i64)>> {
+    pub(crate) fn link_state(&mut self, link: &str) -> Result<Option<(String, i64)>> {
         match self.db.query_opt(
             "SELECT identity, run_seq FROM links WHERE name = $1",
             &[P::Text(link)],
@@ -148,7 +148,7 @@ impl StateStore {
     /// The identities of the systems (`[left, right]`) a link's pairs were made with
     /// (see `Connector::identity`), as [`set_link_systems`](Self::set_link_systems)
     /// recorded them; `None` for a new link or one recorded before stores kept them.
-    pub fn link_systems(&mut self, link: &str) -> Result<Option<[String; 2]>> {
+    pub(crate) fn link_systems(&mut self, link: &str) -> Result<Option<[String; 2]>> {
         let Some(row) = self.db.query_opt(
             "SELECT systems FROM links WHERE name = $1",
             &[P::Text(link)],
@@ -164,7 +164,7 @@ impl StateStore {
             .transpose()
     }
 
-    pub fn set_link_systems(&mut self, link: &str, systems: &[String; 2]) -> Result<()> {
+    pub(crate) fn set_link_systems(&mut self, link: &str, systems: &[String; 2]) -> Result<()> {
         let text = serde_json::to_string(systems).expect("strings serialize");
         self.db.execute(
             "UPDATE links SET systems = $2 WHERE name = $1",
@@ -186,14 +186,14 @@ impl StateStore {
 
     /// Forgets a link's id map, bases, conflicts and quarantine, on purpose (`run
     /// --relink`): its records are paired again from scratch.
-    pub fn forget_link(&mut self, link: &str) -> Result<()> {
+    pub(crate) fn forget_link(&mut self, link: &str) -> Result<()> {
         self.transaction(|s| s.drop_link_rows(link))
     }
 
     /// Starts a new run of a link: records its identity, bumps its run counter. When the
     /// identity changed (the config now points at other collections or keys), the old id
     /// map and base are dropped: they describe other records.
-    pub fn begin_link_run(&mut self, link: &str, identity: &str) -> Result<(i64, bool)> {
+    pub(crate) fn begin_link_run(&mut self, link: &str, identity: &str) -> Result<(i64, bool)> {
         self.transaction(|s| {
             let existing = s.link_state(link)?;
             let reset = matches!(&existing, Some((id, _)) if id != identity);

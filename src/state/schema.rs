@@ -12,7 +12,7 @@ pub const VERSION: i64 = 7;
 /// upgrade first.
 pub const READABLE_FROM: i64 = 7;
 
-pub fn migrations() -> Migrations<'static> {
+pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(
             "CREATE TABLE links (
@@ -188,7 +188,7 @@ fn pg_member_chunks() -> String {
 
 /// The same schema for a shared PostgreSQL store, [`VERSION`] steps. Versioned in
 /// `syncline_schema`; each step upgrades from the previous version.
-pub fn pg_migrations() -> [String; VERSION as usize] {
+pub(crate) fn pg_migrations() -> [String; VERSION as usize] {
     [
         PG_SCHEMA.to_string(),
         DROP_STATUS_INDEX.to_string(),
@@ -265,7 +265,7 @@ const JOURNAL_APPLIED: &str = "
 
 /// Whether journal entry `{j}` (an alias) is `planned` but its batch committed: an SQL
 /// condition, written once for every query that reads a status.
-pub fn applied_by_batch(j: &str) -> String {
+pub(crate) fn applied_by_batch(j: &str) -> String {
     format!(
         "({j}.status = 'planned' AND COALESCE((SELECT a.after_id FROM journal_applied a
             WHERE a.run = {j}.run AND a.upto_id >= {j}.id ORDER BY a.upto_id LIMIT 1), {j}.id) < {j}.id)"

@@ -5,7 +5,7 @@ use super::*;
 impl StateStore {
     // ---- scratch tables for one run ---------------------------------------------------
 
-    pub fn clear_scratch(&mut self) -> Result<()> {
+    pub(crate) fn clear_scratch(&mut self) -> Result<()> {
         self.db.batch(
             "DELETE FROM seen; DELETE FROM unlinked; DELETE FROM matches; DELETE FROM plan;
              DROP INDEX IF EXISTS unlinked_key; DROP INDEX IF EXISTS unlinked_match;
@@ -14,7 +14,7 @@ impl StateStore {
     }
 
     /// Remembers that linked keys were present in this run's scan of `side`.
-    pub fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
+    pub(crate) fn mark_seen(&mut self, side: Side, keys: &[String]) -> Result<()> {
         for chunk in keys.chunks(LOOKUP_CHUNK) {
             let sql = self.multi_row_sql("seen", chunk.len(), |n| {
                 format!(
@@ -32,7 +32,7 @@ impl StateStore {
 
     /// For right keys: whether each is linked, tombstoned, and whether its left partner
     /// was seen in this run's left scan. Unlinked keys are absent.
-    pub fn right_links(
+    pub(crate) fn right_links(
         &mut self,
         link: &str,
         right_keys: &[String],
@@ -68,7 +68,7 @@ impl StateStore {
 
     /// Pairs neither of whose records was seen in this run's scans (or whose surviving
     /// record of a tombstoned pair is gone).
-    pub fn pairs_with_nothing_left(&mut self, link: &str) -> Result<Vec<String>> {
+    pub(crate) fn pairs_with_nothing_left(&mut self, link: &str) -> Result<Vec<String>> {
         self.db
             .query(
                 "SELECT left_key FROM pairs p WHERE link = $1
@@ -84,7 +84,7 @@ impl StateStore {
     /// Stages a record no pair knows, to be matched once both sides are read.
     /// Stages records with no pair, to be matched after both scans; many rows per
     /// statement.
-    pub fn stage_unlinked(&mut self, side: Side, records: &[Unlinked]) -> Result<()> {
+    pub(crate) fn stage_unlinked(&mut self, side: Side, records: &[Unlinked]) -> Result<()> {
         for chunk in records.chunks(WRITE_CHUNK) {
             let encoded: Vec<[String; 3]> = chunk
                 .iter()
@@ -120,7 +120,7 @@ impl StateStore {
     /// Pairs staged records, first by external-id reference, then by normalized match
     /// key. A reference or match key that more than one record shares on either side is
     /// ambiguous: those records are returned as such (side, key, match key), never guessed.
-    pub fn match_unlinked(&mut self, by_refs: bool) -> Result<Vec<(Side, String, String)>> {
+    pub(crate) fn match_unlinked(&mut self, by_refs: bool) -> Result<Vec<(Side, String, String)>> {
         // Indexes are built once here, after staging: cheaper than maintaining them
         // through a million random inserts. Matches name records by their scratch ids,
         // so marking and pairing them are rowid lookups, not key lookups.
@@ -168,7 +168,7 @@ impl StateStore {
     }
 
     /// Matched pairs, `limit` at a time after `after` (an id), with both records.
-    pub fn matched_page(
+    pub(crate) fn matched_page(
         &mut self,
         after: i64,
         limit: usize,
@@ -197,7 +197,7 @@ impl StateStore {
     }
 
     /// Records of one side that matched nothing, `limit` at a time after an id.
-    pub fn unmatched_page(
+    pub(crate) fn unmatched_page(
         &mut self,
         side: Side,
         after: i64,
@@ -215,13 +215,13 @@ impl StateStore {
             .collect()
     }
 
-    pub fn stage_plan(&mut self, body: &str) -> Result<()> {
+    pub(crate) fn stage_plan(&mut self, body: &str) -> Result<()> {
         self.db
             .execute("INSERT INTO plan (body) VALUES ($1)", &[P::Text(body)])?;
         Ok(())
     }
 
-    pub fn plan_page(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    pub(crate) fn plan_page(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
         self.db
             .query(
                 "SELECT seq, body FROM plan WHERE seq > $1 ORDER BY seq LIMIT $2",

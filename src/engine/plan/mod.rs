@@ -103,7 +103,7 @@ impl<'a> Planner<'a> {
     /// Whether this is a first load into an empty collection: nothing to link, match or
     /// delete, so every left record is a create planned straight from the scan (see
     /// `first_load`).
-    pub fn is_first_load(&mut self, right: &mut dyn Connector) -> Result<bool, Error> {
+    pub(crate) fn is_first_load(&mut self, right: &mut dyn Connector) -> Result<bool, Error> {
         Ok(self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&self.layout.right)?)
     }
 
