@@ -141,6 +141,7 @@ pub fn picklists(
         collection: collection.to_string(),
         key,
         columns: columns.to_vec(),
+        since: None,
     };
     let mut lists: Vec<Option<Picklist>> = vec![Some(Picklist::new()); columns.len()];
     conn.scan(&spec, 5000, &mut |records| {

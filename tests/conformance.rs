@@ -180,6 +180,7 @@ fn spec() -> ReadSpec {
         collection: "t".into(),
         key: vec!["id".into()],
         columns: vec!["a".into(), "b".into()],
+        since: None,
     }
 }
 
@@ -241,6 +242,34 @@ fn a_scan_delivers_every_record_once_in_batches_in_key_order_where_declared() {
         assert_eq!(fetched[0].values[0], text("v9"), "{label}");
         assert_eq!(c.count(&spec()).unwrap().unwrap_or(13), 13, "{label}");
         assert!(!c.is_empty(&spec()).unwrap(), "{label}");
+    }
+}
+
+#[test]
+fn a_scan_since_a_value_reads_only_the_records_at_or_past_it() {
+    for mut kind in kinds() {
+        for (id, a) in [(1, "a"), (2, "k"), (3, "m"), (4, "t"), (5, "z")] {
+            kind.insert(id, a);
+        }
+        let mut c = kind.connector();
+        let mut spec = spec();
+        spec.since = Some(syncline::connectors::Since {
+            column: "a".into(),
+            value: text("m"),
+        });
+        let mut ids = Vec::new();
+        c.scan(&spec, 2, &mut |records| {
+            ids.extend(records.into_iter().map(|r| r.key.0[0].clone()));
+            Ok(())
+        })
+        .unwrap();
+        ids.sort_by_key(|v| v.to_string());
+        assert_eq!(
+            ids,
+            [3, 4, 5].map(Value::Integer),
+            "{}: `a >= 'm'`, the bound included",
+            kind.label()
+        );
     }
 }
 

@@ -94,8 +94,8 @@ impl Output {
         for l in &report.links {
             println!("link {} ({})", l.link, l.shape);
             println!(
-                "  records: {} left, {} right",
-                l.left_records, l.right_records
+                "  records: {} left, {} right (read: {})",
+                l.left_records, l.right_records, l.reading
             );
             let verb = if is_plan { "would write" } else { "wrote" };
             println!("  left → right {verb}: {}", direction(&l.to_right));

@@ -5,10 +5,12 @@
 //! at a database (does this column exist?) happen later, in the engine, but still point
 //! back here through the spans kept in [`LinkSpec`].
 
+mod changes;
 mod meaning;
 mod raw;
 mod resolve;
 
+pub use changes::{ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, Lookback};
 pub use raw::RawConfig;
 pub use resolve::{
     ClockSpec, DeleteRule, DeleteVsEdit, Endpoint, FieldSpec, LinkSpec, Mode, OnDrift, Owner,

@@ -56,6 +56,7 @@ pub struct RawLink {
     /// Right columns that hold several left fields joined, by right column.
     #[serde(default)]
     pub composed: BTreeMap<String, Spanned<RawComposed>>,
+    pub changes: Option<Spanned<RawChanges>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +100,29 @@ pub enum RawUnmapped {
 pub struct RawOnDelete {
     pub left: Option<Spanned<String>>,
     pub right: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChanges {
+    pub left: Option<Spanned<RawCursor>>,
+    pub right: Option<Spanned<RawCursor>>,
+    pub full_every: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCursor {
+    pub cursor: Spanned<String>,
+    pub lookback: Option<Spanned<RawLookback>>,
+}
+
+/// `"5s"` for a timestamp cursor, a count for a counter.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawLookback {
+    Steps(i64),
+    Duration(String),
 }
 
 #[derive(Debug, Deserialize)]

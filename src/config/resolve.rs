@@ -200,6 +200,8 @@ pub struct LinkSpec {
     pub right_ref: Option<String>,
     pub clock_skew_seconds: f64,
     pub batch_size: usize,
+    /// How each side is read on a cycle; `None` reads both whole every time.
+    pub changes: Option<super::ChangesSpec>,
 }
 
 /// Records per read batch and per write transaction. Each batch pays fixed costs: a
@@ -819,6 +821,13 @@ fn resolve_link(
         }
     };
 
+    let changes = raw
+        .changes
+        .as_ref()
+        .map(super::changes::changes)
+        .transpose()
+        .map_err(|(span, m)| err(span, m))?;
+
     for (side, reference) in [("left", &raw.left_ref), ("right", &raw.right_ref)] {
         if let Some(r) = reference {
             let clash = fields.iter().any(|f| {
@@ -859,6 +868,7 @@ fn resolve_link(
         right_ref: raw.right_ref.as_ref().map(|r| r.get_ref().clone()),
         clock_skew_seconds,
         batch_size,
+        changes,
     })
 }
 

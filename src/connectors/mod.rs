@@ -20,6 +20,17 @@ pub struct ReadSpec {
     pub collection: String,
     pub key: Vec<String>,
     pub columns: Vec<String>,
+    /// For [`scan`](Connector::scan): only the records whose `column` is at or past a
+    /// value (a cursor read). `None` reads every record.
+    pub since: Option<Since>,
+}
+
+/// `column >= value`: the records a cursor read takes. A record whose column is NULL is
+/// not among them (it is read by the next full read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Since {
+    pub column: String,
+    pub value: Value,
 }
 
 /// A column as the system describes it.
@@ -333,7 +344,8 @@ pub struct Changes {
 ///   order, from one consistent snapshot, in batches of at most `batch_size` (fewer
 ///   once a batch weighs [`BATCH_BYTES`]; [`ScanBatches`] does both). An error
 ///   means the scan is incomplete: the engine then plans nothing for the link (a failed
-///   read never counts as deletes).
+///   read never counts as deletes). With [`ReadSpec::since`], it delivers the records
+///   at or past the value, compared the way the system orders that column's type.
 /// - [`apply`](Connector::apply) is atomic per batch for connector failures: on `Err`
 ///   nothing of the batch is written. Per-record refusals are reported as
 ///   [`WriteOutcome::Rejected`] and do not affect the other writes.

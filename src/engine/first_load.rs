@@ -49,6 +49,7 @@ pub(super) fn stream(
             &left_spec,
             planner.link.batch_size,
             &mut |records, bad| {
+                planner.observe(Side::Left, &records);
                 if records.is_empty() {
                     // Only records kept out: nothing to journal or send.
                     return planner.in_transaction(|p| p.keep_out(Side::Left, bad));

@@ -15,6 +15,8 @@ pub struct Layout {
     pub clocks: Vec<Option<(usize, usize)>>,
     /// Position of the external-id column on (left, right).
     pub ext_ref: (Option<usize>, Option<usize>),
+    /// Per side (left, right): position of its cursor column (see `[changes]`).
+    pub cursor: [Option<usize>; 2],
     /// The key is carried (see `LinkSpec::key_is_carried`): without a `right_ref`, a right
     /// record's own key is its external id, naming the left record it was made from.
     pub key_carried: bool,
@@ -115,11 +117,13 @@ impl Layout {
             collection: link.left.collection.clone(),
             key: link.left.key.clone(),
             columns: link.fields.iter().map(|f| f.name.to_string()).collect(),
+            since: None,
         };
         let mut right_read = ReadSpec {
             collection: link.right.collection.clone(),
             key: link.right.key.clone(),
             columns: link.fields.iter().map(|f| f.right.to_string()).collect(),
+            since: None,
         };
         let position = |spec: &mut ReadSpec, col: &str| -> usize {
             spec.columns
@@ -163,6 +167,20 @@ impl Layout {
             check(Side::Right, r, link.span.clone(), "right_ref")?;
             ext_ref.1 = Some(position(&mut right_read, r));
         }
+        let mut cursor = [None, None];
+        if let Some(changes) = &link.changes {
+            for side in [Side::Left, Side::Right] {
+                if let Some(c) = &changes.cursor[side as usize] {
+                    check(side, &c.column, c.span.clone(), "changes cursor")?;
+                    let spec = if side == Side::Left {
+                        &mut left_read
+                    } else {
+                        &mut right_read
+                    };
+                    cursor[side as usize] = Some(position(spec, &c.column));
+                }
+            }
+        }
         // A soft delete of the survivor writes a column on the survivor's side.
         for deleted_on in [Side::Left, Side::Right] {
             if let DeleteRule::Soft { column, .. } = link.delete_rule(deleted_on) {
@@ -179,6 +197,7 @@ impl Layout {
             right: right_read,
             clocks,
             ext_ref,
+            cursor,
             key_carried: link.key_is_carried() && link.right_ref.is_none(),
             warnings: [(Side::Left, &left_info), (Side::Right, &right_info)]
                 .into_iter()

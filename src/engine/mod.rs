@@ -34,7 +34,7 @@ use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::connectors::ConnectorError;
 use crate::model::Side;
-use crate::state::{LinkHold, StateStore};
+use crate::state::{LinkHold, LinkReads, StateStore};
 
 /// What a pipeline thread calls when it is done with a batch (set once, by the binary).
 /// How often a link whose connection was lost is run again within one cycle.
@@ -230,8 +230,21 @@ fn run_held_link(
             "no create identity (match_on, right_ref/left_ref or a carried key): a crash while creating records can leave creates syncline cannot find again, and they would be made twice; see `syncline check`".into(),
         );
     }
-    state.clear_scratch()?;
-    let streamed = {
+    // How to read: what changed since each side's cursor, or everything.
+    let reads_before = match &link.changes {
+        Some(_) => state.link_reads(&link.name)?,
+        None => None,
+    };
+    let mut reading = choose_reading(link, reads_before.as_ref(), relinking)?;
+    if run_id.is_some() && link.changes.is_some() {
+        // Marked unfinished until the run's last transaction: a run that stops half-way
+        // is followed by a full read, which finds whatever it left behind.
+        let mut marked = reads_before.clone().unwrap_or_default();
+        marked.clean = false;
+        state.set_link_reads(&link.name, &marked)?;
+    }
+    let (streamed, cursor_seen) = loop {
+        state.clear_scratch()?;
         let LinkIo {
             left,
             right,
@@ -248,7 +261,8 @@ fn run_held_link(
         )?;
         // The stages, in order: a first load streams (plan → journal → write → commit,
         // batch by batch); any other cycle plans everything, then applies it below.
-        if planner.is_first_load(right.as_mut())? {
+        let streamed = if planner.is_first_load(right.as_mut())? {
+            reading = Reading::Full("a first load".into());
             match run_id {
                 Some(run) => {
                     let mut hook = |name: &str| {
@@ -271,17 +285,46 @@ fn run_held_link(
                 }
             }
         } else {
-            planner.plan(left.as_mut(), right.as_mut())?;
+            match &reading {
+                Reading::Changed { since, .. } => {
+                    match planner.plan_changed(left.as_mut(), right.as_mut(), since.clone())? {
+                        plan::ChangedRead::Planned => {}
+                        plan::ChangedRead::NeedsFullRead(why) => {
+                            drop(planner);
+                            let warnings = std::mem::take(&mut report.warnings);
+                            report = LinkReport::new(link);
+                            report.warnings = warnings;
+                            reading = Reading::Full(why);
+                            continue;
+                        }
+                    }
+                }
+                Reading::Full(_) => planner.plan(left.as_mut(), right.as_mut())?,
+            }
             false
-        }
+        };
+        let seen = [Side::Left, Side::Right].map(|s| planner.cursor_seen(s).cloned());
+        break (streamed, seen);
     };
+    report.reading = reading.describe();
+    let reads_after = link.changes.as_ref().map(|_| {
+        let before = reads_before.unwrap_or_default();
+        LinkReads {
+            cursor: [0, 1].map(|i| furthest(before.cursor[i].as_deref(), cursor_seen[i].as_ref())),
+            since_full: match reading {
+                Reading::Full(_) => 0,
+                Reading::Changed { .. } => before.since_full + 1,
+            },
+            clean: true,
+        }
+    });
     if streamed {
         // What the receiver filled on create and flows back was staged as the load
         // committed: written now, in this run.
         if let Some(run) = run_id {
             apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
         }
-        return finish_link(link, state, run_seq, report);
+        return finish_link(link, state, run_seq, report, reads_after.as_ref());
     }
 
     if let Some(why) = valve_refusal(link, &report, opts.allow_mass_delete, state)? {
@@ -293,7 +336,106 @@ fn run_held_link(
         hook(&link.name);
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
-    finish_link(link, state, run_seq, report)
+    finish_link(link, state, run_seq, report, reads_after.as_ref())
+}
+
+/// How a cycle reads a link's sides.
+enum Reading {
+    /// Both sides whole; says why when the link reads by cursor.
+    Full(String),
+    /// What changed: per side, where its read starts (`None`: the whole side).
+    Changed {
+        since: [Option<crate::connectors::Since>; 2],
+    },
+}
+
+impl Reading {
+    fn describe(&self) -> String {
+        match self {
+            Reading::Full(why) if why.is_empty() => "full".into(),
+            Reading::Full(why) => format!("full ({why})"),
+            Reading::Changed { since } => [Side::Left, Side::Right]
+                .iter()
+                .map(|&side| match &since[side as usize] {
+                    Some(s) => format!("{side} changes since {} >= {}", s.column, s.value),
+                    None => format!("{side} whole"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// Reads by cursor when the link has `[changes]`, a position for each cursor side, the
+/// last run ended, and a full read is not due.
+fn choose_reading(
+    link: &LinkSpec,
+    reads: Option<&LinkReads>,
+    relinking: bool,
+) -> Result<Reading, Error> {
+    let Some(changes) = &link.changes else {
+        return Ok(Reading::Full(String::new()));
+    };
+    let full = |why: &str| Ok(Reading::Full(why.to_string()));
+    let Some(reads) = reads else {
+        return full("no cursor position yet");
+    };
+    if relinking {
+        return full("re-linking");
+    }
+    if !reads.clean {
+        return full("the last run of this link did not finish");
+    }
+    if reads.since_full + 1 >= changes.full_every {
+        return full(&format!(
+            "every {} cycles, to find deletes",
+            changes.full_every
+        ));
+    }
+    let mut since = [None, None];
+    for side in [Side::Left, Side::Right] {
+        let i = side as usize;
+        let Some(cursor) = &changes.cursor[i] else {
+            continue;
+        };
+        let Some(position) = &reads.cursor[i] else {
+            return full(&format!("no cursor position yet for the {side}"));
+        };
+        let position = crate::model::Key::decode(position)
+            .ok()
+            .and_then(|k| k.0.into_iter().next())
+            .ok_or_else(|| {
+                crate::state::StateError::Corrupt(format!(
+                    "cursor of link {}: {position}",
+                    link.name
+                ))
+            })?;
+        let value = plan::window_start(&position, cursor.lookback).map_err(|m| {
+            Error::NotFound(format!(
+                "link `{}`, {side} cursor `{}`: {m}",
+                link.name, cursor.column
+            ))
+        })?;
+        since[i] = Some(crate::connectors::Since {
+            column: cursor.column.clone(),
+            value,
+        });
+    }
+    Ok(Reading::Changed { since })
+}
+
+/// The further of a stored position and a value seen: a cursor never moves backward.
+fn furthest(stored: Option<&str>, seen: Option<&crate::model::Value>) -> Option<String> {
+    let stored_value = stored
+        .and_then(|s| crate::model::Key::decode(s).ok())
+        .and_then(|k| k.0.into_iter().next());
+    match (stored_value, seen) {
+        (Some(old), Some(new)) if new.cursor_cmp(&old).is_some_and(|o| o.is_gt()) => {
+            Some(crate::model::Key(vec![new.clone()]).encode())
+        }
+        (None, Some(new)) => Some(crate::model::Key(vec![new.clone()]).encode()),
+        _ => stored.map(str::to_string),
+    }
 }
 
 /// Why a link whose systems changed is refused: which side, what it was, what it is,
@@ -318,10 +460,17 @@ fn finish_link(
     state: &mut StateStore,
     run_seq: i64,
     mut report: LinkReport,
+    reads: Option<&LinkReads>,
 ) -> Result<LinkReport, Error> {
     state.transaction(|s| {
         s.prune_conflicts(&link.name, run_seq)?;
-        s.prune_quarantine(&link.name, run_seq)
+        s.prune_quarantine(&link.name, run_seq)?;
+        // The cursors advance with the run's last transaction, after every batch they
+        // cover has committed: never ahead of the state.
+        match reads {
+            Some(r) => s.set_link_reads(&link.name, r),
+            None => Ok(()),
+        }
     })?;
     report.finalize_counts(state)?;
     Ok(report)

@@ -40,8 +40,11 @@ pub struct PlannedLine {
 pub struct LinkReport {
     pub link: String,
     pub shape: String,
+    /// Records read from each side (by a cursor read: only those at or past it).
     pub left_records: u64,
     pub right_records: u64,
+    /// How the sides were read: `full`, or what a cursor read took and from where.
+    pub reading: String,
     /// Writes to the right (left → right).
     pub to_right: DirectionCounts,
     /// Writes to the left (right → left).
@@ -77,6 +80,7 @@ impl LinkReport {
             shape: link.shape(),
             left_records: 0,
             right_records: 0,
+            reading: "full".into(),
             to_right: DirectionCounts::default(),
             to_left: DirectionCounts::default(),
             unchanged: 0,

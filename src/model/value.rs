@@ -109,6 +109,30 @@ impl Value {
         }
     }
 
+    /// How two values of a cursor column order (see `ReadSpec::since`): numbers by
+    /// value, dates and timestamps by instant, text by its bytes as a database orders
+    /// it under a binary collation. `None` for NULL, or for values that do not compare.
+    pub fn cursor_cmp(&self, other: &Value) -> Option<std::cmp::Ordering> {
+        match (self.canonical(), other.canonical()) {
+            (Canonical::Instant(a), Canonical::Instant(b)) => Some(a.cmp(&b)),
+            (Canonical::Date(a), Canonical::Date(b)) => Some(a.cmp(&b)),
+            (Canonical::Date(a), Canonical::Instant(b)) => {
+                Some(a.and_hms_opt(0, 0, 0).expect("midnight exists").cmp(&b))
+            }
+            (Canonical::Instant(a), Canonical::Date(b)) => {
+                Some(a.cmp(&b.and_hms_opt(0, 0, 0).expect("midnight exists")))
+            }
+            _ => match (self, other) {
+                (Value::Text(a), Value::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+                (Value::Integer(a), Value::Integer(b)) => Some(a.cmp(b)),
+                _ => match (self.as_decimal(), other.as_decimal()) {
+                    (Some(a), Some(b)) => a.parse::<f64>().ok()?.partial_cmp(&b.parse().ok()?),
+                    _ => None,
+                },
+            },
+        }
+    }
+
     /// Whether two values mean the same thing, in any representation a system may hold
     /// it in: `Numeric("12.50")` = `Text("12.50")` = `Real(12.5)`, a date = its ISO text
     /// with spaces around, a uuid in any case with or without hyphens or braces, JSON

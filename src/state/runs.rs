@@ -181,6 +181,11 @@ impl StateStore {
                 &[P::Text(link)],
             )?;
         }
+        // Cursors describe the records the pairs were made from.
+        self.db.execute(
+            "UPDATE links SET reads = NULL WHERE name = $1",
+            &[P::Text(link)],
+        )?;
         Ok(())
     }
 
@@ -210,6 +215,37 @@ impl StateStore {
         })
     }
 
+    /// How `link`'s sides were last read: `None` before its first cycle that reads by
+    /// cursor. A store at v7 opened read-only (by `plan` before the upgrading `run`)
+    /// has no record of it yet, and reads as `None` too.
+    pub(crate) fn link_reads(&mut self, link: &str) -> Result<Option<LinkReads>> {
+        let row = match self
+            .db
+            .query_opt("SELECT reads FROM links WHERE name = $1", &[P::Text(link)])
+        {
+            Ok(row) => row,
+            Err(_) if self.read_only => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(text) = row.map(|r| r.opt_text(0)).transpose()?.flatten() else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt(format!("how link {link} was read: {e}")))
+    }
+
+    /// Records how `link` was read. Called in the transaction that ends the link's run:
+    /// a cursor never runs ahead of the state it covers.
+    pub(crate) fn set_link_reads(&mut self, link: &str, reads: &LinkReads) -> Result<()> {
+        let text = serde_json::to_string(reads).expect("reads serialize");
+        self.db.execute(
+            "UPDATE links SET reads = $2 WHERE name = $1",
+            &[P::Text(link), P::Text(&text)],
+        )?;
+        Ok(())
+    }
+
     /// Takes `link` for this process until [`release_link`](Self::release_link) (or the
     /// process's end), unless another process holds it: one run of a link at a time,
     /// whichever machines share the store.
@@ -232,4 +268,17 @@ impl StateStore {
     pub fn release_link(&mut self, link: &str) -> Result<()> {
         lease::release(&mut self.db, self.leases.as_mut(), lease::Hold::Link(link))
     }
+}
+
+/// How a link's sides were read, kept between runs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinkReads {
+    /// Per side (left, right): the furthest cursor value read, as `Key::encode` holds
+    /// a one-part key; `None` until a read of that side saw one.
+    pub cursor: [Option<String>; 2],
+    /// Cycles since the last full read.
+    pub since_full: u32,
+    /// Whether the last run that started on this link ended: one that did not (a crash,
+    /// a lost connection) is followed by a full read, which finds what it left behind.
+    pub clean: bool,
 }

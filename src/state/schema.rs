@@ -3,7 +3,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// The oldest version a read-only open accepts without an upgrade. Older stores hold
 /// integer keys in the form before v4's, which this build's lookups would not find, or
@@ -110,6 +110,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(SQLITE_MEMBER_CHUNKS.as_str()),
         // v7: what each side holds where it is not the base (see `state::Held`).
         M::up(HELD),
+        // v8: where each side's cursor got to (see `state::LinkReads`).
+        M::up(READS),
     ])
 }
 
@@ -203,8 +205,12 @@ pub(crate) fn pg_migrations() -> [String; VERSION as usize] {
         pg_member_chunks(),
         // Idempotent, as the other PostgreSQL steps are by construction.
         HELD.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"),
+        READS.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"),
     ]
 }
+
+/// v8: how a link's sides were last read (a JSON `LinkReads`).
+const READS: &str = "ALTER TABLE links ADD COLUMN reads TEXT;";
 
 const PG_SCHEMA: &str = "
     CREATE TABLE links (name text PRIMARY KEY, identity text NOT NULL, run_seq bigint NOT NULL);

@@ -298,15 +298,28 @@ impl Connector for MemoryConnector {
                         .collect::<Vec<_>>(),
                     None => c.rows.iter().take(batch_size).collect(),
                 };
-                range
+                // A cursor read still pages by key; the pages just hold fewer records.
+                let at_or_past = |row: &Row| {
+                    spec.since.as_ref().is_none_or(|s| {
+                        row.values
+                            .get(&s.column)
+                            .and_then(|v| v.cursor_cmp(&s.value))
+                            .is_some_and(|o| o.is_ge())
+                    })
+                };
+                let last = range.last().map(|(k, _)| (*k).clone());
+                let records = range
                     .into_iter()
+                    .filter(|(_, row)| at_or_past(row))
                     .map(|(k, row)| (k.clone(), c.record(spec, row)))
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (last, records)
             })?;
-            let Some((last, _)) = page.last() else {
+            let (last, page) = page;
+            let Some(last) = last else {
                 return Ok(count);
             };
-            after = Some(last.clone());
+            after = Some(last);
             let mut records: Vec<Record> = page.into_iter().map(|(_, r)| r).collect();
             if let Some(n) = missed {
                 if n < records.len() {

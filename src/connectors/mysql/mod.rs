@@ -689,11 +689,25 @@ impl Connector for MysqlConnector {
     ) -> Result<u64, ConnectorError> {
         let cols = self.spec_columns(spec)?;
         let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
+            "SELECT {} FROM {}{} ORDER BY {}",
             quote_list(spec.key.iter().chain(&spec.columns), quote),
             quote_table(&spec.collection),
+            super::sql::since_clause(spec, quote, "?"),
             quote_list(&spec.key, quote)
         );
+        // The server converts the text to the column's type to compare; a zoned instant
+        // goes as its UTC wall time, as the connection reads and writes them.
+        let since: Vec<mysql::Value> = spec
+            .since
+            .iter()
+            .map(|s| match &s.value {
+                Value::Integer(n) => mysql::Value::Int(*n),
+                Value::TimestampTz(t) => {
+                    mysql::Value::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
+                }
+                other => mysql::Value::from(other.to_sql_text().unwrap_or_default()),
+            })
+            .collect();
         let name = self.name.clone();
         let err = |e: mysql::Error| {
             ConnectorError::query(
@@ -711,7 +725,7 @@ impl Connector for MysqlConnector {
             )
             .map_err(err)?;
         let count = {
-            let result = tx.exec_iter(sql, ()).map_err(err)?;
+            let result = tx.exec_iter(sql, since).map_err(err)?;
             let mut batches = super::ScanBatches::new(batch_size, consumer);
             for row in result {
                 batches.push(Self::to_record(row.map_err(err)?, &cols, spec.key.len()))?;

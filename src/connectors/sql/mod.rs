@@ -46,6 +46,19 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
+/// ` WHERE column >= PLACEHOLDER` for a cursor read (see [`ReadSpec::since`]), or
+/// nothing; `quote` quotes the column as the dialect does.
+pub(crate) fn since_clause(
+    spec: &ReadSpec,
+    quote: fn(&str) -> String,
+    placeholder: &str,
+) -> String {
+    match &spec.since {
+        Some(since) => format!(" WHERE {} >= {placeholder}", quote(&since.column)),
+        None => String::new(),
+    }
+}
+
 /// A batch is retried this many times after a dropped connection or a serialization
 /// failure, as long as its COMMIT was never sent.
 const RETRIES: u32 = 3;

@@ -419,9 +419,10 @@ impl Connector for SqliteConnector {
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
         let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
+            "SELECT {} FROM {}{} ORDER BY {}",
             Self::select_list(spec),
             quote_table(&spec.collection),
+            super::sql::since_clause(spec, quote, "?1"),
             Self::key_list(spec)
         );
         let ctx = format!("scan {}", spec.collection);
@@ -429,10 +430,13 @@ impl Connector for SqliteConnector {
             context: format!("system `{}`: {ctx}", self.name),
             source: Box::new(e),
         })?;
-        let mut rows = stmt.query([]).map_err(|e| ConnectorError::Query {
-            context: format!("system `{}`: {ctx}", self.name),
-            source: Box::new(e),
-        })?;
+        let since: Vec<&dyn ToSql> = spec.since.iter().map(|s| &s.value as &dyn ToSql).collect();
+        let mut rows = stmt
+            .query(since.as_slice())
+            .map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: {ctx}", self.name),
+                source: Box::new(e),
+            })?;
         let mut batches = super::ScanBatches::new(batch_size, consumer);
         loop {
             let row = rows.next().map_err(|e| ConnectorError::Query {

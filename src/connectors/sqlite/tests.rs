@@ -98,6 +98,7 @@ fn db() -> (tempfile::TempDir, SqliteConnector, ReadSpec) {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        since: None,
     };
     (dir, conn, spec)
 }

@@ -2,7 +2,10 @@
 //! the resulting [`PairPlan`]s. Writes nothing to any system; in a `run` it records the
 //! conflicts and quarantine findings it makes.
 
+mod changed;
 mod lifecycle;
+
+pub(crate) use changed::{ChangedRead, window_start};
 mod merge_pair;
 
 use super::layout::Layout;
@@ -53,6 +56,10 @@ pub(crate) struct Planner<'a> {
     /// tells whether the right scan can find anything.
     left_pairs_read: u64,
     partners_fetched: u64,
+    /// Per side: the furthest cursor value its read saw (see `observe`).
+    cursor_seen: [Option<Value>; 2],
+    /// Records staged with no pair, this cycle.
+    unlinked_staged: u64,
 }
 
 fn side_index(side: Side) -> usize {
@@ -97,6 +104,8 @@ impl<'a> Planner<'a> {
             translated: translate::translated_units(link),
             left_pairs_read: 0,
             partners_fetched: 0,
+            cursor_seen: [None, None],
+            unlinked_staged: 0,
         })
     }
 
@@ -118,15 +127,55 @@ impl<'a> Planner<'a> {
         let batch = self.link.batch_size;
         let left_spec = self.layout.left.clone();
         let right_spec = self.layout.right.clone();
+        let left_records = self.read_left(left, right, &left_spec)?;
+        self.report.left_records = left_records;
+        // The right scan looks for two things: records no pair holds, and pairs whose
+        // left record is gone. If the left scan read every pair's left record and the
+        // right holds exactly the partners it fetched, there are neither: counted, not
+        // assumed, and any difference runs the scan.
+        let pairs = self.state.pair_count(&self.link.name)?;
+        let every_left_read = u64::try_from(pairs).is_ok_and(|n| n == self.left_pairs_read);
+        // A right read by cursor is scanned in full reads, for the cursor's position.
+        let right_cursor = self.layout.cursor[side_index(Side::Right)].is_some();
+        if every_left_read
+            && !right_cursor
+            && right.count(&right_spec)? == Some(self.partners_fetched)
+        {
+            self.report.right_records = self.partners_fetched;
+        } else {
+            let right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
+                self.observe(Side::Right, &records);
+                self.in_transaction(|p| {
+                    p.keep_out(Side::Right, bad)?;
+                    p.right_batch(records, &mut *left)
+                })
+            })?;
+            self.report.right_records = right_records;
+            self.in_transaction(|p| p.forget_vanished_pairs(&mut *left, &mut *right))?;
+        }
+        self.in_transaction(|p| p.match_and_create())
+    }
+
+    /// The left half of a read: each batch of `left_spec`'s records looked up, its
+    /// partners fetched from the right, merged. Returns how many records were read.
+    pub(super) fn read_left(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+        left_spec: &crate::connectors::ReadSpec,
+    ) -> Result<u64, Error> {
+        let batch = self.link.batch_size;
+        let right_spec = self.layout.right.clone();
         // The left scan reads ahead on one thread and fetches each batch's partners from
         // the right on another, while this one merges the batch before; the right scan
         // only consults the state store.
-        let left_records = std::thread::scope(|scope| -> Result<u64, Error> {
+        std::thread::scope(|scope| -> Result<u64, Error> {
             let (fetch_from, fetch_spec) = (&mut *right, &right_spec);
             let mut fetcher = OneBehind::start(scope, move |keys: Vec<Key>| {
                 fetch_from.fetch(fetch_spec, &keys)
             });
-            let scanned = scan_ahead(left, &left_spec, batch, &mut |records, bad| {
+            let scanned = scan_ahead(left, left_spec, batch, &mut |records, bad| {
+                self.observe(Side::Left, &records);
                 if records.is_empty() {
                     return self.in_transaction(|p| p.keep_out(Side::Left, bad));
                 }
@@ -147,27 +196,25 @@ impl<'a> Planner<'a> {
                 self.in_transaction(|p| p.left_merge(last, partners?))?;
             }
             Ok(scanned)
-        })?;
-        self.report.left_records = left_records;
-        // The right scan looks for two things: records no pair holds, and pairs whose
-        // left record is gone. If the left scan read every pair's left record and the
-        // right holds exactly the partners it fetched, there are neither: counted, not
-        // assumed, and any difference runs the scan.
-        let pairs = self.state.pair_count(&self.link.name)?;
-        let every_left_read = u64::try_from(pairs).is_ok_and(|n| n == self.left_pairs_read);
-        if every_left_read && right.count(&right_spec)? == Some(self.partners_fetched) {
-            self.report.right_records = self.partners_fetched;
-        } else {
-            let right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
-                self.in_transaction(|p| {
-                    p.keep_out(Side::Right, bad)?;
-                    p.right_batch(records, &mut *left)
-                })
-            })?;
-            self.report.right_records = right_records;
-            self.in_transaction(|p| p.forget_vanished_pairs(&mut *left, &mut *right))?;
+        })
+    }
+
+    /// Keeps the furthest cursor value `side`'s read has seen (see `[changes]`).
+    pub(super) fn observe(&mut self, side: Side, records: &[Record]) {
+        let Some(at) = self.layout.cursor[side_index(side)] else {
+            return;
+        };
+        let seen = &mut self.cursor_seen[side_index(side)];
+        for r in records {
+            let v = &r.values[at];
+            if seen
+                .as_ref()
+                .is_none_or(|s| v.cursor_cmp(s).is_some_and(|o| o.is_gt()))
+                && *v != Value::Null
+            {
+                *seen = Some(v.clone());
+            }
         }
-        self.in_transaction(|p| p.match_and_create())
     }
 
     /// Records kept out of the cycle for their keys (see [`BadKey`]): quarantined with the
@@ -334,6 +381,7 @@ impl<'a> Planner<'a> {
                 },
             }
         }
+        self.unlinked_staged += unlinked.len() as u64;
         Ok(self.state.stage_unlinked(Side::Left, &unlinked)?)
     }
 

@@ -1,0 +1,130 @@
+//! `[links.NAME.changes]`: how each side of a link is read on a cycle. Without it every
+//! cycle reads both collections whole; with a cursor column, a cycle reads only the
+//! records at or past where the last one got to (less a look-back window), and every
+//! `full_every`-th cycle reads in full, which is what finds deletes.
+
+use super::raw::{RawChanges, RawCursor, RawLookback};
+use std::ops::Range;
+use toml::Spanned;
+
+/// A side read by a cursor column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CursorSpec {
+    /// The column that grows with every change: a timestamp, or a version counter.
+    pub column: String,
+    /// How far behind the position a read starts again, so a change committed late with
+    /// an older cursor value is not missed. Re-reading is harmless: what did not change
+    /// since the base writes nothing.
+    pub lookback: Lookback,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lookback {
+    /// For timestamp and date columns (`"5s"`, `"2m"`, `"1h"`).
+    Seconds(f64),
+    /// For counters (`lookback = 100`).
+    Steps(i64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesSpec {
+    /// Per side (left, right): `None` reads that side whole on every cycle.
+    pub cursor: [Option<CursorSpec>; 2],
+    /// Every this many cycles, a full read of both sides: deletes, and changes a cursor
+    /// cannot see, are found then.
+    pub full_every: u32,
+    pub span: Range<usize>,
+}
+
+/// Cycles between full reads when `full_every` is not given.
+pub const DEFAULT_FULL_EVERY: u32 = 10;
+
+pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<usize>, String)> {
+    let r = raw.get_ref();
+    let cursor =
+        |c: &Option<Spanned<RawCursor>>| -> Result<Option<CursorSpec>, (Range<usize>, String)> {
+            let Some(c) = c else { return Ok(None) };
+            let rc = c.get_ref();
+            let column = rc.cursor.get_ref().trim().to_string();
+            if column.is_empty() {
+                return Err((rc.cursor.span(), "`cursor` names a column".into()));
+            }
+            let lookback = match &rc.lookback {
+                None => Lookback::Seconds(5.0),
+                Some(l) => match l.get_ref() {
+                    RawLookback::Steps(n) if *n >= 0 => Lookback::Steps(*n),
+                    RawLookback::Steps(_) => {
+                        return Err((l.span(), "`lookback` cannot be negative".into()));
+                    }
+                    RawLookback::Duration(text) => {
+                        Lookback::Seconds(duration_seconds(text).map_err(|m| (l.span(), m))?)
+                    }
+                },
+            };
+            Ok(Some(CursorSpec {
+                column,
+                lookback,
+                span: c.span(),
+            }))
+        };
+    let full_every = match &r.full_every {
+        None => DEFAULT_FULL_EVERY,
+        Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            return Err((n.span(), "full_every must be between 1 and 1000000".into()));
+        }
+    };
+    let spec = ChangesSpec {
+        cursor: [cursor(&r.left)?, cursor(&r.right)?],
+        full_every,
+        span: raw.span(),
+    };
+    if spec.cursor.iter().all(Option::is_none) {
+        return Err((
+            raw.span(),
+            "[changes] names a cursor for `left`, `right` or both: `left = { cursor = \"updated_at\" }`".into(),
+        ));
+    }
+    Ok(spec)
+}
+
+/// `"5s"`, `"1.5m"`, `"2h"`, `"1d"`, or a bare number of seconds.
+fn duration_seconds(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => {
+            return Err(format!(
+                "lookback `{text}`: unit `{other}` is not ms, s, m, h or d"
+            ));
+        }
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n >= 0.0 && n.is_finite() => Ok(n * scale),
+        _ => Err(format!(
+            "lookback `{text}` is not a duration like \"5s\" or \"2m\" (or a count, for a counter column)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lookbacks_read_in_their_units() {
+        assert_eq!(super::duration_seconds("5s"), Ok(5.0));
+        assert_eq!(super::duration_seconds("1.5m"), Ok(90.0));
+        assert_eq!(super::duration_seconds("250ms"), Ok(0.25));
+        assert_eq!(super::duration_seconds("2"), Ok(2.0));
+        assert!(super::duration_seconds("5 weeks").is_err());
+        assert!(super::duration_seconds("-1s").is_err());
+    }
+}
