@@ -97,6 +97,13 @@ fn a_cursor_cycle_reads_only_what_changed_and_the_lookback_window() {
     // What it wrote bumped the cursors on the receiving sides: read again, nothing to do.
     assert_eq!(writes(&f.run()), 0);
     assert_eq!(writes(&f.run()), 0);
+    let status = support::syncline(f.path()).arg("status").output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("reads: left by `version` at ")
+            && status.contains("right by `version` at "),
+        "{status}"
+    );
 }
 
 #[test]

@@ -179,6 +179,7 @@ impl Output {
                         "open_conflicts": conflicts.iter().filter(|c| c.link == l.name && c.status == "open").count(),
                         "quarantined": quarantine.iter().filter(|q| q.link == l.name).count(),
                         "running": state.link_holder(&l.name).unwrap_or(None),
+                        "reads": reads_of(l, state),
                     })
                 })
                 .collect();
@@ -199,6 +200,9 @@ impl Output {
             );
             if let Some(holder) = state.link_holder(&l.name)? {
                 println!("  running now: {holder}");
+            }
+            if let Some(reads) = reads_of(l, state) {
+                println!("  reads: {}", reads["summary"].as_str().unwrap_or(""));
             }
         }
         if runs.is_empty() {
@@ -377,4 +381,41 @@ impl Output {
             println!("  quarantined: {q}");
         }
     }
+}
+
+/// How a link with `[changes]` reads its sides: each cursor and its position, and when
+/// the next full read is due.
+fn reads_of(
+    link: &syncline::config::LinkSpec,
+    state: &mut StateStore,
+) -> Option<serde_json::Value> {
+    let changes = link.changes.as_ref()?;
+    let reads = state
+        .link_reads(&link.name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let sides: Vec<String> = ["left", "right"]
+        .iter()
+        .enumerate()
+        .map(|(i, side)| match &changes.cursor[i] {
+            Some(c) => match reads.position(i) {
+                Some(p) => format!("{side} by `{}` at {p}", c.column),
+                None => format!("{side} by `{}`, no position yet", c.column),
+            },
+            None => format!("{side} whole"),
+        })
+        .collect();
+    let due = changes.full_every.saturating_sub(reads.since_full + 1);
+    let next_full = if !reads.clean || due == 0 {
+        "the next cycle reads in full".to_string()
+    } else {
+        format!("a full read in {due} cycle(s)")
+    };
+    Some(serde_json::json!({
+        "left": reads.position(0).map(|v| v.to_string()),
+        "right": reads.position(1).map(|v| v.to_string()),
+        "cycles_since_full": reads.since_full,
+        "summary": format!("{}; {next_full}", sides.join(", ")),
+    }))
 }

@@ -218,7 +218,7 @@ impl StateStore {
     /// How `link`'s sides were last read: `None` before its first cycle that reads by
     /// cursor. A store at v7 opened read-only (by `plan` before the upgrading `run`)
     /// has no record of it yet, and reads as `None` too.
-    pub(crate) fn link_reads(&mut self, link: &str) -> Result<Option<LinkReads>> {
+    pub fn link_reads(&mut self, link: &str) -> Result<Option<LinkReads>> {
         let row = match self
             .db
             .query_opt("SELECT reads FROM links WHERE name = $1", &[P::Text(link)])
@@ -281,4 +281,14 @@ pub struct LinkReads {
     /// Whether the last run that started on this link ended: one that did not (a crash,
     /// a lost connection) is followed by a full read, which finds what it left behind.
     pub clean: bool,
+}
+
+impl LinkReads {
+    /// The position of a side's cursor (0 left, 1 right), as a value.
+    pub fn position(&self, side: usize) -> Option<crate::model::Value> {
+        self.cursor[side]
+            .as_deref()
+            .and_then(|s| crate::model::Key::decode(s).ok())
+            .and_then(|k| k.0.into_iter().next())
+    }
 }
