@@ -85,7 +85,10 @@ impl Kind for MemoryKind {
 }
 
 fn memory_kind(label: &str, conditional: Conditional, change_feed: bool) -> MemoryKind {
-    let store = format!("conformance-{label}-{}", std::process::id());
+    // Unique per call: the tests run in parallel in one process, and a store is global.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let store = format!("conformance-{label}-{}-{n}", std::process::id());
     memory::create(
         &store,
         Capabilities {
