@@ -235,6 +235,106 @@ fn a_crash_before_the_cycle_ends_is_followed_by_a_full_read_that_neither_skips_n
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// A SQLite left read by its row version and a server right read by a timestamp the
+/// server keeps, `lookback` behind.
+const SERVER_LINK: &str = r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.customers"
+mode = "two-way"
+conflict = "left-wins"
+
+[links.contacts.fields]
+id = { owner = "left" }
+name = {}
+
+[links.contacts.changes]
+left = { cursor = "version", lookback = 0 }
+right = { cursor = "updated_at", lookback = "1s" }
+"#;
+
+fn server_scenario(kind: &str, url: &str, right: &mut dyn support::sql::Sql) {
+    let f = Fixture::sqlite_to_server(kind, url, SERVER_LINK);
+    f.left.execute_batch(SCHEMA).unwrap();
+    for i in 1..=50 {
+        f.left
+            .execute(
+                "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
+                rusqlite::params![i, format!("n{i}")],
+            )
+            .unwrap();
+    }
+    for _ in 0..3 {
+        f.run();
+    }
+    let idle = f.run();
+    assert!(
+        idle.links[0]
+            .reading
+            .contains("right changes since updated_at"),
+        "{}",
+        idle.links[0].reading
+    );
+    assert_eq!(writes(&idle), 0);
+
+    // Past the look-back window of the load, so the cursor moves clear of its rows.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    f.left
+        .execute("UPDATE contacts SET name = 'from left' WHERE id = 7", [])
+        .unwrap();
+    right.run_sql("UPDATE customers SET name = 'from right' WHERE id = 9");
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(l.left_records <= 2, "{l:?}");
+    assert_eq!((l.to_right.updated, l.to_left.updated), (1, 1), "{l:?}");
+    assert_eq!(
+        right.texts("SELECT name FROM customers WHERE id = 7"),
+        ["from left"]
+    );
+    assert_eq!(name_of(&f.left, 9), Some(text("from right")));
+    // Now only the rows just changed sit inside the right's window.
+    let quiet = f.run();
+    let l = &quiet.links[0];
+    assert_eq!(writes(&quiet), 0, "{l:?}");
+    assert!(l.right_records <= 2, "{l:?}");
+}
+
+#[test]
+fn a_postgresql_timestamptz_cursor_reads_what_changed() {
+    let Some(url) = support::server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let db = support::TempDatabase::postgres(&url);
+    let mut right = db.pg_client();
+    support::sql::Sql::run_sql(
+        &mut right,
+        "CREATE TABLE customers (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$;
+         CREATE TRIGGER touch BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION touch();",
+    );
+    server_scenario("postgres", &db.url, &mut right);
+}
+
+#[test]
+fn a_mariadb_datetime_cursor_reads_what_changed() {
+    let Some(url) = support::server_url(
+        "SYNCLINE_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    ) else {
+        return;
+    };
+    let db = support::TempDatabase::mysql(&url);
+    let mut right = db.mysql_conn();
+    support::sql::Sql::run_sql(
+        &mut right,
+        "CREATE TABLE customers (id bigint PRIMARY KEY, name varchar(100),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))",
+    );
+    server_scenario("mysql", &db.url, &mut right);
+}
+
 mod convergence {
     //! The guarantees under cursor reads, on random edits: after any run, a run with
     //! nobody editing writes nothing but the deletes a cursor could not see (and after a
