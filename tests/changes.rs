@@ -235,6 +235,56 @@ fn a_crash_before_the_cycle_ends_is_followed_by_a_full_read_that_neither_skips_n
     assert_eq!(code, Some(0), "{err}");
 }
 
+#[test]
+fn a_side_without_a_cursor_is_read_only_by_full_reads() {
+    let f = Fixture::new(
+        SCHEMA,
+        SCHEMA,
+        r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+
+[links.contacts.fields]
+id = { owner = "left" }
+name = {}
+
+[links.contacts.changes]
+left = { cursor = "version", lookback = 0 }
+full_every = 3
+"#,
+    );
+    for i in 1..=20 {
+        f.left
+            .execute("INSERT INTO contacts (id, name) VALUES (?1, 'n')", [i])
+            .unwrap();
+    }
+    f.run();
+    f.run();
+    f.left
+        .execute("UPDATE contacts SET name = 'new' WHERE id = 4", [])
+        .unwrap();
+    // Drift on the right: the owner's value is put back, by the next full read.
+    f.right
+        .execute("UPDATE contacts SET name = 'drift' WHERE id = 5", [])
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(l.reading.contains("right not read"), "{}", l.reading);
+    assert_eq!((l.right_records, l.to_right.updated), (0, 1), "{l:?}");
+    assert_eq!(name_of(&f.right, 4), Some(text("new")));
+    assert_eq!(name_of(&f.right, 5), Some(text("drift")));
+    let mut corrected = false;
+    for _ in 0..3 {
+        let r = f.run();
+        if r.links[0].reading.starts_with("full") {
+            corrected = r.links[0].to_right.updated == 1;
+            break;
+        }
+    }
+    assert!(corrected);
+    assert_eq!(name_of(&f.right, 5), Some(text("n")));
+}
+
 /// A SQLite left read by its row version and a server right read by a timestamp the
 /// server keeps, `lookback` behind.
 const SERVER_LINK: &str = r#"[links.contacts]

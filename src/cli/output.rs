@@ -403,7 +403,7 @@ fn reads_of(
                 Some(p) => format!("{side} by `{}` at {p}", c.column),
                 None => format!("{side} by `{}`, no position yet", c.column),
             },
-            None => format!("{side} whole"),
+            None => format!("{side} read only in full reads"),
         })
         .collect();
     let due = changes.full_every.saturating_sub(reads.since_full + 1);

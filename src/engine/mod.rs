@@ -343,7 +343,8 @@ fn run_held_link(
 enum Reading {
     /// Both sides whole; says why when the link reads by cursor.
     Full(String),
-    /// What changed: per side, where its read starts (`None`: the whole side).
+    /// What changed: per side, where its read starts (`None`: not read; only partners
+    /// are fetched from it).
     Changed {
         since: [Option<crate::connectors::Since>; 2],
     },
@@ -358,7 +359,7 @@ impl Reading {
                 .iter()
                 .map(|&side| match &since[side as usize] {
                     Some(s) => format!("{side} changes since {} >= {}", s.column, s.value),
-                    None => format!("{side} whole"),
+                    None => format!("{side} not read (its edits wait for a full read)"),
                 })
                 .collect::<Vec<_>>()
                 .join(", "),

@@ -22,7 +22,9 @@ pub(crate) enum ChangedRead {
 }
 
 impl Planner<'_> {
-    /// Plans from the records at or past `since` on each side (`None`: the whole side).
+    /// Plans from the records at or past `since` on each side. A side without a cursor
+    /// (`None`) is not read: only the partners of the other side's changes are fetched
+    /// from it, and its own edits wait for the next full read.
     pub(crate) fn plan_changed(
         &mut self,
         left: &mut dyn Connector,
@@ -30,19 +32,24 @@ impl Planner<'_> {
         since: [Option<Since>; 2],
     ) -> Result<ChangedRead, Error> {
         let [left_since, right_since] = since;
-        let mut left_spec = self.layout.left.clone();
-        left_spec.since = left_since;
-        let mut right_spec = self.layout.right.clone();
-        right_spec.since = right_since;
-        self.report.left_records = self.read_left(left, right, &left_spec)?;
-        let batch = self.link.batch_size;
-        self.report.right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
-            self.observe(Side::Right, &records);
-            self.in_transaction(|p| {
-                p.keep_out(Side::Right, bad)?;
-                p.right_changed(records, &mut *left)
-            })
-        })?;
+        if let Some(left_since) = left_since {
+            let mut left_spec = self.layout.left.clone();
+            left_spec.since = Some(left_since);
+            self.report.left_records = self.read_left(left, right, &left_spec)?;
+        }
+        if let Some(right_since) = right_since {
+            let mut right_spec = self.layout.right.clone();
+            right_spec.since = Some(right_since);
+            let batch = self.link.batch_size;
+            self.report.right_records =
+                scan_ahead(right, &right_spec, batch, &mut |records, bad| {
+                    self.observe(Side::Right, &records);
+                    self.in_transaction(|p| {
+                        p.keep_out(Side::Right, bad)?;
+                        p.right_changed(records, &mut *left)
+                    })
+                })?;
+        }
         let pairs_by_identity = !self.link.match_on.is_empty()
             || self.link.left_ref.is_some()
             || self.link.right_ref.is_some()
