@@ -4,12 +4,15 @@
 //!   and as `psql … | psql …` in the shell;
 //! - PG→SQLite first load vs. `COPY … TO STDOUT (FORMAT csv)` + `sqlite3 .import`;
 //! - PG→MariaDB first load;
-//! - a steady-state two-way PG↔PG cycle with 1% of the rows changed on each side.
+//! - a steady-state two-way PG↔PG cycle with 1% of the rows changed on each side;
+//! - cycles that read by cursor (`[changes]`) on a one-way PG→PG link, with nothing and
+//!   with 1% changed, against a full-read cycle and sling's incremental mode (its binary
+//!   from the PyPI wheel `sling-linux-amd64`, found as `sling` on PATH or `SLING_BIN`).
 //!
 //! Needs `SYNCLINE_TEST_PG_URL` (and `SYNCLINE_TEST_MYSQL_URL` for MariaDB); rows from
 //! `SYNCLINE_BENCH_ROWS` (default 1,000,000). `cargo bench --bench pg_sync`.
 //! `SYNCLINE_BENCH_PHASES` picks phases (comma-separated: `pg`, `sqlite`, `mariadb`,
-//! `two-way`; default all), e.g. to profile one of them. `SYNCLINE_BENCH_ROUNDS` (default
+//! `two-way`, `cursor`; default all), e.g. to profile one of them. `SYNCLINE_BENCH_ROUNDS` (default
 //! 3) sets how often each first load is measured with its baselines, in turn; every
 //! timed phase starts on a quiet machine (see `settle`).
 //!
@@ -119,6 +122,149 @@ fn settle(admin: &mut postgres::Client, databases: [&mut postgres::Client; 2]) {
         println!("CHECKPOINT not allowed ({e}): phases may pay for each other's writes");
     }
     flush_written_files();
+}
+
+/// Cycles of a one-way PG→PG link that reads the source by a change stamp, as sling's
+/// incremental mode does: with nothing changed and with 1% changed, against a full-read
+/// cycle of the same link and against sling on the same changes.
+#[allow(clippy::too_many_arguments)]
+fn cursor_cycles(
+    dir: &Path,
+    systems: &str,
+    src_url: &str,
+    dst_url: &str,
+    src: &mut postgres::Client,
+    dst: &mut postgres::Client,
+    admin: &mut postgres::Client,
+    rows: u64,
+    lines: &mut Vec<Line>,
+) {
+    // Rows stamped over the past (a second apart, as a table edited over time), then
+    // every insert and edit stamped when it happens.
+    src.batch_execute(
+        "ALTER TABLE contacts ADD COLUMN changed_at timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00';
+         UPDATE contacts SET changed_at = changed_at + id * interval '1 second';
+         ALTER TABLE contacts ALTER COLUMN changed_at SET DEFAULT clock_timestamp();
+         CREATE INDEX contacts_changed_at ON contacts (changed_at);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.changed_at = clock_timestamp(); RETURN NEW; END $$;
+         CREATE TRIGGER touch BEFORE UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION touch();",
+    )
+    .unwrap();
+    dst.batch_execute(&format!("CREATE TABLE cursor_dst {TABLE}"))
+        .unwrap();
+    let link = format!(
+        "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.cursor_dst\"\n{}",
+        fields()
+    );
+    let by_cursor = format!(
+        "{link}[links.c.changes]\nleft = {{ cursor = \"changed_at\", lookback = \"5s\" }}\nfull_every = 1000\n"
+    );
+    fresh_state(dir);
+    assert_eq!(run(dir, &by_cursor).count("to_right", "created"), rows);
+    run(dir, &by_cursor); // a full read, which sets the cursor
+    let changed = rows / 100;
+    let touch = |src: &mut postgres::Client| {
+        src.batch_execute(&format!(
+            "UPDATE contacts SET status = status || '.' WHERE id % 100 = 7 AND id <= {}",
+            changed * 100
+        ))
+        .unwrap();
+    };
+    settle(admin, [src, dst]);
+    let full_idle = run(dir, &link);
+    assert_eq!(full_idle.count("to_right", "updated"), 0);
+    settle(admin, [src, dst]);
+    let idle = run(dir, &by_cursor);
+    assert_eq!(idle.count("to_right", "updated"), 0);
+    touch(src);
+    settle(admin, [src, dst]);
+    let busy = run(dir, &by_cursor);
+    assert_eq!(busy.count("to_right", "updated"), changed);
+
+    let sling = std::env::var("SLING_BIN").unwrap_or_else(|_| "sling".into());
+    let sling_run = || -> Option<f64> {
+        let (status, elapsed, _) = timed(|| {
+            std::process::Command::new(&sling)
+                .args([
+                    "run",
+                    "--src-conn",
+                    src_url,
+                    "--src-stream",
+                    "public.contacts",
+                    "--tgt-conn",
+                    dst_url,
+                    "--tgt-object",
+                    "public.sling_dst",
+                    "--mode",
+                    "incremental",
+                    "--primary-key",
+                    "id",
+                    "--update-key",
+                    "changed_at",
+                ])
+                .env("SLING_THREADS", "1")
+                .output()
+        });
+        match status {
+            Ok(out) if out.status.success() => Some(elapsed.as_secs_f64()),
+            Ok(out) => {
+                println!("sling failed: {}", String::from_utf8_lossy(&out.stderr));
+                None
+            }
+            Err(e) => {
+                println!(
+                    "sling not found ({e}): install the PyPI wheel sling-linux-amd64 or set SLING_BIN; its column is left out"
+                );
+                None
+            }
+        }
+    };
+    let peers = sling_run().and_then(|_| {
+        settle(admin, [src, dst]);
+        let idle = sling_run()?;
+        touch(src);
+        settle(admin, [src, dst]);
+        Some((idle, sling_run()?))
+    });
+    let line = |phase, r: &BinaryRun, baseline| Line {
+        phase,
+        secs: r.elapsed.as_secs_f64(),
+        rows,
+        baseline: Some(baseline),
+        rss: r.peak_rss_mib,
+        cpu: r.cpu_secs,
+        ratio_range: None,
+    };
+    let full = full_idle.elapsed.as_secs_f64();
+    lines.push(line(
+        "syncline full-read cycle, no change",
+        &full_idle,
+        full,
+    ));
+    lines.push(line("cursor cycle, no change (vs full)", &idle, full));
+    lines.push(line("cursor cycle, 1% changed (vs full)", &busy, full));
+    if let Some((sling_idle, sling_busy)) = peers {
+        lines.push(Line::baseline(
+            "peer: sling incremental, no change",
+            sling_idle,
+            rows,
+        ));
+        lines.push(line(
+            "cursor cycle, no change (vs sling)",
+            &idle,
+            sling_idle,
+        ));
+        lines.push(Line::baseline(
+            "peer: sling incremental, 1% changed",
+            sling_busy,
+            rows,
+        ));
+        lines.push(line(
+            "cursor cycle, 1% changed (vs sling)",
+            &busy,
+            sling_busy,
+        ));
+    }
 }
 
 fn fields() -> &'static str {
@@ -447,6 +593,20 @@ fn main() {
             cpu: cycle.cpu_secs,
             ratio_range: None,
         });
+    }
+
+    if wants("cursor") {
+        cursor_cycles(
+            dir.path(),
+            &systems,
+            &src_url,
+            &dst_url,
+            &mut src,
+            &mut dst,
+            &mut admin_client,
+            rows,
+            &mut lines,
+        );
     }
 
     println!(
