@@ -842,3 +842,62 @@ fn an_error_about_a_corrupt_store_names_its_file() {
             "error: in .syncline/state.db: state store: corrupt state row: base of",
         ));
 }
+
+#[test]
+fn verify_compares_both_sides_and_names_what_differs_writing_nothing() {
+    let f = fixture();
+    syncline(f.path()).arg("run").assert().code(0);
+    syncline(f.path())
+        .arg("verify")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("3 pairs compared: in step"));
+    // Out of band: a name changed on the right, a record gone from it, one added to it.
+    f.right
+        .execute(
+            "UPDATE customers SET full_name = 'Robert' WHERE email = 'b@x.org'",
+            [],
+        )
+        .unwrap();
+    f.right
+        .execute("DELETE FROM customers WHERE email = 'c@x.org'", [])
+        .unwrap();
+    f.right
+        .execute(
+            "INSERT INTO customers (email, full_name, notes) VALUES ('z@x.org', 'Zed', 'n')",
+            [],
+        )
+        .unwrap();
+    let before = f.state_snapshot();
+    let out = syncline(f.path()).arg("verify").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("name: 1 record(s) differ"), "{text}");
+    assert!(
+        text.contains("\"Bob\"  ≠  right:") && text.contains("\"Robert\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("only on the left: 1 record(s) (left:3)"),
+        "{text}"
+    );
+    assert!(text.contains("only on the right: 1 record(s)"), "{text}");
+    let out = syncline(f.path())
+        .args(["verify", "--json"])
+        .output()
+        .unwrap();
+    let report = json(&out.stdout);
+    assert_eq!(report["links"][0]["fields"]["name"]["records"], 1);
+    assert_eq!(report["links"][0]["only_left"]["first"][0]["left_key"], "3");
+    // Nothing written: the systems and the store are as they were.
+    assert_eq!(f.state_snapshot(), before);
+    let names: i64 = f
+        .right
+        .query_row(
+            "SELECT COUNT(*) FROM customers WHERE full_name = 'Robert'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(names, 1);
+}

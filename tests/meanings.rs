@@ -146,6 +146,23 @@ fn scenario(f: &Fixture, left: &mut dyn Sql, right: &mut dyn Sql) {
     );
     assert_eq!(right_rows(right)[2], "3|Alan Turing|trial|700|US");
     quiet(f, "a run after the fixes");
+    // Compared in the right's meaning, the two sides hold the same.
+    let out = syncline(f.path()).arg("verify").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A cents value changed by hand on the right is drift, shown in its own meaning.
+    right.run_sql("UPDATE customers SET amount_cents = 701 WHERE id = 3");
+    let out = syncline(f.path()).arg("verify").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("amount: 1 record(s) differ") && text.contains("701"),
+        "{text}"
+    );
 }
 
 /// What `syncline quarantine` lists for the link.

@@ -107,6 +107,15 @@ pub enum Command {
     },
     /// Where each field's value of one record came from: `explain LINK left:KEY`.
     Explain { link: String, key: String },
+    /// Compare both sides record by record and report what differs, per field. Writes
+    /// nothing. Exit 0 when they hold the same, 3 when not.
+    Verify {
+        #[arg(long)]
+        link: Option<String>,
+        /// How many differing records to show per field (all are counted).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
     /// Create a demo CRM and billing database with a config, then plan and run it.
     Demo {
         /// Folder to create the demo in.
@@ -303,6 +312,16 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
             )?;
             out.report(&report, true);
             Ok(outcome_code(&report))
+        }
+        Command::Verify { link, limit } => {
+            let mut state = open_state(&config, true)?;
+            let report = engine::verify(&config, &mut state, link.as_deref(), limit)?;
+            out.verify(&report);
+            Ok(if report.in_step() {
+                EXIT_OK
+            } else {
+                EXIT_ATTENTION
+            })
         }
         Command::Run {
             link,

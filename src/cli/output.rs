@@ -163,6 +163,61 @@ impl Output {
         }
     }
 
+    pub fn verify(&self, report: &syncline::engine::VerifyReport) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(report).expect("a report serializes")
+            );
+            return;
+        }
+        for l in &report.links {
+            println!(
+                "link {}: {} left, {} right, {} pairs compared: {}",
+                l.link,
+                l.left_records,
+                l.right_records,
+                l.pairs_compared,
+                if l.in_step() { "in step" } else { "drift" }
+            );
+            let key = |k: &Option<String>| k.as_deref().unwrap_or("-").to_string();
+            for (field, d) in &l.fields {
+                println!("  {field}: {} record(s) differ", d.records);
+                for e in &d.first {
+                    println!(
+                        "    left:{} = {}  ≠  right:{} = {}",
+                        key(&e.left_key),
+                        e.left.as_deref().unwrap_or(""),
+                        key(&e.right_key),
+                        e.right.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            for (label, d, side) in [
+                ("only on the left", &l.only_left, "left"),
+                ("only on the right", &l.only_right, "right"),
+            ] {
+                if d.records > 0 {
+                    let keys: Vec<String> = d
+                        .first
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{side}:{}",
+                                key(if side == "left" {
+                                    &e.left_key
+                                } else {
+                                    &e.right_key
+                                })
+                            )
+                        })
+                        .collect();
+                    println!("  {label}: {} record(s) ({})", d.records, keys.join(", "));
+                }
+            }
+        }
+    }
+
     pub fn status(&self, config: &Config, state: &mut StateStore) -> anyhow::Result<()> {
         let runs = state.last_runs(5)?;
         let conflicts = state.conflicts(None)?;

@@ -23,12 +23,14 @@ mod plan;
 mod read_ahead;
 mod report;
 pub mod translate;
+mod verify;
 
 use io::LinkIo;
 pub use one_behind::on_batch_done;
 
 pub use explain::{Explanation, FieldExplanation, explain};
 pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
+pub use verify::{Drifted, Example, LinkDrift, VerifyReport, verify};
 
 use crate::Error;
 use crate::config::{Config, LinkSpec};

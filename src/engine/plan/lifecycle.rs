@@ -12,6 +12,10 @@ impl Planner<'_> {
         rec: Record,
         replacing: Option<&PairRow>,
     ) -> Result<(), Error> {
+        if let Some(v) = self.verify.as_mut() {
+            v.alone(from, &rec);
+            return Ok(());
+        }
         let to = from.other();
         let Record { key, values, .. } = rec;
         // NULLs are left out so the receiving table's defaults apply (a NOT NULL column
@@ -91,6 +95,10 @@ impl Planner<'_> {
         survivor: &Record,
         pair: PairRow,
     ) -> Result<(), Error> {
+        if let Some(v) = self.verify.as_mut() {
+            v.alone(deleted_on.other(), survivor);
+            return Ok(());
+        }
         let on = deleted_on.other();
         let survivor_key = survivor.key.encode();
         let edited = (0..self.link.units.len()).any(|u| {

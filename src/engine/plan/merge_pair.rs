@@ -37,6 +37,21 @@ impl Planner<'_> {
         pair: Option<PairRow>,
         matched_by: Option<&str>,
     ) -> Result<(), Error> {
+        if self.verify.is_some() {
+            let units = (0..self.link.units.len())
+                .map(|u| {
+                    (
+                        self.link.units[u].name.clone(),
+                        self.unit_values(u, l),
+                        self.unit_values(u, r),
+                    )
+                })
+                .collect();
+            if let Some(v) = self.verify.as_mut() {
+                v.compare(units, l, r);
+            }
+            return Ok(());
+        }
         let left_key = l.key.encode();
         let mut state_dirty = pair.is_none();
         let mut plan = PairPlan::new(Some(l.key.clone()), Some(r.key.clone()), Fate::Keep, pair);

@@ -60,6 +60,8 @@ pub(crate) struct Planner<'a> {
     cursor_seen: [Option<Value>; 2],
     /// Records staged with no pair, this cycle.
     unlinked_staged: u64,
+    /// `Some` for `verify`: pairs are compared side to side, and nothing is planned.
+    pub(crate) verify: Option<Box<crate::engine::LinkDrift>>,
 }
 
 fn side_index(side: Side) -> usize {
@@ -106,6 +108,7 @@ impl<'a> Planner<'a> {
             partners_fetched: 0,
             cursor_seen: [None, None],
             unlinked_staged: 0,
+            verify: None,
         })
     }
 
@@ -258,7 +261,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Units' values of a record, normalized by the fields' transforms.
-    fn unit_values(&self, unit: usize, rec: &Record) -> Vec<Value> {
+    pub(super) fn unit_values(&self, unit: usize, rec: &Record) -> Vec<Value> {
         self.link.units[unit]
             .fields
             .iter()
@@ -568,6 +571,9 @@ impl<'a> Planner<'a> {
     }
 
     fn stage(&mut self, plan: PairPlan) -> Result<(), Error> {
+        if self.verify.is_some() {
+            return Ok(());
+        }
         for side_changes in plan.changes.iter() {
             for c in side_changes {
                 self.report.planned_total += 1;
