@@ -142,6 +142,7 @@ pub fn picklists(
         key,
         columns: columns.to_vec(),
         since: None,
+        range: None,
     };
     let mut lists: Vec<Option<Picklist>> = vec![Some(Picklist::new()); columns.len()];
     conn.scan(&spec, 5000, &mut |records| {

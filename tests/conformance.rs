@@ -184,6 +184,7 @@ fn spec() -> ReadSpec {
         key: vec!["id".into()],
         columns: vec!["a".into(), "b".into()],
         since: None,
+        range: None,
     }
 }
 
@@ -272,6 +273,62 @@ fn a_scan_since_a_value_reads_only_the_records_at_or_past_it() {
             [3, 4, 5].map(Value::Integer),
             "{}: `a >= 'm'`, the bound included",
             kind.label()
+        );
+    }
+}
+
+#[test]
+fn range_digests_change_with_their_ranges_only_and_a_range_scans_alone() {
+    for mut kind in kinds() {
+        let label = kind.label();
+        for id in 1..=10 {
+            kind.insert(id, &format!("v{id}"));
+        }
+        let mut c = kind.connector();
+        let bounds = [key(4), key(8)];
+        let digests = |c: &mut Box<dyn Connector>| match c.digests(&spec(), &bounds) {
+            Ok(d) => Some(d),
+            Err(syncline::connectors::ConnectorError::Unsupported(_)) => None,
+            Err(e) => panic!("{label}: {e}"),
+        };
+        let Some(before) = digests(&mut c) else {
+            continue;
+        };
+        assert_eq!(
+            before.iter().map(|d| d.rows).collect::<Vec<_>>(),
+            [3, 4, 3],
+            "{label}"
+        );
+        assert_eq!(
+            digests(&mut c).unwrap(),
+            before,
+            "{label}: the same rows, the same digests"
+        );
+        kind.edit(5, "changed");
+        let after = digests(&mut c).unwrap();
+        assert_eq!(after[0], before[0], "{label}");
+        assert_ne!(after[1], before[1], "{label}: the edited record's range");
+        assert_eq!(after[2], before[2], "{label}");
+        // Back to what it was: the range's digest is what it was.
+        kind.edit(5, "v5");
+        assert_eq!(digests(&mut c).unwrap(), before, "{label}");
+
+        let mut spec = spec();
+        spec.range = Some(syncline::connectors::KeyRange {
+            from: Some(key(4)),
+            to: Some(key(8)),
+        });
+        let mut ids = Vec::new();
+        c.scan(&spec, 3, &mut |records| {
+            ids.extend(records.into_iter().map(|r| r.key.0[0].clone()));
+            Ok(())
+        })
+        .unwrap();
+        ids.sort_by_key(|v| v.to_string());
+        assert_eq!(
+            ids,
+            [4, 5, 6, 7].map(Value::Integer),
+            "{label}: from 4 up to 8"
         );
     }
 }

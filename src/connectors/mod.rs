@@ -23,6 +23,24 @@ pub struct ReadSpec {
     /// For [`scan`](Connector::scan): only the records whose `column` is at or past a
     /// value (a cursor read). `None` reads every record.
     pub since: Option<Since>,
+    /// For [`scan`](Connector::scan): only the records whose key is in this range.
+    pub range: Option<KeyRange>,
+}
+
+/// `from <= key < to`, in the order the system scans keys in; an open end is `None`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyRange {
+    pub from: Option<Key>,
+    pub to: Option<Key>,
+}
+
+/// What a system says a key range holds: how many records, and an order-independent
+/// hash of their keys and columns that the system computes itself (see
+/// [`Connector::digests`]). Two digests of a range are equal when nothing in it changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RangeDigest {
+    pub rows: u64,
+    pub digest: String,
 }
 
 /// `column >= value`: the records a cursor read takes. A record whose column is NULL is
@@ -374,6 +392,21 @@ pub trait Connector: Send {
     ) -> Result<Changes, ConnectorError> {
         let _ = (spec, since, limit);
         Err(ConnectorError::Unsupported("a change feed"))
+    }
+
+    /// The digest of each key range of `spec`'s collection, computed by the system
+    /// without sending the rows: `bounds` are the lower bounds of ranges 1.. in key
+    /// order (range 0 is every key below the first), so there are `bounds.len() + 1`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] where a kind cannot; any read failure.
+    fn digests(
+        &mut self,
+        spec: &ReadSpec,
+        bounds: &[Key],
+    ) -> Result<Vec<RangeDigest>, ConnectorError> {
+        let _ = (spec, bounds);
+        Err(ConnectorError::Unsupported("range digests"))
     }
 
     /// Which database this is, as the store remembers a link's systems by: the kind, the

@@ -112,6 +112,14 @@ impl Connector for Adapted {
         self.inner.changes(spec, since, limit)
     }
 
+    fn digests(
+        &mut self,
+        spec: &ReadSpec,
+        bounds: &[crate::model::Key],
+    ) -> Result<Vec<crate::connectors::RangeDigest>, ConnectorError> {
+        self.inner.digests(spec, bounds)
+    }
+
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
         // Without conditional writes: re-read now, and skip what changed since it was read.

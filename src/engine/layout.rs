@@ -118,12 +118,14 @@ impl Layout {
             key: link.left.key.clone(),
             columns: link.fields.iter().map(|f| f.name.to_string()).collect(),
             since: None,
+            range: None,
         };
         let mut right_read = ReadSpec {
             collection: link.right.collection.clone(),
             key: link.right.key.clone(),
             columns: link.fields.iter().map(|f| f.right.to_string()).collect(),
             since: None,
+            range: None,
         };
         let position = |spec: &mut ReadSpec, col: &str| -> usize {
             spec.columns

@@ -339,6 +339,14 @@ impl Connector for Translated {
         Ok(changes)
     }
 
+    fn digests(
+        &mut self,
+        spec: &ReadSpec,
+        bounds: &[crate::model::Key],
+    ) -> Result<Vec<crate::connectors::RangeDigest>, ConnectorError> {
+        self.inner.digests(spec, bounds)
+    }
+
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         // A write whose values do not survive the way back is refused on its own (the
         // planner checks first; this is the last line), the rest go as one batch.

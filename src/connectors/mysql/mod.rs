@@ -15,7 +15,7 @@ use super::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
 };
-use super::{Failure, SystemError};
+use super::{Failure, RangeDigest, SystemError};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
@@ -66,6 +66,19 @@ fn quote(ident: &str) -> String {
 
 fn quote_table(collection: &str) -> String {
     super::sql::quote_collection(collection, '`')
+}
+
+/// A value as compared against a column: the server converts text to the column's
+/// type; a zoned instant goes as its UTC wall time, as the connection reads and writes
+/// them.
+fn compared(value: &Value) -> mysql::Value {
+    match value {
+        Value::Integer(n) => mysql::Value::Int(*n),
+        Value::TimestampTz(t) => {
+            mysql::Value::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        }
+        other => mysql::Value::from(other.to_sql_text().unwrap_or_default()),
+    }
 }
 
 /// A driver error as a sentence: the crate's own `Display` wraps every message in its
@@ -688,26 +701,17 @@ impl Connector for MysqlConnector {
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
         let cols = self.spec_columns(spec)?;
+        let mut since: Vec<mysql::Value> = Vec::new();
+        let filter = super::sql::scan_filter(spec, quote, &mut |v| {
+            since.push(compared(v));
+            "?".into()
+        });
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {}",
+            "SELECT {} FROM {}{filter} ORDER BY {}",
             quote_list(spec.key.iter().chain(&spec.columns), quote),
             quote_table(&spec.collection),
-            super::sql::since_clause(spec, quote, "?"),
             quote_list(&spec.key, quote)
         );
-        // The server converts the text to the column's type to compare; a zoned instant
-        // goes as its UTC wall time, as the connection reads and writes them.
-        let since: Vec<mysql::Value> = spec
-            .since
-            .iter()
-            .map(|s| match &s.value {
-                Value::Integer(n) => mysql::Value::Int(*n),
-                Value::TimestampTz(t) => {
-                    mysql::Value::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
-                }
-                other => mysql::Value::from(other.to_sql_text().unwrap_or_default()),
-            })
-            .collect();
         let name = self.name.clone();
         let err = |e: mysql::Error| {
             ConnectorError::query(
@@ -746,6 +750,43 @@ impl Connector for MysqlConnector {
             .query_first(sql)
             .map_err(|e| self.query_err(&format!("read {}", spec.collection), e))?;
         Ok(any.unwrap_or(0) == 0)
+    }
+
+    fn digests(
+        &mut self,
+        spec: &ReadSpec,
+        bounds: &[Key],
+    ) -> Result<Vec<RangeDigest>, ConnectorError> {
+        self.spec_columns(spec)?;
+        // CRC32 of the row's columns as text, NULL told apart from '' (CHAR(0)).
+        let row = spec
+            .key
+            .iter()
+            .chain(&spec.columns)
+            .map(|c| format!("IFNULL(CAST({} AS CHAR), CHAR(0))", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut params: Vec<mysql::Value> = Vec::new();
+        let sql = super::sql::digest_sql(
+            spec,
+            &quote_table(&spec.collection),
+            quote,
+            bounds,
+            &mut |v| {
+                params.push(compared(v));
+                "?".into()
+            },
+            &format!("CRC32(CONCAT_WS(CHAR(31), {row}))"),
+        );
+        let rows: Vec<(i64, i64, String)> = self
+            .conn
+            .exec_map(
+                format!("SELECT r, c, CAST(s AS CHAR) FROM ({sql}) x"),
+                params,
+                |(r, c, s): (i64, i64, String)| (r, c, s),
+            )
+            .map_err(|e| self.query_err(&format!("digest {}", spec.collection), e))?;
+        Ok(super::sql::digests_from(bounds.len() + 1, rows))
     }
 
     fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {

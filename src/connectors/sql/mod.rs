@@ -46,17 +46,80 @@ pub(crate) fn quote_collection(collection: &str, q: char) -> String {
     }
 }
 
-/// ` WHERE column >= PLACEHOLDER` for a cursor read (see [`ReadSpec::since`]), or
-/// nothing; `quote` quotes the column as the dialect does.
-pub(crate) fn since_clause(
-    spec: &ReadSpec,
+/// The ` WHERE …` of a scan (see [`ReadSpec::since`] and [`ReadSpec::range`]), or
+/// nothing: `quote` quotes a column as the dialect does, and `bind` turns each value
+/// compared against into SQL (a placeholder it binds, or a literal).
+pub(crate) fn scan_filter<'a>(
+    spec: &'a ReadSpec,
     quote: fn(&str) -> String,
-    placeholder: &str,
+    bind: &mut dyn FnMut(&'a Value) -> String,
 ) -> String {
-    match &spec.since {
-        Some(since) => format!(" WHERE {} >= {placeholder}", quote(&since.column)),
-        None => String::new(),
+    let mut conditions = Vec::new();
+    if let Some(since) = &spec.since {
+        conditions.push(format!(
+            "{} >= {}",
+            quote(&since.column),
+            bind(&since.value)
+        ));
     }
+    if let Some(range) = &spec.range {
+        let key = format!("({})", quote_list(&spec.key, quote));
+        for (bound, op) in [(&range.from, ">="), (&range.to, "<")] {
+            if let Some(k) = bound {
+                let values: Vec<String> = k.0.iter().map(|v| bind(v)).collect();
+                conditions.push(format!("{key} {op} ({})", values.join(", ")));
+            }
+        }
+    }
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// `SELECT range, COUNT(*), SUM(hash) … GROUP BY range` over `bounds` (see
+/// [`Connector::digests`]): `hash` is the dialect's 32-bit hash of a row's key and
+/// columns, so sums of a range's rows cannot overflow.
+pub(crate) fn digest_sql(
+    spec: &ReadSpec,
+    table: &str,
+    quote: fn(&str) -> String,
+    bounds: &[Key],
+    bind: &mut dyn FnMut(&Value) -> String,
+    hash: &str,
+) -> String {
+    let key = format!("({})", quote_list(&spec.key, quote));
+    let mut case = String::from("CASE");
+    for (i, bound) in bounds.iter().enumerate() {
+        let values: Vec<String> = bound.0.iter().map(|v| bind(v)).collect();
+        case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
+    }
+    case.push_str(&format!(" ELSE {} END", bounds.len()));
+    format!(
+        "SELECT r, COUNT(*) AS c, SUM(h) AS s FROM (SELECT {case} AS r, {hash} AS h FROM {table}) d GROUP BY r"
+    )
+}
+
+/// Rows of `(range, count, sum)` as one digest per range, empty ranges included.
+pub(crate) fn digests_from(
+    ranges: usize,
+    rows: impl IntoIterator<Item = (i64, i64, String)>,
+) -> Vec<super::RangeDigest> {
+    let mut out = vec![
+        super::RangeDigest {
+            rows: 0,
+            digest: "0".into(),
+        };
+        ranges
+    ];
+    for (r, count, sum) in rows {
+        if let Some(d) = usize::try_from(r).ok().and_then(|r| out.get_mut(r)) {
+            d.rows = count as u64;
+            d.digest = sum;
+        }
+    }
+    out
 }
 
 /// A batch is retried this many times after a dropped connection or a serialization

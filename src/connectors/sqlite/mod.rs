@@ -8,7 +8,7 @@ mod settings;
 pub use settings::Settings;
 
 use super::{
-    BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
+    BatchResult, ColumnInfo, Connector, ConnectorError, RangeDigest, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
 };
 use crate::model::{Key, Name, Record, Value};
@@ -79,6 +79,7 @@ impl SqliteConnector {
             r.get::<_, i64>(0)
         })
         .map_err(open_err)?;
+        register_row_hash(&conn).map_err(open_err)?;
         Ok(SqliteConnector {
             conn,
             name: name.to_string(),
@@ -418,11 +419,16 @@ impl Connector for SqliteConnector {
         batch_size: usize,
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
+        let mut bound: Vec<&Value> = Vec::new();
+        let filter = super::sql::scan_filter(spec, quote, &mut |v| {
+            // The values live in `spec`, which outlives the statement.
+            bound.push(v);
+            format!("?{}", bound.len())
+        });
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {}",
+            "SELECT {} FROM {}{filter} ORDER BY {}",
             Self::select_list(spec),
             quote_table(&spec.collection),
-            super::sql::since_clause(spec, quote, "?1"),
             Self::key_list(spec)
         );
         let ctx = format!("scan {}", spec.collection);
@@ -430,9 +436,9 @@ impl Connector for SqliteConnector {
             context: format!("system `{}`: {ctx}", self.name),
             source: Box::new(e),
         })?;
-        let since: Vec<&dyn ToSql> = spec.since.iter().map(|s| &s.value as &dyn ToSql).collect();
+        let params: Vec<&dyn ToSql> = bound.iter().map(|v| *v as &dyn ToSql).collect();
         let mut rows = stmt
-            .query(since.as_slice())
+            .query(params.as_slice())
             .map_err(|e| ConnectorError::Query {
                 context: format!("system `{}`: {ctx}", self.name),
                 source: Box::new(e),
@@ -450,6 +456,45 @@ impl Connector for SqliteConnector {
             })?)?;
         }
         batches.finish()
+    }
+
+    fn digests(
+        &mut self,
+        spec: &ReadSpec,
+        bounds: &[Key],
+    ) -> Result<Vec<RangeDigest>, ConnectorError> {
+        let mut bound: Vec<Value> = Vec::new();
+        let columns = Self::select_list(spec);
+        let sql = super::sql::digest_sql(
+            spec,
+            &quote_table(&spec.collection),
+            quote,
+            bounds,
+            &mut |v| {
+                bound.push(v.clone());
+                format!("?{}", bound.len())
+            },
+            &format!("syncline_row_hash({columns})"),
+        );
+        let ctx = format!("digest {}", spec.collection);
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(self.query_err(ctx.clone()))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(bound.iter()), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?.to_string(),
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| ConnectorError::Query {
+                context: format!("system `{}`: {ctx}", self.name),
+                source: Box::new(e),
+            })?;
+        Ok(super::sql::digests_from(bounds.len() + 1, rows))
     }
 
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
@@ -747,3 +792,47 @@ impl rusqlite::types::FromSql for Value {
 
 #[cfg(test)]
 mod tests;
+
+/// `syncline_row_hash(a, b, …)`: a 31-bit FNV-1a hash of its arguments' types and bytes,
+/// for range digests (SQLite has no hash function of its own). 31 bits, so a range's
+/// `SUM` cannot overflow.
+fn register_row_hash(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "syncline_row_hash",
+        -1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut eat = |bytes: &[u8]| {
+                for b in bytes {
+                    h ^= u64::from(*b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+            };
+            for i in 0..ctx.len() {
+                match ctx.get_raw(i) {
+                    ValueRef::Null => eat(&[0]),
+                    ValueRef::Integer(n) => {
+                        eat(&[1]);
+                        eat(&n.to_le_bytes());
+                    }
+                    ValueRef::Real(f) => {
+                        eat(&[2]);
+                        eat(&f.to_le_bytes());
+                    }
+                    ValueRef::Text(t) => {
+                        eat(&[3]);
+                        eat(t);
+                    }
+                    ValueRef::Blob(b) => {
+                        eat(&[4]);
+                        eat(b);
+                    }
+                }
+                eat(&[0x1f]);
+            }
+            Ok((h & 0x7fff_ffff) as i64)
+        },
+    )
+}

@@ -99,6 +99,7 @@ fn db() -> (tempfile::TempDir, SqliteConnector, ReadSpec) {
             .map(|s| s.to_string())
             .collect(),
         since: None,
+        range: None,
     };
     (dir, conn, spec)
 }
