@@ -66,7 +66,7 @@ pub(crate) fn scan_filter<'a>(
         let key = format!("({})", quote_list(&spec.key, quote));
         for (bound, op) in [(&range.from, ">="), (&range.to, "<")] {
             if let Some(k) = bound {
-                let values: Vec<String> = k.0.iter().map(|v| bind(v)).collect();
+                let values: Vec<String> = k.0.iter().map(&mut *bind).collect();
                 conditions.push(format!("{key} {op} ({})", values.join(", ")));
             }
         }
@@ -92,7 +92,7 @@ pub(crate) fn digest_sql(
     let key = format!("({})", quote_list(&spec.key, quote));
     let mut case = String::from("CASE");
     for (i, bound) in bounds.iter().enumerate() {
-        let values: Vec<String> = bound.0.iter().map(|v| bind(v)).collect();
+        let values: Vec<String> = bound.0.iter().map(&mut *bind).collect();
         case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
     }
     case.push_str(&format!(" ELSE {} END", bounds.len()));
