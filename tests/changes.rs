@@ -285,6 +285,89 @@ full_every = 3
     assert_eq!(name_of(&f.right, 5), Some(text("n")));
 }
 
+fn digest_fixture() -> Fixture {
+    let f = Fixture::new(
+        SCHEMA,
+        SCHEMA,
+        r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+mode = "two-way"
+conflict = "left-wins"
+on_delete = { left = "propagate", right = "propagate" }
+
+[links.contacts.fields]
+id = { owner = "left" }
+name = {}
+
+[links.contacts.changes]
+reconcile = "digests"
+range_size = 100
+"#,
+    );
+    for i in 1..=1000 {
+        f.left
+            .execute(
+                "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
+                rusqlite::params![i, format!("n{i}")],
+            )
+            .unwrap();
+    }
+    f
+}
+
+#[test]
+fn a_digest_reconciliation_reads_only_the_ranges_that_changed_and_finds_deletes() {
+    let f = digest_fixture();
+    // A first load, a full read that learns the ranges, a reconciliation that learns
+    // their digests: then the link is known.
+    for _ in 0..3 {
+        f.run();
+    }
+    let idle = f.run();
+    let l = &idle.links[0];
+    assert!(
+        l.reading
+            .starts_with("digests: 0 of 10 left ranges changed, 0 of 10"),
+        "{}",
+        l.reading
+    );
+    assert_eq!((l.left_records, l.right_records), (0, 0), "{l:?}");
+    assert_eq!(writes(&idle), 0);
+
+    // An edit that moves no cursor, and a delete on the other side, in two ranges.
+    f.left
+        .execute("UPDATE contacts SET name = 'edited' WHERE id = 250", [])
+        .unwrap();
+    f.left
+        .execute("UPDATE contacts SET version = 0 WHERE id = 250", [])
+        .unwrap();
+    f.right
+        .execute("DELETE FROM contacts WHERE id = 777", [])
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(
+        l.reading
+            .starts_with("digests: 1 of 10 left ranges changed, 1 of 10"),
+        "{}",
+        l.reading
+    );
+    assert!(l.left_records <= 100 && l.right_records <= 100, "{l:?}");
+    assert_eq!((l.to_right.updated, l.to_left.deleted), (1, 1), "{l:?}");
+    assert_eq!(name_of(&f.right, 250), Some(text("edited")));
+    assert_eq!(name_of(&f.left, 777), None);
+    // The ranges it wrote into are read once more, to confirm; then nothing.
+    let confirm = f.run();
+    assert_eq!(writes(&confirm), 0, "{:?}", confirm.links[0]);
+    let quiet = f.run();
+    assert_eq!(
+        (quiet.links[0].left_records, quiet.links[0].right_records),
+        (0, 0)
+    );
+    assert_eq!(writes(&quiet), 0);
+}
+
 /// A SQLite left read by its row version and a server right read by a timestamp the
 /// server keeps, `lookback` behind.
 const SERVER_LINK: &str = r#"[links.contacts]
@@ -422,7 +505,7 @@ mod convergence {
         ]
     }
 
-    fn link(match_on: bool, lookback: i64, full_every: u32) -> String {
+    fn link(match_on: bool, lookback: i64, full_every: u32, digests: bool) -> String {
         format!(
             r#"[links.c]
 left = "crm.contacts"
@@ -488,10 +571,11 @@ full_every = {full_every}
             first.links[0].reading,
             l.reading
         );
-        if first.links[0].reading.starts_with("full") {
-            assert_eq!(writes(&second), 0, "after a full read: {l:?}");
+        let reconciled = |r: &str| r.starts_with("full") || r.starts_with("digests");
+        if reconciled(&first.links[0].reading) {
+            assert_eq!(writes(&second), 0, "after a reconciliation: {l:?}");
         }
-        first.links[0].reading.starts_with("full") || l.reading.starts_with("full")
+        reconciled(&first.links[0].reading) || reconciled(&l.reading)
     }
 
     proptest! {
@@ -502,9 +586,10 @@ full_every = {full_every}
             match_on in any::<bool>(),
             lookback in 0i64..3,
             full_every in 1u32..5,
+            digests in any::<bool>(),
             ops in prop::collection::vec(op(), 1..25),
         ) {
-            let f = Fixture::new(SCHEMA, SCHEMA, &link(match_on, lookback, full_every));
+            let f = Fixture::new(SCHEMA, SCHEMA, &link(match_on, lookback, full_every, digests));
             let mut email = 0;
             for op in ops {
                 let conn = |s: usize| if s == 0 { &f.left } else { &f.right };
@@ -542,9 +627,10 @@ full_every = {full_every}
                     }
                 }
             }
-            // Settle: until a full read has run, then once more.
+            // Settle: until a reconciliation has run, then once more. (Digests may need
+            // a full read and a reconciliation to learn their ranges first.)
             let mut full = false;
-            for _ in 0..=full_every + 1 {
+            for _ in 0..=full_every + 3 {
                 full |= run_then_quiet(&f);
                 if full {
                     break;

@@ -29,13 +29,29 @@ pub enum Lookback {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangesSpec {
-    /// Per side (left, right): `None` reads that side whole on every cycle.
+    /// Per side (left, right): `None` reads that side only in reconciliations.
     pub cursor: [Option<CursorSpec>; 2],
-    /// Every this many cycles, a full read of both sides: deletes, and changes a cursor
-    /// cannot see, are found then.
+    /// Every this many cycles, a reconciliation of both sides: deletes, and changes a
+    /// cursor cannot see, are found then. Without cursors, every cycle is one.
     pub full_every: u32,
+    pub reconcile: Reconcile,
+    /// Records per key range for digests.
+    pub range_size: usize,
     pub span: Range<usize>,
 }
+
+/// How a reconciliation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Both sides, whole.
+    Full,
+    /// Each side's key ranges whose digest (computed by the system) changed, and only
+    /// those.
+    Digests,
+}
+
+/// Records per key range when `range_size` is not given.
+pub const DEFAULT_RANGE_SIZE: usize = 10_000;
 
 /// Cycles between full reads when `full_every` is not given.
 pub const DEFAULT_FULL_EVERY: u32 = 10;
@@ -75,15 +91,38 @@ pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<u
             return Err((n.span(), "full_every must be between 1 and 1000000".into()));
         }
     };
+    let reconcile = match r
+        .reconcile
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None | Some(("full", _)) => Reconcile::Full,
+        Some(("digests", _)) => Reconcile::Digests,
+        Some((other, span)) => {
+            return Err((span, format!("reconcile `{other}` is not full or digests")));
+        }
+    };
+    let range_size = match &r.range_size {
+        None => DEFAULT_RANGE_SIZE,
+        Some(n) if (100..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            return Err((
+                n.span(),
+                "range_size must be between 100 and 10000000".into(),
+            ));
+        }
+    };
     let spec = ChangesSpec {
         cursor: [cursor(&r.left)?, cursor(&r.right)?],
         full_every,
+        reconcile,
+        range_size,
         span: raw.span(),
     };
-    if spec.cursor.iter().all(Option::is_none) {
+    if spec.cursor.iter().all(Option::is_none) && reconcile == Reconcile::Full {
         return Err((
             raw.span(),
-            "[changes] names a cursor for `left`, `right` or both: `left = { cursor = \"updated_at\" }`".into(),
+            "[changes] names a cursor for `left`, `right` or both (`left = { cursor = \"updated_at\" }`), or `reconcile = \"digests\"`".into(),
         ));
     }
     Ok(spec)

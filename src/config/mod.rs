@@ -10,7 +10,9 @@ mod meaning;
 mod raw;
 mod resolve;
 
-pub use changes::{ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, Lookback};
+pub use changes::{
+    ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, DEFAULT_RANGE_SIZE, Lookback, Reconcile,
+};
 pub use raw::RawConfig;
 pub use resolve::{
     ClockSpec, DeleteRule, DeleteVsEdit, Endpoint, FieldSpec, LinkSpec, Mode, OnDrift, Owner,

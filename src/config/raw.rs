@@ -108,6 +108,8 @@ pub struct RawChanges {
     pub left: Option<Spanned<RawCursor>>,
     pub right: Option<Spanned<RawCursor>>,
     pub full_every: Option<Spanned<i64>>,
+    pub reconcile: Option<Spanned<String>>,
+    pub range_size: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ mod one_behind;
 mod pair_plan;
 mod plan;
 mod read_ahead;
+mod reading;
 mod report;
 pub mod translate;
 mod verify;
@@ -37,6 +38,7 @@ use crate::config::{Config, LinkSpec};
 use crate::connectors::ConnectorError;
 use crate::model::Side;
 use crate::state::{LinkHold, LinkReads, StateStore};
+use reading::Reading;
 
 /// What a pipeline thread calls when it is done with a batch (set once, by the binary).
 /// How often a link whose connection was lost is run again within one cycle.
@@ -237,7 +239,10 @@ fn run_held_link(
         Some(_) => state.link_reads(&link.name)?,
         None => None,
     };
-    let mut reading = choose_reading(link, reads_before.as_ref(), relinking)?;
+    let mut reading = reading::choose(link, reads_before.as_ref(), relinking)?;
+    // A reconciliation by digests asks each side for its ranges' digests before
+    // anything is read, so a change made while it reads shows next time.
+    let pre_digests = reading::pre_digests(link, reads_before.as_ref(), &mut io, &mut reading)?;
     if run_id.is_some() && link.changes.is_some() {
         // Marked unfinished until the run's last transaction: a run that stops half-way
         // is followed by a full read, which finds whatever it left behind.
@@ -245,7 +250,7 @@ fn run_held_link(
         marked.clean = false;
         state.set_link_reads(&link.name, &marked)?;
     }
-    let (streamed, cursor_seen) = loop {
+    let (streamed, cursor_seen, bounds_seen) = loop {
         state.clear_scratch()?;
         let LinkIo {
             left,
@@ -261,6 +266,7 @@ fn run_held_link(
             &mut report,
             opts.list_limit,
         )?;
+        planner.bounds_every = reading::bounds_every(link, reads_before.as_ref());
         // The stages, in order: a first load streams (plan → journal → write → commit,
         // batch by batch); any other cycle plans everything, then applies it below.
         let streamed = if planner.is_first_load(right.as_mut())? {
@@ -301,31 +307,49 @@ fn run_held_link(
                         }
                     }
                 }
+                Reading::Digests { changed, .. } => {
+                    match planner.plan_ranges(left.as_mut(), right.as_mut(), changed)? {
+                        plan::ChangedRead::Planned => {}
+                        plan::ChangedRead::NeedsFullRead(why) => {
+                            drop(planner);
+                            let warnings = std::mem::take(&mut report.warnings);
+                            report = LinkReport::new(link);
+                            report.warnings = warnings;
+                            reading = Reading::Full(why);
+                            continue;
+                        }
+                    }
+                }
                 Reading::Full(_) => planner.plan(left.as_mut(), right.as_mut())?,
             }
             false
         };
         let seen = [Side::Left, Side::Right].map(|s| planner.cursor_seen(s).cloned());
-        break (streamed, seen);
+        let bounds = planner.take_bounds();
+        break (streamed, seen, bounds);
     };
     report.reading = reading.describe();
-    let reads_after = link.changes.as_ref().map(|_| {
-        let before = reads_before.unwrap_or_default();
-        LinkReads {
-            cursor: [0, 1].map(|i| furthest(before.cursor[i].as_deref(), cursor_seen[i].as_ref())),
-            since_full: match reading {
-                Reading::Full(_) => 0,
-                Reading::Changed { .. } => before.since_full + 1,
-            },
-            clean: true,
-        }
-    });
+    if reading::tracks_ranges(link) {
+        report.touched = Some(Default::default());
+    }
+    let after = |report: &LinkReport| {
+        reading::after(
+            link,
+            reads_before.clone(),
+            &reading,
+            &cursor_seen,
+            &bounds_seen,
+            pre_digests.clone(),
+            report,
+        )
+    };
     if streamed {
         // What the receiver filled on create and flows back was staged as the load
         // committed: written now, in this run.
         if let Some(run) = run_id {
             apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
         }
+        let reads_after = after(&report);
         return finish_link(link, state, run_seq, report, reads_after.as_ref());
     }
 
@@ -338,107 +362,8 @@ fn run_held_link(
         hook(&link.name);
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+    let reads_after = after(&report);
     finish_link(link, state, run_seq, report, reads_after.as_ref())
-}
-
-/// How a cycle reads a link's sides.
-enum Reading {
-    /// Both sides whole; says why when the link reads by cursor.
-    Full(String),
-    /// What changed: per side, where its read starts (`None`: not read; only partners
-    /// are fetched from it).
-    Changed {
-        since: [Option<crate::connectors::Since>; 2],
-    },
-}
-
-impl Reading {
-    fn describe(&self) -> String {
-        match self {
-            Reading::Full(why) if why.is_empty() => "full".into(),
-            Reading::Full(why) => format!("full ({why})"),
-            Reading::Changed { since } => [Side::Left, Side::Right]
-                .iter()
-                .map(|&side| match &since[side as usize] {
-                    Some(s) => format!("{side} changes since {} >= {}", s.column, s.value),
-                    None => format!("{side} not read (its edits wait for a full read)"),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-    }
-}
-
-/// Reads by cursor when the link has `[changes]`, a position for each cursor side, the
-/// last run ended, and a full read is not due.
-fn choose_reading(
-    link: &LinkSpec,
-    reads: Option<&LinkReads>,
-    relinking: bool,
-) -> Result<Reading, Error> {
-    let Some(changes) = &link.changes else {
-        return Ok(Reading::Full(String::new()));
-    };
-    let full = |why: &str| Ok(Reading::Full(why.to_string()));
-    let Some(reads) = reads else {
-        return full("no cursor position yet");
-    };
-    if relinking {
-        return full("re-linking");
-    }
-    if !reads.clean {
-        return full("the last run of this link did not finish");
-    }
-    if reads.since_full + 1 >= changes.full_every {
-        return full(&format!(
-            "every {} cycles, to find deletes",
-            changes.full_every
-        ));
-    }
-    let mut since = [None, None];
-    for side in [Side::Left, Side::Right] {
-        let i = side as usize;
-        let Some(cursor) = &changes.cursor[i] else {
-            continue;
-        };
-        let Some(position) = &reads.cursor[i] else {
-            return full(&format!("no cursor position yet for the {side}"));
-        };
-        let position = crate::model::Key::decode(position)
-            .ok()
-            .and_then(|k| k.0.into_iter().next())
-            .ok_or_else(|| {
-                crate::state::StateError::Corrupt(format!(
-                    "cursor of link {}: {position}",
-                    link.name
-                ))
-            })?;
-        let value = plan::window_start(&position, cursor.lookback).map_err(|m| {
-            Error::NotFound(format!(
-                "link `{}`, {side} cursor `{}`: {m}",
-                link.name, cursor.column
-            ))
-        })?;
-        since[i] = Some(crate::connectors::Since {
-            column: cursor.column.clone(),
-            value,
-        });
-    }
-    Ok(Reading::Changed { since })
-}
-
-/// The further of a stored position and a value seen: a cursor never moves backward.
-fn furthest(stored: Option<&str>, seen: Option<&crate::model::Value>) -> Option<String> {
-    let stored_value = stored
-        .and_then(|s| crate::model::Key::decode(s).ok())
-        .and_then(|k| k.0.into_iter().next());
-    match (stored_value, seen) {
-        (Some(old), Some(new)) if new.cursor_cmp(&old).is_some_and(|o| o.is_gt()) => {
-            Some(crate::model::Key(vec![new.clone()]).encode())
-        }
-        (None, Some(new)) => Some(crate::model::Key(vec![new.clone()]).encode()),
-        _ => stored.map(str::to_string),
-    }
 }
 
 /// Why a link whose systems changed is refused: which side, what it was, what it is,

@@ -36,7 +36,7 @@ pub use journal::*;
 pub use scratch::*;
 
 pub use lease::LinkHold;
-pub use runs::LinkReads;
+pub use runs::{LinkReads, Ranges};
 
 use crate::model::{Key, Name, Side, Value};
 use db::{Db, P, Row};

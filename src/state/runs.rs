@@ -281,6 +281,32 @@ pub struct LinkReads {
     /// Whether the last run that started on this link ended: one that did not (a crash,
     /// a lost connection) is followed by a full read, which finds what it left behind.
     pub clean: bool,
+    /// Per side: its key ranges and their digests as of the last reconciliation.
+    #[serde(default)]
+    pub ranges: [Option<Ranges>; 2],
+}
+
+/// A side's key ranges: `bounds` are the encoded lower bounds of ranges 1.. (range 0
+/// holds every key below the first), `digests` one per range.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Ranges {
+    pub bounds: Vec<String>,
+    pub digests: Vec<crate::connectors::RangeDigest>,
+}
+
+impl Ranges {
+    /// A digest no system computes: the range is read by the next reconciliation.
+    pub fn unknown() -> crate::connectors::RangeDigest {
+        crate::connectors::RangeDigest {
+            rows: u64::MAX,
+            digest: "unknown".into(),
+        }
+    }
+
+    /// The range an encoded key falls in.
+    pub fn range_of(&self, encoded: &str) -> usize {
+        self.bounds.partition_point(|b| b.as_str() <= encoded)
+    }
 }
 
 impl LinkReads {

@@ -81,6 +81,38 @@ impl StateStore {
             .collect()
     }
 
+    /// The `side` keys of pairs whose `side` key lies in `[from, to)` (encoded keys,
+    /// compared as text: they sort as integer and uuid keys do) that this run has not
+    /// seen on that side.
+    pub(crate) fn unseen_pairs_in_range(
+        &mut self,
+        link: &str,
+        side: Side,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let column = match side {
+            Side::Left => "left_key",
+            Side::Right => "right_key",
+        };
+        let mut sql = format!(
+            "SELECT {column} FROM pairs p WHERE link = $1 AND tombstone IS NULL
+               AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.side = $2 AND s.key = p.{column})"
+        );
+        let mut params = vec![P::Text(link), P::Text(side.as_str())];
+        for (bound, op) in [(from, ">="), (to, "<")] {
+            if let Some(b) = bound {
+                params.push(P::Text(b));
+                sql.push_str(&format!(" AND {column} {op} ${}", params.len()));
+            }
+        }
+        self.db
+            .query(&sql, &params)?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    }
+
     /// Stages a record no pair knows, to be matched once both sides are read.
     /// Stages records with no pair, to be matched after both scans; many rows per
     /// statement.

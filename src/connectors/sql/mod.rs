@@ -90,12 +90,17 @@ pub(crate) fn digest_sql(
     hash: &str,
 ) -> String {
     let key = format!("({})", quote_list(&spec.key, quote));
-    let mut case = String::from("CASE");
-    for (i, bound) in bounds.iter().enumerate() {
-        let values: Vec<String> = bound.0.iter().map(&mut *bind).collect();
-        case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
-    }
-    case.push_str(&format!(" ELSE {} END", bounds.len()));
+    let case = if bounds.is_empty() {
+        "0".to_string()
+    } else {
+        let mut case = String::from("CASE");
+        for (i, bound) in bounds.iter().enumerate() {
+            let values: Vec<String> = bound.0.iter().map(&mut *bind).collect();
+            case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
+        }
+        case.push_str(&format!(" ELSE {} END", bounds.len()));
+        case
+    };
     format!(
         "SELECT r, COUNT(*) AS c, SUM(h) AS s FROM (SELECT {case} AS r, {hash} AS h FROM {table}) d GROUP BY r"
     )

@@ -6,7 +6,7 @@
 
 use super::{Planner, side_index};
 use crate::Error;
-use crate::connectors::{Connector, Since};
+use crate::connectors::{Connector, KeyRange, Since};
 use crate::engine::read_ahead::{scan_ahead, sort_out_fetched};
 use crate::model::{Key, Record, Side};
 use crate::state::StateError;
@@ -50,6 +50,12 @@ impl Planner<'_> {
                     })
                 })?;
         }
+        self.finish_changed()
+    }
+
+    /// Matches and creates what a partial read staged, unless a record it found with no
+    /// pair could pair with one it did not read.
+    fn finish_changed(&mut self) -> Result<ChangedRead, Error> {
         let pairs_by_identity = !self.link.match_on.is_empty()
             || self.link.left_ref.is_some()
             || self.link.right_ref.is_some()
@@ -73,6 +79,8 @@ impl Planner<'_> {
     ) -> Result<(), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         let links = self.state.right_links(&self.link.name, &keys)?;
+        let linked: Vec<String> = links.keys().cloned().collect();
+        self.state.mark_seen(Side::Right, &linked)?;
         let mut unlinked = Vec::new();
         let mut changed = Vec::new();
         for (rec, key) in records.into_iter().zip(keys) {
@@ -115,108 +123,114 @@ impl Planner<'_> {
         Ok(self.state.stage_unlinked(Side::Right, &unlinked)?)
     }
 
+    /// Plans from the key ranges whose digests changed (`changed`, per side): the records
+    /// in them, merged as in a cursor read, and the pairs whose record in a range is
+    /// gone, confirmed by a fetch.
+    pub(crate) fn plan_ranges(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+        changed: &[Vec<KeyRange>; 2],
+    ) -> Result<ChangedRead, Error> {
+        for range in &changed[0] {
+            let mut spec = self.layout.left.clone();
+            spec.range = Some(range.clone());
+            self.report.left_records += self.read_left(left, right, &spec)?;
+        }
+        for range in &changed[1] {
+            let mut spec = self.layout.right.clone();
+            spec.range = Some(range.clone());
+            let batch = self.link.batch_size;
+            self.report.right_records += scan_ahead(right, &spec, batch, &mut |records, bad| {
+                self.in_transaction(|p| {
+                    p.keep_out(Side::Right, bad)?;
+                    p.right_changed(records, &mut *left)
+                })
+            })?;
+        }
+        for (side, ranges) in [(Side::Left, &changed[0]), (Side::Right, &changed[1])] {
+            for range in ranges {
+                self.in_transaction(|p| p.vanished_in_range(side, range, left, right))?;
+            }
+        }
+        self.finish_changed()
+    }
+
+    /// The pairs whose `side` record lies in `range` and was not read there: gone, once
+    /// a fetch confirms it (a listing in another order is not a delete).
+    fn vanished_in_range(
+        &mut self,
+        side: Side,
+        range: &KeyRange,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
+        let from = range.from.as_ref().map(Key::encode);
+        let to = range.to.as_ref().map(Key::encode);
+        let unseen = self.state.unseen_pairs_in_range(
+            &self.link.name,
+            side,
+            from.as_deref(),
+            to.as_deref(),
+        )?;
+        let decode = |k: &str| Key::decode(k).map_err(|e| StateError::Corrupt(e.to_string()));
+        for chunk in unseen.chunks(self.link.batch_size.max(1)) {
+            let mut pairs = self.state.pairs_by(&self.link.name, side, chunk)?;
+            let keys = chunk
+                .iter()
+                .map(|k| decode(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let still: HashSet<String> = self
+                .fetch_from(side, left, right, &keys)?
+                .iter()
+                .map(|r| r.key.encode())
+                .collect();
+            let gone: Vec<(String, crate::state::PairRow)> = chunk
+                .iter()
+                .filter(|k| !still.contains(*k))
+                .filter_map(|k| pairs.remove(k).map(|p| (k.clone(), p)))
+                .collect();
+            let partner_of = |p: &crate::state::PairRow| match side {
+                Side::Left => p.right_key.clone(),
+                Side::Right => p.left_key.clone(),
+            };
+            let partner_keys = gone
+                .iter()
+                .map(|(_, p)| decode(&partner_of(p)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (partners, bad) =
+                sort_out_fetched(self.fetch_from(side.other(), left, right, &partner_keys)?);
+            self.keep_out(side.other(), bad)?;
+            for (_, pair) in gone {
+                match partners.get(&partner_of(&pair)) {
+                    Some(partner) => self.plan_deleted(side, partner, pair)?,
+                    None => self.forget_pair(decode(&pair.left_key)?)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records of `side` by key, from whichever of the two connectors is that side.
+    fn fetch_from(
+        &self,
+        side: Side,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+        keys: &[Key],
+    ) -> Result<Vec<Record>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spec = self.layout.read_spec(side);
+        Ok(match side {
+            Side::Left => left.fetch(spec, keys)?,
+            Side::Right => right.fetch(spec, keys)?,
+        })
+    }
+
     /// The furthest cursor value each side's read saw.
     pub(crate) fn cursor_seen(&self, side: Side) -> Option<&crate::model::Value> {
         self.cursor_seen[side_index(side)].as_ref()
-    }
-}
-
-/// Where a cursor read of a side starts: its position, less the look-back window.
-///
-/// # Errors
-/// The position cannot be moved back by that kind of window (text that is not a
-/// timestamp, under a duration).
-pub(crate) fn window_start(
-    position: &crate::model::Value,
-    lookback: crate::config::Lookback,
-) -> Result<crate::model::Value, String> {
-    use crate::config::Lookback;
-    use crate::model::Value;
-    use chrono::{NaiveDateTime, TimeDelta};
-    let millis = |s: f64| TimeDelta::milliseconds((s * 1000.0).ceil() as i64);
-    Ok(match (position, lookback) {
-        (Value::Integer(n), Lookback::Steps(k)) => Value::Integer(n.saturating_sub(k)),
-        // An integer under a duration counts seconds (a Unix time).
-        (Value::Integer(n), Lookback::Seconds(s)) => {
-            Value::Integer(n.saturating_sub(s.ceil() as i64))
-        }
-        (Value::Timestamp(t), Lookback::Seconds(s)) => Value::Timestamp(*t - millis(s)),
-        (Value::TimestampTz(t), Lookback::Seconds(s)) => Value::TimestampTz(*t - millis(s)),
-        (Value::Date(d), Lookback::Seconds(s)) => {
-            Value::Date(*d - TimeDelta::days((s / 86400.0).ceil() as i64))
-        }
-        (Value::Text(t), Lookback::Seconds(s)) => {
-            // Timestamps kept as text (SQLite's usual way) move back in their own form,
-            // so the comparison stays one of text with text.
-            const FORMS: &[&str] = &[
-                "%Y-%m-%d %H:%M:%S%.f",
-                "%Y-%m-%dT%H:%M:%S%.f",
-                "%Y-%m-%dT%H:%M:%S%.fZ",
-            ];
-            let found = FORMS.iter().find_map(|form| {
-                NaiveDateTime::parse_from_str(t, form)
-                    .ok()
-                    .map(|at| (form, at))
-            });
-            match found {
-                Some((form, at)) => Value::Text((at - millis(s)).format(form).to_string()),
-                None => match chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-                    Ok(d) => Value::Text(
-                        (d - TimeDelta::days((s / 86400.0).ceil() as i64))
-                            .format("%Y-%m-%d")
-                            .to_string(),
-                    ),
-                    Err(_) => {
-                        return Err(format!(
-                            "cursor value {t:?} is not a timestamp, so a lookback duration cannot apply; give a count (`lookback = 0`)"
-                        ));
-                    }
-                },
-            }
-        }
-        (other, Lookback::Steps(0)) => other.clone(),
-        (other, Lookback::Steps(_)) => {
-            return Err(format!(
-                "cursor value {other} is not a counter, so a lookback count cannot apply; give a duration (`lookback = \"5s\"`)"
-            ));
-        }
-        (other, Lookback::Seconds(_)) => {
-            return Err(format!(
-                "cursor value {other} is not a timestamp, date or number, so a lookback duration cannot apply"
-            ));
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::window_start;
-    use crate::config::Lookback;
-    use crate::model::Value;
-
-    #[test]
-    fn a_window_starts_behind_the_position_in_the_positions_own_form() {
-        let secs = Lookback::Seconds(5.0);
-        assert_eq!(
-            window_start(&Value::Integer(100), Lookback::Steps(10)),
-            Ok(Value::Integer(90))
-        );
-        assert_eq!(
-            window_start(&Value::Text("2026-01-02 10:00:03".into()), secs),
-            Ok(Value::Text("2026-01-02 09:59:58".into()))
-        );
-        assert_eq!(
-            window_start(&Value::Text("2026-01-02T10:00:03.5Z".into()), secs),
-            Ok(Value::Text("2026-01-02T09:59:58.500Z".into()))
-        );
-        let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 2)
-            .unwrap()
-            .and_hms_opt(0, 0, 1)
-            .unwrap();
-        assert_eq!(
-            window_start(&Value::Timestamp(at), secs),
-            Ok(Value::Timestamp(at - chrono::TimeDelta::seconds(5)))
-        );
-        assert!(window_start(&Value::Text("abc".into()), secs).is_err());
     }
 }

@@ -5,7 +5,7 @@
 mod changed;
 mod lifecycle;
 
-pub(crate) use changed::{ChangedRead, window_start};
+pub(crate) use changed::ChangedRead;
 mod merge_pair;
 
 use super::layout::Layout;
@@ -62,6 +62,11 @@ pub(crate) struct Planner<'a> {
     unlinked_staged: u64,
     /// `Some` for `verify`: pairs are compared side to side, and nothing is planned.
     pub(crate) verify: Option<Box<crate::engine::LinkDrift>>,
+    /// `Some(n)` while a full read should note every n-th key of each side: the bounds
+    /// of key ranges for digests.
+    pub(crate) bounds_every: Option<u64>,
+    bounds_count: [u64; 2],
+    bounds_seen: [Vec<Key>; 2],
 }
 
 fn side_index(side: Side) -> usize {
@@ -109,6 +114,9 @@ impl<'a> Planner<'a> {
             cursor_seen: [None, None],
             unlinked_staged: 0,
             verify: None,
+            bounds_every: None,
+            bounds_count: [0, 0],
+            bounds_seen: [Vec::new(), Vec::new()],
         })
     }
 
@@ -139,7 +147,8 @@ impl<'a> Planner<'a> {
         let pairs = self.state.pair_count(&self.link.name)?;
         let every_left_read = u64::try_from(pairs).is_ok_and(|n| n == self.left_pairs_read);
         // A right read by cursor is scanned in full reads, for the cursor's position.
-        let right_cursor = self.layout.cursor[side_index(Side::Right)].is_some();
+        let right_cursor =
+            self.layout.cursor[side_index(Side::Right)].is_some() || self.bounds_every.is_some();
         if every_left_read
             && !right_cursor
             && right.count(&right_spec)? == Some(self.partners_fetched)
@@ -202,8 +211,29 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// The key range bounds each side's full read noted; `None` for a side it did not
+    /// read (a first load reads only the left).
+    pub(crate) fn take_bounds(&mut self) -> [Option<Vec<Key>>; 2] {
+        let seen = std::mem::take(&mut self.bounds_seen);
+        let [l, r] = seen;
+        [
+            (self.bounds_count[0] > 0).then_some(l),
+            (self.bounds_count[1] > 0).then_some(r),
+        ]
+    }
+
     /// Keeps the furthest cursor value `side`'s read has seen (see `[changes]`).
     pub(super) fn observe(&mut self, side: Side, records: &[Record]) {
+        if let Some(every) = self.bounds_every {
+            // Every `every`-th key read starts a key range (see `[changes]` digests).
+            let i = side_index(side);
+            for r in records {
+                if self.bounds_count[i] > 0 && self.bounds_count[i] % every == 0 {
+                    self.bounds_seen[i].push(r.key.clone());
+                }
+                self.bounds_count[i] += 1;
+            }
+        }
         let Some(at) = self.layout.cursor[side_index(side)] else {
             return;
         };
@@ -474,18 +504,23 @@ impl<'a> Planner<'a> {
                     continue;
                 }
             }
-            let mut plan = PairPlan::new(Some(key), None, Fate::Forget, None);
-            plan.state_changes.push(Change {
-                side: Side::Right,
-                op: "forget".into(),
-                field: None,
-                old: None,
-                new: None,
-                reason: "both records are gone".into(),
-            });
-            self.stage(plan)?;
+            self.forget_pair(key)?;
         }
         Ok(())
+    }
+
+    /// Forgets the pair of `left_key`: both its records are gone.
+    pub(super) fn forget_pair(&mut self, left_key: Key) -> Result<(), Error> {
+        let mut plan = PairPlan::new(Some(left_key), None, Fate::Forget, None);
+        plan.state_changes.push(Change {
+            side: Side::Right,
+            op: "forget".into(),
+            field: None,
+            old: None,
+            new: None,
+            reason: "both records are gone".into(),
+        });
+        self.stage(plan)
     }
 
     fn match_and_create(&mut self) -> Result<(), Error> {

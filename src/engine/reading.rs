@@ -1,0 +1,380 @@
+//! How a cycle reads a link's sides (`[links.NAME.changes]`): whole, by cursor, or by
+//! the key ranges whose digests changed; and what it leaves in the state store for the
+//! next cycle (cursor positions, ranges and their digests).
+
+use super::io::LinkIo;
+use super::report::LinkReport;
+use crate::Error;
+use crate::config::{LinkSpec, Reconcile};
+use crate::connectors::{ConnectorError, KeyRange, RangeDigest};
+use crate::model::{Key, Side, Value};
+use crate::state::{LinkReads, Ranges, StateError};
+
+/// How a cycle reads a link's sides.
+pub(crate) enum Reading {
+    /// Both sides whole; says why when the link reads by cursor.
+    Full(String),
+    /// What changed: per side, where its read starts (`None`: not read; only partners
+    /// are fetched from it).
+    Changed {
+        since: [Option<crate::connectors::Since>; 2],
+    },
+    /// The key ranges whose digests changed, per side, of how many.
+    Digests {
+        changed: [Vec<KeyRange>; 2],
+        of: [usize; 2],
+    },
+}
+
+impl Reading {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Reading::Digests { changed, of } => format!(
+                "digests: {} of {} left ranges changed, {} of {} right ranges",
+                changed[0].len(),
+                of[0],
+                changed[1].len(),
+                of[1]
+            ),
+            Reading::Full(why) if why.is_empty() => "full".into(),
+            Reading::Full(why) => format!("full ({why})"),
+            Reading::Changed { since } => [Side::Left, Side::Right]
+                .iter()
+                .map(|&side| match &since[side as usize] {
+                    Some(s) => format!("{side} changes since {} >= {}", s.column, s.value),
+                    None => format!("{side} not read (its edits wait for a full read)"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// Reads by cursor when the link has `[changes]`, a position for each cursor side, the
+/// last run ended, and a full read is not due.
+pub(crate) fn choose(
+    link: &LinkSpec,
+    reads: Option<&LinkReads>,
+    relinking: bool,
+) -> Result<Reading, Error> {
+    let Some(changes) = &link.changes else {
+        return Ok(Reading::Full(String::new()));
+    };
+    let full = |why: &str| Ok(Reading::Full(why.to_string()));
+    let Some(reads) = reads else {
+        return full("nothing read yet");
+    };
+    if relinking {
+        return full("re-linking");
+    }
+    if !reads.clean {
+        return full("the last run of this link did not finish");
+    }
+    let has_cursor = changes.cursor.iter().any(Option::is_some);
+    if !has_cursor || reads.since_full + 1 >= changes.full_every {
+        if changes.reconcile == Reconcile::Digests {
+            return Ok(match &reads.ranges {
+                [Some(l), Some(r)] => Reading::Digests {
+                    changed: [Vec::new(), Vec::new()],
+                    of: [l.bounds.len() + 1, r.bounds.len() + 1],
+                },
+                _ => Reading::Full("key ranges not known yet".into()),
+            });
+        }
+        if !has_cursor {
+            return full("");
+        }
+        return full(&format!(
+            "every {} cycles, to find deletes",
+            changes.full_every
+        ));
+    }
+    let mut since = [None, None];
+    for side in [Side::Left, Side::Right] {
+        let i = side as usize;
+        let Some(cursor) = &changes.cursor[i] else {
+            continue;
+        };
+        let Some(position) = &reads.cursor[i] else {
+            return full(&format!("no cursor position yet for the {side}"));
+        };
+        let position = crate::model::Key::decode(position)
+            .ok()
+            .and_then(|k| k.0.into_iter().next())
+            .ok_or_else(|| {
+                crate::state::StateError::Corrupt(format!(
+                    "cursor of link {}: {position}",
+                    link.name
+                ))
+            })?;
+        let value = window_start(&position, cursor.lookback).map_err(|m| {
+            Error::NotFound(format!(
+                "link `{}`, {side} cursor `{}`: {m}",
+                link.name, cursor.column
+            ))
+        })?;
+        since[i] = Some(crate::connectors::Since {
+            column: cursor.column.clone(),
+            value,
+        });
+    }
+    Ok(Reading::Changed { since })
+}
+
+/// The further of a stored position and a value seen: a cursor never moves backward.
+pub(crate) fn furthest(stored: Option<&str>, seen: Option<&crate::model::Value>) -> Option<String> {
+    let stored_value = stored
+        .and_then(|s| crate::model::Key::decode(s).ok())
+        .and_then(|k| k.0.into_iter().next());
+    match (stored_value, seen) {
+        (Some(old), Some(new)) if new.cursor_cmp(&old).is_some_and(|o| o.is_gt()) => {
+            Some(crate::model::Key(vec![new.clone()]).encode())
+        }
+        (None, Some(new)) => Some(crate::model::Key(vec![new.clone()]).encode()),
+        _ => stored.map(str::to_string),
+    }
+}
+
+/// Whether this link keeps key ranges with digests.
+pub(crate) fn tracks_ranges(link: &LinkSpec) -> bool {
+    link.changes
+        .as_ref()
+        .is_some_and(|c| c.reconcile == Reconcile::Digests)
+}
+
+/// `Some(range_size)` when a full read should note key range bounds: digests are on and
+/// a side has no ranges yet.
+pub(crate) fn bounds_every(link: &LinkSpec, reads: Option<&LinkReads>) -> Option<u64> {
+    let changes = link.changes.as_ref()?;
+    let known = reads.is_some_and(|r| r.ranges.iter().all(Option::is_some));
+    (changes.reconcile == Reconcile::Digests && !known).then_some(changes.range_size as u64)
+}
+
+fn decode_bounds(ranges: &Ranges) -> Result<Vec<Key>, Error> {
+    ranges
+        .bounds
+        .iter()
+        .map(|b| {
+            Key::decode(b).map_err(|e| StateError::Corrupt(format!("a range bound: {e}")).into())
+        })
+        .collect()
+}
+
+/// Each side's digests over its stored ranges, when this cycle reconciles by digests
+/// (or reads in full on a link that keeps them). A `Digests` reading learns which ranges
+/// changed; a kind that cannot compute digests turns it into a full read.
+pub(crate) fn pre_digests(
+    link: &LinkSpec,
+    reads: Option<&LinkReads>,
+    io: &mut LinkIo,
+    reading: &mut Reading,
+) -> Result<Option<[Vec<RangeDigest>; 2]>, Error> {
+    if !tracks_ranges(link) || matches!(reading, Reading::Changed { .. }) {
+        return Ok(None);
+    }
+    let Some([Some(left_ranges), Some(right_ranges)]) = reads.map(|r| &r.ranges) else {
+        return Ok(None);
+    };
+    let mut current = [Vec::new(), Vec::new()];
+    for (side, ranges) in [(Side::Left, left_ranges), (Side::Right, right_ranges)] {
+        let bounds = decode_bounds(ranges)?;
+        let spec = io.layout.read_spec(side).clone();
+        match io.connector(side).digests(&spec, &bounds) {
+            Ok(d) => current[side as usize] = d,
+            Err(ConnectorError::Unsupported(what)) => {
+                *reading = Reading::Full(format!("the {side} system has no {what}"));
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Reading::Digests { changed, .. } = reading {
+        for (side, ranges) in [(Side::Left, left_ranges), (Side::Right, right_ranges)] {
+            let i = side as usize;
+            let bounds = decode_bounds(ranges)?;
+            for (r, digest) in current[i].iter().enumerate() {
+                if ranges.digests.get(r) != Some(digest) {
+                    changed[i].push(KeyRange {
+                        from: r.checked_sub(1).map(|b| bounds[b].clone()),
+                        to: bounds.get(r).cloned(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Key ranges are kept only for keys whose stored form sorts as the systems sort them:
+/// integers and uuids (text sorts by a collation the store does not know).
+fn rangeable(key: &Key) -> bool {
+    key.0
+        .iter()
+        .all(|v| matches!(v, Value::Integer(_) | Value::Uuid(_)))
+}
+
+/// What the link's reads leave for the next cycle: cursors moved forward by what a read
+/// by cursor or in full saw, and, where digests are on, each side's ranges with the
+/// digests taken before reading; a range this run wrote into is marked unknown, so the
+/// next reconciliation reads it again rather than trust a digest of its own writes.
+pub(crate) fn after(
+    link: &LinkSpec,
+    before: Option<LinkReads>,
+    reading: &Reading,
+    cursor_seen: &[Option<Value>; 2],
+    bounds_seen: &[Option<Vec<Key>>; 2],
+    pre: Option<[Vec<RangeDigest>; 2]>,
+    report: &LinkReport,
+) -> Option<LinkReads> {
+    let changes = link.changes.as_ref()?;
+    let before = before.unwrap_or_default();
+    let cursor = match reading {
+        Reading::Digests { .. } => before.cursor.clone(),
+        _ => [0, 1].map(|i| furthest(before.cursor[i].as_deref(), cursor_seen[i].as_ref())),
+    };
+    let since_full = match reading {
+        Reading::Changed { .. } => before.since_full + 1,
+        _ => 0,
+    };
+    let ranges = if changes.reconcile == Reconcile::Digests {
+        [0, 1].map(|i| {
+            let mut ranges = match (&before.ranges[i], &pre) {
+                (Some(known), Some(pre)) => Ranges {
+                    bounds: known.bounds.clone(),
+                    digests: pre[i].clone(),
+                },
+                (Some(known), None) => Ranges {
+                    bounds: known.bounds.clone(),
+                    digests: vec![Ranges::unknown(); known.bounds.len() + 1],
+                },
+                (None, _) => {
+                    let seen = bounds_seen[i].as_ref()?;
+                    if !seen.iter().all(rangeable) {
+                        return None;
+                    }
+                    Ranges {
+                        bounds: seen.iter().map(Key::encode).collect(),
+                        digests: vec![Ranges::unknown(); seen.len() + 1],
+                    }
+                }
+            };
+            if let Some(touched) = &report.touched {
+                for key in &touched[i] {
+                    let r = ranges.range_of(key);
+                    if let Some(d) = ranges.digests.get_mut(r) {
+                        *d = Ranges::unknown();
+                    }
+                }
+            }
+            Some(ranges)
+        })
+    } else {
+        [None, None]
+    };
+    Some(LinkReads {
+        cursor,
+        since_full,
+        clean: true,
+        ranges,
+    })
+}
+
+/// Where a cursor read of a side starts: its position, less the look-back window.
+///
+/// # Errors
+/// The position cannot be moved back by that kind of window (text that is not a
+/// timestamp, under a duration).
+pub(crate) fn window_start(
+    position: &crate::model::Value,
+    lookback: crate::config::Lookback,
+) -> Result<crate::model::Value, String> {
+    use crate::config::Lookback;
+    use crate::model::Value;
+    use chrono::{NaiveDateTime, TimeDelta};
+    let millis = |s: f64| TimeDelta::milliseconds((s * 1000.0).ceil() as i64);
+    Ok(match (position, lookback) {
+        (Value::Integer(n), Lookback::Steps(k)) => Value::Integer(n.saturating_sub(k)),
+        // An integer under a duration counts seconds (a Unix time).
+        (Value::Integer(n), Lookback::Seconds(s)) => {
+            Value::Integer(n.saturating_sub(s.ceil() as i64))
+        }
+        (Value::Timestamp(t), Lookback::Seconds(s)) => Value::Timestamp(*t - millis(s)),
+        (Value::TimestampTz(t), Lookback::Seconds(s)) => Value::TimestampTz(*t - millis(s)),
+        (Value::Date(d), Lookback::Seconds(s)) => {
+            Value::Date(*d - TimeDelta::days((s / 86400.0).ceil() as i64))
+        }
+        (Value::Text(t), Lookback::Seconds(s)) => {
+            // Timestamps kept as text (SQLite's usual way) move back in their own form,
+            // so the comparison stays one of text with text.
+            const FORMS: &[&str] = &[
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.fZ",
+            ];
+            let found = FORMS.iter().find_map(|form| {
+                NaiveDateTime::parse_from_str(t, form)
+                    .ok()
+                    .map(|at| (form, at))
+            });
+            match found {
+                Some((form, at)) => Value::Text((at - millis(s)).format(form).to_string()),
+                None => match chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+                    Ok(d) => Value::Text(
+                        (d - TimeDelta::days((s / 86400.0).ceil() as i64))
+                            .format("%Y-%m-%d")
+                            .to_string(),
+                    ),
+                    Err(_) => {
+                        return Err(format!(
+                            "cursor value {t:?} is not a timestamp, so a lookback duration cannot apply; give a count (`lookback = 0`)"
+                        ));
+                    }
+                },
+            }
+        }
+        (other, Lookback::Steps(0)) => other.clone(),
+        (other, Lookback::Steps(_)) => {
+            return Err(format!(
+                "cursor value {other} is not a counter, so a lookback count cannot apply; give a duration (`lookback = \"5s\"`)"
+            ));
+        }
+        (other, Lookback::Seconds(_)) => {
+            return Err(format!(
+                "cursor value {other} is not a timestamp, date or number, so a lookback duration cannot apply"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_start;
+    use crate::config::Lookback;
+    use crate::model::Value;
+
+    #[test]
+    fn a_window_starts_behind_the_position_in_the_positions_own_form() {
+        let secs = Lookback::Seconds(5.0);
+        assert_eq!(
+            window_start(&Value::Integer(100), Lookback::Steps(10)),
+            Ok(Value::Integer(90))
+        );
+        assert_eq!(
+            window_start(&Value::Text("2026-01-02 10:00:03".into()), secs),
+            Ok(Value::Text("2026-01-02 09:59:58".into()))
+        );
+        assert_eq!(
+            window_start(&Value::Text("2026-01-02T10:00:03.5Z".into()), secs),
+            Ok(Value::Text("2026-01-02T09:59:58.500Z".into()))
+        );
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 1, 2)
+            .unwrap()
+            .and_hms_opt(0, 0, 1)
+            .unwrap();
+        assert_eq!(
+            window_start(&Value::Timestamp(at), secs),
+            Ok(Value::Timestamp(at - chrono::TimeDelta::seconds(5)))
+        );
+        assert!(window_start(&Value::Text("abc".into()), secs).is_err());
+    }
+}
