@@ -228,7 +228,7 @@ impl<'a> Planner<'a> {
             // Every `every`-th key read starts a key range (see `[changes]` digests).
             let i = side_index(side);
             for r in records {
-                if self.bounds_count[i] > 0 && self.bounds_count[i] % every == 0 {
+                if self.bounds_count[i] > 0 && self.bounds_count[i].is_multiple_of(every) {
                     self.bounds_seen[i].push(r.key.clone());
                 }
                 self.bounds_count[i] += 1;
