@@ -526,9 +526,15 @@ notes = {{}}
 left = {{ cursor = "version", lookback = {lookback} }}
 right = {{ cursor = "version", lookback = {lookback} }}
 full_every = {full_every}
+{}
 "#,
             if match_on {
                 "match_on = [\"email\"]"
+            } else {
+                ""
+            },
+            if digests {
+                "reconcile = \"digests\"\nrange_size = 3"
             } else {
                 ""
             }

@@ -104,12 +104,9 @@ pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<u
     };
     let range_size = match &r.range_size {
         None => DEFAULT_RANGE_SIZE,
-        Some(n) if (100..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) if (2..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
         Some(n) => {
-            return Err((
-                n.span(),
-                "range_size must be between 100 and 10000000".into(),
-            ));
+            return Err((n.span(), "range_size must be between 2 and 10000000".into()));
         }
     };
     let spec = ChangesSpec {
