@@ -458,14 +458,26 @@ fn reads_of(
                 Some(p) => format!("{side} by `{}` at {p}", c.column),
                 None => format!("{side} by `{}`, no position yet", c.column),
             },
-            None => format!("{side} read only in full reads"),
+            None => format!("{side} read only in reconciliations"),
         })
         .collect();
     let due = changes.full_every.saturating_sub(reads.since_full + 1);
-    let next_full = if !reads.clean || due == 0 {
-        "the next cycle reads in full".to_string()
+    let how = match changes.reconcile {
+        syncline::config::Reconcile::Full => "a full read".to_string(),
+        syncline::config::Reconcile::Digests => match &reads.ranges {
+            [Some(l), Some(r)] => format!(
+                "a reconciliation by digests ({} left, {} right key ranges)",
+                l.bounds.len() + 1,
+                r.bounds.len() + 1
+            ),
+            _ => "a full read (key ranges not known yet)".to_string(),
+        },
+    };
+    let no_cursor = changes.cursor.iter().all(Option::is_none);
+    let next_full = if !reads.clean || due == 0 || no_cursor {
+        format!("the next cycle is {how}")
     } else {
-        format!("a full read in {due} cycle(s)")
+        format!("{how} in {due} cycle(s)")
     };
     Some(serde_json::json!({
         "left": reads.position(0).map(|v| v.to_string()),
