@@ -7,12 +7,14 @@
 //! - a steady-state two-way PG↔PG cycle with 1% of the rows changed on each side;
 //! - cycles that read by cursor (`[changes]`) on a one-way PG→PG link, with nothing and
 //!   with 1% changed, against a full-read cycle and sling's incremental mode (its binary
-//!   from the PyPI wheel `sling-linux-amd64`, found as `sling` on PATH or `SLING_BIN`).
+//!   from the PyPI wheel `sling-linux-amd64`, found as `sling` on PATH or `SLING_BIN`);
+//! - digest reconciliations of the same link (nothing changed; 100 rows changed in one
+//!   key range) against one `COPY` out of one side.
 //!
 //! Needs `SYNCLINE_TEST_PG_URL` (and `SYNCLINE_TEST_MYSQL_URL` for MariaDB); rows from
 //! `SYNCLINE_BENCH_ROWS` (default 1,000,000). `cargo bench --bench pg_sync`.
 //! `SYNCLINE_BENCH_PHASES` picks phases (comma-separated: `pg`, `sqlite`, `mariadb`,
-//! `two-way`, `cursor`; default all), e.g. to profile one of them. `SYNCLINE_BENCH_ROUNDS` (default
+//! `two-way`, `cursor`, `digests`; default all), e.g. to profile one of them. `SYNCLINE_BENCH_ROUNDS` (default
 //! 3) sets how often each first load is measured with its baselines, in turn; every
 //! timed phase starts on a quiet machine (see `settle`).
 //!
@@ -122,6 +124,66 @@ fn settle(admin: &mut postgres::Client, databases: [&mut postgres::Client; 2]) {
         println!("CHECKPOINT not allowed ({e}): phases may pay for each other's writes");
     }
     flush_written_files();
+}
+
+/// Reconciliations by digests of a one-way PG→PG link: with nothing changed, and with
+/// 100 rows changed in one key range, against one binary `COPY` out of one side.
+fn digest_cycles(
+    dir: &Path,
+    systems: &str,
+    src: &mut postgres::Client,
+    dst: &mut postgres::Client,
+    admin: &mut postgres::Client,
+    rows: u64,
+    lines: &mut Vec<Line>,
+) {
+    dst.batch_execute(&format!("CREATE TABLE digest_dst {TABLE}"))
+        .unwrap();
+    let config = format!(
+        "{systems}[links.c]\nleft = \"src.contacts\"\nright = \"dst.digest_dst\"\n{}[links.c.changes]\nreconcile = \"digests\"\n",
+        fields()
+    );
+    fresh_state(dir);
+    assert_eq!(run(dir, &config).count("to_right", "created"), rows);
+    // A full read learns the ranges, a reconciliation reading every range their digests.
+    run(dir, &config);
+    run(dir, &config);
+    settle(admin, [src, dst]);
+    let (_, copy, _) = timed(|| {
+        let mut reader = src
+            .copy_out("COPY (SELECT * FROM contacts) TO STDOUT (FORMAT binary)")
+            .unwrap();
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+    });
+    let copy = copy.as_secs_f64();
+    settle(admin, [src, dst]);
+    let idle = run(dir, &config);
+    assert_eq!(idle.count("to_right", "updated"), 0);
+    let from = rows / 2;
+    src.batch_execute(&format!(
+        "UPDATE contacts SET status = status || '.' WHERE id > {from} AND id <= {}",
+        from + 100
+    ))
+    .unwrap();
+    settle(admin, [src, dst]);
+    let busy = run(dir, &config);
+    assert_eq!(busy.count("to_right", "updated"), 100.min(rows));
+    let line = |phase, r: &BinaryRun, baseline| Line {
+        phase,
+        secs: r.elapsed.as_secs_f64(),
+        rows,
+        baseline: Some(baseline),
+        rss: r.peak_rss_mib,
+        cpu: r.cpu_secs,
+        ratio_range: None,
+    };
+    lines.push(Line::baseline("baseline: COPY out one side", copy, rows));
+    lines.push(line("digest reconciliation, no change", &idle, copy));
+    lines.push(line(
+        "digests, 100 rows in one range",
+        &busy,
+        idle.elapsed.as_secs_f64(),
+    ));
 }
 
 /// Cycles of a one-way PG→PG link that reads the source by a change stamp, as sling's
@@ -595,6 +657,17 @@ fn main() {
         });
     }
 
+    if wants("digests") {
+        digest_cycles(
+            dir.path(),
+            &systems,
+            &mut src,
+            &mut dst,
+            &mut admin_client,
+            rows,
+            &mut lines,
+        );
+    }
     if wants("cursor") {
         cursor_cycles(
             dir.path(),

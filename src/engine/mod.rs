@@ -30,8 +30,10 @@ use io::LinkIo;
 pub use one_behind::on_batch_done;
 
 pub use explain::{Explanation, FieldExplanation, explain};
-pub use report::{DirectionCounts, LinkReport, PlannedLine, RunReport};
-pub use verify::{Drifted, Example, LinkDrift, VerifyReport, verify};
+pub use report::{
+    DirectionCounts, Drifted, Example, LinkDrift, LinkReport, PlannedLine, RunReport, VerifyReport,
+};
+pub use verify::verify;
 
 use crate::Error;
 use crate::config::{Config, LinkSpec};

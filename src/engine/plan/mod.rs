@@ -61,7 +61,7 @@ pub(crate) struct Planner<'a> {
     /// Records staged with no pair, this cycle.
     unlinked_staged: u64,
     /// `Some` for `verify`: pairs are compared side to side, and nothing is planned.
-    pub(crate) verify: Option<Box<crate::engine::LinkDrift>>,
+    pub(crate) verify: Option<Box<super::report::LinkDrift>>,
     /// `Some(n)` while a full read should note every n-th key of each side: the bounds
     /// of key ranges for digests.
     pub(crate) bounds_every: Option<u64>,
