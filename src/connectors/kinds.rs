@@ -98,6 +98,23 @@ impl SettingsContext<'_> {
     }
 }
 
+/// `[systems.NAME]` of a server kind: `url = "${SOME_ENV_VAR}"` and nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlWritten {
+    url: Option<Spanned<String>>,
+}
+
+impl UrlWritten {
+    /// The URL, `${ENV}` substituted.
+    ///
+    /// # Errors
+    /// It is missing, or names a variable that is not set.
+    pub fn resolve(&self, cx: &SettingsContext<'_>) -> Result<Secret, ConfigError> {
+        cx.secret(cx.required(&self.url, "url = \"${SOME_ENV_VAR}\"")?)
+    }
+}
+
 /// Kinds named in the design that this build does not have yet: a config naming one
 /// is told so rather than that the kind is unknown.
 const PLANNED: &[&str] = &["csv", "jsonl", "http"];

@@ -271,6 +271,27 @@ pub struct SystemError {
 }
 
 impl SystemError {
+    /// A driver's error, classified by what the kind knows of it: the connection went
+    /// (`lost`), or it may pass (`transient`), or neither.
+    pub(crate) fn classified<E>(
+        message: String,
+        lost: bool,
+        transient: bool,
+        source: E,
+    ) -> SystemError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let failure = if lost {
+            Failure::Lost
+        } else if transient {
+            Failure::Transient
+        } else {
+            Failure::Other
+        };
+        SystemError::new(message, failure, source)
+    }
+
     pub(crate) fn new<E>(message: String, failure: Failure, source: E) -> SystemError
     where
         E: std::error::Error + Send + Sync + 'static,

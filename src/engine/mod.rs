@@ -295,34 +295,26 @@ fn run_held_link(
                 }
             }
         } else {
-            match &reading {
-                Reading::Changed { since, .. } => {
-                    match planner.plan_changed(left.as_mut(), right.as_mut(), since.clone())? {
-                        plan::ChangedRead::Planned => {}
-                        plan::ChangedRead::NeedsFullRead(why) => {
-                            drop(planner);
-                            let warnings = std::mem::take(&mut report.warnings);
-                            report = LinkReport::new(link);
-                            report.warnings = warnings;
-                            reading = Reading::Full(why);
-                            continue;
-                        }
-                    }
+            let partial = match &reading {
+                Reading::Changed { since } => {
+                    Some(planner.plan_changed(left.as_mut(), right.as_mut(), since.clone())?)
                 }
                 Reading::Digests { changed, .. } => {
-                    match planner.plan_ranges(left.as_mut(), right.as_mut(), changed)? {
-                        plan::ChangedRead::Planned => {}
-                        plan::ChangedRead::NeedsFullRead(why) => {
-                            drop(planner);
-                            let warnings = std::mem::take(&mut report.warnings);
-                            report = LinkReport::new(link);
-                            report.warnings = warnings;
-                            reading = Reading::Full(why);
-                            continue;
-                        }
-                    }
+                    Some(planner.plan_ranges(left.as_mut(), right.as_mut(), changed)?)
                 }
-                Reading::Full(_) => planner.plan(left.as_mut(), right.as_mut())?,
+                Reading::Full(_) => {
+                    planner.plan(left.as_mut(), right.as_mut())?;
+                    None
+                }
+            };
+            if let Some(plan::ChangedRead::NeedsFullRead(why)) = partial {
+                // Planned again from a full read, from a clean report.
+                drop(planner);
+                let warnings = std::mem::take(&mut report.warnings);
+                report = LinkReport::new(link);
+                report.warnings = warnings;
+                reading = Reading::Full(why);
+                continue;
             }
             false
         };

@@ -15,7 +15,7 @@ use super::{
     BatchResult, ColumnInfo, Connector, ConnectorError, ReadSpec, Write, WriteOutcome,
     sql::quote_list,
 };
-use super::{Failure, RangeDigest, SystemError};
+use super::{RangeDigest, SystemError};
 use crate::model::value::{decimal_fits, parse_naive_timestamp, parse_timestamptz};
 use crate::model::{Key, Name, Record, Value};
 use chrono::{Datelike, Timelike};
@@ -123,14 +123,7 @@ fn is_transient(e: &mysql::Error) -> bool {
 
 /// The driver's error, classified, as a sentence.
 fn system_error(e: mysql::Error) -> SystemError {
-    let failure = if is_lost(&e) {
-        Failure::Lost
-    } else if is_transient(&e) {
-        Failure::Transient
-    } else {
-        Failure::Other
-    };
-    SystemError::new(message(&e), failure, e)
+    SystemError::classified(message(&e), is_lost(&e), is_transient(&e), e)
 }
 
 impl Kind {

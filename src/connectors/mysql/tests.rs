@@ -20,7 +20,8 @@ fn driver_errors_read_as_sentences() {
 
 #[test]
 fn the_servers_errors_are_classified_for_retrying_by_their_codes() {
-    use super::{Failure, MysqlConnector, system_error};
+    use super::{MysqlConnector, system_error};
+    use crate::connectors::Failure;
     use mysql::prelude::Queryable as _;
     let Ok(url) = std::env::var("SYNCLINE_TEST_MYSQL_URL") else {
         eprintln!("skipped: set SYNCLINE_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test to run");

@@ -3,30 +3,21 @@
 
 use super::PostgresConnector;
 use crate::config::{ConfigError, Secret};
-use crate::connectors::kinds::{Kind, SettingsContext};
+use crate::connectors::kinds::{Kind, SettingsContext, UrlWritten};
 use crate::connectors::{Connector, ConnectorError};
-use serde::Deserialize;
-use toml::Spanned;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub url: Secret,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Written {
-    url: Option<Spanned<String>>,
-}
-
 impl Kind for Settings {
     const NAME: &'static str = "postgres";
-    type Written = Written;
+    type Written = UrlWritten;
 
-    fn resolve(written: Written, cx: &SettingsContext<'_>) -> Result<Settings, ConfigError> {
-        let url = cx.required(&written.url, "url = \"${SOME_ENV_VAR}\"")?;
+    fn resolve(written: UrlWritten, cx: &SettingsContext<'_>) -> Result<Settings, ConfigError> {
         Ok(Settings {
-            url: cx.secret(url)?,
+            url: written.resolve(cx)?,
         })
     }
 

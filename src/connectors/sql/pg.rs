@@ -2,7 +2,7 @@
 //! kind and the state store): the sentence to show, and what the error means for
 //! trying again.
 
-use crate::connectors::{Failure, SystemError};
+use crate::connectors::SystemError;
 
 /// A failure that may pass: a serialization failure, a deadlock, a lock wait that timed
 /// out, or an error below the protocol.
@@ -15,14 +15,7 @@ pub(crate) fn is_transient(e: &postgres::Error) -> bool {
 
 /// The driver's error, classified, with the server's message and detail as its sentence.
 pub(crate) fn system_error(e: postgres::Error) -> SystemError {
-    let failure = if is_lost(&e) {
-        Failure::Lost
-    } else if is_transient(&e) {
-        Failure::Transient
-    } else {
-        Failure::Other
-    };
-    SystemError::new(db_message(&e), failure, e)
+    SystemError::classified(db_message(&e), is_lost(&e), is_transient(&e), e)
 }
 
 /// Whether the connection went: closed, or the server ended the session
