@@ -175,11 +175,22 @@ pub(crate) fn pre_digests(
     let Some([Some(left_ranges), Some(right_ranges)]) = reads.map(|r| &r.ranges) else {
         return Ok(None);
     };
+    // Both systems compute their digests at once: the wait is the slower one's.
+    let (left_bounds, right_bounds) = (decode_bounds(left_ranges)?, decode_bounds(right_ranges)?);
+    let LinkIo {
+        left,
+        right,
+        layout,
+    } = io;
+    let (left_spec, right_spec) = (&layout.left, &layout.right);
+    let (left_digests, right_digests) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| right.digests(right_spec, &right_bounds));
+        let this = left.digests(left_spec, &left_bounds);
+        (this, other.join().expect("a digest thread does not panic"))
+    });
     let mut current = [Vec::new(), Vec::new()];
-    for (side, ranges) in [(Side::Left, left_ranges), (Side::Right, right_ranges)] {
-        let bounds = decode_bounds(ranges)?;
-        let spec = io.layout.read_spec(side).clone();
-        match io.connector(side).digests(&spec, &bounds) {
+    for (side, result) in [(Side::Left, left_digests), (Side::Right, right_digests)] {
+        match result {
             Ok(d) => current[side as usize] = d,
             Err(ConnectorError::Unsupported(what)) => {
                 *reading = Reading::Full(format!("the {side} system has no {what}"));

@@ -760,15 +760,24 @@ impl Connector for MysqlConnector {
             .collect::<Vec<_>>()
             .join(", ");
         let mut params: Vec<mysql::Value> = Vec::new();
-        let sql = super::sql::digest_sql(
-            spec,
-            &quote_table(&spec.collection),
-            quote,
-            bounds,
-            &mut |v| {
+        // An integer key finds its range by `INTERVAL`'s binary search; others by CASE.
+        let integers = !bounds.is_empty()
+            && spec.key.len() == 1
+            && bounds
+                .iter()
+                .all(|b| matches!(b.0[..], [Value::Integer(_)]));
+        let bucket = if integers {
+            let list: Vec<String> = bounds.iter().map(|b| b.0[0].to_string()).collect();
+            format!("INTERVAL({}, {})", quote(&spec.key[0]), list.join(", "))
+        } else {
+            super::sql::case_bucket(spec, quote, bounds, &mut |v| {
                 params.push(compared(v));
                 "?".into()
-            },
+            })
+        };
+        let sql = super::sql::digest_sql(
+            &quote_table(&spec.collection),
+            &bucket,
             &format!("CRC32(CONCAT_WS(CHAR(31), {row}))"),
         );
         let rows: Vec<(i64, i64, String)> = self

@@ -78,32 +78,33 @@ pub(crate) fn scan_filter<'a>(
     }
 }
 
-/// `SELECT range, COUNT(*), SUM(hash) … GROUP BY range` over `bounds` (see
-/// [`Connector::digests`]): `hash` is the dialect's 32-bit hash of a row's key and
-/// columns, so sums of a range's rows cannot overflow.
-pub(crate) fn digest_sql(
+/// `SELECT range, COUNT(*), SUM(hash) … GROUP BY range` (see [`Connector::digests`]):
+/// `bucket` is the dialect's expression for a row's range, `hash` its hash of a row.
+pub(crate) fn digest_sql(table: &str, bucket: &str, hash: &str) -> String {
+    format!(
+        "SELECT r, COUNT(*) AS c, SUM(h) AS s FROM (SELECT {bucket} AS r, {hash} AS h FROM {table}) d GROUP BY r"
+    )
+}
+
+/// A row's range as `CASE WHEN key < bound1 THEN 0 …`: for dialects without a search
+/// over bounds (a range is `[bound i, bound i+1)`, range 0 everything below the first).
+pub(crate) fn case_bucket(
     spec: &ReadSpec,
-    table: &str,
     quote: fn(&str) -> String,
     bounds: &[Key],
     bind: &mut dyn FnMut(&Value) -> String,
-    hash: &str,
 ) -> String {
+    if bounds.is_empty() {
+        return "0".into();
+    }
     let key = format!("({})", quote_list(&spec.key, quote));
-    let case = if bounds.is_empty() {
-        "0".to_string()
-    } else {
-        let mut case = String::from("CASE");
-        for (i, bound) in bounds.iter().enumerate() {
-            let values: Vec<String> = bound.0.iter().map(&mut *bind).collect();
-            case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
-        }
-        case.push_str(&format!(" ELSE {} END", bounds.len()));
-        case
-    };
-    format!(
-        "SELECT r, COUNT(*) AS c, SUM(h) AS s FROM (SELECT {case} AS r, {hash} AS h FROM {table}) d GROUP BY r"
-    )
+    let mut case = String::from("CASE");
+    for (i, bound) in bounds.iter().enumerate() {
+        let values: Vec<String> = bound.0.iter().map(&mut *bind).collect();
+        case.push_str(&format!(" WHEN {key} < ({}) THEN {i}", values.join(", ")));
+    }
+    case.push_str(&format!(" ELSE {} END", bounds.len()));
+    case
 }
 
 /// Rows of `(range, count, sum)` as one digest per range, empty ranges included.

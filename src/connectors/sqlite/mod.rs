@@ -465,15 +465,13 @@ impl Connector for SqliteConnector {
     ) -> Result<Vec<RangeDigest>, ConnectorError> {
         let mut bound: Vec<Value> = Vec::new();
         let columns = Self::select_list(spec);
+        let bucket = super::sql::case_bucket(spec, quote, bounds, &mut |v| {
+            bound.push(v.clone());
+            format!("?{}", bound.len())
+        });
         let sql = super::sql::digest_sql(
-            spec,
             &quote_table(&spec.collection),
-            quote,
-            bounds,
-            &mut |v| {
-                bound.push(v.clone());
-                format!("?{}", bound.len())
-            },
+            &bucket,
             &format!("syncline_row_hash({columns})"),
         );
         let ctx = format!("digest {}", spec.collection);
