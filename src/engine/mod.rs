@@ -252,7 +252,7 @@ fn run_held_link(
         marked.clean = false;
         state.set_link_reads(&link.name, &marked)?;
     }
-    let (streamed, cursor_seen, bounds_seen) = loop {
+    let (streamed, seen) = loop {
         state.clear_scratch()?;
         let LinkIo {
             left,
@@ -300,7 +300,8 @@ fn run_held_link(
                     Some(planner.plan_changed(left.as_mut(), right.as_mut(), since.clone())?)
                 }
                 Reading::Digests { changed, .. } => {
-                    Some(planner.plan_ranges(left.as_mut(), right.as_mut(), changed)?)
+                    let range_size = link.changes.as_ref().map_or(1, |c| c.range_size as u64);
+                    Some(planner.plan_ranges(left.as_mut(), right.as_mut(), changed, range_size)?)
                 }
                 Reading::Full(_) => {
                     planner.plan(left.as_mut(), right.as_mut())?;
@@ -318,9 +319,12 @@ fn run_held_link(
             }
             false
         };
-        let seen = [Side::Left, Side::Right].map(|s| planner.cursor_seen(s).cloned());
-        let bounds = planner.take_bounds();
-        break (streamed, seen, bounds);
+        let seen = reading::Seen {
+            cursor: [Side::Left, Side::Right].map(|s| planner.cursor_seen(s).cloned()),
+            bounds: planner.take_bounds(),
+            splits: std::mem::take(&mut planner.splits),
+        };
+        break (streamed, seen);
     };
     report.reading = reading.describe();
     if reading::tracks_ranges(link) {
@@ -331,8 +335,7 @@ fn run_held_link(
             link,
             reads_before.clone(),
             &reading,
-            &cursor_seen,
-            &bounds_seen,
+            &seen,
             pre_digests.clone(),
             report,
         )

@@ -21,7 +21,8 @@ pub(crate) enum Reading {
     },
     /// The key ranges whose digests changed, per side, of how many.
     Digests {
-        changed: [Vec<KeyRange>; 2],
+        /// (range index, its keys), per side.
+        changed: [Vec<(usize, KeyRange)>; 2],
         of: [usize; 2],
     },
 }
@@ -135,6 +136,16 @@ pub(crate) fn furthest(stored: Option<&str>, seen: Option<&crate::model::Value>)
     }
 }
 
+/// What a cycle's reads saw that the next cycle starts from.
+pub(crate) struct Seen {
+    /// Per side, the furthest cursor value read.
+    pub cursor: [Option<Value>; 2],
+    /// Per side, the range bounds a full read noted (`None`: the side was not read).
+    pub bounds: [Option<Vec<Key>>; 2],
+    /// Per side, grown ranges and the keys to split them at.
+    pub splits: [Vec<(usize, Vec<Key>)>; 2],
+}
+
 /// Whether this link keeps key ranges with digests.
 pub(crate) fn tracks_ranges(link: &LinkSpec) -> bool {
     link.changes
@@ -205,10 +216,13 @@ pub(crate) fn pre_digests(
             let bounds = decode_bounds(ranges)?;
             for (r, digest) in current[i].iter().enumerate() {
                 if ranges.digests.get(r) != Some(digest) {
-                    changed[i].push(KeyRange {
-                        from: r.checked_sub(1).map(|b| bounds[b].clone()),
-                        to: bounds.get(r).cloned(),
-                    });
+                    changed[i].push((
+                        r,
+                        KeyRange {
+                            from: r.checked_sub(1).map(|b| bounds[b].clone()),
+                            to: bounds.get(r).cloned(),
+                        },
+                    ));
                 }
             }
         }
@@ -232,11 +246,15 @@ pub(crate) fn after(
     link: &LinkSpec,
     before: Option<LinkReads>,
     reading: &Reading,
-    cursor_seen: &[Option<Value>; 2],
-    bounds_seen: &[Option<Vec<Key>>; 2],
+    seen: &Seen,
     pre: Option<[Vec<RangeDigest>; 2]>,
     report: &LinkReport,
 ) -> Option<LinkReads> {
+    let Seen {
+        cursor: cursor_seen,
+        bounds: bounds_seen,
+        splits,
+    } = seen;
     let changes = link.changes.as_ref()?;
     let before = before.unwrap_or_default();
     let cursor = match reading {
@@ -269,6 +287,19 @@ pub(crate) fn after(
                     }
                 }
             };
+            // A range that grew past twice the size is split where its re-read saw every
+            // range_size-th key; the new ranges' digests are learned next time.
+            for (range, keys) in splits[i].iter().rev() {
+                if keys.is_empty() || !keys.iter().all(rangeable) || *range > ranges.bounds.len() {
+                    continue;
+                }
+                let encoded: Vec<String> = keys.iter().map(Key::encode).collect();
+                ranges.bounds.splice(*range..*range, encoded);
+                ranges.digests.splice(
+                    *range..=*range,
+                    std::iter::repeat_n(Ranges::unknown(), keys.len() + 1),
+                );
+            }
             if let Some(touched) = &report.touched {
                 for key in &touched[i] {
                     let r = ranges.range_of(key);

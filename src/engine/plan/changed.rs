@@ -130,30 +130,49 @@ impl Planner<'_> {
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
-        changed: &[Vec<KeyRange>; 2],
+        changed: &[Vec<(usize, KeyRange)>; 2],
+        range_size: u64,
     ) -> Result<ChangedRead, Error> {
-        for range in &changed[0] {
+        // Each range re-read notes every range_size-th key, to split it if it grew.
+        self.bounds_every = Some(range_size);
+        for (index, range) in &changed[0] {
+            self.bounds_count[0] = 0;
             let mut spec = self.layout.left.clone();
             spec.range = Some(range.clone());
             self.report.left_records += self.read_left(left, right, &spec)?;
+            self.note_split(Side::Left, *index, range_size);
         }
-        for range in &changed[1] {
+        for (index, range) in &changed[1] {
+            self.bounds_count[1] = 0;
             let mut spec = self.layout.right.clone();
             spec.range = Some(range.clone());
             let batch = self.link.batch_size;
             self.report.right_records += scan_ahead(right, &spec, batch, &mut |records, bad| {
+                self.observe(Side::Right, &records);
                 self.in_transaction(|p| {
                     p.keep_out(Side::Right, bad)?;
                     p.right_changed(records, &mut *left)
                 })
             })?;
+            self.note_split(Side::Right, *index, range_size);
         }
+        self.bounds_every = None;
         for (side, ranges) in [(Side::Left, &changed[0]), (Side::Right, &changed[1])] {
-            for range in ranges {
+            for (_, range) in ranges {
                 self.in_transaction(|p| p.vanished_in_range(side, range, left, right))?;
             }
         }
         self.finish_changed()
+    }
+
+    /// A re-read range that held more than twice `range_size` records is to be split at
+    /// the keys its read noted.
+    fn note_split(&mut self, side: Side, index: usize, range_size: u64) {
+        let i = side_index(side);
+        let keys = std::mem::take(&mut self.bounds_seen[i]);
+        if self.bounds_count[i] > 2 * range_size {
+            self.splits[i].push((index, keys));
+        }
     }
 
     /// The pairs whose `side` record lies in `range` and was not read there: gone, once

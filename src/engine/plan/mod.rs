@@ -67,6 +67,8 @@ pub(crate) struct Planner<'a> {
     pub(crate) bounds_every: Option<u64>,
     bounds_count: [u64; 2],
     bounds_seen: [Vec<Key>; 2],
+    /// Per side, ranges a reconciliation found grown, with the keys to split them at.
+    pub(crate) splits: [Vec<(usize, Vec<Key>)>; 2],
 }
 
 fn side_index(side: Side) -> usize {
@@ -117,6 +119,7 @@ impl<'a> Planner<'a> {
             bounds_every: None,
             bounds_count: [0, 0],
             bounds_seen: [Vec::new(), Vec::new()],
+            splits: [Vec::new(), Vec::new()],
         })
     }
 
