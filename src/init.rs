@@ -358,6 +358,52 @@ pub fn propose(
             }
         );
     }
+    out.push_str(&changes_hint(link, left_cols, right_cols));
+    out
+}
+
+/// A column that looks like a change stamp (`updated_at`, `modified_at`, …).
+fn change_stamp(cols: &[ColumnInfo]) -> Option<&str> {
+    const NAMES: &[&str] = &[
+        "updated_at",
+        "modified_at",
+        "changed_at",
+        "last_modified",
+        "updated",
+        "modified",
+        "row_version",
+        "rowversion",
+    ];
+    NAMES.iter().find_map(|n| {
+        cols.iter()
+            .find(|c| c.name.eq_ignore_ascii_case(n))
+            .map(|c| c.name.as_str())
+    })
+}
+
+/// A commented `[changes]` block where a side has a change stamp: cycles that read
+/// only what changed, for the person to turn on once they know every write sets it.
+fn changes_hint(link: &str, left_cols: &[ColumnInfo], right_cols: &[ColumnInfo]) -> String {
+    let stamps = [change_stamp(left_cols), change_stamp(right_cols)];
+    if stamps.iter().all(Option::is_none) {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n# Cycles that read only what changed: if every insert and edit sets the column\n# below (a trigger, the application), uncomment (README: [links.NAME.changes]).\n",
+    );
+    let _ = writeln!(out, "# [links.{link}.changes]");
+    for (side, stamp) in ["left", "right"].iter().zip(stamps) {
+        if let Some(column) = stamp {
+            let _ = writeln!(
+                out,
+                "# {side} = {{ cursor = {}, lookback = \"5s\" }}",
+                toml_string(column)
+            );
+        }
+    }
+    out.push_str(
+        "# full_every = 10                # every 10th cycle reads in full, which finds deletes\n",
+    );
     out
 }
 
@@ -419,6 +465,50 @@ mod tests {
         );
         assert!(Target::parse("oracle:x#t").unwrap_err().contains("oracle"));
         assert!(Target::parse("sqlite:crm.db").is_err());
+    }
+
+    #[test]
+    fn a_change_stamp_is_offered_as_a_commented_cursor() {
+        let target = |c: &str| Target {
+            kind: "sqlite".into(),
+            location: "x.db".into(),
+            collection: c.into(),
+        };
+        let left = [
+            col("id", true, false),
+            col("name", false, false),
+            col("Updated_At", false, false),
+        ];
+        let right = [col("id", true, false), col("name", false, false)];
+        let toml = propose(
+            "c",
+            &target("a"),
+            &left,
+            &target("b"),
+            &right,
+            &BTreeMap::new(),
+        );
+        assert!(
+            toml.contains(
+                "# [links.c.changes]\n# left = { cursor = \"Updated_At\", lookback = \"5s\" }"
+            ),
+            "{toml}"
+        );
+        assert!(!toml.contains("# right = { cursor"), "{toml}");
+        // Uncommented, it is a config that loads.
+        let enabled = toml
+            .replace("# [links.c.changes]", "[links.c.changes]")
+            .replace("# left = {", "left = {");
+        assert!(enabled.parse::<toml::Table>().is_ok(), "{enabled}");
+        let plain = propose(
+            "c",
+            &target("a"),
+            &right,
+            &target("b"),
+            &right,
+            &BTreeMap::new(),
+        );
+        assert!(!plain.contains("changes"), "{plain}");
     }
 
     #[test]
