@@ -660,3 +660,113 @@ fn cases() -> u32 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(64)
 }
+
+/// Composite keys: ranges are bounded by rows of the key's columns, on every SQL kind.
+#[test]
+fn digests_and_range_scans_over_a_composite_key_on_every_sql_kind() {
+    use support::sql::Sql;
+    use syncline::connectors::{KeyRange, ReadSpec};
+    use syncline::model::Key;
+    let key = |a: i64, b: i64| Key(vec![Value::Integer(a), Value::Integer(b)]);
+    let check = |label: &str,
+                 connector: &mut Box<dyn syncline::connectors::Connector>,
+                 edit: &mut dyn FnMut()| {
+        let spec = ReadSpec {
+            collection: "t".into(),
+            key: vec!["a".into(), "b".into()],
+            columns: vec!["v".into()],
+            since: None,
+            range: None,
+        };
+        let bounds = [key(1, 5), key(2, 3)];
+        let before = connector.digests(&spec, &bounds).unwrap();
+        // (1,1)…(1,9) and (2,1)…(2,9): below (1,5) four, up to (2,3) seven, the rest seven.
+        assert_eq!(
+            before.iter().map(|d| d.rows).collect::<Vec<_>>(),
+            [4, 7, 7],
+            "{label}"
+        );
+        edit();
+        let after = connector.digests(&spec, &bounds).unwrap();
+        assert_eq!(
+            (
+                after[0] == before[0],
+                after[1] == before[1],
+                after[2] == before[2]
+            ),
+            (true, false, true),
+            "{label}"
+        );
+        let mut ranged = spec.clone();
+        ranged.range = Some(KeyRange {
+            from: Some(key(1, 5)),
+            to: Some(key(2, 3)),
+        });
+        let mut keys = Vec::new();
+        connector
+            .scan(&ranged, 100, &mut |records| {
+                keys.extend(records.into_iter().map(|r| r.key.display_text()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["1,5", "1,6", "1,7", "1,8", "1,9", "2,1", "2,2"],
+            "{label}"
+        );
+    };
+    let rows: String = (1..=2)
+        .flat_map(|a| (1..=9).map(move |b| format!("({a}, {b}, 'v')")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.run_sql(&format!("CREATE TABLE t (a INTEGER, b INTEGER, v TEXT, PRIMARY KEY (a, b)); INSERT INTO t VALUES {rows}"));
+        let mut connector = syncline::connectors::open(
+            "t",
+            &syncline::config::SystemSpec::Sqlite(syncline::connectors::sqlite::Settings { path }),
+        )
+        .unwrap();
+        check("sqlite", &mut connector, &mut || {
+            c.run_sql("UPDATE t SET v = 'w' WHERE a = 1 AND b = 7")
+        });
+    }
+    if let Some(url) = support::server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) {
+        let db = support::TempDatabase::postgres(&url);
+        let mut c = db.pg_client();
+        c.run_sql(&format!("CREATE TABLE t (a bigint, b bigint, v text, PRIMARY KEY (a, b)); INSERT INTO t VALUES {rows}"));
+        let mut connector = syncline::connectors::open(
+            "t",
+            &syncline::config::SystemSpec::Postgres(syncline::connectors::postgres::Settings {
+                url: syncline::config::Secret::new(db.url.clone()),
+            }),
+        )
+        .unwrap();
+        check("postgres", &mut connector, &mut || {
+            c.run_sql("UPDATE t SET v = 'w' WHERE a = 1 AND b = 7")
+        });
+    }
+    if let Some(url) = support::server_url(
+        "SYNCLINE_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    ) {
+        let db = support::TempDatabase::mysql(&url);
+        let mut c = db.mysql_conn();
+        c.run_sql(&format!("CREATE TABLE t (a bigint, b bigint, v varchar(10), PRIMARY KEY (a, b)); INSERT INTO t VALUES {rows}"));
+        let mut connector = syncline::connectors::open(
+            "t",
+            &syncline::config::SystemSpec::Mysql(syncline::connectors::mysql::Settings {
+                url: syncline::config::Secret::new(db.url.clone()),
+            }),
+        )
+        .unwrap();
+        check("mariadb", &mut connector, &mut || {
+            c.run_sql("UPDATE t SET v = 'w' WHERE a = 1 AND b = 7")
+        });
+    }
+}
