@@ -770,3 +770,53 @@ fn digests_and_range_scans_over_a_composite_key_on_every_sql_kind() {
         });
     }
 }
+
+#[test]
+fn a_side_with_text_keys_says_why_it_is_reconciled_in_full() {
+    let f = Fixture::new(
+        "CREATE TABLE contacts (code TEXT PRIMARY KEY, name TEXT);",
+        "CREATE TABLE contacts (code TEXT PRIMARY KEY, name TEXT);",
+        r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+left_key = "code"
+right_key = "code"
+
+[links.contacts.fields]
+code = {}
+name = {}
+
+[links.contacts.changes]
+reconcile = "digests"
+range_size = 10
+"#,
+    );
+    for i in 0..50 {
+        f.left
+            .execute(
+                "INSERT INTO contacts VALUES (?1, 'n')",
+                [format!("c{i:03}")],
+            )
+            .unwrap();
+    }
+    f.run();
+    f.run();
+    let r = f.run();
+    assert!(
+        r.links[0]
+            .reading
+            .contains("keys are not integers or uuids"),
+        "{}",
+        r.links[0].reading
+    );
+    assert_eq!(writes(&r), 0);
+    // Read in full, an edit anywhere is found.
+    f.left
+        .execute(
+            "UPDATE contacts SET name = 'edited' WHERE code = 'c007'",
+            [],
+        )
+        .unwrap();
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.updated, 1, "{:?}", r.links[0]);
+}

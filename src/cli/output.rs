@@ -470,7 +470,13 @@ fn reads_of(
                 l.bounds.len() + 1,
                 r.bounds.len() + 1
             ),
-            _ => "a full read (key ranges not known yet)".to_string(),
+            _ => format!(
+                "a full read ({})",
+                reads
+                    .no_ranges
+                    .as_deref()
+                    .unwrap_or("key ranges not known yet")
+            ),
         },
     };
     let no_cursor = changes.cursor.iter().all(Option::is_none);

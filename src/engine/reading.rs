@@ -79,7 +79,12 @@ pub(crate) fn choose(
                     changed: [Vec::new(), Vec::new()],
                     of: [l.bounds.len() + 1, r.bounds.len() + 1],
                 },
-                _ => Reading::Full("key ranges not known yet".into()),
+                _ => Reading::Full(
+                    reads
+                        .no_ranges
+                        .clone()
+                        .unwrap_or_else(|| "key ranges not known yet".into()),
+                ),
             });
         }
         if !has_cursor {
@@ -265,6 +270,7 @@ pub(crate) fn after(
         Reading::Changed { .. } => before.since_full + 1,
         _ => 0,
     };
+    let mut no_ranges = None;
     let ranges = if changes.reconcile == Reconcile::Digests {
         [0, 1].map(|i| {
             let mut ranges = match (&before.ranges[i], &pre) {
@@ -279,6 +285,10 @@ pub(crate) fn after(
                 (None, _) => {
                     let seen = bounds_seen[i].as_ref()?;
                     if !seen.iter().all(rangeable) {
+                        no_ranges = Some(format!(
+                            "the {} side's keys are not integers or uuids, so it has no key ranges for digests",
+                            if i == 0 { "left" } else { "right" }
+                        ));
                         return None;
                     }
                     Ranges {
@@ -318,6 +328,7 @@ pub(crate) fn after(
         since_full,
         clean: true,
         ranges,
+        no_ranges,
     })
 }
 

@@ -284,6 +284,9 @@ pub struct LinkReads {
     /// Per side: its key ranges and their digests as of the last reconciliation.
     #[serde(default)]
     pub ranges: [Option<Ranges>; 2],
+    /// Why a side keeps no key ranges, when a full read found it cannot (its keys).
+    #[serde(default)]
+    pub no_ranges: Option<String>,
 }
 
 /// A side's key ranges: `bounds` are the encoded lower bounds of ranges 1.. (range 0
