@@ -820,3 +820,24 @@ range_size = 10
     let r = f.run();
     assert_eq!(r.links[0].to_right.updated, 1, "{:?}", r.links[0]);
 }
+
+#[test]
+fn a_cursor_moved_to_another_column_starts_over_with_a_full_read() {
+    let f = fixture(0, 100);
+    settle(&f);
+    // The same link, its cursors now on `id` (an ever-growing key would do as one).
+    f.write_config(&link(0, 100, "").replace("cursor = \"version\"", "cursor = \"id\""));
+    let r = f.run();
+    assert!(
+        r.links[0].reading.contains("cursor is a new column, `id`"),
+        "{}",
+        r.links[0].reading
+    );
+    let next = f.run();
+    assert!(
+        next.links[0].reading.contains("changes since id >= "),
+        "{}",
+        next.links[0].reading
+    );
+    assert_eq!(writes(&next), 0);
+}

@@ -101,6 +101,12 @@ pub(crate) fn choose(
         let Some(cursor) = &changes.cursor[i] else {
             continue;
         };
+        if reads.cursor_columns[i].as_deref() != Some(cursor.column.as_str()) {
+            return full(&format!(
+                "the {side} cursor is a new column, `{}`",
+                cursor.column
+            ));
+        }
         let Some(position) = &reads.cursor[i] else {
             return full(&format!("no cursor position yet for the {side}"));
         };
@@ -262,9 +268,16 @@ pub(crate) fn after(
     } = seen;
     let changes = link.changes.as_ref()?;
     let before = before.unwrap_or_default();
+    // A position is of one column: one kept for another (the config changed) is dropped.
+    let columns = [0, 1].map(|i| changes.cursor[i].as_ref().map(|c| c.column.clone()));
+    let kept = |i: usize| {
+        (before.cursor_columns[i] == columns[i])
+            .then(|| before.cursor[i].clone())
+            .flatten()
+    };
     let cursor = match reading {
-        Reading::Digests { .. } => before.cursor.clone(),
-        _ => [0, 1].map(|i| furthest(before.cursor[i].as_deref(), cursor_seen[i].as_ref())),
+        Reading::Digests { .. } => [kept(0), kept(1)],
+        _ => [0, 1].map(|i| furthest(kept(i).as_deref(), cursor_seen[i].as_ref())),
     };
     let since_full = match reading {
         Reading::Changed { .. } => before.since_full + 1,
@@ -325,6 +338,7 @@ pub(crate) fn after(
     };
     Some(LinkReads {
         cursor,
+        cursor_columns: columns,
         since_full,
         clean: true,
         ranges,

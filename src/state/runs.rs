@@ -284,6 +284,10 @@ pub struct LinkReads {
     /// Per side: its key ranges and their digests as of the last reconciliation.
     #[serde(default)]
     pub ranges: [Option<Ranges>; 2],
+    /// Per side: the column its cursor position is a value of; a position of another
+    /// column (the config changed) is not used.
+    #[serde(default)]
+    pub cursor_columns: [Option<String>; 2],
     /// Why a side keeps no key ranges, when a full read found it cannot (its keys).
     #[serde(default)]
     pub no_ranges: Option<String>,
