@@ -368,6 +368,36 @@ fn a_digest_reconciliation_reads_only_the_ranges_that_changed_and_finds_deletes(
     assert_eq!(writes(&quiet), 0);
 }
 
+#[test]
+fn a_few_deletes_found_by_a_partial_read_are_weighed_against_the_whole_collection() {
+    let f = digest_fixture();
+    for _ in 0..3 {
+        f.run();
+    }
+    // Three of a thousand, in one range: the reconciliation reads that range of the
+    // left only, and nothing of the right, where the deletes go.
+    f.left
+        .execute("DELETE FROM contacts WHERE id IN (301, 302, 303)", [])
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(
+        l.reading
+            .starts_with("digests: 1 of 10 left ranges changed, 0 of 10"),
+        "{}",
+        l.reading
+    );
+    assert_eq!(l.refused, None, "{l:?}");
+    assert_eq!(l.to_right.deleted, 3, "{l:?}");
+    assert_eq!(name_of(&f.right, 302), None);
+    // Half the collection is still too many, partial read or not.
+    f.left
+        .execute("DELETE FROM contacts WHERE id > 400", [])
+        .unwrap();
+    let r = f.run();
+    assert!(r.links[0].refused.is_some(), "{:?}", r.links[0]);
+}
+
 /// A SQLite left read by its row version and a server right read by a timestamp the
 /// server keeps, `lookback` behind.
 const SERVER_LINK: &str = r#"[links.contacts]

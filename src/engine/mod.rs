@@ -350,7 +350,8 @@ fn run_held_link(
         return finish_link(link, state, run_seq, report, reads_after.as_ref());
     }
 
-    if let Some(why) = valve_refusal(link, &report, opts.allow_mass_delete, state)? {
+    let partial = !matches!(reading, Reading::Full(_));
+    if let Some(why) = valve_refusal(link, &report, opts.allow_mass_delete, partial, state)? {
         report.refused = Some(why);
         return Ok(report);
     }
@@ -408,11 +409,19 @@ fn valve_refusal(
     link: &LinkSpec,
     report: &LinkReport,
     allow_mass_delete: bool,
+    partial: bool,
     state: &mut StateStore,
 ) -> Result<Option<String>, Error> {
+    // A cycle that read what changed (by cursor or digests) read a part of each side:
+    // its deletes are weighed against the collection, as its linked pairs count it.
+    let linked = if partial {
+        u64::try_from(state.pair_count(&link.name)?).unwrap_or(0)
+    } else {
+        0
+    };
     for side in [Side::Left, Side::Right] {
         let deletes = report.planned_deletes(side);
-        let total = report.records(side);
+        let total = report.records(side).max(linked);
         if !allow_mass_delete
             && deletes > 0
             && deletes as f64 > link.max_delete_fraction * total as f64
