@@ -278,6 +278,56 @@ fn unknown_system_kind_is_named() {
 }
 
 #[test]
+fn a_changes_block_that_cannot_work_is_named_at_its_line() {
+    let with = |changes: &str| {
+        format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n{LINK}\n[links.contacts.changes]\n{changes}\n"
+        )
+    };
+    let line = |changes: &str| {
+        // The line of the changes block's first key.
+        let text = with(changes);
+        text.lines()
+            .position(|l| l.starts_with("[links.contacts.changes]"))
+            .unwrap()
+            + 2
+    };
+    let c = "reconcile = \"sometimes\"";
+    config_error(
+        &with(c),
+        &[
+            &format!("syncline.toml:{}:", line(c)),
+            "reconcile `sometimes` is not full or digests",
+        ],
+    );
+    let c = "left = { cursor = \"id\", lookback = \"5 weeks\" }";
+    config_error(
+        &with(c),
+        &[&format!("syncline.toml:{}:", line(c)), "lookback `5 weeks`"],
+    );
+    let c = "full_every = 3";
+    config_error(&with(c), &["names a cursor for `left`, `right` or both"]);
+    let c = "range_size = 1\nreconcile = \"digests\"";
+    config_error(
+        &with(c),
+        &[
+            &format!("syncline.toml:{}:", line(c)),
+            "range_size must be between 2",
+        ],
+    );
+    // A cursor column the table does not have is named with its line and the columns.
+    let c = "left = { cursor = \"modified\" }";
+    config_error(
+        &with(c),
+        &[
+            &format!("syncline.toml:{}:", line(c)),
+            "changes cursor names column `modified`",
+            "columns: id, email",
+        ],
+    );
+}
+
+#[test]
 fn each_kind_reads_its_own_settings_with_their_lines() {
     // A server kind takes `url`: `path` is named at its own line, with what it expects.
     config_error(

@@ -222,9 +222,12 @@ pub(crate) fn pre_digests(
         }
     }
     if let Reading::Digests { changed, .. } = reading {
-        for (side, ranges) in [(Side::Left, left_ranges), (Side::Right, right_ranges)] {
+        let sides = [
+            (Side::Left, left_ranges, &left_bounds),
+            (Side::Right, right_ranges, &right_bounds),
+        ];
+        for (side, ranges, bounds) in sides {
             let i = side as usize;
-            let bounds = decode_bounds(ranges)?;
             for (r, digest) in current[i].iter().enumerate() {
                 if ranges.digests.get(r) != Some(digest) {
                     changed[i].push((

@@ -36,6 +36,8 @@ pub struct PostgresConnector {
     /// Partner fetches by their text, prepared once per connection: a statement sent as
     /// text is parsed and planned again on every batch.
     fetches: HashMap<String, postgres::Statement>,
+    /// The server's `server_version_num`, asked once, when a digest first needs it.
+    version: Option<i32>,
 }
 
 /// Creates are sent in chunks of at most this many rows per statement.
@@ -239,6 +241,7 @@ impl PostgresConnector {
             url: url.to_string(),
             columns: HashMap::new(),
             fetches: HashMap::new(),
+            version: None,
         })
     }
 
@@ -505,11 +508,17 @@ impl Connector for PostgresConnector {
         };
         // A record's hash as the server computes it for hash joins (PostgreSQL 14 and
         // later: three times faster here than hashing its text form), else its text's.
-        let version: i32 = self
-            .client
-            .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .map_err(|e| self.query_err("read the server's version", e))?
-            .get(0);
+        let version = match self.version {
+            Some(v) => v,
+            None => {
+                let v: i32 = self
+                    .client
+                    .query_one("SELECT current_setting('server_version_num')::int", &[])
+                    .map_err(|e| self.query_err("read the server's version", e))?
+                    .get(0);
+                *self.version.insert(v)
+            }
+        };
         let hash = if version >= 140_000 {
             format!("hash_record_extended(ROW({row}), 0)")
         } else {
