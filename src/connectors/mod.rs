@@ -545,6 +545,81 @@ impl<'c> ScanBatches<'c> {
     }
 }
 
+/// The [`Connector`] methods a wrapping connector (`engine::adapt`, `engine::translate`)
+/// passes to its `inner` connector as they are: it writes only those it changes, and a
+/// method added to the trait is forwarded by adding its name here once.
+macro_rules! forward_to_inner {
+    ($($method:ident),* $(,)?) => { $($crate::connectors::forward_to_inner!(@ $method);)* };
+    (@ identity) => {
+        fn identity(&mut self) -> Result<String, $crate::connectors::ConnectorError> {
+            self.inner.identity()
+        }
+    };
+    (@ describe) => {
+        fn describe(
+            &mut self,
+            collection: &str,
+        ) -> Result<Vec<$crate::connectors::ColumnInfo>, $crate::connectors::ConnectorError> {
+            self.inner.describe(collection)
+        }
+    };
+    (@ scan) => {
+        fn scan(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+            batch_size: usize,
+            consumer: &mut dyn FnMut(Vec<$crate::model::Record>) -> Result<(), $crate::Error>,
+        ) -> Result<u64, $crate::connectors::ConnectorError> {
+            self.inner.scan(spec, batch_size, consumer)
+        }
+    };
+    (@ is_empty) => {
+        fn is_empty(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+        ) -> Result<bool, $crate::connectors::ConnectorError> {
+            self.inner.is_empty(spec)
+        }
+    };
+    (@ count) => {
+        fn count(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+        ) -> Result<Option<u64>, $crate::connectors::ConnectorError> {
+            self.inner.count(spec)
+        }
+    };
+    (@ fetch) => {
+        fn fetch(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+            keys: &[$crate::model::Key],
+        ) -> Result<Vec<$crate::model::Record>, $crate::connectors::ConnectorError> {
+            self.inner.fetch(spec, keys)
+        }
+    };
+    (@ changes) => {
+        fn changes(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+            since: Option<&$crate::connectors::Cursor>,
+            limit: usize,
+        ) -> Result<$crate::connectors::Changes, $crate::connectors::ConnectorError> {
+            self.inner.changes(spec, since, limit)
+        }
+    };
+    (@ digests) => {
+        fn digests(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+            bounds: &[$crate::model::Key],
+        ) -> Result<Vec<$crate::connectors::RangeDigest>, $crate::connectors::ConnectorError> {
+            self.inner.digests(spec, bounds)
+        }
+    };
+}
+pub(crate) use forward_to_inner;
+
 /// Opens the connector for a system.
 ///
 /// # Errors

@@ -7,8 +7,8 @@
 //! gone by a fetch before any delete rule sees it (see `plan`).
 
 use crate::connectors::{
-    BatchResult, Capabilities, Changes, ColumnInfo, Conditional, Connector, ConnectorError, Cursor,
-    ReadSpec, Write, WriteOutcome,
+    BatchResult, Capabilities, Conditional, Connector, ConnectorError, ReadSpec, Write,
+    WriteOutcome,
 };
 use crate::model::{Key, Name, Record, Value};
 use std::collections::HashMap;
@@ -74,51 +74,9 @@ impl Connector for Adapted {
         self.caps
     }
 
-    fn identity(&mut self) -> Result<String, ConnectorError> {
-        self.inner.identity()
-    }
-
-    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
-        self.inner.describe(collection)
-    }
-
-    fn scan(
-        &mut self,
-        spec: &ReadSpec,
-        batch_size: usize,
-        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
-    ) -> Result<u64, ConnectorError> {
-        self.inner.scan(spec, batch_size, consumer)
-    }
-
-    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
-        self.inner.is_empty(spec)
-    }
-
-    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
-        self.inner.count(spec)
-    }
-
-    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
-        self.inner.fetch(spec, keys)
-    }
-
-    fn changes(
-        &mut self,
-        spec: &ReadSpec,
-        since: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Changes, ConnectorError> {
-        self.inner.changes(spec, since, limit)
-    }
-
-    fn digests(
-        &mut self,
-        spec: &ReadSpec,
-        bounds: &[crate::model::Key],
-    ) -> Result<Vec<crate::connectors::RangeDigest>, ConnectorError> {
-        self.inner.digests(spec, bounds)
-    }
+    crate::connectors::forward_to_inner!(
+        identity, describe, scan, is_empty, count, fetch, changes, digests
+    );
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];

@@ -7,8 +7,7 @@
 
 use crate::config::{LinkSpec, Owner};
 use crate::connectors::{
-    BatchResult, Changes, ColumnInfo, Connector, ConnectorError, Cursor, ReadSpec, Write,
-    WriteOutcome,
+    BatchResult, Changes, Connector, ConnectorError, Cursor, ReadSpec, Write, WriteOutcome,
 };
 use crate::model::Side;
 use crate::model::{Key, Name, Record, Value};
@@ -295,13 +294,7 @@ impl Connector for Translated {
         self.inner.capabilities()
     }
 
-    fn identity(&mut self) -> Result<String, ConnectorError> {
-        self.inner.identity()
-    }
-
-    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
-        self.inner.describe(collection)
-    }
+    crate::connectors::forward_to_inner!(identity, describe, is_empty, count, digests);
 
     fn scan(
         &mut self,
@@ -313,14 +306,6 @@ impl Connector for Translated {
         self.inner.scan(spec, batch_size, &mut |records| {
             consumer(Self::translated(link, records))
         })
-    }
-
-    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
-        self.inner.is_empty(spec)
-    }
-
-    fn count(&mut self, spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
-        self.inner.count(spec)
     }
 
     fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
@@ -337,14 +322,6 @@ impl Connector for Translated {
         let mut changes = self.inner.changes(spec, since, limit)?;
         changes.upserted = Self::translated(&self.link, changes.upserted);
         Ok(changes)
-    }
-
-    fn digests(
-        &mut self,
-        spec: &ReadSpec,
-        bounds: &[crate::model::Key],
-    ) -> Result<Vec<crate::connectors::RangeDigest>, ConnectorError> {
-        self.inner.digests(spec, bounds)
     }
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
