@@ -369,6 +369,33 @@ fn a_digest_reconciliation_reads_only_the_ranges_that_changed_and_finds_deletes(
 }
 
 #[test]
+fn a_crash_in_a_digest_reconciliation_is_followed_by_a_full_read_that_writes_nothing_twice() {
+    let f = digest_fixture();
+    for _ in 0..3 {
+        f.run();
+    }
+    f.left
+        .execute("UPDATE contacts SET name = 'crashed' WHERE id = 640", [])
+        .unwrap();
+    let out = support::syncline(f.path())
+        .arg("run")
+        .env("SYNCLINE_FAULT", "after_receiver_commit:1")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(name_of(&f.right, 640), Some(text("crashed")));
+    let r = f.run();
+    assert!(r.links[0].reading.contains("did not finish"), "{}", r.links[0].reading);
+    assert_eq!(writes(&r), 0, "the write is found made, not made again");
+    // Then reconciliations again, and quiet.
+    for _ in 0..2 {
+        let r = f.run();
+        assert_eq!(writes(&r), 0, "{:?}", r.links[0]);
+    }
+    assert!(f.run().links[0].reading.starts_with("digests: 0 of 10 left ranges changed"));
+}
+
+#[test]
 fn a_few_deletes_found_by_a_partial_read_are_weighed_against_the_whole_collection() {
     let f = digest_fixture();
     for _ in 0..3 {
