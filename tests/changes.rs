@@ -385,14 +385,22 @@ fn a_crash_in_a_digest_reconciliation_is_followed_by_a_full_read_that_writes_not
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(name_of(&f.right, 640), Some(text("crashed")));
     let r = f.run();
-    assert!(r.links[0].reading.contains("did not finish"), "{}", r.links[0].reading);
+    assert!(
+        r.links[0].reading.contains("did not finish"),
+        "{}",
+        r.links[0].reading
+    );
     assert_eq!(writes(&r), 0, "the write is found made, not made again");
     // Then reconciliations again, and quiet.
     for _ in 0..2 {
         let r = f.run();
         assert_eq!(writes(&r), 0, "{:?}", r.links[0]);
     }
-    assert!(f.run().links[0].reading.starts_with("digests: 0 of 10 left ranges changed"));
+    assert!(
+        f.run().links[0]
+            .reading
+            .starts_with("digests: 0 of 10 left ranges changed")
+    );
 }
 
 #[test]

@@ -595,15 +595,6 @@ fn commit_pair(
             )?;
         }
     }
-    if let Some(touched) = report.touched.as_mut() {
-        for (i, key) in [&left_key, &right_key].into_iter().enumerate() {
-            if outcomes[i].is_some()
-                && let Some(k) = key
-            {
-                touched[i].push(k.clone());
-            }
-        }
-    }
 
     let [left_stored, right_stored] = stored;
     plan.settle(

@@ -327,26 +327,14 @@ fn run_held_link(
         break (streamed, seen);
     };
     report.reading = reading.describe();
-    if reading::tracks_ranges(link) {
-        report.touched = Some(Default::default());
-    }
-    let after = |report: &LinkReport| {
-        reading::after(
-            link,
-            reads_before.clone(),
-            &reading,
-            &seen,
-            pre_digests.clone(),
-            report,
-        )
-    };
+    // Kept for the run's last transaction, which commits it with the state it covers.
+    let reads_after = reading::after(link, reads_before, &reading, &seen, pre_digests);
     if streamed {
         // What the receiver filled on create and flows back was staged as the load
         // committed: written now, in this run.
         if let Some(run) = run_id {
             apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
         }
-        let reads_after = after(&report);
         return finish_link(link, state, run_seq, report, reads_after.as_ref());
     }
 
@@ -360,7 +348,6 @@ fn run_held_link(
         hook(&link.name);
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
-    let reads_after = after(&report);
     finish_link(link, state, run_seq, report, reads_after.as_ref())
 }
 

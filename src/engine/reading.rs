@@ -3,7 +3,6 @@
 //! next cycle (cursor positions, ranges and their digests).
 
 use super::io::LinkIo;
-use super::report::LinkReport;
 use crate::Error;
 use crate::config::{LinkSpec, Reconcile};
 use crate::connectors::{ConnectorError, KeyRange, RangeDigest};
@@ -158,7 +157,7 @@ pub(crate) struct Seen {
 }
 
 /// Whether this link keeps key ranges with digests.
-pub(crate) fn tracks_ranges(link: &LinkSpec) -> bool {
+fn tracks_ranges(link: &LinkSpec) -> bool {
     link.changes
         .as_ref()
         .is_some_and(|c| c.reconcile == Reconcile::Digests)
@@ -254,15 +253,14 @@ fn rangeable(key: &Key) -> bool {
 
 /// What the link's reads leave for the next cycle: cursors moved forward by what a read
 /// by cursor or in full saw, and, where digests are on, each side's ranges with the
-/// digests taken before reading; a range this run wrote into is marked unknown, so the
-/// next reconciliation reads it again rather than trust a digest of its own writes.
+/// digests taken before reading. A range this run wrote into therefore differs next time
+/// and is read once more: a digest of syncline's own writes is never trusted.
 pub(crate) fn after(
     link: &LinkSpec,
     before: Option<LinkReads>,
     reading: &Reading,
     seen: &Seen,
     pre: Option<[Vec<RangeDigest>; 2]>,
-    report: &LinkReport,
 ) -> Option<LinkReads> {
     let Seen {
         cursor: cursor_seen,
@@ -325,14 +323,6 @@ pub(crate) fn after(
                     *range..=*range,
                     std::iter::repeat_n(Ranges::unknown(), keys.len() + 1),
                 );
-            }
-            if let Some(touched) = &report.touched {
-                for key in &touched[i] {
-                    let r = ranges.range_of(key);
-                    if let Some(d) = ranges.digests.get_mut(r) {
-                        *d = Ranges::unknown();
-                    }
-                }
             }
             Some(ranges)
         })

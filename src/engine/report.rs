@@ -72,10 +72,6 @@ pub struct LinkReport {
     pub planned_total: u64,
     #[serde(skip)]
     pub(crate) planned_deletes: [u64; 2],
-    /// Per side, the encoded keys of the records this run wrote to, when the link keeps
-    /// key ranges (see `reading::after`).
-    #[serde(skip)]
-    pub(crate) touched: Option<[Vec<String>; 2]>,
 }
 
 impl LinkReport {
@@ -99,7 +95,6 @@ impl LinkReport {
             planned: Vec::new(),
             planned_total: 0,
             planned_deletes: [0, 0],
-            touched: None,
         }
     }
 
