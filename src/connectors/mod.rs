@@ -418,6 +418,9 @@ pub trait Connector: Send {
     /// The digest of each key range of `spec`'s collection, computed by the system
     /// without sending the rows: `bounds` are the lower bounds of ranges 1.. in key
     /// order (range 0 is every key below the first), so there are `bounds.len() + 1`.
+    /// A range nobody wrote keeps its digest; a range whose rows changed gets another.
+    /// A digest may also change when rows were written without their values changing
+    /// (PostgreSQL's digests are of row versions): that only costs a re-read.
     ///
     /// # Errors
     /// [`ConnectorError::Unsupported`] where a kind cannot; any read failure.

@@ -196,8 +196,8 @@ fn run_held_link(
     let relinking = opts.relink && run_id.is_some();
     if let Some(known) = state.link_systems(&link.name)?
         && known != systems
-        && state.pair_count(&link.name)? > 0
         && !relinking
+        && state.has_pairs(&link.name)?
     {
         report.refused = Some(systems_changed(link, &known, &systems));
         return Ok(report);
@@ -401,7 +401,11 @@ fn valve_refusal(
 ) -> Result<Option<String>, Error> {
     // A cycle that read what changed (by cursor or digests) read a part of each side:
     // its deletes are weighed against the collection, as its linked pairs count it.
-    let linked = if partial {
+    // Counted only when a delete is planned: counting a large link's pairs costs a scan.
+    let any_deletes = [Side::Left, Side::Right]
+        .iter()
+        .any(|s| report.planned_deletes(*s) > 0);
+    let linked = if partial && any_deletes {
         u64::try_from(state.pair_count(&link.name)?).unwrap_or(0)
     } else {
         0
@@ -421,8 +425,8 @@ fn valve_refusal(
         }
     }
     if !link.has_create_identity()
-        && state.pair_count(&link.name)? == 0
         && report.to_right.created > 0
+        && !state.has_pairs(&link.name)?
         && report.records(Side::Right) > 0
     {
         return Ok(Some(format!(

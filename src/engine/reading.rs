@@ -70,6 +70,9 @@ pub(crate) fn choose(
     if !reads.clean {
         return full("the last run of this link did not finish");
     }
+    if reads.fields.as_deref() != Some(fields_fingerprint(link).as_str()) {
+        return full("the link's fields changed since the last read");
+    }
     let has_cursor = changes.cursor.iter().any(Option::is_some);
     if !has_cursor || reads.since_full + 1 >= changes.full_every {
         if changes.reconcile == Reconcile::Digests {
@@ -336,7 +339,43 @@ pub(crate) fn after(
         clean: true,
         ranges,
         no_ranges,
+        fields: Some(fields_fingerprint(link)),
     })
+}
+
+/// What a record read unchanged would be synced as: the link's collections and keys,
+/// mode, fields (columns, transforms, meanings) and units (owners, policies). Spans in
+/// the config file are left out: moving a line changes nothing that is synced.
+pub(crate) fn fields_fingerprint(link: &LinkSpec) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "{}.{}{:?}|{}.{}{:?}|{:?}|{:?}|{:?}|{:?}",
+        link.left.system,
+        link.left.collection,
+        link.left.key,
+        link.right.system,
+        link.right.collection,
+        link.right.key,
+        link.mode,
+        link.left_ref,
+        link.right_ref,
+        link.match_on,
+    );
+    for f in &link.fields {
+        let _ = write!(
+            text,
+            "|{}>{}:{:?}:{:?}:{}",
+            f.name, f.right, f.transform, f.meaning, f.composed
+        );
+    }
+    for u in &link.units {
+        let _ = write!(
+            text,
+            "|{}{:?}:{:?}:{:?}:{:?}",
+            u.name, u.fields, u.owner, u.policy, u.clock
+        );
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
 /// Where a cursor read of a side starts: its position, less the look-back window.

@@ -127,11 +127,51 @@ impl StateStore {
             .map_or(Ok(0), |r| r.int(0))
     }
 
+    /// Whether the link holds any pair: one index probe, where counting them is a scan.
+    pub(crate) fn has_pairs(&mut self, link: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .query_opt(
+                "SELECT 1 FROM pairs WHERE link = $1 LIMIT 1",
+                &[P::Text(link)],
+            )?
+            .is_some())
+    }
+
     /// Inserts or replaces pairs, many rows per statement. Their left keys must differ
     /// (one statement cannot upsert a row twice).
+    ///
+    /// A pair that keeps its right key (every update of a linked record) is written by an
+    /// `UPDATE` that leaves the right-key index alone: an upsert that sets `right_key`
+    /// rewrites that index's entry too, a second random page per record, which on a large
+    /// link doubled the pages a batch dirtied. Only the rest (new pairs, re-pointed ones)
+    /// take the upsert.
     pub(crate) fn put_pairs(&mut self, link: &str, pairs: &[EncodedPair]) -> Result<()> {
         for chunk in pairs.chunks(WRITE_CHUNK) {
-            let sql = self.multi_row_sql("pairs", chunk.len(), |n| {
+            let sql = self.multi_row_sql("pairs_kept", chunk.len(), |n| {
+                format!(
+                    "UPDATE pairs SET base = w.base, marks = w.marks, tombstone = w.tomb, held = w.held
+                       FROM (SELECT column1 AS lk, column2 AS rk, column3 AS base, column4 AS marks,
+                                    column5 AS tomb, column6 AS held FROM (VALUES {}) AS v) AS w
+                      WHERE pairs.link = $1 AND pairs.left_key = w.lk AND pairs.right_key = w.rk
+                      RETURNING pairs.left_key",
+                    row_tuples(n, "", 2, 6, "")
+                )
+            });
+            let kept: std::collections::HashSet<String> = self
+                .db
+                .query(&sql, &pair_params(link, chunk))?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<Result<_>>()?;
+            if kept.len() == chunk.len() {
+                continue;
+            }
+            let rest: Vec<&EncodedPair> = chunk
+                .iter()
+                .filter(|p| !kept.contains(&p.left_key))
+                .collect();
+            let sql = self.multi_row_sql("pairs", rest.len(), |n| {
                 format!(
                     "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone, held) VALUES {}
                      ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
@@ -139,18 +179,7 @@ impl StateStore {
                     row_tuples(n, "$1, ", 2, 6, "")
                 )
             });
-            let mut params = vec![P::Text(link)];
-            for p in chunk {
-                params.extend([
-                    P::Text(&p.left_key),
-                    P::Text(&p.right_key),
-                    P::Text(&p.base),
-                    P::OptText(p.marks.as_deref()),
-                    P::OptText(p.tombstone.map(Side::as_str)),
-                    P::OptText(p.held.as_deref()),
-                ]);
-            }
-            self.db.execute(&sql, &params)?;
+            self.db.execute(&sql, &pair_params(link, rest))?;
         }
         Ok(())
     }
@@ -170,4 +199,20 @@ impl StateStore {
         )?;
         Ok(())
     }
+}
+
+/// The link, then each pair's six columns, as `put_pairs`' statements take them.
+fn pair_params<'a>(link: &'a str, pairs: impl IntoIterator<Item = &'a EncodedPair>) -> Vec<P<'a>> {
+    let mut params = vec![P::Text(link)];
+    for p in pairs {
+        params.extend([
+            P::Text(&p.left_key),
+            P::Text(&p.right_key),
+            P::Text(&p.base),
+            P::OptText(p.marks.as_deref()),
+            P::OptText(p.tombstone.map(Side::as_str)),
+            P::OptText(p.held.as_deref()),
+        ]);
+    }
+    params
 }

@@ -291,6 +291,12 @@ pub struct LinkReads {
     /// Why a side keeps no key ranges, when a full read found it cannot (its keys).
     #[serde(default)]
     pub no_ranges: Option<String>,
+    /// A fingerprint of what the link syncs and how (fields, columns, transforms,
+    /// meanings, owners) as of the last read. Records that did not change since are
+    /// not read by a cursor or digest cycle, so a field added or a transform changed
+    /// would never reach them: a different fingerprint makes the next cycle read in full.
+    #[serde(default)]
+    pub fields: Option<String>,
 }
 
 /// A side's key ranges: `bounds` are the encoded lower bounds of ranges 1.. (range 0

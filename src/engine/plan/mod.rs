@@ -127,7 +127,7 @@ impl<'a> Planner<'a> {
     /// delete, so every left record is a create planned straight from the scan (see
     /// `first_load`).
     pub(crate) fn is_first_load(&mut self, right: &mut dyn Connector) -> Result<bool, Error> {
-        Ok(self.state.pair_count(&self.link.name)? == 0 && right.is_empty(&self.layout.right)?)
+        Ok(!self.state.has_pairs(&self.link.name)? && right.is_empty(&self.layout.right)?)
     }
 
     /// Plans the link: reads both sides, resolves identity, merges every pair and
