@@ -386,17 +386,7 @@ impl StateStore {
         conn.set_prepared_statement_cache_capacity(64);
         // 8 MiB of page cache (SQLite's default is 2): the scratch tables of a large
         // first run spill less, and memory still does not grow with the collection.
-        conn.pragma_update(
-            None,
-            "cache_size",
-            std::env::var("XCACHE")
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(-8192),
-        )?;
-        if std::env::var("XTEMP").is_ok() {
-            conn.pragma_update(None, "temp_store", "MEMORY")?;
-        }
+        conn.pragma_update(None, "cache_size", -8192)?;
         conn.execute_batch(schema::SQLITE_TEMP_TABLES)?;
         Ok(StateStore {
             checkpointer: None,
