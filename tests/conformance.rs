@@ -101,6 +101,83 @@ fn memory_kind(label: &str, conditional: Conditional, change_feed: bool) -> Memo
     MemoryKind { store }
 }
 
+/// A file kind (`csv` or `jsonl`): collection `t` is a file a person edits by hand.
+struct FileKind {
+    format: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl FileKind {
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join(format!("t.{}", self.format))
+    }
+    fn line(&self, id: i64, a: &str) -> String {
+        match self.format {
+            "csv" => format!("{id},{a},\n"),
+            _ => format!("{{\"id\": {id}, \"a\": \"{a}\"}}\n"),
+        }
+    }
+}
+
+impl Kind for FileKind {
+    fn label(&self) -> String {
+        self.format.to_string()
+    }
+    fn connector(&mut self) -> Box<dyn Connector> {
+        let mut types = std::collections::HashMap::new();
+        types.insert("id".to_string(), connectors::file::ColumnType::Integer);
+        let settings = connectors::file::FileSettings {
+            dir: self.dir.path().to_path_buf(),
+            format: match self.format {
+                "csv" => connectors::file::Format::Csv(connectors::file::Dialect {
+                    delimiter: b',',
+                    quote: b'"',
+                    header: true,
+                    bom: false,
+                    crlf: false,
+                }),
+                _ => connectors::file::Format::Jsonl,
+            },
+            types,
+            columns: [("t".to_string(), vec!["id".into(), "a".into(), "b".into()])].into(),
+        };
+        Box::new(connectors::file::FileConnector::open("t", &settings).unwrap())
+    }
+    fn insert(&mut self, id: i64, a: &str) {
+        let mut text = std::fs::read_to_string(self.path()).unwrap_or_default();
+        if text.is_empty() && self.format == "csv" {
+            text.push_str("id,a,b\n");
+        }
+        text.push_str(&self.line(id, a));
+        std::fs::write(self.path(), text).unwrap();
+    }
+    fn edit(&mut self, id: i64, a: &str) {
+        let text = std::fs::read_to_string(self.path()).unwrap();
+        let prefix = match self.format {
+            "csv" => format!("{id},"),
+            _ => format!("{{\"id\":{id},"),
+        };
+        let edited: String = text
+            .lines()
+            .map(|l| {
+                if l.replace(' ', "").starts_with(&prefix) {
+                    self.line(id, a)
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(self.path(), edited).unwrap();
+    }
+}
+
+fn file_kind(format: &'static str) -> Box<dyn Kind> {
+    Box::new(FileKind {
+        format,
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
 fn sqlite_kind() -> Box<dyn Kind> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
@@ -147,6 +224,8 @@ fn server_kind<S: Sql + 'static>(
 fn kinds() -> Vec<Box<dyn Kind>> {
     let mut out: Vec<Box<dyn Kind>> = vec![
         sqlite_kind(),
+        file_kind("csv"),
+        file_kind("jsonl"),
         Box::new(memory_kind("version", Conditional::Version, false)),
         Box::new(memory_kind("none", Conditional::None, false)),
         Box::new(memory_kind("feed", Conditional::Values, true)),

@@ -117,7 +117,7 @@ impl UrlWritten {
 
 /// Kinds named in the design that this build does not have yet: a config naming one
 /// is told so rather than that the kind is unknown.
-const PLANNED: &[&str] = &["csv", "jsonl", "http"];
+const PLANNED: &[&str] = &["http"];
 
 /// Reads one system's settings as kind `K`.
 fn resolve_as<K: Kind>(
@@ -189,6 +189,8 @@ kinds! {
     Postgres(super::postgres::Settings),
     Mysql(super::mysql::Settings),
     Memory(super::memory::Settings),
+    Csv(super::file::CsvSettings),
+    Jsonl(super::file::JsonlSettings),
 }
 
 impl SystemSpec {

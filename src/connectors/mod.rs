@@ -4,6 +4,7 @@
 //! collection in key order, to fetch records by key, and to apply a batch of conditional
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
+pub mod file;
 pub mod kinds;
 pub mod memory;
 pub mod mysql;
