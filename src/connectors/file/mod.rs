@@ -599,7 +599,13 @@ impl FileConnector {
             }
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut temp = tempfile::NamedTempFile::new_in(dir)
+        // Named after the file, so one a crash leaves behind says whose it was.
+        let file_name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}.syncline-"))
+            .tempfile_in(dir)
             .map_err(|e| self.io_err("write beside", &path, e))?;
         let mut out = BufWriter::new(temp.as_file_mut());
         let mut columns: Option<Vec<String>> = None;
@@ -718,11 +724,13 @@ impl FileConnector {
         out.flush().map_err(io)?;
         drop(out);
         temp.as_file().sync_all().map_err(io)?;
+        // Written beside the old file, not yet in its place: the batch is half-way.
+        crate::fault::point("mid_batch");
+        // A save by another program from here to the rename is not seen: a window of
+        // two system calls, which only a lock every writer takes could close.
         if stamp(&path) != before {
             return Ok(None);
         }
-        // Written beside the old file, not yet in its place: the batch is half-way.
-        crate::fault::point("mid_batch");
         temp.persist(&path)
             .map_err(|e| self.io_err("replace", &path, e.error))?;
         std::fs::File::open(dir)
