@@ -316,7 +316,7 @@ fn key_not_kept_unique(link: &LinkSpec, side: Side, columns: &[ColumnInfo]) -> O
         return None;
     }
     Some(format!(
-        "the {side} key `{}` of {} is not its primary key or a unique NOT NULL column: nothing keeps it unique, so records whose key repeats or is NULL will be quarantined each run; add a primary key or unique index",
+        "the {side} key `{}` of {} is not its primary key or a unique NOT NULL column: nothing keeps it unique, so records whose key repeats or is NULL will be quarantined each run; add a primary key or unique index (a file has none: keep its keys unique where it is written)",
         ep.key.join(", "),
         ep.label()
     ))
