@@ -117,7 +117,7 @@ impl UrlWritten {
 
 /// Kinds named in the design that this build does not have yet: a config naming one
 /// is told so rather than that the kind is unknown.
-const PLANNED: &[&str] = &["http"];
+const PLANNED: &[&str] = &[];
 
 /// Reads one system's settings as kind `K`.
 fn resolve_as<K: Kind>(
@@ -191,6 +191,7 @@ kinds! {
     Memory(super::memory::Settings),
     Csv(super::file::CsvSettings),
     Jsonl(super::file::JsonlSettings),
+    Http(super::http::Settings),
 }
 
 impl SystemSpec {

@@ -5,6 +5,7 @@
 //! writes. Each connector owns the mapping between its system's types and [`Value`].
 
 pub mod file;
+pub mod http;
 pub mod kinds;
 pub mod memory;
 pub mod mysql;

