@@ -369,3 +369,298 @@ fn a_wrong_token_is_an_error_that_names_no_secret_and_writes_nothing() {
     assert!(!said.contains("s3cr3t"), "the token is never shown: {said}");
     assert!(pb.all("contacts").is_empty());
 }
+
+/// A fault a [`Proxy`] injects into one request.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Answers this status itself (with `Retry-After: 1` for 429), not forwarding.
+    Status(u16),
+    /// Closes the connection without an answer, not forwarding.
+    Reset,
+    /// Forwards, then sends only the headers and half the body.
+    CutBody,
+    /// Does not forward; holds the connection past the client's timeout.
+    Hang,
+    /// Forwards (the server applies it), then holds the connection past the timeout.
+    AppliedThenHang,
+}
+
+/// A rule: the `nth` (from 1) request whose method and path match gets `fault`, and so
+/// do the `times - 1` matching requests after it.
+struct Rule {
+    method: &'static str,
+    path: &'static str,
+    nth: usize,
+    times: usize,
+    fault: Fault,
+    seen: usize,
+}
+
+/// A fault-injecting HTTP proxy in front of a real server: each request on its own
+/// connection, forwarded as is, its answer relayed — unless a rule says otherwise.
+struct Proxy {
+    url: String,
+    rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let rules = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Rule>::new()));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, h) = (rules.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (rules, hits, upstream) = (r.clone(), h.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(client, &upstream, &rules, &hits);
+                });
+            }
+        });
+        Proxy { url, rules, hits }
+    }
+
+    fn add(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        nth: usize,
+        times: usize,
+        fault: Fault,
+    ) {
+        self.rules.lock().unwrap().push(Rule {
+            method,
+            path,
+            nth,
+            times,
+            fault,
+            seen: 0,
+        });
+    }
+
+    /// Faults injected so far.
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (headers and a `Content-Length` body).
+fn read_request(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(buf);
+        }
+    }
+}
+
+fn serve(
+    mut client: std::net::TcpStream,
+    upstream: &str,
+    rules: &std::sync::Mutex<Vec<Rule>>,
+    hits: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    loop {
+        let request = read_request(&mut client)?;
+        if request.is_empty() {
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(
+            &request[..request.iter().position(|b| *b == b'\r').unwrap_or(0)],
+        )
+        .to_string();
+        let mut parts = line.split(' ');
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let fault = {
+            let mut rules = rules.lock().unwrap();
+            rules.iter_mut().find_map(|r| {
+                if r.method != method || !path.contains(r.path) {
+                    return None;
+                }
+                r.seen += 1;
+                (r.seen >= r.nth && r.seen < r.nth + r.times).then_some(r.fault)
+            })
+        };
+        if fault.is_some() {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let forward = |request: &[u8]| -> std::io::Result<Vec<u8>> {
+            // One request per upstream connection: the answer ends when it closes.
+            let text =
+                String::from_utf8_lossy(request).replacen("\r\n", "\r\nConnection: close\r\n", 1);
+            let mut up = std::net::TcpStream::connect(upstream)?;
+            up.write_all(text.as_bytes())?;
+            let mut answer = Vec::new();
+            up.read_to_end(&mut answer)?;
+            Ok(answer)
+        };
+        let hang = || std::thread::sleep(std::time::Duration::from_secs(4));
+        match fault {
+            None => {
+                let answer = forward(&request)?;
+                client.write_all(&answer)?;
+                return Ok(());
+            }
+            Some(Fault::Status(status)) => {
+                let extra = if status == 429 {
+                    "Retry-After: 1\r\n"
+                } else {
+                    ""
+                };
+                write!(
+                    client,
+                    "HTTP/1.1 {status} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )?;
+                return Ok(());
+            }
+            Some(Fault::Reset) => return Ok(()),
+            Some(Fault::CutBody) => {
+                let answer = forward(&request)?;
+                let end = answer
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .unwrap_or(0)
+                    + 4;
+                let body = answer.len() - end;
+                client.write_all(&answer[..end + body / 2])?;
+                return Ok(());
+            }
+            Some(Fault::Hang) => {
+                hang();
+                return Ok(());
+            }
+            Some(Fault::AppliedThenHang) => {
+                forward(&request)?;
+                hang();
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn faults_config(pb: &PocketBase, proxy: &Proxy) -> String {
+    desk_config(pb)
+        .replace(
+            &format!("base_url = \"{}\"", pb.url),
+            &format!(
+                "base_url = \"{}\"\ntimeout = 2\nretries = 3\nmax_retry_wait = 2",
+                proxy.url
+            ),
+        )
+        .replace("per_page = 200", "per_page = 50")
+}
+
+/// Between syncline and the server: 429 with Retry-After, 503, 500, a reset, an
+/// answer cut short, a page that times out on every try (the listing is incomplete:
+/// nothing is deleted), and a create the server applied whose answer never came (found
+/// again by its email, not created twice).
+#[test]
+fn faults_between_syncline_and_the_api_lose_nothing_and_double_nothing() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let proxy = Proxy::start(&pb.url);
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    let n = 160;
+    for i in 1..=n {
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("syncline.toml"), faults_config(&pb, &proxy)).unwrap();
+    let records = "/api/collections/contacts/records";
+
+    // The first load's creates meet a 429, a 503 (neither processed: sent again), a
+    // 500 and a create applied whose answer never came (both unknown: not sent again).
+    proxy.add("POST", records, 5, 1, Fault::Status(429));
+    proxy.add("POST", records, 20, 1, Fault::Status(503));
+    proxy.add("POST", records, 40, 1, Fault::AppliedThenHang);
+    proxy.add("POST", records, 60, 1, Fault::Status(500));
+    let first = run(dir.path(), &pb.token);
+    assert_eq!(proxy.hits(), 4);
+    assert_eq!(
+        pb.all("contacts").len() as u64,
+        n - 1,
+        "all but the create that met a 500 (not applied, not sent again): {first}"
+    );
+    // The next run pairs the create whose answer was lost by its email, and makes the
+    // one that met the 500.
+    let second = run(dir.path(), &pb.token);
+    assert_eq!(second["to_right"]["created"], 1, "{second}");
+    assert_eq!(pb.all("contacts").len() as u64, n, "none created twice");
+    let quiet = run(dir.path(), &pb.token);
+    assert_eq!(wrote(&quiet), 0, "{quiet}");
+
+    // Listing pages: a reset and an answer cut short are read again.
+    proxy.add("GET", records, 2, 1, Fault::Reset);
+    proxy.add("GET", records, 3, 1, Fault::CutBody);
+    let link = run(dir.path(), &pb.token);
+    assert_eq!(wrote(&link), 0, "{link}");
+    assert_eq!(link["right_records"], n, "{link}");
+
+    // A delete in the desk, then page 2 times out on every try: the listing is
+    // incomplete, so nothing is deleted on either side; the run says so.
+    let one = pb.all("contacts").into_iter().next().unwrap();
+    pb.call(
+        "DELETE",
+        &format!("{records}/{}", one["id"].as_str().unwrap()),
+        None,
+    );
+    let before = proxy.hits();
+    proxy.add("GET", records, 2, 10, Fault::Hang);
+    let out = syncline(dir.path())
+        .arg("run")
+        .env("DESK_TOKEN", &pb.token)
+        .output()
+        .unwrap();
+    assert!(proxy.hits() > before);
+    assert!(!out.status.success(), "an incomplete listing fails the run");
+    let count = |crm: &rusqlite::Connection| -> i64 {
+        crm.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&crm), i64::try_from(n).unwrap(), "nothing deleted");
+    assert_eq!(pb.all("contacts").len() as u64, n - 1);
+    // With the API answering again, the delete is found and confirmed.
+    proxy.rules.lock().unwrap().clear();
+    let link = run(dir.path(), &pb.token);
+    assert_eq!(link["to_left"]["deleted"], 1, "{link}");
+    assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
+}

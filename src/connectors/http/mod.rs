@@ -268,8 +268,13 @@ impl HttpConnector {
         ))
     }
 
-    /// A request with retries on what retrying can mend: no connection, no answer (only
-    /// for reads: a write with no answer is an unknown outcome), 429 and 5xx.
+    /// A request with retries on what retrying can mend. 429 and 503 say the request
+    /// was not processed: retried, honouring `Retry-After`. A timeout, a reset, an answer
+    /// cut short and the other 5xx may come after the server applied it: retried for
+    /// reads and for the writes that repeat harmlessly (PUT, PATCH, DELETE: the same
+    /// values again, or a version that moved, which is stale); a create (POST) is not
+    /// sent twice — its outcome is unknown, and the engine finds it by the link's create
+    /// identity. A connection never made is retried for everything.
     fn send(
         &mut self,
         method: &str,
@@ -278,36 +283,34 @@ impl HttpConnector {
         body: Option<&Json>,
         if_match: Option<&str>,
     ) -> Result<Answer, Failed> {
-        let read = method == "GET";
+        let repeats_harmlessly = method != "POST";
         let mut attempt = 0;
         loop {
-            let outcome = self.send_once(method, url, query, body, if_match);
-            let (wait, last) = match outcome {
-                Ok((answer, retry_after)) if answer.status == 429 || answer.status >= 500 => {
-                    let why = format!("{} answered {}", path_of(url), answer.status);
-                    (
-                        retry_after,
-                        Err(if read {
-                            Failed::NotSent(why)
-                        } else {
-                            Failed::NoAnswer(why)
-                        }),
-                    )
+            let (wait, failed) = match self.send_once(method, url, query, body, if_match) {
+                Ok((answer, retry_after)) if matches!(answer.status, 429 | 503) => (
+                    retry_after,
+                    Failed::NotSent(format!("{} answered {}", path_of(url), answer.status)),
+                ),
+                Ok((answer, _)) if answer.status >= 500 && repeats_harmlessly => (
+                    None,
+                    Failed::NoAnswer(format!("{} answered {}", path_of(url), answer.status)),
+                ),
+                Ok((answer, _)) if answer.status >= 500 => {
+                    return Err(Failed::NoAnswer(format!(
+                        "{} answered {}: {}",
+                        path_of(url),
+                        answer.status,
+                        brief(&answer.body)
+                    )));
                 }
                 Ok((answer, _)) => return Ok(answer),
-                Err(Failed::NoAnswer(why)) if !read => return Err(Failed::NoAnswer(why)),
-                Err(f) => (None, Err(f)),
+                Err(Failed::NoAnswer(why)) if !repeats_harmlessly => {
+                    return Err(Failed::NoAnswer(why));
+                }
+                Err(f) => (None, f),
             };
-            // A 5xx to a write may have been applied: its outcome is unknown unless the
-            // API said to come back (429, 503 with Retry-After), which means it was not.
-            if !read
-                && wait.is_none()
-                && let Err(Failed::NoAnswer(_)) = &last
-            {
-                return last.map(|_: ()| unreachable!());
-            }
             if attempt >= self.settings.retries {
-                return last.map(|_: ()| unreachable!());
+                return Err(failed);
             }
             attempt += 1;
             let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(10)));
@@ -495,7 +498,7 @@ impl HttpConnector {
         c: &Collection,
         spec: &ReadSpec,
         w: &Write,
-    ) -> (WriteOutcome, Option<Record>) {
+    ) -> Result<(WriteOutcome, Option<Record>), ConnectorError> {
         let (method, url, body, version, key) = match w {
             Write::Create { values } => {
                 ("POST", self.url(&c.path), Some(to_body(values)), None, None)
@@ -535,12 +538,14 @@ impl HttpConnector {
         }
         let answer = match self.send(method, &url, &query, body.as_ref(), if_match.as_deref()) {
             Ok(a) => a,
-            Err(Failed::NoAnswer(why)) => return (WriteOutcome::Unknown(why), None),
+            Err(Failed::NoAnswer(why)) => return Ok((WriteOutcome::Unknown(why), None)),
+            // Not sent after every retry: the batch stops here (a batch of an API is not
+            // atomic: what went before stands, and the engine finds it by a fetch).
             Err(Failed::NotSent(why)) => {
-                return (WriteOutcome::Rejected(format!("not sent: {why}")), None);
+                return Err(self.err(&format!("write {}", spec.collection), why));
             }
         };
-        match answer.status {
+        Ok(match answer.status {
             200..=299 => {
                 let json: Option<Json> = serde_json::from_str(&answer.body).ok();
                 let stored = json.as_ref().filter(|j| j.is_object()).map(|j| {
@@ -577,7 +582,7 @@ impl HttpConnector {
                 )),
                 None,
             ),
-        }
+        })
     }
 }
 
@@ -753,7 +758,7 @@ impl Connector for HttpConnector {
         let c = self.collection(&spec.collection)?.clone();
         let mut result = BatchResult::default();
         for w in writes {
-            let (outcome, stored) = self.write(&c, spec, w);
+            let (outcome, stored) = self.write(&c, spec, w)?;
             result.outcomes.push(outcome);
             result.stored.push(stored);
         }
