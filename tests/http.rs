@@ -484,82 +484,70 @@ fn serve(
     hits: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    loop {
-        let request = read_request(&mut client)?;
-        if request.is_empty() {
-            return Ok(());
+    let request = read_request(&mut client)?;
+    if request.is_empty() {
+        return Ok(());
+    }
+    let line =
+        String::from_utf8_lossy(&request[..request.iter().position(|b| *b == b'\r').unwrap_or(0)])
+            .to_string();
+    let mut parts = line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        rules.iter_mut().find_map(|r| {
+            if r.method != method || !path.contains(r.path) {
+                return None;
+            }
+            r.seen += 1;
+            (r.seen >= r.nth && r.seen < r.nth + r.times).then_some(r.fault)
+        })
+    };
+    if fault.is_some() {
+        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let forward = |request: &[u8]| -> std::io::Result<Vec<u8>> {
+        // One request per upstream connection: the answer ends when it closes.
+        let text =
+            String::from_utf8_lossy(request).replacen("\r\n", "\r\nConnection: close\r\n", 1);
+        let mut up = std::net::TcpStream::connect(upstream)?;
+        up.write_all(text.as_bytes())?;
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer)?;
+        Ok(answer)
+    };
+    let hang = || std::thread::sleep(std::time::Duration::from_secs(4));
+    match fault {
+        None => client.write_all(&forward(&request)?)?,
+        Some(Fault::Status(status)) => {
+            let extra = if status == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
+            write!(
+                client,
+                "HTTP/1.1 {status} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
         }
-        let line = String::from_utf8_lossy(
-            &request[..request.iter().position(|b| *b == b'\r').unwrap_or(0)],
-        )
-        .to_string();
-        let mut parts = line.split(' ');
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let fault = {
-            let mut rules = rules.lock().unwrap();
-            rules.iter_mut().find_map(|r| {
-                if r.method != method || !path.contains(r.path) {
-                    return None;
-                }
-                r.seen += 1;
-                (r.seen >= r.nth && r.seen < r.nth + r.times).then_some(r.fault)
-            })
-        };
-        if fault.is_some() {
-            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Fault::Reset) => {}
+        Some(Fault::CutBody) => {
+            let answer = forward(&request)?;
+            let end = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(0)
+                + 4;
+            let body = answer.len() - end;
+            client.write_all(&answer[..end + body / 2])?;
         }
-        let forward = |request: &[u8]| -> std::io::Result<Vec<u8>> {
-            // One request per upstream connection: the answer ends when it closes.
-            let text =
-                String::from_utf8_lossy(request).replacen("\r\n", "\r\nConnection: close\r\n", 1);
-            let mut up = std::net::TcpStream::connect(upstream)?;
-            up.write_all(text.as_bytes())?;
-            let mut answer = Vec::new();
-            up.read_to_end(&mut answer)?;
-            Ok(answer)
-        };
-        let hang = || std::thread::sleep(std::time::Duration::from_secs(4));
-        match fault {
-            None => {
-                let answer = forward(&request)?;
-                client.write_all(&answer)?;
-                return Ok(());
-            }
-            Some(Fault::Status(status)) => {
-                let extra = if status == 429 {
-                    "Retry-After: 1\r\n"
-                } else {
-                    ""
-                };
-                write!(
-                    client,
-                    "HTTP/1.1 {status} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-                )?;
-                return Ok(());
-            }
-            Some(Fault::Reset) => return Ok(()),
-            Some(Fault::CutBody) => {
-                let answer = forward(&request)?;
-                let end = answer
-                    .windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .unwrap_or(0)
-                    + 4;
-                let body = answer.len() - end;
-                client.write_all(&answer[..end + body / 2])?;
-                return Ok(());
-            }
-            Some(Fault::Hang) => {
-                hang();
-                return Ok(());
-            }
-            Some(Fault::AppliedThenHang) => {
-                forward(&request)?;
-                hang();
-                return Ok(());
-            }
+        Some(Fault::Hang) => hang(),
+        Some(Fault::AppliedThenHang) => {
+            forward(&request)?;
+            hang();
         }
     }
+    Ok(())
 }
 
 fn faults_config(pb: &PocketBase, proxy: &Proxy) -> String {
