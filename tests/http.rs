@@ -652,3 +652,234 @@ fn faults_between_syncline_and_the_api_lose_nothing_and_double_nothing() {
     assert_eq!(link["to_left"]["deleted"], 1, "{link}");
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
 }
+
+/// A pouchdb-server (CouchDB's HTTP API, in memory) on its own port, stopped when
+/// dropped. Its binary is named by `SYNCLINE_TEST_POUCHDB` (`.ci/run` installs it from
+/// npm).
+struct Couch {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Couch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Couch {
+    fn start() -> Option<Couch> {
+        let bin = match std::env::var("SYNCLINE_TEST_POUCHDB") {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("SYNCLINE_TEST_POUCHDB is not set, and CI needs the http tests to run")
+            }
+            _ => {
+                println!(
+                    "skipped: set SYNCLINE_TEST_POUCHDB to a pouchdb-server binary (npm install pouchdb-server) to run this test against a real server"
+                );
+                return None;
+            }
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--in-memory",
+                "--port",
+                &port.to_string(),
+                "--host",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ureq::get(&url).call().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pouchdb-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(Couch { child, url })
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn put(&self, path: &str, body: Json) -> (u16, Json) {
+        let mut r = Self::agent()
+            .put(&format!("{}{path}", self.url))
+            .send_json(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(Json::Null),
+        )
+    }
+
+    fn docs(&self, db: &str) -> Vec<Json> {
+        let mut r = Self::agent()
+            .get(&format!("{}/{db}/_all_docs?include_docs=true", self.url))
+            .call()
+            .unwrap();
+        let body: Json = r.body_mut().read_json().unwrap();
+        body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["doc"].clone())
+            .collect()
+    }
+}
+
+/// CouchDB's revision-conditional writes: a document is replaced whole (PUT) with the
+/// `_rev` it was read at; one a person changed in between is refused (409) and counted
+/// stale, never overwritten, and the next run decides again from what it holds.
+#[test]
+fn couchdb_revisions_make_writes_conditional_and_a_concurrent_edit_wins_its_run() {
+    let Some(couch) = Couch::start() else { return };
+    assert_eq!(couch.put("/contacts", json!({})).0, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    let n = 250;
+    for i in 1..=n {
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("syncline.toml"),
+        format!(
+            r#"[state]
+path = "state.db"
+
+[systems.crm]
+kind = "sqlite"
+path = "crm.db"
+
+[systems.couch]
+kind = "http"
+base_url = "{}"
+
+[systems.couch.collections.contacts]
+path = "/contacts"
+item = "/contacts/{{key}}"
+records = "/rows"
+record = "/doc"
+key = "_id"
+params = {{ include_docs = "true" }}
+pagination = {{ offset = "skip", limit = "limit", per_page = 100 }}
+update = "PUT"
+version = "_rev"
+columns = ["email", "name", "tier"]
+
+[links.contacts]
+left = "crm.contacts"
+right = "couch.contacts"
+right_key = "_id"
+mode = "two-way"
+match_on = ["email"]
+
+[links.contacts.fields]
+email = {{ owner = "left" }}
+name = {{ owner = "left" }}
+tier = {{ owner = "right" }}
+"#,
+            couch.url
+        ),
+    )
+    .unwrap();
+    let first = run(dir.path(), "");
+    assert_eq!(first["to_right"]["created"], n, "{first}");
+    assert_eq!(
+        couch.docs("contacts").len() as u64,
+        n,
+        "paged by skip/limit, none doubled"
+    );
+    assert_eq!(
+        wrote(&run(dir.path(), "")),
+        0,
+        "a second run writes nothing"
+    );
+
+    // The desk's tier flows left, replacing the document keeps its other fields.
+    let mut doc = couch
+        .docs("contacts")
+        .into_iter()
+        .find(|d| d["email"] == "p3@example.com")
+        .unwrap();
+    doc["tier"] = json!("gold");
+    doc["notes"] = json!("kept by the desk");
+    let id = doc["_id"].as_str().unwrap().to_string();
+    assert_eq!(couch.put(&format!("/contacts/{id}"), doc).0, 201);
+    crm.execute("UPDATE contacts SET name = 'Person Three' WHERE id = 3", [])
+        .unwrap();
+    let link = run(dir.path(), "");
+    assert_eq!(link["to_left"]["updated"], 1, "{link}");
+    assert_eq!(link["to_right"]["updated"], 1, "{link}");
+    let now = couch
+        .docs("contacts")
+        .into_iter()
+        .find(|d| d["_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(now["name"], "Person Three");
+    assert_eq!(now["tier"], "gold");
+    assert_eq!(
+        now["notes"], "kept by the desk",
+        "fields syncline does not sync stay"
+    );
+
+    // A person edits the document while syncline is between planning and writing: its
+    // write carries the old revision and is refused.
+    crm.execute("UPDATE contacts SET name = 'Person Five' WHERE id = 5", [])
+        .unwrap();
+    let child = Command::new(assert_cmd::cargo::cargo_bin("syncline"))
+        .current_dir(dir.path())
+        .args(["run", "--json"])
+        .env("SYNCLINE_FAULT", "after_journal:1:pause=2000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let mut five = couch
+        .docs("contacts")
+        .into_iter()
+        .find(|d| d["email"] == "p5@example.com")
+        .unwrap();
+    five["tier"] = json!("silver");
+    let five_id = five["_id"].as_str().unwrap().to_string();
+    assert_eq!(couch.put(&format!("/contacts/{five_id}"), five).0, 201);
+    let out = child.wait_with_output().unwrap();
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let link = &report["links"][0];
+    assert_eq!(link["to_right"]["stale_skipped"], 1, "{link}");
+    // The next run sees both edits: the name (the CRM's) goes right, the tier (the
+    // desk's) comes left; nothing of the person's edit was lost.
+    let link = run(dir.path(), "");
+    assert_eq!(link["to_right"]["updated"], 1, "{link}");
+    assert_eq!(link["to_left"]["updated"], 1, "{link}");
+    let five = couch
+        .docs("contacts")
+        .into_iter()
+        .find(|d| d["_id"] == five_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (five["name"].as_str(), five["tier"].as_str()),
+        (Some("Person Five"), Some("silver"))
+    );
+    assert_eq!(wrote(&run(dir.path(), "")), 0);
+}

@@ -59,6 +59,10 @@ pub struct Collection {
     pub item: String,
     /// A JSON pointer to the records in a list response; empty: the body is the array.
     pub records: String,
+    /// A JSON pointer to the record inside each listed element (CouchDB's `/doc`).
+    pub record: Option<String>,
+    /// Where a create's answer holds the new key when it is not the record itself.
+    pub created_key: String,
     pub key: String,
     pub params: Vec<(String, String)>,
     pub pagination: Pagination,
@@ -460,6 +464,13 @@ impl HttpConnector {
             };
             let n = records.len() as u64;
             pages += 1;
+            let records = match &c.record {
+                Some(pointer) => records
+                    .into_iter()
+                    .filter_map(|e| e.pointer(pointer).cloned())
+                    .collect(),
+                None => records,
+            };
             each(records)?;
             match &c.pagination {
                 Pagination::None => return Ok(()),
@@ -492,13 +503,19 @@ impl HttpConnector {
         }
     }
 
-    /// One write; its outcome, and the record as the API answered it.
+    /// One write; its outcome, and the record as the API stored it.
     fn write(
         &mut self,
         c: &Collection,
         spec: &ReadSpec,
         w: &Write,
     ) -> Result<(WriteOutcome, Option<Record>), ConnectorError> {
+        let failed = |this: &Self, f: Failed| match f {
+            Failed::NoAnswer(why) => Ok((WriteOutcome::Unknown(why), None)),
+            // Not sent after every retry: the batch stops here (a batch of an API is not
+            // atomic: what went before stands, and the engine finds it by a fetch).
+            Failed::NotSent(why) => Err(this.err(&format!("write {}", spec.collection), why)),
+        };
         let (method, url, body, version, key) = match w {
             Write::Create { values } => {
                 ("POST", self.url(&c.path), Some(to_body(values)), None, None)
@@ -506,19 +523,40 @@ impl HttpConnector {
             Write::Update {
                 key, set, version, ..
             } => {
+                let url = self.item_url(c, key);
                 let mut body = to_body(set);
+                if c.update == "PUT" {
+                    // PUT replaces the record: the fields this write does not set are
+                    // sent as the API holds them now. The version sent is still the one
+                    // read, so a record changed since is refused, not overwritten.
+                    let now = match self.send("GET", &url, &[], None, None) {
+                        Ok(a) if a.status == 200 => a,
+                        Ok(a) if matches!(a.status, 404 | 410) => {
+                            return Ok((WriteOutcome::Stale, None));
+                        }
+                        Ok(a) => {
+                            return Ok((
+                                WriteOutcome::Rejected(format!(
+                                    "{} answered {}: {}",
+                                    path_of(&url),
+                                    a.status,
+                                    brief(&a.body)
+                                )),
+                                None,
+                            ));
+                        }
+                        Err(f) => return failed(self, f),
+                    };
+                    let mut whole = self.parse(&format!("read {}", spec.collection), &now.body)?;
+                    merge(&mut whole, body);
+                    body = whole;
+                }
                 if let (Some(field), Some(v), Json::Object(map)) = (&c.version, version, &mut body)
                 {
                     // A revision-checked API (CouchDB) wants it in the body too.
                     map.insert(field.clone(), Json::String(text_of(v)));
                 }
-                (
-                    c.update,
-                    self.item_url(c, key),
-                    Some(body),
-                    version.clone(),
-                    Some(key),
-                )
+                (c.update, url, Some(body), version.clone(), Some(key))
             }
             Write::Delete { key, version, .. } => (
                 "DELETE",
@@ -538,50 +576,67 @@ impl HttpConnector {
         }
         let answer = match self.send(method, &url, &query, body.as_ref(), if_match.as_deref()) {
             Ok(a) => a,
-            Err(Failed::NoAnswer(why)) => return Ok((WriteOutcome::Unknown(why), None)),
-            // Not sent after every retry: the batch stops here (a batch of an API is not
-            // atomic: what went before stands, and the engine finds it by a fetch).
-            Err(Failed::NotSent(why)) => {
-                return Err(self.err(&format!("write {}", spec.collection), why));
-            }
+            Err(f) => return failed(self, f),
         };
-        Ok(match answer.status {
-            200..=299 => {
-                let json: Option<Json> = serde_json::from_str(&answer.body).ok();
-                let stored = json.as_ref().filter(|j| j.is_object()).map(|j| {
-                    let mut r = Self::record(c, spec, j);
-                    if r.version.is_none() {
-                        r.version = answer.etag.clone().map(Value::Text);
-                    }
-                    r
-                });
-                match w {
-                    Write::Create { .. } => match stored.as_ref().filter(|r| r.defect.is_none()) {
-                        Some(r) => (WriteOutcome::Created(r.key.clone()), stored),
-                        None => (
-                            WriteOutcome::Unknown(
-                                "the API did not answer the new record with its key".into(),
-                            ),
-                            None,
-                        ),
-                    },
-                    Write::Update { .. } => (
-                        WriteOutcome::Applied,
-                        stored.filter(|r| r.key.0 == key.map_or(vec![], |k| k.0.clone())),
-                    ),
-                    Write::Delete { .. } => (WriteOutcome::Applied, None),
-                }
+        match answer.status {
+            200..=299 => {}
+            404 | 410 if key.is_some() => return Ok((WriteOutcome::Stale, None)),
+            409 | 412 => return Ok((WriteOutcome::Stale, None)),
+            status => {
+                return Ok((
+                    WriteOutcome::Rejected(format!(
+                        "{} answered {status}: {}",
+                        path_of(&url),
+                        brief(&answer.body)
+                    )),
+                    None,
+                ));
             }
-            404 if key.is_some() => (WriteOutcome::Stale, None),
-            409 | 412 => (WriteOutcome::Stale, None),
-            status => (
-                WriteOutcome::Rejected(format!(
-                    "{} answered {status}: {}",
-                    path_of(&url),
-                    brief(&answer.body)
-                )),
-                None,
-            ),
+        }
+        if matches!(w, Write::Delete { .. }) {
+            return Ok((WriteOutcome::Applied, None));
+        }
+        // The answer is the record as stored, or (CouchDB) only its key and revision:
+        // then the record is read back.
+        let json: Json = serde_json::from_str(&answer.body).unwrap_or(Json::Null);
+        let answered =
+            Some(Self::record(c, spec, &json)).filter(|r| r.defect.is_none() && json.is_object());
+        let key = match (key, &answered) {
+            (Some(k), _) => k.clone(),
+            (None, Some(r)) => r.key.clone(),
+            (None, None) => match json.pointer(&c.created_key) {
+                Some(Json::String(k)) => Key(vec![Value::Text(k.clone())]),
+                Some(Json::Number(n)) => Key(vec![
+                    n.as_i64()
+                        .map_or_else(|| Value::Text(n.to_string()), Value::Integer),
+                ]),
+                _ => {
+                    return Ok((
+                        WriteOutcome::Unknown(
+                            "the API did not answer the new record with its key".into(),
+                        ),
+                        None,
+                    ));
+                }
+            },
+        };
+        let stored = match answered
+            .filter(|r| r.key == key && (c.version.is_none() || r.version.is_some()))
+        {
+            Some(mut r) => {
+                if r.version.is_none() {
+                    r.version = answer.etag.clone().map(Value::Text);
+                }
+                Some(r)
+            }
+            None => self
+                .fetch(spec, std::slice::from_ref(&key))?
+                .into_iter()
+                .next(),
+        };
+        Ok(match w {
+            Write::Create { .. } => (WriteOutcome::Created(key), stored),
+            _ => (WriteOutcome::Applied, stored),
         })
     }
 }
@@ -860,4 +915,21 @@ fn encode(s: &str) -> String {
 /// A value as text for a URL, a header or a filter: its SQL text; NULL is empty.
 fn text_of(v: &Value) -> String {
     v.to_sql_text().unwrap_or_default()
+}
+
+/// `patch`'s fields written over `whole`'s, nested objects merged.
+fn merge(whole: &mut Json, patch: Json) {
+    match (whole, patch) {
+        (Json::Object(w), Json::Object(p)) => {
+            for (k, v) in p {
+                match w.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        w.insert(k, v);
+                    }
+                }
+            }
+        }
+        (w, p) => *w = p,
+    }
 }

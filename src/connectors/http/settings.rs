@@ -17,6 +17,8 @@
 //! path = "/api/contacts"                         # GET lists, POST creates
 //! item = "/api/contacts/{key}"                   # GET, PATCH/PUT, DELETE one (default path/{key})
 //! records = "/items"                             # where a list response holds its records
+//! record = "/doc"                                # where each listed element holds the record
+//! created_key = "/id"                            # the new key in a create's answer
 //! key = "id"
 //! params = { sort = "id" }
 //! pagination = { page = "page", size = "perPage", per_page = 200 }
@@ -72,6 +74,8 @@ pub struct CollectionWritten {
     item: Option<String>,
     #[serde(default)]
     records: String,
+    record: Option<String>,
+    created_key: Option<String>,
     key: Option<String>,
     #[serde(default)]
     params: BTreeMap<String, String>,
@@ -224,6 +228,8 @@ impl Kind for Settings {
                         .unwrap_or_else(|| format!("{}/{{key}}", c.path.trim_end_matches('/'))),
                     path: c.path,
                     records: c.records,
+                    record: c.record,
+                    created_key: c.created_key.unwrap_or_else(|| "/id".into()),
                     key: c.key.unwrap_or_else(|| "id".into()),
                     params: c.params.into_iter().collect(),
                     pagination,
