@@ -883,3 +883,80 @@ tier = {{ owner = "right" }}
     );
     assert_eq!(wrote(&run(dir.path(), "")), 0);
 }
+
+/// A cursor on the API's `updated` field, read through its server-side filter: a cycle
+/// asks only for what changed since (less the look-back window).
+#[test]
+fn a_cursor_cycle_asks_the_api_only_for_what_changed() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"},
+            {"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}]})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    for i in 1..=300 {
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    let config = desk_config(&pb).replace(
+        "columns = [\"email\", \"name\", \"tier\"]",
+        "columns = [\"email\", \"name\", \"tier\", \"updated\"]\nsince = { param = \"filter\", template = \"updated >= '{since}'\" }",
+    ) + "\n[links.contacts.changes]\nright = { cursor = \"updated\", lookback = 0 }\nfull_every = 100\n";
+    std::fs::write(dir.path().join("syncline.toml"), config).unwrap();
+    run(dir.path(), &pb.token);
+    run(dir.path(), &pb.token);
+    let idle = run(dir.path(), &pb.token);
+    assert!(
+        idle["reading"]
+            .as_str()
+            .unwrap()
+            .contains("right changes since updated >="),
+        "{idle}"
+    );
+    // Nothing changed: only the record at the cursor's position is listed again.
+    assert!(idle["right_records"].as_u64().unwrap() <= 1, "{idle}");
+    assert_eq!(wrote(&idle), 0, "{idle}");
+    for email in ["p7@example.com", "p70@example.com", "p170@example.com"] {
+        let r = pb
+            .all("contacts")
+            .into_iter()
+            .find(|r| r["email"] == email)
+            .unwrap();
+        pb.call(
+            "PATCH",
+            &format!(
+                "/api/collections/contacts/records/{}",
+                r["id"].as_str().unwrap()
+            ),
+            Some(json!({"tier": "gold"})),
+        );
+    }
+    let link = run(dir.path(), &pb.token);
+    let listed = link["right_records"].as_u64().unwrap();
+    assert!(
+        (3..=4).contains(&listed),
+        "only what changed was listed: {link}"
+    );
+    assert_eq!(link["to_left"]["updated"], 3, "{link}");
+    let gold: i64 = crm
+        .query_row(
+            "SELECT count(*) FROM contacts WHERE tier = 'gold'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(gold, 3);
+}

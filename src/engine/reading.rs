@@ -409,6 +409,8 @@ pub(crate) fn window_start(
                 "%Y-%m-%d %H:%M:%S%.f",
                 "%Y-%m-%dT%H:%M:%S%.f",
                 "%Y-%m-%dT%H:%M:%S%.fZ",
+                // PocketBase's.
+                "%Y-%m-%d %H:%M:%S%.fZ",
             ];
             let found = FORMS.iter().find_map(|form| {
                 NaiveDateTime::parse_from_str(t, form)
@@ -473,6 +475,11 @@ mod tests {
         assert_eq!(
             window_start(&Value::Timestamp(at), secs),
             Ok(Value::Timestamp(at - chrono::TimeDelta::seconds(5)))
+        );
+        // PocketBase's form.
+        assert_eq!(
+            window_start(&Value::Text("2026-11-29 11:35:24.102Z".into()), secs),
+            Ok(Value::Text("2026-11-29 11:35:19.102Z".into()))
         );
         assert!(window_start(&Value::Text("abc".into()), secs).is_err());
     }
