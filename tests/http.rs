@@ -402,6 +402,8 @@ struct Proxy {
     url: String,
     rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request's method and path, in order.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -411,16 +413,23 @@ impl Proxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let rules = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Rule>::new()));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (r, h) = (rules.clone(), hits.clone());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (r, h, l) = (rules.clone(), hits.clone(), log.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (rules, hits, upstream) = (r.clone(), h.clone(), upstream.clone());
+                let (rules, hits, log, upstream) =
+                    (r.clone(), h.clone(), l.clone(), upstream.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(client, &upstream, &rules, &hits);
+                    let _ = serve(client, &upstream, &rules, &hits, &log);
                 });
             }
         });
-        Proxy { url, rules, hits }
+        Proxy {
+            url,
+            rules,
+            hits,
+            log,
+        }
     }
 
     fn add(
@@ -482,6 +491,7 @@ fn serve(
     upstream: &str,
     rules: &std::sync::Mutex<Vec<Rule>>,
     hits: &std::sync::atomic::AtomicUsize,
+    log: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let request = read_request(&mut client)?;
@@ -493,6 +503,10 @@ fn serve(
             .to_string();
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    log.lock().unwrap().push(format!(
+        "{method} {}",
+        path.split('?').next().unwrap_or(path)
+    ));
     let fault = {
         let mut rules = rules.lock().unwrap();
         rules.iter_mut().find_map(|r| {
@@ -959,4 +973,76 @@ fn a_cursor_cycle_asks_the_api_only_for_what_changed() {
         )
         .unwrap();
     assert_eq!(gold, 3);
+}
+
+/// Creates go through the API's batch endpoint, 50 to a request; a batch the API refuses
+/// as a whole (one record it will not take) is sent again one create at a time, so that
+/// record alone is refused, with the API's message, and the rest are made.
+#[test]
+fn creates_go_through_a_batch_endpoint_and_a_refused_batch_is_retried_one_by_one() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "PATCH",
+        "/api/settings",
+        Some(json!({"batch": {"enabled": true, "maxRequests": 100, "timeout": 10}})),
+    );
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text", "max": 40}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let proxy = Proxy::start(&pb.url);
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    let n: u64 = 500;
+    for i in 1..=n {
+        let email = if i == 77 {
+            format!("a-very-long-address-that-the-desk-refuses-{i}@example.com")
+        } else {
+            format!("p{i}@example.com")
+        };
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, email, format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    let config = desk_config(&pb)
+        .replace(&format!("base_url = \"{}\"", pb.url), &format!("base_url = \"{}\"", proxy.url))
+        .replace(
+            "columns = [\"email\", \"name\", \"tier\"]",
+            "columns = [\"email\", \"name\", \"tier\"]\nbatch = { path = \"/api/batch\", max = 50 }",
+        );
+    std::fs::write(dir.path().join("syncline.toml"), config).unwrap();
+    let first = run(dir.path(), &pb.token);
+    assert_eq!(first["to_right"]["created"], n - 1, "{first}");
+    assert_eq!(first["quarantined"], 1, "{first}");
+    assert_eq!(pb.all("contacts").len() as u64, n - 1);
+    let log = proxy.log.lock().unwrap().clone();
+    let batches = log.iter().filter(|l| *l == "POST /api/batch").count();
+    let singles = log
+        .iter()
+        .filter(|l| *l == "POST /api/collections/contacts/records")
+        .count();
+    assert_eq!(batches, 10, "500 creates, 50 a request: {log:?}");
+    // The refused batch one at a time (50), and the refused record perhaps once more by
+    // the engine, which sends a refused write alone before quarantining it.
+    assert!((50..=51).contains(&singles), "{singles}: {log:?}");
+    let quarantine = syncline(dir.path())
+        .args(["quarantine", "list"])
+        .env("DESK_TOKEN", &pb.token)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&quarantine.stdout);
+    assert!(
+        listed.contains("answered 400"),
+        "the API's answer: {listed}"
+    );
 }

@@ -71,6 +71,15 @@ pub struct Collection {
     pub since: Option<SinceFilter>,
     pub columns: Vec<String>,
     pub types: HashMap<String, ColumnType>,
+    /// The API's batch endpoint, for runs of creates.
+    pub batch: Option<BatchEndpoint>,
+}
+
+/// A batch endpoint (PocketBase's form) and the most requests it takes at once.
+#[derive(Debug, Clone)]
+pub struct BatchEndpoint {
+    pub path: String,
+    pub max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -812,13 +821,110 @@ impl Connector for HttpConnector {
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {
         let c = self.collection(&spec.collection)?.clone();
         let mut result = BatchResult::default();
-        for w in writes {
-            let (outcome, stored) = self.write(&c, spec, w)?;
+        let mut at = 0;
+        while at < writes.len() {
+            // Runs of creates go through the batch endpoint where there is one.
+            let creates = writes[at..]
+                .iter()
+                .take_while(|w| matches!(w, Write::Create { .. }))
+                .count();
+            if let Some(batch) = c.batch.as_ref().filter(|_| creates > 1) {
+                let take = creates.min(batch.max);
+                for (outcome, stored) in self.create_batch(&c, spec, &writes[at..at + take])? {
+                    result.outcomes.push(outcome);
+                    result.stored.push(stored);
+                }
+                at += take;
+                continue;
+            }
+            let (outcome, stored) = self.write(&c, spec, &writes[at])?;
             result.outcomes.push(outcome);
             result.stored.push(stored);
+            at += 1;
         }
         Ok(result)
     }
+}
+
+impl HttpConnector {
+    /// Creates sent as one request to the API's batch endpoint (PocketBase's form:
+    /// `{"requests": [{method, url, body}]}`, answered by a `{status, body}` per request,
+    /// all or nothing). A batch the API refuses is sent again one create at a time, so
+    /// each record gets its own answer; one whose answer never came is unknown, each of
+    /// its creates with it.
+    fn create_batch(
+        &mut self,
+        c: &Collection,
+        spec: &ReadSpec,
+        creates: &[Write],
+    ) -> Result<Vec<(WriteOutcome, Option<Record>)>, ConnectorError> {
+        let Some(batch) = &c.batch else {
+            unreachable!("called with a batch endpoint")
+        };
+        let requests: Vec<Json> = creates
+            .iter()
+            .map(|w| match w {
+                Write::Create { values } => json_request("POST", &c.path, to_body(values)),
+                _ => unreachable!("creates only"),
+            })
+            .collect();
+        let url = self.url(&batch.path);
+        let body = serde_json::json!({ "requests": requests });
+        let answer = match self.send("POST", &url, &[], Some(&body), None) {
+            Ok(a) => a,
+            Err(Failed::NoAnswer(why)) => {
+                return Ok(creates
+                    .iter()
+                    .map(|_| (WriteOutcome::Unknown(why.clone()), None))
+                    .collect());
+            }
+            Err(Failed::NotSent(why)) => {
+                return Err(self.err(&format!("write {}", spec.collection), why));
+            }
+        };
+        let answers = match (answer.status, serde_json::from_str::<Json>(&answer.body)) {
+            (200..=299, Ok(Json::Array(items))) if items.len() == creates.len() => items,
+            // Refused as a whole (one record's fault, all or nothing): one at a time.
+            (400..=499, _) => {
+                return creates.iter().map(|w| self.write(c, spec, w)).collect();
+            }
+            (status, _) => {
+                return Ok(creates
+                    .iter()
+                    .map(|_| {
+                        (
+                            WriteOutcome::Unknown(format!(
+                                "{} answered {status}: {}",
+                                path_of(&url),
+                                brief(&answer.body)
+                            )),
+                            None,
+                        )
+                    })
+                    .collect());
+            }
+        };
+        Ok(answers
+            .iter()
+            .map(|a| {
+                let record = Self::record(c, spec, &a["body"]);
+                match a["status"].as_u64() {
+                    Some(200..=299) if record.defect.is_none() => {
+                        (WriteOutcome::Created(record.key.clone()), Some(record))
+                    }
+                    _ => (
+                        WriteOutcome::Unknown("the batch answer holds no new record".into()),
+                        None,
+                    ),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One request of a batch, as PocketBase's batch endpoint takes it.
+fn json_request(method: &str, url: &str, body: Json) -> Json {
+    serde_json::json!({ "method": method, "url": url, "body": body })
 }
 
 /// A value of a field, by name or by a dotted path into nested objects.

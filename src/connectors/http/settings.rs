@@ -26,10 +26,13 @@
 //! version = "_rev"                               # makes writes conditional (If-Match)
 //! since = { param = "filter", template = "updated >= '{since}'" }
 //! columns = ["id", "name", "email"]              # when a listing may be empty
+//! batch = { path = "/api/batch", max = 50 }      # creates in batches (PocketBase's form)
 //! types = { amount = "decimal(12,2)" }
 //! ```
 
-use super::{Auth, Collection, HttpConnector, HttpSettings, Pagination, SinceFilter};
+use super::{
+    Auth, BatchEndpoint, Collection, HttpConnector, HttpSettings, Pagination, SinceFilter,
+};
 use crate::config::{ConfigError, Secret};
 use crate::connectors::file::ColumnType;
 use crate::connectors::kinds::{Kind, SettingsContext};
@@ -87,6 +90,14 @@ pub struct CollectionWritten {
     columns: Vec<String>,
     #[serde(default)]
     types: HashMap<String, String>,
+    batch: Option<BatchWritten>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchWritten {
+    path: String,
+    max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +252,10 @@ impl Kind for Settings {
                     }),
                     columns: c.columns,
                     types,
+                    batch: c.batch.map(|b| BatchEndpoint {
+                        path: b.path,
+                        max: b.max.unwrap_or(50).max(1),
+                    }),
                 },
             );
         }
