@@ -16,6 +16,7 @@ pub fn peak_rss_kib() -> u64 {
 
 /// Flushes every file written so far to disk (`sync`), so the next timed phase does not
 /// share the machine with the kernel writing back the phase before's files.
+#[allow(dead_code)] // the http benchmark does not use it
 pub fn flush_written_files() {
     if let Err(e) = std::process::Command::new("sync").status() {
         println!("sync did not run ({e}): phases may pay for each other's writeback");

