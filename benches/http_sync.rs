@@ -9,13 +9,13 @@
 //! syncline runs as its binary (`syncline run --json`) under GNU `time`.
 //! `cargo bench --bench http_sync`.
 
-#[path = "../tests/support/pocketbase.rs"]
+#[path = "../tests/support/servers.rs"]
 #[allow(dead_code)]
-mod pocketbase;
+mod servers;
 mod support;
 
-use pocketbase::PocketBase;
 use serde_json::json;
+use servers::PocketBase;
 use support::{run_syncline_binary, timed};
 
 const BATCH: usize = 50;

@@ -178,6 +178,52 @@ fn file_kind(format: &'static str) -> Box<dyn Kind> {
     })
 }
 
+/// The `http` kind over pouchdb-server (CouchDB's API): documents `PUT` to their own
+/// key's path, revision-conditional writes.
+struct CouchKind {
+    couch: support::servers::Couch,
+}
+
+impl Kind for CouchKind {
+    fn label(&self) -> String {
+        "http (couchdb)".into()
+    }
+    fn connector(&mut self) -> Box<dyn Connector> {
+        let settings = format!(
+            r#"[systems.t]
+kind = "http"
+base_url = "{}"
+[systems.t.collections.t]
+path = "/t/_all_docs"
+item = "/t/{{key}}"
+records = "/rows"
+record = "/doc"
+key = "id"
+params = {{ include_docs = "true" }}
+pagination = {{ offset = "skip", limit = "limit", per_page = 4 }}
+create = "PUT"
+update = "PUT"
+version = "_rev"
+columns = ["id", "a", "b"]
+"#,
+            self.couch.url
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("syncline.toml"), &settings).unwrap();
+        let config = syncline::config::Config::load(&dir.path().join("syncline.toml")).unwrap();
+        connectors::open("t", &config.systems["t"]).unwrap()
+    }
+    fn insert(&mut self, id: i64, a: &str) {
+        self.couch
+            .put(&format!("/t/{id}"), serde_json::json!({"id": id, "a": a}));
+    }
+    fn edit(&mut self, id: i64, a: &str) {
+        let mut doc = self.couch.get(&format!("/t/{id}"));
+        doc["a"] = serde_json::json!(a);
+        self.couch.put(&format!("/t/{id}"), doc);
+    }
+}
+
 fn sqlite_kind() -> Box<dyn Kind> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
@@ -230,6 +276,10 @@ fn kinds() -> Vec<Box<dyn Kind>> {
         Box::new(memory_kind("none", Conditional::None, false)),
         Box::new(memory_kind("feed", Conditional::Values, true)),
     ];
+    if let Some(couch) = support::servers::Couch::start() {
+        couch.put("/t", serde_json::json!({}));
+        out.push(Box::new(CouchKind { couch }));
+    }
     if let Some(url) = server_url(
         "SYNCLINE_TEST_PG_URL",
         "postgres://root@127.0.0.1:5432/test",

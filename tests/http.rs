@@ -6,9 +6,9 @@
 mod support;
 
 use serde_json::{Value as Json, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use support::pocketbase::{PocketBase, free_port};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use support::servers::{Couch, PocketBase};
 use support::syncline;
 
 fn desk_config(pb: &PocketBase) -> String {
@@ -516,93 +516,6 @@ fn faults_between_syncline_and_the_api_lose_nothing_and_double_nothing() {
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
 }
 
-/// A pouchdb-server (CouchDB's HTTP API, in memory) on its own port, stopped when
-/// dropped. Its binary is named by `SYNCLINE_TEST_POUCHDB` (`.ci/run` installs it from
-/// npm).
-struct Couch {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Couch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Couch {
-    fn start() -> Option<Couch> {
-        let bin = match std::env::var("SYNCLINE_TEST_POUCHDB") {
-            Ok(p) if !p.is_empty() => PathBuf::from(p),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("SYNCLINE_TEST_POUCHDB is not set, and CI needs the http tests to run")
-            }
-            _ => {
-                println!(
-                    "skipped: set SYNCLINE_TEST_POUCHDB to a pouchdb-server binary (npm install pouchdb-server) to run this test against a real server"
-                );
-                return None;
-            }
-        };
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--in-memory",
-                "--port",
-                &port.to_string(),
-                "--host",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while ureq::get(&url).call().is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pouchdb-server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        Some(Couch { child, url })
-    }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into()
-    }
-
-    fn put(&self, path: &str, body: Json) -> (u16, Json) {
-        let mut r = Self::agent()
-            .put(&format!("{}{path}", self.url))
-            .send_json(body)
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_json().unwrap_or(Json::Null),
-        )
-    }
-
-    fn docs(&self, db: &str) -> Vec<Json> {
-        let mut r = Self::agent()
-            .get(&format!("{}/{db}/_all_docs?include_docs=true", self.url))
-            .call()
-            .unwrap();
-        let body: Json = r.body_mut().read_json().unwrap();
-        body["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| row["doc"].clone())
-            .collect()
-    }
-}
-
 /// CouchDB's revision-conditional writes: a document is replaced whole (PUT) with the
 /// `_rev` it was read at; one a person changed in between is refused (409) and counted
 /// stale, never overwritten, and the next run decides again from what it holds.
@@ -639,8 +552,9 @@ kind = "http"
 base_url = "{}"
 
 [systems.couch.collections.contacts]
-path = "/contacts"
+path = "/contacts/_all_docs"
 item = "/contacts/{{key}}"
+create_path = "/contacts"
 records = "/rows"
 record = "/doc"
 key = "_id"

@@ -1,7 +1,7 @@
 //! Shared test fixtures: two SQLite databases and a config in a temporary folder.
 #![allow(dead_code)]
 
-pub mod pocketbase;
+pub mod servers;
 pub mod sql;
 
 use rusqlite::Connection;

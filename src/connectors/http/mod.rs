@@ -67,6 +67,10 @@ pub struct Collection {
     pub params: Vec<(String, String)>,
     pub pagination: Pagination,
     pub update: &'static str,
+    /// `POST` to the list path, or `PUT` to the item path of the key the record carries.
+    pub create: &'static str,
+    /// Where a `POST` creates (CouchDB lists at `/db/_all_docs`, creates at `/db`).
+    pub create_path: String,
     pub version: Option<String>,
     pub since: Option<SinceFilter>,
     pub columns: Vec<String>,
@@ -463,7 +467,9 @@ impl HttpConnector {
             let body = self.parse(&format!("list {}", spec.collection), &answer.body)?;
             let records = match body.pointer(&c.records) {
                 Some(Json::Array(items)) => items.clone(),
-                Some(Json::Null) | None if !c.records.is_empty() => Vec::new(),
+                // An answer without the records' array is not an empty page: it is an
+                // answer syncline does not understand, and the listing is incomplete.
+                Some(Json::Null) => Vec::new(),
                 _ => {
                     return Err(self.err(
                         &format!("list {}", spec.collection),
@@ -525,10 +531,41 @@ impl HttpConnector {
             // atomic: what went before stands, and the engine finds it by a fetch).
             Failed::NotSent(why) => Err(this.err(&format!("write {}", spec.collection), why)),
         };
+        let mut created: Option<Key> = None;
         let (method, url, body, version, key) = match w {
-            Write::Create { values } => {
-                ("POST", self.url(&c.path), Some(to_body(values)), None, None)
+            Write::Create { values } if c.create == "PUT" => {
+                let carried: Option<Vec<Value>> = spec
+                    .key
+                    .iter()
+                    .map(|k| {
+                        values
+                            .iter()
+                            .find(|(n, _)| **n == **k)
+                            .map(|(_, v)| v.clone())
+                            .filter(|v| *v != Value::Null)
+                    })
+                    .collect();
+                let Some(carried) = carried else {
+                    return Ok((
+                        WriteOutcome::Rejected(format!(
+                            "creates are PUT to their key's path, and this record carries no {}",
+                            spec.key.join(", ")
+                        )),
+                        None,
+                    ));
+                };
+                let key = Key(carried);
+                let url = self.item_url(c, &key);
+                created = Some(key);
+                ("PUT", url, Some(to_body(values)), None, None)
             }
+            Write::Create { values } => (
+                "POST",
+                self.url(&c.create_path),
+                Some(to_body(values)),
+                None,
+                None,
+            ),
             Write::Update {
                 key, set, version, ..
             } => {
@@ -590,7 +627,7 @@ impl HttpConnector {
         match answer.status {
             200..=299 => {}
             404 | 410 if key.is_some() => return Ok((WriteOutcome::Stale, None)),
-            409 | 412 => return Ok((WriteOutcome::Stale, None)),
+            409 | 412 if key.is_some() => return Ok((WriteOutcome::Stale, None)),
             status => {
                 return Ok((
                     WriteOutcome::Rejected(format!(
@@ -610,7 +647,7 @@ impl HttpConnector {
         let json: Json = serde_json::from_str(&answer.body).unwrap_or(Json::Null);
         let answered =
             Some(Self::record(c, spec, &json)).filter(|r| r.defect.is_none() && json.is_object());
-        let key = match (key, &answered) {
+        let key = match (key.or(created.as_ref()), &answered) {
             (Some(k), _) => k.clone(),
             (None, Some(r)) => r.key.clone(),
             (None, None) => match json.pointer(&c.created_key) {
@@ -864,7 +901,7 @@ impl HttpConnector {
         let requests: Vec<Json> = creates
             .iter()
             .map(|w| match w {
-                Write::Create { values } => json_request("POST", &c.path, to_body(values)),
+                Write::Create { values } => json_request("POST", &c.create_path, to_body(values)),
                 _ => unreachable!("creates only"),
             })
             .collect();

@@ -22,6 +22,8 @@
 //! key = "id"
 //! params = { sort = "id" }
 //! pagination = { page = "page", size = "perPage", per_page = 200 }
+//! create = "POST"                              # or "PUT" to the item path (the key is carried)
+//! create_path = "/api/contacts"                  # where a POST creates (default: path)
 //! update = "PATCH"
 //! version = "_rev"                               # makes writes conditional (If-Match)
 //! since = { param = "filter", template = "updated >= '{since}'" }
@@ -84,6 +86,8 @@ pub struct CollectionWritten {
     params: BTreeMap<String, String>,
     pagination: Option<PaginationWritten>,
     update: Option<String>,
+    create: Option<String>,
+    create_path: Option<String>,
     version: Option<String>,
     since: Option<SinceWritten>,
     #[serde(default)]
@@ -222,6 +226,11 @@ impl Kind for Settings {
                 Some("PUT") => "PUT",
                 Some(other) => return Err(bad(format!("update is PATCH or PUT, not {other}"))),
             };
+            let create = match c.create.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None | Some("POST") => "POST",
+                Some("PUT") => "PUT",
+                Some(other) => return Err(bad(format!("create is POST or PUT, not {other}"))),
+            };
             let types = c
                 .types
                 .iter()
@@ -237,7 +246,7 @@ impl Kind for Settings {
                     item: c
                         .item
                         .unwrap_or_else(|| format!("{}/{{key}}", c.path.trim_end_matches('/'))),
-                    path: c.path,
+                    path: c.path.clone(),
                     records: c.records,
                     record: c.record,
                     created_key: c.created_key.unwrap_or_else(|| "/id".into()),
@@ -245,6 +254,8 @@ impl Kind for Settings {
                     params: c.params.into_iter().collect(),
                     pagination,
                     update,
+                    create,
+                    create_path: c.create_path.clone().unwrap_or_else(|| c.path.clone()),
                     version: c.version,
                     since: c.since.map(|s| SinceFilter {
                         param: s.param,

