@@ -349,13 +349,18 @@ fn each_kind_reads_its_own_settings_with_their_lines() {
         "[systems]\ncrm = { path = \"a.db\", kind = \"sqlite\", extra = 1 }\n",
         &["syncline.toml:2:", "unknown field `extra`"],
     );
+    // A file system is a folder: `path` is another kind's key, named with the right ones.
     config_error(
         "[systems.crm]\nkind = \"csv\"\npath = \"x.csv\"\n",
         &[
-            "syncline.toml:2:8",
-            "not supported by this build yet",
-            "sqlite, postgres",
+            "syncline.toml:3:1",
+            "system `crm` (csv): unknown field `path`",
+            "expected one of `dir`",
         ],
+    );
+    config_error(
+        "[systems.desk]\nkind = \"http\"\nbase_url = \"http://x\"\n[systems.desk.collections.c]\npath = \"/c\"\npagination = { page = \"p\", next = \"/n\" }\n",
+        &["syncline.toml:4:", "collection `c`: pagination is one of"],
     );
 }
 
