@@ -254,6 +254,16 @@ struct Proxy {
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Every request's method and path, in order.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// When set, the proxy is a gateway that takes only OAuth2 tokens of one issuer.
+    gate: std::sync::Arc<std::sync::Mutex<Option<Gate>>>,
+}
+
+/// An API gateway's check: a bearer token must be a JWT issued by `issuer`; a request
+/// that passes goes on with `upstream_token` (the API's own credentials).
+#[derive(Clone)]
+struct Gate {
+    issuer: String,
+    upstream_token: String,
 }
 
 impl Proxy {
@@ -264,13 +274,15 @@ impl Proxy {
         let rules = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Rule>::new()));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (r, h, l) = (rules.clone(), hits.clone(), log.clone());
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(None::<Gate>));
+        let (r, h, l, g) = (rules.clone(), hits.clone(), log.clone(), gate.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (rules, hits, log, upstream) =
-                    (r.clone(), h.clone(), l.clone(), upstream.clone());
+                let (rules, hits, log, gate, upstream) =
+                    (r.clone(), h.clone(), l.clone(), g.clone(), upstream.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(client, &upstream, &rules, &hits, &log);
+                    let gate = gate.lock().unwrap().clone();
+                    let _ = serve(client, &upstream, &rules, &hits, &log, gate.as_ref());
                 });
             }
         });
@@ -279,6 +291,7 @@ impl Proxy {
             rules,
             hits,
             log,
+            gate,
         }
     }
 
@@ -342,11 +355,27 @@ fn serve(
     rules: &std::sync::Mutex<Vec<Rule>>,
     hits: &std::sync::atomic::AtomicUsize,
     log: &std::sync::Mutex<Vec<String>>,
+    gate: Option<&Gate>,
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    let request = read_request(&mut client)?;
+    let mut request = read_request(&mut client)?;
     if request.is_empty() {
         return Ok(());
+    }
+    if let Some(gate) = gate {
+        match gated(&request, gate) {
+            Some(passed) => request = passed,
+            None => {
+                log.lock()
+                    .unwrap()
+                    .push("refused: no token of the issuer".into());
+                write!(
+                    client,
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )?;
+                return Ok(());
+            }
+        }
     }
     let line =
         String::from_utf8_lossy(&request[..request.iter().position(|b| *b == b'\r').unwrap_or(0)])
@@ -412,6 +441,32 @@ fn serve(
         }
     }
     Ok(())
+}
+
+/// `request` with its bearer token swapped for the API's own, if the token is a JWT
+/// whose issuer is the gate's.
+fn gated(request: &[u8], gate: &Gate) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(request).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))?;
+    let token = line.split_once(':')?.1.trim().strip_prefix("Bearer ")?;
+    let payload = token.split('.').nth(1)?;
+    let claims: Json = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?,
+    )
+    .ok()?;
+    (claims["iss"] == gate.issuer.as_str()).then(|| {
+        text.replacen(
+            line,
+            &format!("Authorization: Bearer {}", gate.upstream_token),
+            1,
+        )
+        .into_bytes()
+    })
 }
 
 fn faults_config(pb: &PocketBase, proxy: &Proxy) -> String {
@@ -883,4 +938,88 @@ fn postgresql_and_a_pocketbase_collection_sync_both_ways() {
     );
     assert_eq!(now["name"], "Person Nine");
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0, "then quiet");
+}
+
+/// OAuth2 client credentials: syncline fetches a token from a real authorization server
+/// (oauth2-mock-server from npm, named by `SYNCLINE_TEST_OAUTH2`), sends it to the API
+/// behind a gateway that takes only that issuer's tokens, fetches another when the API
+/// answers 401, and never shows the client secret.
+#[test]
+fn oauth2_client_credentials_are_fetched_sent_and_refreshed() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    let Some(oauth) = support::servers::OAuth2Server::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let gateway = Proxy::start(&pb.url);
+    *gateway.gate.lock().unwrap() = Some(Gate {
+        issuer: oauth.issuer.clone(),
+        upstream_token: pb.token.clone(),
+    });
+    // The token endpoint through a proxy of its own, to count the tokens fetched.
+    let tokens = Proxy::start(&oauth.url);
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT);
+         INSERT INTO contacts (id, email, name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B'), (3, 'c@example.com', 'C');",
+    )
+    .unwrap();
+    let config = desk_config(&pb)
+        .replace(&format!("base_url = \"{}\"", pb.url), &format!("base_url = \"{}\"", gateway.url))
+        .replace(
+            "auth = { bearer = \"${DESK_TOKEN}\" }",
+            &format!(
+                "auth = {{ oauth2 = \"{}/token\", client_id = \"syncline\", client_secret = \"${{DESK_TOKEN}}\", scope = \"contacts\" }}",
+                tokens.url
+            ),
+        );
+    std::fs::write(dir.path().join("syncline.toml"), config).unwrap();
+    // The API stops taking the token after a few requests: a new one is fetched.
+    gateway.add(
+        "POST",
+        "/api/collections/contacts/records",
+        2,
+        1,
+        Fault::Status(401),
+    );
+    let out = syncline(dir.path())
+        .args(["run", "--json"])
+        .env("DESK_TOKEN", "client-s3cr3t")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("client-s3cr3t"), "{said}");
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["links"][0]["to_right"]["created"], 3, "{report}");
+    assert_eq!(pb.all("contacts").len(), 3);
+    let fetched = tokens
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| *l == "POST /token")
+        .count();
+    assert_eq!(fetched, 2, "one token, and one more after the 401");
+    assert!(
+        !gateway
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("refused")),
+        "every request carried the issuer's token"
+    );
 }

@@ -255,3 +255,58 @@ impl Couch {
             .collect()
     }
 }
+
+/// An OAuth2 authorization server (oauth2-mock-server from npm, named by
+/// `SYNCLINE_TEST_OAUTH2`): issues signed JWTs for client credentials.
+pub struct OAuth2Server {
+    child: Child,
+    pub url: String,
+    /// The `iss` of the tokens it issues.
+    pub issuer: String,
+}
+
+impl Drop for OAuth2Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OAuth2Server {
+    pub fn start() -> Option<OAuth2Server> {
+        let bin = match std::env::var("SYNCLINE_TEST_OAUTH2") {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("SYNCLINE_TEST_OAUTH2 is not set, and CI needs the http tests to run")
+            }
+            _ => {
+                println!(
+                    "skipped: set SYNCLINE_TEST_OAUTH2 to an oauth2-mock-server binary (npm install oauth2-mock-server) to run this test against a real server"
+                );
+                return None;
+            }
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let config = loop {
+            if let Ok(mut r) = ureq::get(&format!("{url}/.well-known/openid-configuration")).call()
+            {
+                break r.body_mut().read_json::<Json>().unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "oauth2-mock-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        let issuer = config["issuer"].as_str().unwrap().to_string();
+        Some(OAuth2Server { child, url, issuer })
+    }
+}

@@ -50,6 +50,14 @@ pub enum Auth {
     Header(String, Secret),
     Query(String, Secret),
     Basic(String, Secret),
+    /// OAuth2 client credentials: a token fetched from `token_url`, and fetched again
+    /// before it expires or when the API answers 401.
+    OAuth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +130,8 @@ pub struct HttpConnector {
     settings: HttpSettings,
     agent: ureq::Agent,
     last_request: Option<Instant>,
+    /// The OAuth2 access token and when to fetch another.
+    token: Option<(Secret, Instant)>,
 }
 
 /// An answer: status, `Retry-After`, `Link`'s next, `ETag`, and the body.
@@ -152,6 +162,7 @@ impl HttpConnector {
             settings: settings.clone(),
             agent,
             last_request: None,
+            token: None,
         }
     }
 
@@ -208,6 +219,10 @@ impl HttpConnector {
             }
             Auth::Header(name, v) => request = request.header(name.as_str(), v.expose()),
             Auth::Query(name, v) => query.push((name.clone(), v.expose().to_string())),
+            Auth::OAuth2 { .. } => {
+                let token = self.access_token()?;
+                request = request.header("Authorization", format!("Bearer {}", token.expose()));
+            }
             Auth::Basic(user, password) => {
                 use base64::Engine as _;
                 let token = base64::engine::general_purpose::STANDARD
@@ -285,6 +300,69 @@ impl HttpConnector {
         ))
     }
 
+    /// The OAuth2 access token, fetched (client credentials) when there is none or it
+    /// is about to expire. A token endpoint that refuses is not retried: the
+    /// credentials are wrong, and the message says so without them.
+    fn access_token(&mut self) -> Result<Secret, Failed> {
+        if let Some((token, until)) = &self.token
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let Auth::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+        } = &self.settings.auth
+        else {
+            unreachable!("asked for OAuth2 only")
+        };
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", client_id.clone()),
+            ("client_secret", client_secret.expose().to_string()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope.clone()));
+        }
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(token_url.as_str())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json")
+            .body(body)
+            .map_err(|e| Failed::NotSent(e.to_string()))?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| Failed::NotSent(format!("the OAuth2 token endpoint: {e}")))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let json: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        let Some(token) = json["access_token"].as_str().filter(|_| status == 200) else {
+            return Err(Failed::NotSent(format!(
+                "the OAuth2 token endpoint {} answered {status}{}",
+                path_of(token_url),
+                json["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )));
+        };
+        // Fetched again a minute before it expires (or in an hour, if it does not say).
+        let lasts = json["expires_in"].as_u64().unwrap_or(3600);
+        let until = Instant::now() + Duration::from_secs(lasts.saturating_sub(60).max(1));
+        let token = Secret::new(token.to_string());
+        self.token = Some((token.clone(), until));
+        Ok(token)
+    }
+
     /// A request with retries on what retrying can mend. 429 and 503 say the request
     /// was not processed: retried, honouring `Retry-After`. A timeout, a reset, an answer
     /// cut short and the other 5xx may come after the server applied it: retried for
@@ -302,6 +380,7 @@ impl HttpConnector {
     ) -> Result<Answer, Failed> {
         let repeats_harmlessly = method != "POST";
         let mut attempt = 0;
+        let mut refreshed = false;
         loop {
             let (wait, failed) = match self.send_once(method, url, query, body, if_match) {
                 Ok((answer, retry_after)) if matches!(answer.status, 429 | 503) => (
@@ -319,6 +398,16 @@ impl HttpConnector {
                         answer.status,
                         brief(&answer.body)
                     )));
+                }
+                // An OAuth2 token the API no longer takes: fetched again, once.
+                Ok((answer, _))
+                    if answer.status == 401
+                        && matches!(self.settings.auth, Auth::OAuth2 { .. })
+                        && !refreshed =>
+                {
+                    refreshed = true;
+                    self.token = None;
+                    continue;
                 }
                 Ok((answer, _)) => return Ok(answer),
                 Err(Failed::NoAnswer(why)) if !repeats_harmlessly => {

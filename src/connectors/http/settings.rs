@@ -8,7 +8,9 @@
 //! timeout = 30                                   # seconds per request
 //! auth = { bearer = "${DESK_TOKEN}" }            # or { header = "X-Api-Key", value = "${KEY}" },
 //!                                                #    { query = "api_key", value = "${KEY}" },
-//!                                                #    { basic = "user", password = "${PW}" }
+//!                                                #    { basic = "user", password = "${PW}" },
+//!                                                #    { oauth2 = "https://auth/token", client_id = "${ID}",
+//!                                                #      client_secret = "${SECRET}", scope = "read" }
 //! retries = 5                                    # on timeouts, resets, 429 and 5xx
 //! max_retry_wait = 60                            # seconds, the cap on Retry-After
 //! requests_per_second = 20                       # a budget; none by default
@@ -70,6 +72,10 @@ pub struct AuthWritten {
     value: Option<Spanned<String>>,
     basic: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
+    oauth2: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<String>>,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +162,28 @@ impl Kind for Settings {
                         .and_then(|v| cx.secret(v))
                 };
                 match (&a.bearer, &a.header, &a.query, &a.basic) {
+                    (None, None, None, None) if a.oauth2.is_some() => {
+                        let missing = |what: &str| {
+                            cx.error(
+                                span.clone(),
+                                format!(
+                                    "system `{}`: auth by oauth2 needs {what} = \"${{…}}\"",
+                                    cx.system
+                                ),
+                            )
+                        };
+                        let client_id = a.client_id.as_ref().ok_or_else(|| missing("client_id"))?;
+                        let client_secret = a
+                            .client_secret
+                            .as_ref()
+                            .ok_or_else(|| missing("client_secret"))?;
+                        Auth::OAuth2 {
+                            token_url: cx.text(a.oauth2.as_ref().expect("checked"))?,
+                            client_id: cx.text(client_id)?,
+                            client_secret: cx.secret(client_secret)?,
+                            scope: a.scope.clone(),
+                        }
+                    }
                     (Some(token), None, None, None) => Auth::Bearer(cx.secret(token)?),
                     (None, Some(name), None, None) => {
                         Auth::Header(name.clone(), needs_value("header")?)
@@ -174,7 +202,7 @@ impl Kind for Settings {
                         return Err(cx.error(
                             span,
                             format!(
-                                "system `{}`: auth is one of {{ bearer = … }}, {{ header = NAME, value = … }}, {{ query = NAME, value = … }}, {{ basic = USER, password = … }}",
+                                "system `{}`: auth is one of {{ bearer = … }}, {{ header = NAME, value = … }}, {{ query = NAME, value = … }}, {{ basic = USER, password = … }}, {{ oauth2 = TOKEN_URL, client_id = …, client_secret = …, scope = … }}",
                                 cx.system
                             ),
                         ));
