@@ -233,6 +233,8 @@ enum Fault {
     Hang,
     /// Forwards (the server applies it), then holds the connection past the timeout.
     AppliedThenHang,
+    /// Forwards, and answers with the rate limit used up for 2 seconds.
+    LimitUsedUp,
 }
 
 /// A rule: the `nth` (from 1) request whose method and path match gets `fault`, and so
@@ -252,8 +254,9 @@ struct Proxy {
     url: String,
     rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Every request's method and path, in order.
+    /// Every request's method and path, in order, and when it came.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    at: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
     /// When set, the proxy is a gateway that takes only OAuth2 tokens of one issuer.
     gate: std::sync::Arc<std::sync::Mutex<Option<Gate>>>,
 }
@@ -275,12 +278,26 @@ impl Proxy {
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let gate = std::sync::Arc::new(std::sync::Mutex::new(None::<Gate>));
-        let (r, h, l, g) = (rules.clone(), hits.clone(), log.clone(), gate.clone());
+        let at = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (r, h, l, g, a) = (
+            rules.clone(),
+            hits.clone(),
+            log.clone(),
+            gate.clone(),
+            at.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (rules, hits, log, gate, upstream) =
-                    (r.clone(), h.clone(), l.clone(), g.clone(), upstream.clone());
+                let (rules, hits, log, gate, at, upstream) = (
+                    r.clone(),
+                    h.clone(),
+                    l.clone(),
+                    g.clone(),
+                    a.clone(),
+                    upstream.clone(),
+                );
                 std::thread::spawn(move || {
+                    at.lock().unwrap().push(std::time::Instant::now());
                     let gate = gate.lock().unwrap().clone();
                     let _ = serve(client, &upstream, &rules, &hits, &log, gate.as_ref());
                 });
@@ -291,6 +308,7 @@ impl Proxy {
             rules,
             hits,
             log,
+            at,
             gate,
         }
     }
@@ -435,6 +453,13 @@ fn serve(
             client.write_all(&answer[..end + body / 2])?;
         }
         Some(Fault::Hang) => hang(),
+        Some(Fault::LimitUsedUp) => {
+            let answer = forward(&request)?;
+            let end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+            client.write_all(&answer[..end])?;
+            client.write_all(b"X-RateLimit-Remaining: 0\r\nX-RateLimit-Reset: 2\r\n")?;
+            client.write_all(&answer[end..])?;
+        }
         Some(Fault::AppliedThenHang) => {
             forward(&request)?;
             hang();
@@ -1021,5 +1046,54 @@ fn oauth2_client_credentials_are_fetched_sent_and_refreshed() {
             .iter()
             .any(|l| l.starts_with("refused")),
         "every request carried the issuer's token"
+    );
+}
+
+/// The API's rate limit used up (`X-RateLimit-Remaining: 0`, reset in 2 s): the next
+/// request waits for the reset instead of being refused.
+#[test]
+fn a_rate_limit_used_up_makes_the_next_request_wait_for_its_reset() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let proxy = Proxy::start(&pb.url);
+    let dir = tempfile::tempdir().unwrap();
+    rusqlite::Connection::open(dir.path().join("crm.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT);
+             INSERT INTO contacts (id, email, name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B'), (3, 'c@example.com', 'C');",
+        )
+        .unwrap();
+    let config = desk_config(&pb).replace(
+        &format!("base_url = \"{}\"", pb.url),
+        &format!("base_url = \"{}\"", proxy.url),
+    );
+    std::fs::write(dir.path().join("syncline.toml"), config).unwrap();
+    proxy.add(
+        "POST",
+        "/api/collections/contacts/records",
+        1,
+        1,
+        Fault::LimitUsedUp,
+    );
+    let link = run(dir.path(), &pb.token);
+    assert_eq!(link["to_right"]["created"], 3, "{link}");
+    let log = proxy.log.lock().unwrap().clone();
+    let at = proxy.at.lock().unwrap().clone();
+    let first = log
+        .iter()
+        .position(|l| l == "POST /api/collections/contacts/records")
+        .unwrap();
+    let gap = at[first + 1] - at[first];
+    assert!(
+        gap >= std::time::Duration::from_millis(1900),
+        "the next request came {gap:?} after the limit was used up"
     );
 }

@@ -40,6 +40,8 @@ pub struct HttpSettings {
     pub retries: u32,
     pub max_retry_wait: Duration,
     pub requests_per_second: Option<f64>,
+    /// At most this many requests in any window of this many seconds.
+    pub requests_per_window: Option<(usize, Duration)>,
     pub collections: HashMap<String, Collection>,
 }
 
@@ -132,6 +134,10 @@ pub struct HttpConnector {
     last_request: Option<Instant>,
     /// The OAuth2 access token and when to fetch another.
     token: Option<(Secret, Instant)>,
+    /// When the requests of the current budget window were sent.
+    window: std::collections::VecDeque<Instant>,
+    /// Not before then: the API said its rate limit is used up until its reset.
+    held_until: Option<Instant>,
 }
 
 /// An answer: status, `Retry-After`, `Link`'s next, `ETag`, and the body.
@@ -163,6 +169,8 @@ impl HttpConnector {
             agent,
             last_request: None,
             token: None,
+            window: std::collections::VecDeque::new(),
+            held_until: None,
         }
     }
 
@@ -199,14 +207,7 @@ impl HttpConnector {
         body: Option<&Json>,
         if_match: Option<&str>,
     ) -> Result<(Answer, Option<Duration>), Failed> {
-        if let (Some(rps), Some(last)) = (self.settings.requests_per_second, self.last_request) {
-            let gap = Duration::from_secs_f64(1.0 / rps);
-            let since = last.elapsed();
-            if since < gap {
-                std::thread::sleep(gap - since);
-            }
-        }
-        self.last_request = Some(Instant::now());
+        self.keep_budget();
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         for (k, v) in &self.settings.headers {
             request = request.header(k.as_str(), v.expose());
@@ -282,6 +283,26 @@ impl HttpConnector {
         let retry_after = header("retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // A rate limit used up (`RateLimit-*` or `X-RateLimit-*`): the next request waits
+        // for its reset — seconds from now, or a Unix time — up to max_retry_wait.
+        let limit = |name: &str| {
+            header(&format!("ratelimit-{name}"))
+                .or_else(|| header(&format!("x-ratelimit-{name}")))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if limit("remaining") == Some(0) {
+            let reset = limit("reset").unwrap_or(1);
+            let now_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let wait = if reset > 1_000_000_000 {
+                reset.saturating_sub(now_unix)
+            } else {
+                reset
+            };
+            let wait = Duration::from_secs(wait).min(self.settings.max_retry_wait);
+            self.held_until = Some(Instant::now() + wait);
+        }
         let link_next = header("link").and_then(|l| next_link(&l));
         let etag = header("etag");
         let status = response.status().as_u16();
@@ -298,6 +319,34 @@ impl HttpConnector {
             },
             retry_after,
         ))
+    }
+
+    /// Waits as the request budget and the API's rate limit say, then counts a request.
+    fn keep_budget(&mut self) {
+        let wait_until = |at: Instant| {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        };
+        if let Some(until) = self.held_until.take() {
+            wait_until(until);
+        }
+        if let (Some(rps), Some(last)) = (self.settings.requests_per_second, self.last_request) {
+            wait_until(last + Duration::from_secs_f64(1.0 / rps));
+        }
+        if let Some((most, per)) = self.settings.requests_per_window {
+            while self.window.front().is_some_and(|t| t.elapsed() >= per) {
+                self.window.pop_front();
+            }
+            if self.window.len() >= most
+                && let Some(oldest) = self.window.pop_front()
+            {
+                wait_until(oldest + per);
+            }
+            self.window.push_back(Instant::now());
+        }
+        self.last_request = Some(Instant::now());
     }
 
     /// The OAuth2 access token, fetched (client credentials) when there is none or it

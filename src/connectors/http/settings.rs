@@ -14,6 +14,8 @@
 //! retries = 5                                    # on timeouts, resets, 429 and 5xx
 //! max_retry_wait = 60                            # seconds, the cap on Retry-After
 //! requests_per_second = 20                       # a budget; none by default
+//! requests_per_window = { requests = 1000, seconds = 3600 }
+//!                                                # RateLimit-Remaining: 0 waits for its reset
 //!
 //! [systems.desk.collections.contacts]
 //! path = "/api/contacts"                         # GET lists, POST creates
@@ -59,8 +61,16 @@ pub struct Written {
     retries: Option<u32>,
     max_retry_wait: Option<u64>,
     requests_per_second: Option<f64>,
+    requests_per_window: Option<WindowWritten>,
     #[serde(default)]
     collections: BTreeMap<String, Spanned<CollectionWritten>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowWritten {
+    requests: usize,
+    seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +316,10 @@ impl Kind for Settings {
             retries: w.retries.unwrap_or(5),
             max_retry_wait: std::time::Duration::from_secs(w.max_retry_wait.unwrap_or(60)),
             requests_per_second: w.requests_per_second.filter(|r| *r > 0.0),
+            requests_per_window: w
+                .requests_per_window
+                .filter(|b| b.requests > 0 && b.seconds > 0)
+                .map(|b| (b.requests, std::time::Duration::from_secs(b.seconds))),
             collections,
         }))
     }
