@@ -607,7 +607,7 @@ fn couchdb_revisions_make_writes_conditional_and_a_concurrent_edit_wins_its_run(
     let dir = tempfile::tempdir().unwrap();
     let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
     crm.execute_batch(
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT, city TEXT)",
     )
     .unwrap();
     let n = 250;
@@ -643,7 +643,7 @@ params = {{ include_docs = "true" }}
 pagination = {{ offset = "skip", limit = "limit", per_page = 100 }}
 update = "PUT"
 version = "_rev"
-columns = ["email", "name", "tier"]
+columns = ["email", "name", "tier", "address.city"]
 
 [links.contacts]
 left = "crm.contacts"
@@ -656,6 +656,7 @@ match_on = ["email"]
 email = {{ owner = "left" }}
 name = {{ owner = "left" }}
 tier = {{ owner = "right" }}
+city = {{ right = "address.city", owner = "left" }}
 "#,
             couch.url
         ),
@@ -682,10 +683,14 @@ tier = {{ owner = "right" }}
         .unwrap();
     doc["tier"] = json!("gold");
     doc["notes"] = json!("kept by the desk");
+    doc["address"]["zip"] = json!("75001");
     let id = doc["_id"].as_str().unwrap().to_string();
     assert_eq!(couch.put(&format!("/contacts/{id}"), doc).0, 201);
-    crm.execute("UPDATE contacts SET name = 'Person Three' WHERE id = 3", [])
-        .unwrap();
+    crm.execute(
+        "UPDATE contacts SET name = 'Person Three', city = 'Paris' WHERE id = 3",
+        [],
+    )
+    .unwrap();
     let link = run(dir.path(), "");
     assert_eq!(link["to_left"]["updated"], 1, "{link}");
     assert_eq!(link["to_right"]["updated"], 1, "{link}");
