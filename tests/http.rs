@@ -235,6 +235,8 @@ enum Fault {
     AppliedThenHang,
     /// Forwards, and answers with the rate limit used up for 2 seconds.
     LimitUsedUp,
+    /// Waits 1.5 s, then forwards: a slow page, while the collection changes.
+    Slow,
 }
 
 /// A rule: the `nth` (from 1) request whose method and path match gets `fault`, and so
@@ -453,6 +455,10 @@ fn serve(
             client.write_all(&answer[..end + body / 2])?;
         }
         Some(Fault::Hang) => hang(),
+        Some(Fault::Slow) => {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            client.write_all(&forward(&request)?)?;
+        }
         Some(Fault::LimitUsedUp) => {
             let answer = forward(&request)?;
             let end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
@@ -1101,4 +1107,79 @@ fn a_rate_limit_used_up_makes_the_next_request_wait_for_its_reset() {
         gap >= std::time::Duration::from_millis(1900),
         "the next request came {gap:?} after the limit was used up"
     );
+}
+
+/// A record deleted from page 1 while the listing is between pages shifts every later
+/// record up a place, so page 2 starts one record late: the record that slipped between
+/// the pages is missing from the listing, but it is not taken for deleted — a fetch finds
+/// it. The record really deleted is found by the next listing.
+#[test]
+fn records_that_move_between_pages_during_a_listing_are_not_lost() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let proxy = Proxy::start(&pb.url);
+    let dir = tempfile::tempdir().unwrap();
+    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    for i in 1..=120 {
+        crm.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("syncline.toml"), faults_config(&pb, &proxy)).unwrap();
+    run(dir.path(), &pb.token);
+    assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
+    // The listing's page 2 is slow; meanwhile a record of page 1 is deleted.
+    proxy.add("GET", "page=2&", 1, 1, Fault::Slow);
+    let child = Command::new(assert_cmd::cargo::cargo_bin("syncline"))
+        .current_dir(dir.path())
+        .args(["run", "--json"])
+        .env("DESK_TOKEN", &pb.token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let first = pb.all_sorted_by_id("contacts").remove(0);
+    pb.call(
+        "DELETE",
+        &format!(
+            "/api/collections/contacts/records/{}",
+            first["id"].as_str().unwrap()
+        ),
+        None,
+    );
+    let out = child.wait_with_output().unwrap();
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let link = &report["links"][0];
+    assert_eq!(proxy.hits(), 1, "the slow page was asked for");
+    // Page 1 was read before the delete (its record listed), page 2 after (the record
+    // that moved up onto page 1 never listed): 119 of the 120 listed.
+    assert_eq!(link["right_records"], 119, "{link}");
+    assert_eq!(
+        wrote(link),
+        0,
+        "the record missing from the listing is not deleted: {link}"
+    );
+    let count = |crm: &rusqlite::Connection| -> i64 {
+        crm.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&crm), 120);
+    // The next listing sees the delete, and only it.
+    let next = run(dir.path(), &pb.token);
+    assert_eq!(next["to_left"]["deleted"], 1, "{next}");
+    assert_eq!(count(&crm), 119);
+    assert_eq!(wrote(&run(dir.path(), &pb.token)), 0, "then quiet");
 }

@@ -138,6 +138,13 @@ impl PocketBase {
         serde_json::from_str(&text).unwrap_or(Json::Null)
     }
 
+    /// Every record of `collection`, in the order of their ids.
+    pub fn all_sorted_by_id(&self, collection: &str) -> Vec<Json> {
+        let mut all = self.all(collection);
+        all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        all
+    }
+
     /// Every record of `collection`, by the test (not syncline).
     pub fn all(&self, collection: &str) -> Vec<Json> {
         let mut out = Vec::new();
