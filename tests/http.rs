@@ -1183,3 +1183,62 @@ fn records_that_move_between_pages_during_a_listing_are_not_lost() {
     assert_eq!(count(&crm), 119);
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0, "then quiet");
 }
+
+/// A listing paged by a token the answer carries (CouchDB's `_changes` feed: `last_seq`,
+/// sent back as `since`): every document once, and the feed's last page ends it.
+#[test]
+fn a_listing_paged_by_a_cursor_token_reads_every_record_once() {
+    let Some(couch) = Couch::start() else { return };
+    assert_eq!(couch.put("/contacts", json!({})).0, 201);
+    for i in 1..=95 {
+        let (status, _) = couch.put(
+            &format!("/contacts/c{i:03}"),
+            json!({"email": format!("p{i}@example.com"), "name": format!("Person {i}")}),
+        );
+        assert_eq!(status, 201);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    rusqlite::Connection::open(dir.path().join("copy.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE contacts (id TEXT PRIMARY KEY, email TEXT, name TEXT)")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("syncline.toml"),
+        format!(
+            r#"[state]
+path = "state.db"
+[systems.couch]
+kind = "http"
+base_url = "{}"
+[systems.couch.collections.contacts]
+path = "/contacts/_changes"
+item = "/contacts/{{key}}"
+records = "/results"
+record = "/doc"
+key = "_id"
+params = {{ include_docs = "true", limit = "20" }}
+pagination = {{ cursor = "/last_seq", param = "since" }}
+columns = ["email", "name"]
+[systems.copy]
+kind = "sqlite"
+path = "copy.db"
+[links.contacts]
+left = "couch.contacts"
+right = "copy.contacts"
+left_key = "_id"
+right_key = "id"
+[links.contacts.fields]
+_id = {{ right = "id" }}
+email = {{}}
+name = {{}}
+"#,
+            couch.url
+        ),
+    )
+    .unwrap();
+    let first = run(dir.path(), "");
+    assert_eq!(first["to_right"]["created"], 95, "{first}");
+    let again = run(dir.path(), "");
+    assert_eq!(again["left_records"], 95, "{again}");
+    assert_eq!(wrote(&again), 0, "{again}");
+}

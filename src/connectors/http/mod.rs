@@ -647,11 +647,19 @@ impl HttpConnector {
                     Some(next) => url = self.url(&next),
                     None => return Ok(()),
                 },
-                Pagination::Cursor { pointer, .. } => match body.pointer(pointer) {
-                    Some(Json::String(t)) if !t.is_empty() => token = Some(t.clone()),
-                    Some(Json::Number(t)) => token = Some(t.to_string()),
-                    _ => return Ok(()),
-                },
+                // The last page: no token, an empty page, or the token it was asked with
+                // (a feed like CouchDB's `_changes` always answers one).
+                Pagination::Cursor { pointer, .. } => {
+                    let next = match body.pointer(pointer) {
+                        Some(Json::String(t)) if !t.is_empty() => t.clone(),
+                        Some(Json::Number(t)) => t.to_string(),
+                        _ => return Ok(()),
+                    };
+                    if n == 0 || token.as_ref() == Some(&next) {
+                        return Ok(());
+                    }
+                    token = Some(next);
+                }
             }
         }
     }
@@ -1212,5 +1220,27 @@ fn merge(whole: &mut Json, patch: Json) {
             }
         }
         (w, p) => *w = p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn a_link_header_names_its_next_page() {
+        assert_eq!(
+            next_link(
+                r#"<https://api.example.com/c?page=2>; rel="next", <https://api.example.com/c?page=9>; rel="last""#
+            ),
+            Some("https://api.example.com/c?page=2".into())
+        );
+        assert_eq!(
+            next_link(
+                r#"<https://x/c?page=1>; rel="prev"; title="p", <https://x/c?page=3>; rel=next"#
+            ),
+            Some("https://x/c?page=3".into())
+        );
+        assert_eq!(next_link(r#"<https://x/c?page=1>; rel="prev""#), None);
     }
 }
