@@ -7,7 +7,6 @@ mod support;
 
 use serde_json::{Value as Json, json};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use support::servers::{Couch, PocketBase};
 use support::syncline;
 
@@ -235,8 +234,8 @@ enum Fault {
     AppliedThenHang,
     /// Forwards, and answers with the rate limit used up for 2 seconds.
     LimitUsedUp,
-    /// Waits 1.5 s, then forwards: a slow page, while the collection changes.
-    Slow,
+    /// Runs the proxy's hook (the collection changes), then forwards.
+    Hook,
 }
 
 /// A rule: the `nth` (from 1) request whose method and path match gets `fault`, and so
@@ -261,14 +260,31 @@ struct Proxy {
     at: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
     /// When set, the proxy is a gateway that takes only OAuth2 tokens of one issuer.
     gate: std::sync::Arc<std::sync::Mutex<Option<Gate>>>,
+    hook: Hook,
 }
+
+/// What a [`Fault::Hook`] runs.
+type Hook = std::sync::Arc<std::sync::Mutex<Option<Box<dyn FnMut() + Send>>>>;
 
 /// An API gateway's check: a bearer token must be a JWT issued by `issuer`; a request
 /// that passes goes on with `upstream_token` (the API's own credentials).
 #[derive(Clone)]
 struct Gate {
-    issuer: String,
+    needs: Credential,
     upstream_token: String,
+}
+
+/// What a gateway takes.
+#[derive(Clone)]
+enum Credential {
+    /// A bearer JWT of this issuer.
+    Jwt(String),
+    /// This header with this value.
+    Header(&'static str, &'static str),
+    /// This query parameter with this value.
+    Query(&'static str, &'static str),
+    /// HTTP basic with this `user:password`.
+    Basic(&'static str),
 }
 
 impl Proxy {
@@ -281,27 +297,30 @@ impl Proxy {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let gate = std::sync::Arc::new(std::sync::Mutex::new(None::<Gate>));
         let at = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (r, h, l, g, a) = (
+        let hook: Hook = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (r, h, l, g, a, k) = (
             rules.clone(),
             hits.clone(),
             log.clone(),
             gate.clone(),
             at.clone(),
+            hook.clone(),
         );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (rules, hits, log, gate, at, upstream) = (
+                let (rules, hits, log, gate, at, hook, upstream) = (
                     r.clone(),
                     h.clone(),
                     l.clone(),
                     g.clone(),
                     a.clone(),
+                    k.clone(),
                     upstream.clone(),
                 );
                 std::thread::spawn(move || {
                     at.lock().unwrap().push(std::time::Instant::now());
                     let gate = gate.lock().unwrap().clone();
-                    let _ = serve(client, &upstream, &rules, &hits, &log, gate.as_ref());
+                    let _ = serve(client, &upstream, &rules, &hits, &log, gate.as_ref(), &hook);
                 });
             }
         });
@@ -312,6 +331,7 @@ impl Proxy {
             log,
             at,
             gate,
+            hook,
         }
     }
 
@@ -376,6 +396,7 @@ fn serve(
     hits: &std::sync::atomic::AtomicUsize,
     log: &std::sync::Mutex<Vec<String>>,
     gate: Option<&Gate>,
+    hook: &Hook,
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let mut request = read_request(&mut client)?;
@@ -455,8 +476,10 @@ fn serve(
             client.write_all(&answer[..end + body / 2])?;
         }
         Some(Fault::Hang) => hang(),
-        Some(Fault::Slow) => {
-            std::thread::sleep(std::time::Duration::from_millis(1500));
+        Some(Fault::Hook) => {
+            if let Some(hook) = hook.lock().unwrap().as_mut() {
+                hook();
+            }
             client.write_all(&forward(&request)?)?;
         }
         Some(Fault::LimitUsedUp) => {
@@ -479,25 +502,57 @@ fn serve(
 fn gated(request: &[u8], gate: &Gate) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let text = String::from_utf8_lossy(request).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))?;
-    let token = line.split_once(':')?.1.trim().strip_prefix("Bearer ")?;
-    let payload = token.split('.').nth(1)?;
-    let claims: Json = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .ok()?,
-    )
-    .ok()?;
-    (claims["iss"] == gate.issuer.as_str()).then(|| {
-        text.replacen(
-            line,
-            &format!("Authorization: Bearer {}", gate.upstream_token),
-            1,
-        )
-        .into_bytes()
-    })
+    let header = |name: &str| {
+        text.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(str::to_string)
+    };
+    let authorization = header("authorization");
+    let passes = match &gate.needs {
+        Credential::Jwt(issuer) => (|| {
+            let token = authorization
+                .as_ref()?
+                .split_once(':')?
+                .1
+                .trim()
+                .strip_prefix("Bearer ")?
+                .to_string();
+            let payload = token.split('.').nth(1)?.to_string();
+            let claims: Json = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload.trim_end_matches('='))
+                    .ok()?,
+            )
+            .ok()?;
+            Some(claims["iss"] == issuer.as_str())
+        })()
+        .unwrap_or(false),
+        Credential::Header(name, value) => header(&name.to_ascii_lowercase())
+            .is_some_and(|l| l.split_once(':').is_some_and(|(_, v)| v.trim() == *value)),
+        Credential::Query(name, value) => text
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("{name}={value}"))),
+        Credential::Basic(pair) => authorization.as_ref().is_some_and(|l| {
+            l.split_once(':').is_some_and(|(_, v)| {
+                v.trim()
+                    == format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    )
+            })
+        }),
+    };
+    if !passes {
+        return None;
+    }
+    let mut lines: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("authorization:"))
+        .map(str::to_string)
+        .collect();
+    lines.insert(1, format!("Authorization: Bearer {}", gate.upstream_token));
+    Some(lines.join("\r\n").into_bytes())
 }
 
 fn faults_config(pb: &PocketBase, proxy: &Proxy) -> String {
@@ -610,6 +665,7 @@ fn faults_between_syncline_and_the_api_lose_nothing_and_double_nothing() {
 fn couchdb_revisions_make_writes_conditional_and_a_concurrent_edit_wins_its_run() {
     let Some(couch) = Couch::start() else { return };
     assert_eq!(couch.put("/contacts", json!({})).0, 201);
+    let proxy = Proxy::start(&couch.url);
     let dir = tempfile::tempdir().unwrap();
     let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
     crm.execute_batch(
@@ -664,7 +720,7 @@ name = {{ owner = "left" }}
 tier = {{ owner = "right" }}
 city = {{ right = "address.city", owner = "left" }}
 "#,
-            couch.url
+            proxy.url
         ),
     )
     .unwrap();
@@ -716,24 +772,40 @@ city = {{ right = "address.city", owner = "left" }}
     // write carries the old revision and is refused.
     crm.execute("UPDATE contacts SET name = 'Person Five' WHERE id = 5", [])
         .unwrap();
-    let child = Command::new(assert_cmd::cargo::cargo_bin("syncline"))
-        .current_dir(dir.path())
-        .args(["run", "--json"])
-        .env("SYNCLINE_FAULT", "after_journal:1:pause=2000")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1000));
-    let mut five = couch
+    let five_id = couch
         .docs("contacts")
         .into_iter()
         .find(|d| d["email"] == "p5@example.com")
+        .unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The edit lands just before syncline's write reaches the server.
+    let (url, id) = (couch.url.clone(), five_id.clone());
+    *proxy.hook.lock().unwrap() = Some(Box::new(move || {
+        let agent = Couch::agent();
+        let mut five: Json = agent
+            .get(&format!("{url}/contacts/{id}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        five["tier"] = json!("silver");
+        let status = agent
+            .put(&format!("{url}/contacts/{id}"))
+            .send_json(five)
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 201);
+    }));
+    proxy.add("PUT", "/contacts/", 1, 1, Fault::Hook);
+    let out = syncline(dir.path())
+        .args(["run", "--json"])
+        .output()
         .unwrap();
-    five["tier"] = json!("silver");
-    let five_id = five["_id"].as_str().unwrap().to_string();
-    assert_eq!(couch.put(&format!("/contacts/{five_id}"), five).0, 201);
-    let out = child.wait_with_output().unwrap();
     let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(proxy.hits(), 1);
     let link = &report["links"][0];
     assert_eq!(link["to_right"]["stale_skipped"], 1, "{link}");
     // The next run sees both edits: the name (the CRM's) goes right, the tier (the
@@ -996,7 +1068,7 @@ fn oauth2_client_credentials_are_fetched_sent_and_refreshed() {
     );
     let gateway = Proxy::start(&pb.url);
     *gateway.gate.lock().unwrap() = Some(Gate {
-        issuer: oauth.issuer.clone(),
+        needs: Credential::Jwt(oauth.issuer.clone()),
         upstream_token: pb.token.clone(),
     });
     // The token endpoint through a proxy of its own, to count the tokens fetched.
@@ -1141,29 +1213,25 @@ fn records_that_move_between_pages_during_a_listing_are_not_lost() {
     std::fs::write(dir.path().join("syncline.toml"), faults_config(&pb, &proxy)).unwrap();
     run(dir.path(), &pb.token);
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
-    // The listing's page 2 is slow; meanwhile a record of page 1 is deleted.
-    proxy.add("GET", "page=2&", 1, 1, Fault::Slow);
-    let child = Command::new(assert_cmd::cargo::cargo_bin("syncline"))
-        .current_dir(dir.path())
+    // Just before the listing's page 2 is served, a record of page 1 is deleted.
+    let first = pb.all_sorted_by_id("contacts").remove(0);
+    let (url, token) = (pb.url.clone(), pb.token.clone());
+    let id = first["id"].as_str().unwrap().to_string();
+    *proxy.hook.lock().unwrap() = Some(Box::new(move || {
+        ureq::delete(&format!("{url}/api/collections/contacts/records/{id}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+    }));
+    proxy.add("GET", "page=2&", 1, 1, Fault::Hook);
+    let out = syncline(dir.path())
         .args(["run", "--json"])
         .env("DESK_TOKEN", &pb.token)
-        .stdout(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let first = pb.all_sorted_by_id("contacts").remove(0);
-    pb.call(
-        "DELETE",
-        &format!(
-            "/api/collections/contacts/records/{}",
-            first["id"].as_str().unwrap()
-        ),
-        None,
-    );
-    let out = child.wait_with_output().unwrap();
     let report: Json = serde_json::from_slice(&out.stdout).unwrap();
     let link = &report["links"][0];
-    assert_eq!(proxy.hits(), 1, "the slow page was asked for");
+    assert_eq!(proxy.hits(), 1, "the record went between the pages");
     // Page 1 was read before the delete (its record listed), page 2 after (the record
     // that moved up onto page 1 never listed): 119 of the 120 listed.
     assert_eq!(link["right_records"], 119, "{link}");
@@ -1241,4 +1309,79 @@ name = {{}}
     let again = run(dir.path(), "");
     assert_eq!(again["left_records"], 95, "{again}");
     assert_eq!(wrote(&again), 0, "{again}");
+}
+
+/// An API key in a header, an API key in the query, and HTTP basic: each sent as the
+/// config says, to a gateway that takes only that credential; none of them shown.
+#[test]
+fn api_keys_in_a_header_or_the_query_and_basic_auth_are_sent_as_configured() {
+    let Some(pb) = PocketBase::start() else {
+        return;
+    };
+    pb.call(
+        "POST",
+        "/api/collections",
+        Some(json!({"name": "contacts", "type": "base", "fields": [
+            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
+    );
+    let cases = [
+        (
+            Credential::Header("X-Api-Key", "k-s3cr3t"),
+            r#"auth = { header = "X-Api-Key", value = "${DESK_TOKEN}" }"#,
+            "k-s3cr3t",
+        ),
+        (
+            Credential::Query("api_key", "q-s3cr3t"),
+            r#"auth = { query = "api_key", value = "${DESK_TOKEN}" }"#,
+            "q-s3cr3t",
+        ),
+        (
+            Credential::Basic("desk:b-s3cr3t"),
+            r#"auth = { basic = "desk", password = "${DESK_TOKEN}" }"#,
+            "b-s3cr3t",
+        ),
+    ];
+    for (n, (needs, auth, secret)) in cases.into_iter().enumerate() {
+        let gateway = Proxy::start(&pb.url);
+        *gateway.gate.lock().unwrap() = Some(Gate {
+            needs,
+            upstream_token: pb.token.clone(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        rusqlite::Connection::open(dir.path().join("crm.db"))
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT);
+                 INSERT INTO contacts (id, email, name) VALUES (1, 'auth{n}@example.com', 'A');"
+            ))
+            .unwrap();
+        let config = desk_config(&pb)
+            .replace(
+                &format!("base_url = \"{}\"", pb.url),
+                &format!("base_url = \"{}\"", gateway.url),
+            )
+            .replace("auth = { bearer = \"${DESK_TOKEN}\" }", auth);
+        std::fs::write(dir.path().join("syncline.toml"), config).unwrap();
+        let link = run(dir.path(), secret);
+        assert_eq!(link["to_right"]["created"], 1, "{auth}: {link}");
+        assert!(!link.to_string().contains(secret));
+        assert!(
+            !gateway
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("refused")),
+            "{auth}: every request carried the credential"
+        );
+        // The wrong secret is refused, and not shown.
+        let out = syncline(dir.path())
+            .arg("run")
+            .env("DESK_TOKEN", "wrong-s3cr3t")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{auth}");
+        assert!(!said.contains("s3cr3t"), "{said}");
+    }
 }

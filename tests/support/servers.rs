@@ -230,7 +230,7 @@ impl Couch {
         r.body_mut().read_json().unwrap()
     }
 
-    fn agent() -> ureq::Agent {
+    pub fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()

@@ -264,14 +264,14 @@ impl HttpConnector {
                 self.agent.run(req)
             }
         };
+        // A transport error may quote the URL, and the query may hold a key.
+        let said = |e: &ureq::Error| self.scrub(&e.to_string());
         let mut response = result.map_err(|e| match e {
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                Failed::NotSent(e.to_string())
-            }
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Failed::NotSent(said(&e)),
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Failed::NotSent(e.to_string())
+                Failed::NotSent(said(&e))
             }
-            other => Failed::NoAnswer(other.to_string()),
+            other => Failed::NoAnswer(said(&other)),
         })?;
         let header = |name: &str| {
             response
@@ -319,6 +319,34 @@ impl HttpConnector {
             },
             retry_after,
         ))
+    }
+
+    /// `text` with every secret this system holds (auth values, header values, the
+    /// current token) blotted out.
+    fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<&str> = self
+            .settings
+            .headers
+            .iter()
+            .map(|(_, v)| v.expose())
+            .collect();
+        match &self.settings.auth {
+            Auth::None => {}
+            Auth::Bearer(t) | Auth::Header(_, t) | Auth::Query(_, t) | Auth::Basic(_, t) => {
+                secrets.push(t.expose());
+            }
+            Auth::OAuth2 { client_secret, .. } => secrets.push(client_secret.expose()),
+        }
+        if let Some((token, _)) = &self.token {
+            secrets.push(token.expose());
+        }
+        let mut out = text.to_string();
+        for s in secrets.into_iter().filter(|s| s.len() >= 4) {
+            out = out.replace(s, "***");
+            // As it would appear in a URL.
+            out = out.replace(&encode(s), "***");
+        }
+        out
     }
 
     /// Waits as the request budget and the API's rate limit say, then counts a request.
@@ -445,7 +473,7 @@ impl HttpConnector {
                         "{} answered {}: {}",
                         path_of(url),
                         answer.status,
-                        brief(&answer.body)
+                        self.scrub(&brief(&answer.body))
                     )));
                 }
                 // An OAuth2 token the API no longer takes: fetched again, once.
@@ -598,7 +626,7 @@ impl HttpConnector {
                         "{} answered {}: {}",
                         c.path,
                         answer.status,
-                        brief(&answer.body)
+                        self.scrub(&brief(&answer.body))
                     ),
                 ));
             }
@@ -732,7 +760,7 @@ impl HttpConnector {
                                     "{} answered {}: {}",
                                     path_of(&url),
                                     a.status,
-                                    brief(&a.body)
+                                    self.scrub(&brief(&a.body))
                                 )),
                                 None,
                             ));
@@ -779,7 +807,7 @@ impl HttpConnector {
                     WriteOutcome::Rejected(format!(
                         "{} answered {status}: {}",
                         path_of(&url),
-                        brief(&answer.body)
+                        self.scrub(&brief(&answer.body))
                     )),
                     None,
                 ));
@@ -992,7 +1020,7 @@ impl Connector for HttpConnector {
                         format!(
                             "{} answered {status}: {}",
                             path_of(&url),
-                            brief(&answer.body)
+                            self.scrub(&brief(&answer.body))
                         ),
                     ));
                 }
@@ -1079,7 +1107,7 @@ impl HttpConnector {
                             WriteOutcome::Unknown(format!(
                                 "{} answered {status}: {}",
                                 path_of(&url),
-                                brief(&answer.body)
+                                self.scrub(&brief(&answer.body))
                             )),
                             None,
                         )
