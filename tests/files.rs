@@ -374,3 +374,26 @@ name = {}
         .last()
         .and_then(|l| l.trim().parse().ok())
 }
+
+/// A key that repeats in a file: the first line's record syncs, the later one is
+/// quarantined naming its line.
+#[test]
+fn a_key_that_repeats_in_a_file_is_quarantined_at_its_later_line() {
+    let dir = setup(CSV);
+    std::fs::write(
+        dir.path().join("exports/contacts.csv"),
+        "id,name,email,amount\n1,Ann,ann@x.com,10.5\n2,Bob,bob@x.com,3\n3,\"Cy, Jr.\",cy@x.com,\n2,Bobby,bobby@x.com,4\n",
+    )
+    .unwrap();
+    let link = run(dir.path());
+    assert_eq!(link["quarantined"], 1, "{link}");
+    let listed = syncline(dir.path())
+        .args(["quarantine", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("line 5: key 2 repeats one an earlier line holds"),
+        "{listed}"
+    );
+}
