@@ -420,25 +420,14 @@ impl Connector for FileConnector {
         batch_size: usize,
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
-        let mut batch = Vec::with_capacity(batch_size.min(4096));
-        let mut count = 0;
-        let mut send = |batch: &mut Vec<Record>| {
-            consumer(std::mem::take(batch)).map_err(|e| ConnectorError::Consumer(Box::new(e)))
-        };
+        let mut batches = super::ScanBatches::new(batch_size, consumer);
         self.records(spec, &mut |record| {
             if Self::in_spec(spec, &record) {
-                count += 1;
-                batch.push(record);
-                if batch.len() >= batch_size {
-                    send(&mut batch)?;
-                }
+                batches.push(record)?;
             }
             Ok(())
         })?;
-        if !batch.is_empty() {
-            send(&mut batch)?;
-        }
-        Ok(count)
+        batches.finish()
     }
 
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {

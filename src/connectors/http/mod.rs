@@ -944,19 +944,17 @@ impl Connector for HttpConnector {
         consumer: &mut dyn FnMut(Vec<Record>) -> Result<(), crate::Error>,
     ) -> Result<u64, ConnectorError> {
         let c = self.collection(&spec.collection)?.clone();
-        // A record that moved to a later page while the listing ran is delivered once.
-        let mut delivered: HashSet<String> = HashSet::new();
-        let mut count = 0;
-        let mut batch = Vec::new();
-        let mut send = |batch: &mut Vec<Record>| {
-            consumer(std::mem::take(batch)).map_err(|e| ConnectorError::Consumer(Box::new(e)))
-        };
+        // A record that moved to a later page while the listing ran is delivered once
+        // (a 64-bit fingerprint a key is all a listing keeps per record).
+        let mut delivered: HashSet<u64> = HashSet::new();
+        let mut batches = super::ScanBatches::new(batch_size, consumer);
         self.list(spec, &mut |records| {
             for json in records {
                 let record = Self::record(&c, spec, &json);
-                if !delivered.insert(record.key.encode()) {
+                if !delivered.insert(xxhash_rust::xxh3::xxh3_64(record.key.encode().as_bytes())) {
                     continue;
                 }
+                // Where the API has no changed-since filter, the cursor filters here.
                 let past = spec.since.as_ref().is_none_or(|s| {
                     spec.columns
                         .iter()
@@ -965,19 +963,12 @@ impl Connector for HttpConnector {
                         .is_none_or(|o| o.is_ge())
                 });
                 if past {
-                    count += 1;
-                    batch.push(record);
-                }
-                if batch.len() >= batch_size {
-                    send(&mut batch)?;
+                    batches.push(record)?;
                 }
             }
             Ok(())
         })?;
-        if !batch.is_empty() {
-            send(&mut batch)?;
-        }
-        Ok(count)
+        batches.finish()
     }
 
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
