@@ -343,10 +343,20 @@ impl PostgresConnector {
     }
 
     fn to_record(row: &postgres::Row, cols: &[PgColumn], key_len: usize) -> Record {
+        Self::to_record_from(row, 0, cols, key_len)
+    }
+
+    /// A record from `row`'s columns `from..` (as text), typed as `cols`.
+    fn to_record_from(
+        row: &postgres::Row,
+        from: usize,
+        cols: &[PgColumn],
+        key_len: usize,
+    ) -> Record {
         let values: Vec<Value> = cols
             .iter()
             .enumerate()
-            .map(|(i, c)| c.kind.parse(row.get::<_, Option<String>>(i)))
+            .map(|(i, c)| c.kind.parse(row.get::<_, Option<String>>(from + i)))
             .collect();
         let mut values = values;
         let rest = values.split_off(key_len);

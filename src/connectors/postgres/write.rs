@@ -221,7 +221,8 @@ impl PostgresConnector {
         all: &[PgColumn],
         spec: &ReadSpec,
         writes: &[Write],
-    ) -> Result<Vec<bool>, postgres::Error> {
+        returning: Option<&[PgColumn]>,
+    ) -> Result<Vec<Option<Option<Record>>>, postgres::Error> {
         let Some(Write::Update { set, expect, .. }) = writes.first() else {
             return Ok(Vec::new());
         };
@@ -272,18 +273,27 @@ impl PostgresConnector {
             .collect::<Vec<_>>()
             .join(" AND ");
         let (unnest, names) = unnest_text_arrays(arrays.len(), "a");
+        // The rows as stored come back with the statement, where nothing else (a trigger,
+        // a rule) can change them after it: no second query to read them back.
+        let stored_cols = returning.map_or_else(String::new, |cols| {
+            cols.iter()
+                .map(|c| format!(", t.{}::text", quote(&c.name)))
+                .collect()
+        });
         let sql = format!(
-            "UPDATE {table} AS t SET {sets} FROM {unnest} WITH ORDINALITY AS u({names}, ord) WHERE {conditions} RETURNING u.ord",
+            "UPDATE {table} AS t SET {sets} FROM {unnest} WITH ORDINALITY AS u({names}, ord) WHERE {conditions} RETURNING u.ord{stored_cols}",
         );
         let params = array_params(&arrays);
-        let mut applied = vec![false; writes.len()];
+        // Per write: `None` stale; `Some(stored)` applied, with the row when asked.
+        let mut applied: Vec<Option<Option<Record>>> = vec![None; writes.len()];
         for row in tx.query(&sql, &params)? {
             let ord: i64 = row.get(0);
+            let record = returning.map(|cols| Self::to_record_from(&row, 1, cols, spec.key.len()));
             if let Some(slot) = usize::try_from(ord - 1)
                 .ok()
                 .and_then(|i| applied.get_mut(i))
             {
-                *slot = true;
+                *slot = Some(record);
             }
         }
         Ok(applied)
@@ -425,6 +435,19 @@ impl PostgresConnector {
             }
         }
 
+        // Whether a trigger or a rule may change a row after the statement that wrote it:
+        // then what was stored is read back at the end, else it comes with the write.
+        let rewrites = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal)
+                     OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = $1::text::regclass AND rulename <> '_RETURN')",
+                &[&table],
+            )
+            .map_err(retry)?
+            .get::<_, bool>(0);
+        let spec_cols = crate::connectors::sql::pick_columns(&self.name, spec, &all, |c| &c.name)
+            .unwrap_or_default();
+        let mut returned: Vec<Record> = Vec::new();
         // Updates that set and expect the same columns go in one statement per run: the
         // rows it changes are those still holding what was read, the rest are stale. If
         // one is refused, the run is left to the row-by-row pass below to find which.
@@ -440,14 +463,17 @@ impl PostgresConnector {
                 continue;
             }
             tx.batch_execute("SAVEPOINT updates").map_err(retry)?;
-            match Self::bulk_update(&mut tx, &table, &all, spec, batch) {
+            let returning = (!rewrites).then_some(spec_cols.as_slice());
+            match Self::bulk_update(&mut tx, &table, &all, spec, batch, returning) {
                 Ok(applied) => {
                     tx.batch_execute("RELEASE updates").map_err(retry)?;
                     for (offset, applied) in applied.into_iter().enumerate() {
-                        outcomes[run.start + offset] = Some(if applied {
-                            WriteOutcome::Applied
-                        } else {
-                            WriteOutcome::Stale
+                        outcomes[run.start + offset] = Some(match applied {
+                            Some(stored) => {
+                                returned.extend(stored);
+                                WriteOutcome::Applied
+                            }
+                            None => WriteOutcome::Stale,
                         });
                     }
                 }
@@ -520,31 +546,27 @@ impl PostgresConnector {
         // Read back before COMMIT: the rows written are locked by this transaction (and
         // created ones invisible to others), so this is what the writes stored. A create
         // PostgreSQL stores exactly as sent is not read back (see `stored_as_sent`).
-        let rewrites = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal)
-                     OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = $1::text::regclass AND rulename <> '_RETURN')",
-                &[&table],
-            )
-            .map_err(retry)?
-            .get::<_, bool>(0);
-        let keys = BatchResult::written_keys_where(writes, &outcomes, |w| {
+        let already: std::collections::HashSet<String> =
+            returned.iter().map(|r| r.key.encode()).collect();
+        let keys: Vec<Key> = BatchResult::written_keys_where(writes, &outcomes, |w| {
             rewrites || !Self::stored_as_sent(&all, spec, w)
-        });
-        let mut stored = Vec::with_capacity(keys.len());
+        })
+        .into_iter()
+        .filter(|k| !already.contains(&k.encode()))
+        .collect();
+        let mut stored = returned;
         if !keys.is_empty() {
-            let cols = crate::connectors::sql::pick_columns(&self.name, spec, &all, |c| &c.name)
-                .unwrap_or_default();
+            let cols = spec_cols.as_slice();
             let arrays: Vec<Vec<Option<String>>> = (0..spec.key.len())
                 .map(|i| keys.iter().map(|k| k.0[i].to_sql_text()).collect())
                 .collect();
             let params = array_params(&arrays);
             let rows = tx
-                .query(Self::fetch_sql(spec, &cols).as_str(), &params)
+                .query(Self::fetch_sql(spec, cols).as_str(), &params)
                 .map_err(retry)?;
             stored.extend(
                 rows.iter()
-                    .map(|r| Self::to_record(r, &cols, spec.key.len())),
+                    .map(|r| Self::to_record(r, cols, spec.key.len())),
             );
         }
         // From here on the outcome of a failure is unknown: never retried.
