@@ -549,9 +549,14 @@ impl FileConnector {
     ) -> Result<Option<BatchResult>, ConnectorError> {
         let path = self.path(&spec.collection);
         let before = stamp(&path);
-        let had_bom = std::fs::read(&path)
-            .map(|bytes| bytes.starts_with(BOM.as_bytes()))
-            .unwrap_or(false);
+        // Its first three bytes, not the file: a rewrite holds one row at a time.
+        let had_bom = std::fs::File::open(&path)
+            .and_then(|mut f| {
+                use std::io::Read;
+                let mut head = [0u8; 3];
+                f.read_exact(&mut head).map(|()| head)
+            })
+            .is_ok_and(|head| head == *BOM.as_bytes());
         // Updates and deletes by key; creates by key, to refuse one whose key is taken.
         let mut by_key: HashMap<String, usize> = HashMap::new();
         let mut creates: HashMap<String, usize> = HashMap::new();
@@ -650,16 +655,20 @@ impl FileConnector {
                         Write::Delete { expect, .. } => (expect, None),
                         Write::Create { .. } => unreachable!("creates are not by key"),
                     };
+                    // Against the row as just read (the record above), by column.
                     let holds = expect.iter().all(|(c, v)| {
-                        let held = self.record(
-                            &ReadSpec {
-                                columns: vec![c.to_string()],
-                                ..spec.clone()
-                            },
-                            file_columns,
-                            &line,
-                        );
-                        held.values[0].same_meaning(v) || held.values[0] == *v
+                        let held = spec
+                            .columns
+                            .iter()
+                            .position(|x| **x == **c)
+                            .map(|i| &record.values[i])
+                            .or_else(|| {
+                                spec.key
+                                    .iter()
+                                    .position(|x| **x == **c)
+                                    .map(|i| &record.key.0[i])
+                            });
+                        held.is_some_and(|h| h.same_meaning(v) || h == v)
                     });
                     if !holds {
                         outcomes[i] = Some(WriteOutcome::Stale);

@@ -469,11 +469,10 @@ impl HttpConnector {
                     Failed::NoAnswer(format!("{} answered {}", path_of(url), answer.status)),
                 ),
                 Ok((answer, _)) if answer.status >= 500 => {
-                    return Err(Failed::NoAnswer(format!(
-                        "{} answered {}: {}",
-                        path_of(url),
+                    return Err(Failed::NoAnswer(self.answered(
+                        url,
                         answer.status,
-                        self.scrub(&brief(&answer.body))
+                        &answer.body,
                     )));
                 }
                 // An OAuth2 token the API no longer takes: fetched again, once.
@@ -523,6 +522,16 @@ impl HttpConnector {
             .map_err(|e| self.err(what, format!("the answer is not JSON: {e}")))
     }
 
+    /// What the API said when it refused: where, the status, and the start of its answer
+    /// (secrets blotted out).
+    fn answered(&self, url: &str, status: u16, body: &str) -> String {
+        format!(
+            "{} answered {status}: {}",
+            path_of(url),
+            self.scrub(&brief(body))
+        )
+    }
+
     /// A JSON record as a record of `spec`.
     fn record(c: &Collection, spec: &ReadSpec, json: &Json) -> Record {
         let mut defect = None;
@@ -563,6 +572,7 @@ impl HttpConnector {
     fn list(
         &mut self,
         spec: &ReadSpec,
+        first_page_only: bool,
         each: &mut dyn FnMut(Vec<Json>) -> Result<(), ConnectorError>,
     ) -> Result<(), ConnectorError> {
         let c = self.collection(&spec.collection)?.clone();
@@ -622,12 +632,7 @@ impl HttpConnector {
             if answer.status != 200 {
                 return Err(self.err(
                     &format!("list {}", spec.collection),
-                    format!(
-                        "{} answered {}: {}",
-                        c.path,
-                        answer.status,
-                        self.scrub(&brief(&answer.body))
-                    ),
+                    self.answered(&url, answer.status, &answer.body),
                 ));
             }
             let body = self.parse(&format!("list {}", spec.collection), &answer.body)?;
@@ -653,6 +658,9 @@ impl HttpConnector {
                 None => records,
             };
             each(records)?;
+            if first_page_only {
+                return Ok(());
+            }
             match &c.pagination {
                 Pagination::None => return Ok(()),
                 Pagination::Page { per_page, .. } => {
@@ -756,12 +764,7 @@ impl HttpConnector {
                         }
                         Ok(a) => {
                             return Ok((
-                                WriteOutcome::Rejected(format!(
-                                    "{} answered {}: {}",
-                                    path_of(&url),
-                                    a.status,
-                                    self.scrub(&brief(&a.body))
-                                )),
+                                WriteOutcome::Rejected(self.answered(&url, a.status, &a.body)),
                                 None,
                             ));
                         }
@@ -804,11 +807,7 @@ impl HttpConnector {
             409 | 412 if key.is_some() => return Ok((WriteOutcome::Stale, None)),
             status => {
                 return Ok((
-                    WriteOutcome::Rejected(format!(
-                        "{} answered {status}: {}",
-                        path_of(&url),
-                        self.scrub(&brief(&answer.body))
-                    )),
+                    WriteOutcome::Rejected(self.answered(&url, status, &answer.body)),
                     None,
                 ));
             }
@@ -899,28 +898,20 @@ impl Connector for HttpConnector {
             since: None,
             range: None,
         };
-        let mut first = true;
         let mut seen_names: HashSet<String> = names.iter().cloned().collect();
-        let result = self.list(&spec, &mut |records| {
-            if first {
-                for r in &records {
-                    let mut paths = Vec::new();
-                    field_paths(r, "", &mut paths);
-                    for p in paths {
-                        if seen_names.insert(p.clone()) {
-                            names.push(p);
-                        }
+        // One page is enough to describe.
+        self.list(&spec, true, &mut |records| {
+            for r in &records {
+                let mut paths = Vec::new();
+                field_paths(r, "", &mut paths);
+                for p in paths {
+                    if seen_names.insert(p.clone()) {
+                        names.push(p);
                     }
                 }
             }
-            first = false;
-            // One page is enough to describe.
-            Err(ConnectorError::Unsupported("more pages"))
-        });
-        match result {
-            Ok(()) | Err(ConnectorError::Unsupported("more pages")) => {}
-            Err(e) => return Err(e),
-        }
+            Ok(())
+        })?;
         Ok(names
             .into_iter()
             .map(|name| ColumnInfo {
@@ -948,7 +939,7 @@ impl Connector for HttpConnector {
         // (a 64-bit fingerprint a key is all a listing keeps per record).
         let mut delivered: HashSet<u64> = HashSet::new();
         let mut batches = super::ScanBatches::new(batch_size, consumer);
-        self.list(spec, &mut |records| {
+        self.list(spec, false, &mut |records| {
             for json in records {
                 let record = Self::record(&c, spec, &json);
                 if !delivered.insert(xxhash_rust::xxh3::xxh3_64(record.key.encode().as_bytes())) {
@@ -973,14 +964,11 @@ impl Connector for HttpConnector {
 
     fn is_empty(&mut self, spec: &ReadSpec) -> Result<bool, ConnectorError> {
         let mut any = false;
-        let result = self.list(spec, &mut |records| {
+        self.list(spec, true, &mut |records| {
             any = !records.is_empty();
-            Err(ConnectorError::Unsupported("more pages"))
-        });
-        match result {
-            Ok(()) | Err(ConnectorError::Unsupported("more pages")) => Ok(!any),
-            Err(e) => Err(e),
-        }
+            Ok(())
+        })?;
+        Ok(!any)
     }
 
     fn count(&mut self, _spec: &ReadSpec) -> Result<Option<u64>, ConnectorError> {
@@ -1008,11 +996,7 @@ impl Connector for HttpConnector {
                 status => {
                     return Err(self.err(
                         &format!("fetch {}", spec.collection),
-                        format!(
-                            "{} answered {status}: {}",
-                            path_of(&url),
-                            self.scrub(&brief(&answer.body))
-                        ),
+                        self.answered(&url, status, &answer.body),
                     ));
                 }
             }
@@ -1095,11 +1079,7 @@ impl HttpConnector {
                     .iter()
                     .map(|_| {
                         (
-                            WriteOutcome::Unknown(format!(
-                                "{} answered {status}: {}",
-                                path_of(&url),
-                                self.scrub(&brief(&answer.body))
-                            )),
+                            WriteOutcome::Unknown(self.answered(&url, status, &answer.body)),
                             None,
                         )
                     })
