@@ -10,6 +10,8 @@
 pub mod check;
 pub mod config;
 pub mod connectors;
+pub mod daemon;
+pub mod decide;
 pub mod engine;
 mod error;
 pub mod fault;

@@ -48,15 +48,25 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     end_quietly_on_closed_stdout();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    syncline::engine::on_batch_done(release_freed_memory);
     let args = cli::Args::parse();
+    // `watch` is a service: what it does is worth a line each; a command says it on stdout.
+    let level = if matches!(args.command, cli::Command::Watch { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_format == "json" {
+        logs.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        logs.init();
+    }
+    syncline::engine::on_batch_done(release_freed_memory);
     let json = args.json;
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use syncline::config::Config;
 use syncline::engine::{self, RunOptions};
+use syncline::decide::{Decision, strip_side};
 use syncline::model::{Key, Value};
 use syncline::state::StateStore;
 
@@ -37,6 +38,9 @@ pub struct Args {
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines as people read them (`human`) or one JSON object each (`json`).
+    #[arg(long, global = true, value_parser = ["human", "json"], default_value = "human")]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -115,6 +119,17 @@ pub enum Command {
         /// How many differing records to show per field (all are counted).
         #[arg(long, default_value_t = 10)]
         limit: usize,
+    },
+    /// Run every link on its schedule (`every`) and as soon as change feeds report
+    /// changes, until SIGTERM or SIGINT; serve health, metrics, an API and a dashboard
+    /// on `[watch] listen`. SIGHUP reloads the config.
+    Watch {
+        /// Serve on this address instead of `[watch] listen` (e.g. 127.0.0.1:9187).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Only this link.
+        #[arg(long)]
+        link: Option<String>,
     },
     /// Create a demo CRM and billing database with a config, then plan and run it.
     Demo {
@@ -250,6 +265,15 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
     let out = output::Output { json: args.json };
     match args.command {
         Command::Demo { .. } | Command::Init { .. } => unreachable!("handled above"),
+        Command::Watch { listen, link } => {
+            syncline::daemon::watch(syncline::daemon::WatchOptions {
+                config_path: args.config.clone(),
+                config,
+                listen,
+                only_link: link,
+            })?;
+            Ok(EXIT_OK)
+        }
         Command::Check => {
             let mut findings = syncline::check::check(&config);
             for link in &config.links {
@@ -340,6 +364,7 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
                     list_limit: limit,
                     between_plan_and_apply: None,
                     relink,
+                    changes_only: false,
                 },
             )?;
             out.report(&report, false);
@@ -375,33 +400,21 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
                     value,
                 } => {
                     let mut state = open_state(&config, false)?;
-                    let spec = config
-                        .link(&link)
-                        .with_context(|| format!("no link named `{link}`"))?;
-                    let conflict = find_conflict(&mut state, &link, &key, &field)?;
-                    let chosen: Vec<Value> = match (take.as_deref(), value) {
-                        (Some("left"), None) => conflict.left_value.clone(),
-                        (Some("right"), None) => conflict.right_value.clone(),
-                        (None, Some(v)) => {
-                            let unit = spec
-                                .units
-                                .iter()
-                                .find(|u| u.name == conflict.unit)
-                                .context("unit gone from config")?;
-                            if unit.fields.len() != 1 {
-                                bail!(
-                                    "`{field}` is a field group; resolve it with --take left|right"
-                                );
-                            }
-                            vec![
-                                spec.fields[unit.fields[0]]
-                                    .transform
-                                    .apply(Value::parse_cli(&v)),
-                            ]
-                        }
+                    let decision = match (take.as_deref(), value) {
+                        (Some("left"), None) => Decision::Take(syncline::model::Side::Left),
+                        (Some("right"), None) => Decision::Take(syncline::model::Side::Right),
+                        (None, Some(v)) => Decision::Value(v),
                         _ => bail!("say --take left, --take right or --value V"),
                     };
-                    state.resolve_conflict(&link, &conflict.left_key, &conflict.unit, &chosen)?;
+                    let chosen = syncline::decide::resolve_conflict(
+                        &config,
+                        &mut state,
+                        &link,
+                        &key,
+                        &field,
+                        &decision,
+                        &syncline::decide::cli_user(),
+                    )?;
                     out.message(&format!(
                     "resolved {link} {key} {field} = {}; the next `syncline run` writes it where it differs",
                     chosen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
@@ -424,19 +437,13 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
                 }
                 QuarantineAction::Release { link, key, field } => {
                     let mut state = open_state(&config, false)?;
-                    let rows = state.quarantine(Some(&link))?;
-                    let encoded = rows
-                        .iter()
-                        .find(|q| {
-                            Key::decode(&q.key)
-                                .map(|k| k.display_text())
-                                .ok()
-                                .as_deref()
-                                == Some(strip_side(&key))
-                        })
-                        .map(|q| q.key.clone())
-                        .with_context(|| format!("nothing quarantined for {link} {key}"))?;
-                    let n = state.release_quarantine(&link, &encoded, field.as_deref())?;
+                    let n = syncline::decide::release_quarantine(
+                        &mut state,
+                        &link,
+                        &key,
+                        field.as_deref(),
+                        &syncline::decide::cli_user(),
+                    )?;
                     out.message(
                         &format!(
                             "released {n} quarantine entr{} for {link} {key}",
@@ -565,12 +572,6 @@ fn init(
     Ok(EXIT_OK)
 }
 
-fn strip_side(key: &str) -> &str {
-    key.strip_prefix("left:")
-        .or_else(|| key.strip_prefix("right:"))
-        .unwrap_or(key)
-}
-
 /// The encoded key a person means, found in the journal's id map (integer or text).
 fn resolve_key_text(state: &mut StateStore, link: &str, key: &str) -> Result<Option<String>> {
     let text = strip_side(key);
@@ -586,31 +587,6 @@ fn resolve_key_text(state: &mut StateStore, link: &str, key: &str) -> Result<Opt
         }
     }
     Ok(Some(Key(vec![Value::parse_cli(text)]).encode()))
-}
-
-fn find_conflict(
-    state: &mut StateStore,
-    link: &str,
-    key: &str,
-    field: &str,
-) -> Result<syncline::state::ConflictRow> {
-    let want_right = key.starts_with("right:");
-    let text = strip_side(key);
-    state
-        .conflicts(Some(link))?
-        .into_iter()
-        .find(|c| {
-            let k = if want_right {
-                &c.right_key
-            } else {
-                &c.left_key
-            };
-            c.unit == field
-                && Key::decode(k).map(|k| k.display_text()).ok().as_deref() == Some(text)
-        })
-        .with_context(|| {
-            format!("no conflict on {link} {key} {field} (see `syncline conflicts list`)")
-        })
 }
 
 fn outcome_code(report: &engine::RunReport) -> u8 {

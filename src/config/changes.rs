@@ -19,6 +19,20 @@ pub struct CursorSpec {
     pub span: Range<usize>,
 }
 
+/// A side whose changes come from PostgreSQL logical replication (`feed = "logical"`):
+/// a slot with the `pgoutput` plugin, filtered by a publication of the collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSpec {
+    /// The replication slot (default `syncline_<link>_<side>`).
+    pub slot: String,
+    /// The publication (default: the slot's name), created for the collection if missing.
+    pub publication: String,
+    /// Whether the names were given (then syncline uses them as they are and never
+    /// drops them).
+    pub named: bool,
+    pub span: Range<usize>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Lookback {
     /// For timestamp and date columns (`"5s"`, `"2m"`, `"1h"`).
@@ -31,6 +45,8 @@ pub enum Lookback {
 pub struct ChangesSpec {
     /// Per side (left, right): `None` reads that side only in reconciliations.
     pub cursor: [Option<CursorSpec>; 2],
+    /// Per side: its change feed, if it has one.
+    pub feed: [Option<FeedSpec>; 2],
     /// Every this many cycles, a reconciliation of both sides: deletes, and changes a
     /// cursor cannot see, are found then. Without cursors, every cycle is one.
     pub full_every: u32,
@@ -56,15 +72,28 @@ pub const DEFAULT_RANGE_SIZE: usize = 10_000;
 /// Cycles between full reads when `full_every` is not given.
 pub const DEFAULT_FULL_EVERY: u32 = 10;
 
-pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<usize>, String)> {
+pub(super) fn changes(
+    raw: &Spanned<RawChanges>,
+    link_name: &str,
+) -> Result<ChangesSpec, (Range<usize>, String)> {
     let r = raw.get_ref();
     let cursor =
         |c: &Option<Spanned<RawCursor>>| -> Result<Option<CursorSpec>, (Range<usize>, String)> {
             let Some(c) = c else { return Ok(None) };
             let rc = c.get_ref();
-            let column = rc.cursor.get_ref().trim().to_string();
+            let Some(cursor) = &rc.cursor else {
+                if rc.feed.is_none() {
+                    return Err((
+                        c.span(),
+                        "a side of [changes] names a `cursor` column or a `feed = \"logical\"`"
+                            .into(),
+                    ));
+                }
+                return Ok(None);
+            };
+            let column = cursor.get_ref().trim().to_string();
             if column.is_empty() {
-                return Err((rc.cursor.span(), "`cursor` names a column".into()));
+                return Err((cursor.span(), "`cursor` names a column".into()));
             }
             let lookback = match &rc.lookback {
                 None => Lookback::Seconds(5.0),
@@ -74,7 +103,12 @@ pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<u
                         return Err((l.span(), "`lookback` cannot be negative".into()));
                     }
                     RawLookback::Duration(text) => {
-                        Lookback::Seconds(duration_seconds(text).map_err(|m| (l.span(), m))?)
+                        Lookback::Seconds(duration_seconds(text).map_err(|m| {
+                            (
+                                l.span(),
+                                format!("lookback {m} (or a count, for a counter column)"),
+                            )
+                        })?)
                     }
                 },
             };
@@ -109,14 +143,68 @@ pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<u
             return Err((n.span(), "range_size must be between 2 and 10000000".into()));
         }
     };
+    let feed = |c: &Option<Spanned<RawCursor>>,
+                side: &str|
+     -> Result<Option<FeedSpec>, (Range<usize>, String)> {
+        let Some(c) = c else { return Ok(None) };
+        let rc = c.get_ref();
+        let Some(kind) = &rc.feed else {
+            if let Some(extra) = rc.slot.as_ref().or(rc.publication.as_ref()) {
+                return Err((
+                    extra.span(),
+                    "`slot` and `publication` go with `feed = \"logical\"`".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if kind.get_ref() != "logical" {
+            return Err((
+                kind.span(),
+                format!(
+                    "feed `{}` is not known; the one feed is \"logical\" (PostgreSQL logical replication)",
+                    kind.get_ref()
+                ),
+            ));
+        }
+        let name = |n: &Option<Spanned<String>>| -> Result<Option<String>, (Range<usize>, String)> {
+            match n {
+                None => Ok(None),
+                Some(n) if valid_pg_name(n.get_ref()) => Ok(Some(n.get_ref().clone())),
+                Some(n) => Err((
+                    n.span(),
+                    format!(
+                        "`{}` is not a replication slot or publication name: lower-case letters, digits and `_`, at most 63",
+                        n.get_ref()
+                    ),
+                )),
+            }
+        };
+        let default = format!("syncline_{}_{side}", link_name.to_lowercase())
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+            .take(63)
+            .collect::<String>();
+        let slot = name(&rc.slot)?;
+        let publication = name(&rc.publication)?;
+        Ok(Some(FeedSpec {
+            named: slot.is_some(),
+            publication: publication.unwrap_or_else(|| slot.clone().unwrap_or(default.clone())),
+            slot: slot.unwrap_or(default),
+            span: kind.span(),
+        }))
+    };
     let spec = ChangesSpec {
         cursor: [cursor(&r.left)?, cursor(&r.right)?],
+        feed: [feed(&r.left, "left")?, feed(&r.right, "right")?],
         full_every,
         reconcile,
         range_size,
         span: raw.span(),
     };
-    if spec.cursor.iter().all(Option::is_none) && reconcile == Reconcile::Full {
+    if spec.cursor.iter().all(Option::is_none)
+        && spec.feed.iter().all(Option::is_none)
+        && reconcile == Reconcile::Full
+    {
         return Err((
             raw.span(),
             "[changes] names a cursor for `left`, `right` or both (`left = { cursor = \"updated_at\" }`), or `reconcile = \"digests\"`".into(),
@@ -125,8 +213,17 @@ pub(super) fn changes(raw: &Spanned<RawChanges>) -> Result<ChangesSpec, (Range<u
     Ok(spec)
 }
 
+/// What PostgreSQL takes as a slot or publication name without quoting.
+fn valid_pg_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// `"5s"`, `"1.5m"`, `"2h"`, `"1d"`, or a bare number of seconds.
-fn duration_seconds(text: &str) -> Result<f64, String> {
+pub(crate) fn duration_seconds(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => (&t[..i], &t[i..]),
@@ -139,15 +236,13 @@ fn duration_seconds(text: &str) -> Result<f64, String> {
         "h" => 3600.0,
         "d" => 86400.0,
         other => {
-            return Err(format!(
-                "lookback `{text}`: unit `{other}` is not ms, s, m, h or d"
-            ));
+            return Err(format!("`{text}`: unit `{other}` is not ms, s, m, h or d"));
         }
     };
     match number.trim().parse::<f64>() {
         Ok(n) if n >= 0.0 && n.is_finite() => Ok(n * scale),
         _ => Err(format!(
-            "lookback `{text}` is not a duration like \"5s\" or \"2m\" (or a count, for a counter column)"
+            "`{text}` is not a duration like \"5s\" or \"2m\""
         )),
     }
 }

@@ -11,12 +11,12 @@ mod raw;
 mod resolve;
 
 pub use changes::{
-    ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, DEFAULT_RANGE_SIZE, Lookback, Reconcile,
+    ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, FeedSpec, DEFAULT_RANGE_SIZE, Lookback, Reconcile,
 };
 pub use raw::RawConfig;
 pub use resolve::{
     ClockSpec, DeleteRule, DeleteVsEdit, Endpoint, FieldSpec, LinkSpec, Mode, OnDrift, Owner,
-    Policy, Transform, UnitSpec,
+    Policy, Transform, UnitSpec, WatchSpec,
 };
 
 use std::collections::BTreeMap;
@@ -108,6 +108,7 @@ pub struct Config {
     pub state: StateLocation,
     pub systems: BTreeMap<String, SystemSpec>,
     pub links: Vec<LinkSpec>,
+    pub watch: WatchSpec,
 }
 
 impl Config {

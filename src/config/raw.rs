@@ -12,6 +12,18 @@ pub struct RawConfig {
     pub systems: BTreeMap<String, Spanned<RawSystem>>,
     #[serde(default)]
     pub links: BTreeMap<String, Spanned<RawLink>>,
+    pub watch: Option<Spanned<RawWatch>>,
+}
+
+/// `[watch]`: the daemon's operator endpoints and the links' default schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    pub listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
+    pub every: Option<Spanned<String>>,
+    pub debounce: Option<Spanned<String>>,
+    pub max_feed_lag_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +69,10 @@ pub struct RawLink {
     #[serde(default)]
     pub composed: BTreeMap<String, Spanned<RawComposed>>,
     pub changes: Option<Spanned<RawChanges>>,
+    /// How often `watch` runs the link (`"30s"`).
+    pub every: Option<Spanned<String>>,
+    /// How long `watch` waits after a change event for more before it runs the link.
+    pub debounce: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,8 +131,12 @@ pub struct RawChanges {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCursor {
-    pub cursor: Spanned<String>,
+    pub cursor: Option<Spanned<String>>,
     pub lookback: Option<Spanned<RawLookback>>,
+    /// `"logical"`: the side's changes come from PostgreSQL logical replication.
+    pub feed: Option<Spanned<String>>,
+    pub slot: Option<Spanned<String>>,
+    pub publication: Option<Spanned<String>>,
 }
 
 /// `"5s"` for a timestamp cursor, a count for a counter.

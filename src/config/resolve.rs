@@ -123,6 +123,33 @@ pub struct ClockSpec {
     pub right: String,
 }
 
+/// `[watch]`: what `syncline watch` serves and its links' default schedule.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    /// Where the operator endpoints and the dashboard listen (`None`: nowhere).
+    pub listen: Option<std::net::SocketAddr>,
+    /// With it, the dashboard and the API may change things (resolve, release) for a
+    /// request that carries it; without it they are read-only.
+    pub admin_token: Option<String>,
+    pub every: std::time::Duration,
+    pub debounce: std::time::Duration,
+    /// A change feed's slot holding back more WAL than this is dropped and made again,
+    /// and the link reconciled in full (default 1 GiB).
+    pub max_feed_lag_bytes: u64,
+}
+
+impl Default for WatchSpec {
+    fn default() -> Self {
+        WatchSpec {
+            listen: None,
+            admin_token: None,
+            every: std::time::Duration::from_secs(30),
+            debounce: std::time::Duration::from_millis(200),
+            max_feed_lag_bytes: 1 << 30,
+        }
+    }
+}
+
 /// One side of a link: `system.collection` and its key columns.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -202,6 +229,10 @@ pub struct LinkSpec {
     pub batch_size: usize,
     /// How each side is read on a cycle; `None` reads both whole every time.
     pub changes: Option<super::ChangesSpec>,
+    /// `watch`: how often the link runs (default `[watch] every`, else 30 s).
+    pub every: Option<std::time::Duration>,
+    /// `watch`: how long to wait after a change event for more (default 200 ms).
+    pub debounce: Option<std::time::Duration>,
 }
 
 /// Records per read batch and per write transaction. Each batch pays fixed costs: a
@@ -394,11 +425,61 @@ pub(super) fn resolve(
     for (name, link) in &raw.links {
         links.push(resolve_link(&source, name, link, &systems)?);
     }
+    let watch = match &raw.watch {
+        None => WatchSpec::default(),
+        Some(w) => {
+            let w = w.get_ref();
+            let duration = |d: &Option<Spanned<String>>, what: &str| {
+                d.as_ref()
+                    .map(|d| {
+                        super::changes::duration_seconds(d.get_ref())
+                            .map(std::time::Duration::from_secs_f64)
+                            .map_err(|m| err(d.span(), format!("[watch] {what} {m}")))
+                    })
+                    .transpose()
+            };
+            let listen = match &w.listen {
+                None => None,
+                Some(l) => Some(l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+                    err(
+                        l.span(),
+                        format!(
+                            "[watch] listen `{}` is not an address and port like \"127.0.0.1:9187\"",
+                            l.get_ref()
+                        ),
+                    )
+                })?),
+            };
+            let admin_token = w.admin_token.as_ref().map(&env_str).transpose()?;
+            if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(err(
+                    w.admin_token.as_ref().map(Spanned::span).unwrap_or_default(),
+                    "[watch] admin_token is shorter than 16 characters: anyone could guess it".into(),
+                ));
+            }
+            let max_feed_lag_bytes = match &w.max_feed_lag_bytes {
+                None => WatchSpec::default().max_feed_lag_bytes,
+                Some(n) if *n.get_ref() > 0 => *n.get_ref() as u64,
+                Some(n) => {
+                    return Err(err(n.span(), "[watch] max_feed_lag_bytes must be positive".into()));
+                }
+            };
+            WatchSpec {
+                listen,
+                admin_token,
+                every: duration(&w.every, "every")?.unwrap_or(WatchSpec::default().every),
+                debounce: duration(&w.debounce, "debounce")?
+                    .unwrap_or(WatchSpec::default().debounce),
+                max_feed_lag_bytes,
+            }
+        }
+    };
     Ok(Config {
         source,
         state,
         systems,
         links,
+        watch,
     })
 }
 
@@ -824,9 +905,35 @@ fn resolve_link(
     let changes = raw
         .changes
         .as_ref()
-        .map(super::changes::changes)
+        .map(|c| super::changes::changes(c, name))
         .transpose()
         .map_err(|(span, m)| err(span, m))?;
+    if let Some(c) = &changes {
+        for (endpoint, feed) in [&left, &right].into_iter().zip(&c.feed) {
+            let Some(feed) = feed else { continue };
+            let kind = systems.get(&endpoint.system).map(SystemSpec::kind);
+            if kind != Some("postgres") {
+                return Err(err(
+                    feed.span.clone(),
+                    format!(
+                        "feed = \"logical\" reads PostgreSQL's logical replication; `{}` is not a postgres system",
+                        endpoint.system
+                    ),
+                ));
+            }
+        }
+    }
+    let schedule = |d: &Option<Spanned<String>>, what: &str| -> Result<Option<std::time::Duration>, ConfigError> {
+        d.as_ref()
+            .map(|d| {
+                super::changes::duration_seconds(d.get_ref())
+                    .map(std::time::Duration::from_secs_f64)
+                    .map_err(|m| err(d.span(), format!("{what} {m}")))
+            })
+            .transpose()
+    };
+    let every = schedule(&raw.every, "every")?;
+    let debounce = schedule(&raw.debounce, "debounce")?;
 
     for (side, reference) in [("left", &raw.left_ref), ("right", &raw.right_ref)] {
         if let Some(r) = reference {
@@ -869,6 +976,8 @@ fn resolve_link(
         clock_skew_seconds,
         batch_size,
         changes,
+        every,
+        debounce,
     })
 }
 

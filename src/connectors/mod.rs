@@ -373,6 +373,28 @@ pub struct Changes {
     pub cursor: Option<Cursor>,
 }
 
+/// What a change feed holds past its confirmed position.
+#[derive(Debug, Clone, Default)]
+pub struct FeedRead {
+    /// Set when the feed cannot say what changed before now (its slot was missing,
+    /// invalidated or too far behind, and was made again; a TRUNCATE; a delete that did
+    /// not carry the link's key): the link must be read in full. Says why.
+    pub restarted: Option<String>,
+    /// Keys of records created, updated or deleted (each once), in the order seen.
+    pub keys: Vec<Key>,
+    /// Where the feed is confirmed to once what these keys stand for is committed: past
+    /// every change read here (syncline's own writes included). `None`: nothing read.
+    pub upto: Option<String>,
+    /// Whether the feed holds more than `limit` changes: call again after this cycle.
+    pub more: bool,
+    /// Bytes of log the feed's position holds back on the server.
+    pub retained_bytes: u64,
+    /// Seconds since the oldest change read here was committed (0 without one).
+    pub lag_seconds: f64,
+    /// Changes skipped as syncline's own writes.
+    pub own_writes: u64,
+}
+
 /// A system of record. Implementations are used one call at a time, but a scan may run
 /// on another thread than the writes (the engine reads ahead), hence `Send`.
 ///
@@ -415,6 +437,50 @@ pub trait Connector: Send {
     ) -> Result<Changes, ConnectorError> {
         let _ = (spec, since, limit);
         Err(ConnectorError::Unsupported("a change feed"))
+    }
+
+    /// What the change feed `feed` holds past its confirmed position, at most about
+    /// `limit` changes (whole transactions). Transactions written under `own` (see
+    /// [`mark_own_writes`](Connector::mark_own_writes)) are skipped. Makes the feed's
+    /// slot and publication when missing (and says so in [`FeedRead::restarted`]).
+    /// Reading does not move the feed: [`confirm_feed`](Connector::confirm_feed) does,
+    /// once the cycle that used it is committed, so a crash re-reads, never skips.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] where a kind has no feed; any read failure.
+    fn feed_changes(
+        &mut self,
+        spec: &ReadSpec,
+        feed: &crate::config::FeedSpec,
+        limit: usize,
+        max_retained_bytes: u64,
+    ) -> Result<FeedRead, ConnectorError> {
+        let _ = (spec, feed, limit, max_retained_bytes);
+        Err(ConnectorError::Unsupported("a change feed"))
+    }
+
+    /// Moves the feed's confirmed position to `upto` (from [`FeedRead::upto`]).
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] where a kind has no feed; any write failure.
+    fn confirm_feed(
+        &mut self,
+        feed: &crate::config::FeedSpec,
+        upto: &str,
+    ) -> Result<(), ConnectorError> {
+        let _ = (feed, upto);
+        Err(ConnectorError::Unsupported("a change feed"))
+    }
+
+    /// Marks this connection's writes as syncline's own under `origin`, so the change
+    /// feed named by it skips them. Returns whether it could (a kind or a role that
+    /// cannot leaves them to the three-way comparison, which writes nothing back).
+    ///
+    /// # Errors
+    /// A failure other than lacking the means.
+    fn mark_own_writes(&mut self, origin: &str) -> Result<bool, ConnectorError> {
+        let _ = origin;
+        Ok(false)
     }
 
     /// The digest of each key range of `spec`'s collection, computed by the system
@@ -611,6 +677,34 @@ macro_rules! forward_to_inner {
             limit: usize,
         ) -> Result<$crate::connectors::Changes, $crate::connectors::ConnectorError> {
             self.inner.changes(spec, since, limit)
+        }
+    };
+    (@ feed_changes) => {
+        fn feed_changes(
+            &mut self,
+            spec: &$crate::connectors::ReadSpec,
+            feed: &$crate::config::FeedSpec,
+            limit: usize,
+            max_retained_bytes: u64,
+        ) -> Result<$crate::connectors::FeedRead, $crate::connectors::ConnectorError> {
+            self.inner.feed_changes(spec, feed, limit, max_retained_bytes)
+        }
+    };
+    (@ confirm_feed) => {
+        fn confirm_feed(
+            &mut self,
+            feed: &$crate::config::FeedSpec,
+            upto: &str,
+        ) -> Result<(), $crate::connectors::ConnectorError> {
+            self.inner.confirm_feed(feed, upto)
+        }
+    };
+    (@ mark_own_writes) => {
+        fn mark_own_writes(
+            &mut self,
+            origin: &str,
+        ) -> Result<bool, $crate::connectors::ConnectorError> {
+            self.inner.mark_own_writes(origin)
         }
     };
     (@ digests) => {

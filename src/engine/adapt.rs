@@ -75,7 +75,17 @@ impl Connector for Adapted {
     }
 
     crate::connectors::forward_to_inner!(
-        identity, describe, scan, is_empty, count, fetch, changes, digests
+        identity,
+        describe,
+        scan,
+        is_empty,
+        count,
+        fetch,
+        changes,
+        digests,
+        feed_changes,
+        confirm_feed,
+        mark_own_writes
     );
 
     fn apply(&mut self, spec: &ReadSpec, writes: &[Write]) -> Result<BatchResult, ConnectorError> {

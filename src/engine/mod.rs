@@ -14,6 +14,8 @@
 pub mod adapt;
 mod apply;
 mod explain;
+mod feeds;
+pub use feeds::{FeedPoll, FeedPoller};
 mod first_load;
 mod io;
 mod layout;
@@ -64,6 +66,9 @@ pub struct RunOptions<'a> {
     /// Start over on purpose: forget the links' id maps and bases (as when a system was
     /// pointed at another database) and pair records again by their identity rules.
     pub relink: bool,
+    /// A cycle change events started (`watch`): it reads what changed (feeds, cursors)
+    /// and leaves the `full_every` reconciliation to a scheduled cycle.
+    pub changes_only: bool,
 }
 
 impl Default for RunOptions<'_> {
@@ -75,6 +80,7 @@ impl Default for RunOptions<'_> {
             list_limit: 50,
             between_plan_and_apply: None,
             relink: false,
+            changes_only: false,
         }
     }
 }
@@ -109,6 +115,7 @@ pub fn run_cycle(
     } else {
         None
     };
+    let _run_span = tracing::info_span!("run", run = run_id.unwrap_or(0), apply = opts.apply).entered();
     let mut report = RunReport {
         run: run_id,
         links: Vec::new(),
@@ -138,6 +145,16 @@ pub fn run_cycle(
                     other => break other?,
                 }
             };
+            tracing::info!(
+                left_read = link_report.left_records,
+                right_read = link_report.right_records,
+                written_right = link_report.to_right.writes(),
+                written_left = link_report.to_left.writes(),
+                conflicts = link_report.conflicts,
+                quarantined = link_report.quarantined,
+                reading = %link_report.reading,
+                "link done"
+            );
             report.links.push(link_report);
         }
         Ok(())
@@ -241,7 +258,14 @@ fn run_held_link(
         Some(_) => state.link_reads(&link.name)?,
         None => None,
     };
-    let mut reading = reading::choose(link, reads_before.as_ref(), relinking)?;
+    let mut reading =
+        reading::choose(link, reads_before.as_ref(), relinking, opts.changes_only)?;
+    // Change feeds are read before anything else: a change made while the cycle reads is
+    // then either in what it reads or still in the feed for the next cycle.
+    let feed_positions = feeds::read(config, link, &mut io, &mut reading, &mut report)?;
+    if run_id.is_some() {
+        feeds::mark_own_writes(link, &mut io)?;
+    }
     // A reconciliation by digests asks each side for its ranges' digests before
     // anything is read, so a change made while it reads shows next time.
     let pre_digests = reading::pre_digests(link, reads_before.as_ref(), &mut io, &mut reading)?;
@@ -296,9 +320,12 @@ fn run_held_link(
             }
         } else {
             let partial = match &reading {
-                Reading::Changed { since } => {
-                    Some(planner.plan_changed(left.as_mut(), right.as_mut(), since.clone())?)
-                }
+                Reading::Changed { since, keys } => Some(planner.plan_changed(
+                    left.as_mut(),
+                    right.as_mut(),
+                    since.clone(),
+                    keys.clone(),
+                )?),
                 Reading::Digests { changed, .. } => {
                     let range_size = link.changes.as_ref().map_or(1, |c| c.range_size as u64);
                     Some(planner.plan_ranges(left.as_mut(), right.as_mut(), changed, range_size)?)
@@ -335,7 +362,9 @@ fn run_held_link(
         if let Some(run) = run_id {
             apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
         }
-        return finish_link(link, state, run_seq, report, reads_after.as_ref());
+        let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
+        feeds::confirm(link, &mut io, &feed_positions)?;
+        return Ok(report);
     }
 
     let partial = !matches!(reading, Reading::Full(_));
@@ -348,7 +377,9 @@ fn run_held_link(
         hook(&link.name);
     }
     apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
-    finish_link(link, state, run_seq, report, reads_after.as_ref())
+    let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
+    feeds::confirm(link, &mut io, &feed_positions)?;
+    Ok(report)
 }
 
 /// Why a link whose systems changed is refused: which side, what it was, what it is,

@@ -17,6 +17,8 @@ pub(crate) enum Reading {
     /// are fetched from it).
     Changed {
         since: [Option<crate::connectors::Since>; 2],
+        /// Per side, the keys its change feed says changed (`None`: no feed).
+        keys: [Option<Vec<Key>>; 2],
     },
     /// The key ranges whose digests changed, per side, of how many.
     Digests {
@@ -38,11 +40,12 @@ impl Reading {
             ),
             Reading::Full(why) if why.is_empty() => "full".into(),
             Reading::Full(why) => format!("full ({why})"),
-            Reading::Changed { since } => [Side::Left, Side::Right]
+            Reading::Changed { since, keys } => [Side::Left, Side::Right]
                 .iter()
-                .map(|&side| match &since[side as usize] {
-                    Some(s) => format!("{side} changes since {} >= {}", s.column, s.value),
-                    None => format!("{side} not read (its edits wait for a full read)"),
+                .map(|&side| match (&since[side as usize], &keys[side as usize]) {
+                    (Some(s), _) => format!("{side} changes since {} >= {}", s.column, s.value),
+                    (None, Some(k)) => format!("{side} {} record(s) from its change feed", k.len()),
+                    (None, None) => format!("{side} not read (its edits wait for a full read)"),
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -56,6 +59,7 @@ pub(crate) fn choose(
     link: &LinkSpec,
     reads: Option<&LinkReads>,
     relinking: bool,
+    changes_only: bool,
 ) -> Result<Reading, Error> {
     let Some(changes) = &link.changes else {
         return Ok(Reading::Full(String::new()));
@@ -73,8 +77,12 @@ pub(crate) fn choose(
     if reads.fields.as_deref() != Some(fields_fingerprint(link).as_str()) {
         return full("the link's fields changed since the last read");
     }
-    let has_cursor = changes.cursor.iter().any(Option::is_some);
-    if !has_cursor || reads.since_full + 1 >= changes.full_every {
+    let has_cursor = changes.cursor.iter().any(Option::is_some)
+        || changes.feed.iter().any(Option::is_some);
+    // A cycle that change events started reads what changed; the scheduled cycles make
+    // the reconciliations.
+    let due = reads.since_full + 1 >= changes.full_every && !changes_only;
+    if !has_cursor || due {
         if changes.reconcile == Reconcile::Digests {
             return Ok(match &reads.ranges {
                 [Some(l), Some(r)] => Reading::Digests {
@@ -132,7 +140,10 @@ pub(crate) fn choose(
             value,
         });
     }
-    Ok(Reading::Changed { since })
+    Ok(Reading::Changed {
+        since,
+        keys: [None, None],
+    })
 }
 
 /// The further of a stored position and a value seen: a cursor never moves backward.

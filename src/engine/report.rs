@@ -37,6 +37,23 @@ pub struct PlannedLine {
     pub reason: String,
 }
 
+/// What a cycle found in one side's change feed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedStatus {
+    pub side: Side,
+    pub slot: String,
+    /// Records the feed said changed (each once).
+    pub keys: u64,
+    /// Changes skipped as syncline's own writes.
+    pub own_writes: u64,
+    /// Bytes of WAL the slot holds back.
+    pub retained_bytes: u64,
+    /// Seconds since the oldest change read was committed.
+    pub lag_seconds: f64,
+    /// More changes wait than one cycle takes.
+    pub more: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkReport {
     pub link: String,
@@ -66,6 +83,9 @@ pub struct LinkReport {
     /// read or written for it (see [`StateStore::hold_link`]).
     pub busy: Option<String>,
     pub warnings: Vec<String>,
+    /// Each change feed read this cycle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<FeedStatus>,
     /// The first planned operations (`list_limit` of them).
     pub planned: Vec<PlannedLine>,
     /// How many operations were planned in all.
@@ -92,6 +112,7 @@ impl LinkReport {
             refused: None,
             busy: None,
             warnings: Vec::new(),
+            feeds: Vec::new(),
             planned: Vec::new(),
             planned_total: 0,
             planned_deletes: [0, 0],

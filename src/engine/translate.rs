@@ -294,7 +294,16 @@ impl Connector for Translated {
         self.inner.capabilities()
     }
 
-    crate::connectors::forward_to_inner!(identity, describe, is_empty, count, digests);
+    crate::connectors::forward_to_inner!(
+        identity,
+        describe,
+        is_empty,
+        count,
+        digests,
+        feed_changes,
+        confirm_feed,
+        mark_own_writes
+    );
 
     fn scan(
         &mut self,

@@ -290,6 +290,29 @@ impl StateStore {
         Ok(found)
     }
 
+    /// Journals a person's decision (a conflict resolved, a record released) as a run of
+    /// its own, `decided`, whose command names who made it. Call inside a transaction
+    /// with the change the decision makes.
+    pub fn journal_decision(
+        &mut self,
+        link: &str,
+        left_key: Option<&str>,
+        right_key: Option<&str>,
+        change: &Change,
+        who: &str,
+    ) -> Result<()> {
+        let at = now();
+        let run = self
+            .db
+            .query_opt(
+                "INSERT INTO runs (started_at, finished_at, command, status) VALUES ($1, $1, $2, 'done') RETURNING id",
+                &[P::Text(&at), P::Text(&format!("{} by {who}", change.op))],
+            )?
+            .ok_or_else(|| StateError::Corrupt("no run id returned".into()))?
+            .int(0)?;
+        self.journal_rows(run, link, &at, &[(left_key, right_key, change)], "decided")
+    }
+
     /// Journals changes with one status, one entry each, many rows per statement.
     pub(crate) fn journal_batch(
         &mut self,

@@ -12,6 +12,7 @@ mod settings;
 pub use settings::Settings;
 
 mod binary;
+mod feed;
 mod write;
 use super::sql::pg::{db_message, system_error};
 use super::sql::tls;
@@ -40,6 +41,8 @@ pub struct PostgresConnector {
     version: Option<i32>,
     /// Per collection: whether its rows carry versions (`xmin`) a digest can sum.
     row_versions: HashMap<String, bool>,
+    /// The replication origin this session's writes are marked with, once set up.
+    origin: Option<String>,
 }
 
 /// Creates are sent in chunks of at most this many rows per statement.
@@ -245,6 +248,7 @@ impl PostgresConnector {
             fetches: HashMap::new(),
             version: None,
             row_versions: HashMap::new(),
+            origin: None,
         })
     }
 
@@ -484,6 +488,28 @@ impl Connector for PostgresConnector {
         Ok(!any)
     }
 
+    fn feed_changes(
+        &mut self,
+        spec: &ReadSpec,
+        feed: &crate::config::FeedSpec,
+        limit: usize,
+        max_retained_bytes: u64,
+    ) -> Result<crate::connectors::FeedRead, ConnectorError> {
+        self.read_feed(spec, feed, limit, max_retained_bytes)
+    }
+
+    fn confirm_feed(
+        &mut self,
+        feed: &crate::config::FeedSpec,
+        upto: &str,
+    ) -> Result<(), ConnectorError> {
+        self.confirm(feed, upto)
+    }
+
+    fn mark_own_writes(&mut self, origin: &str) -> Result<bool, ConnectorError> {
+        self.mark_origin(origin)
+    }
+
     fn digests(
         &mut self,
         spec: &ReadSpec,
@@ -658,6 +684,9 @@ impl super::sql::RetryableBatches for PostgresConnector {
     fn recover(&mut self) -> Result<(), ConnectorError> {
         if self.client.is_closed() {
             self.client = Self::connect(&self.name, &self.url)?;
+            if let Some(origin) = self.origin.take() {
+                self.mark_origin(&origin)?;
+            }
             self.fetches.clear();
         }
         Ok(())

@@ -30,8 +30,16 @@ impl Planner<'_> {
         left: &mut dyn Connector,
         right: &mut dyn Connector,
         since: [Option<Since>; 2],
+        keys: [Option<Vec<Key>>; 2],
     ) -> Result<ChangedRead, Error> {
         let [left_since, right_since] = since;
+        let [left_keys, right_keys] = keys;
+        if let Some(keys) = left_keys {
+            self.plan_keys(Side::Left, &keys, left, right)?;
+        }
+        if let Some(keys) = right_keys {
+            self.plan_keys(Side::Right, &keys, left, right)?;
+        }
         if let Some(left_since) = left_since {
             let mut left_spec = self.layout.left.clone();
             left_spec.since = Some(left_since);
@@ -51,6 +59,51 @@ impl Planner<'_> {
                 })?;
         }
         self.finish_changed()
+    }
+
+    /// Plans from the records a change feed says changed on `side`: fetched as they are
+    /// now and merged as in a cursor read; those no longer there are deletes, once a
+    /// second fetch confirms it.
+    fn plan_keys(
+        &mut self,
+        side: Side,
+        keys: &[Key],
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
+        for chunk in keys.chunks(self.link.batch_size.max(1)) {
+            let fetched = self.fetch_from(side, left, right, chunk)?;
+            let (found, bad) = sort_out_fetched(fetched);
+            let bad_keys: HashSet<String> = bad.iter().map(|b| b.key.encode()).collect();
+            let gone: Vec<String> = chunk
+                .iter()
+                .map(Key::encode)
+                .filter(|k| !found.contains_key(k) && !bad_keys.contains(k))
+                .collect();
+            let mut records: Vec<Record> = found.into_values().collect();
+            records.sort_by_cached_key(|r| r.key.encode());
+            self.observe(side, &records);
+            *match side {
+                Side::Left => &mut self.report.left_records,
+                Side::Right => &mut self.report.right_records,
+            } += records.len() as u64;
+            match side {
+                Side::Left => {
+                    let (looked_up, partner_keys) = self.in_transaction(|p| {
+                        p.keep_out(Side::Left, bad)?;
+                        p.left_lookup(records)
+                    })?;
+                    let partners = right.fetch(&self.layout.right, &partner_keys)?;
+                    self.in_transaction(|p| p.left_merge(looked_up, partners))?;
+                }
+                Side::Right => self.in_transaction(|p| {
+                    p.keep_out(Side::Right, bad)?;
+                    p.right_changed(records, &mut *left)
+                })?,
+            }
+            self.in_transaction(|p| p.confirm_gone(side, &gone, left, right))?;
+        }
+        Ok(())
     }
 
     /// Matches and creates what a partial read staged, unless a record it found with no
@@ -192,8 +245,24 @@ impl Planner<'_> {
             from.as_deref(),
             to.as_deref(),
         )?;
-        let decode = |k: &str| Key::decode(k).map_err(|e| StateError::Corrupt(e.to_string()));
         for chunk in unseen.chunks(self.link.batch_size.max(1)) {
+            self.confirm_gone(side, chunk, left, right)?;
+        }
+        Ok(())
+    }
+
+    /// Of the pairs whose `side` record is one of `chunk` (encoded keys), those a fetch
+    /// finds gone: deleted on that side (planned per the delete rules), or forgotten
+    /// when their partner is gone too.
+    fn confirm_gone(
+        &mut self,
+        side: Side,
+        chunk: &[String],
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
+        let decode = |k: &str| Key::decode(k).map_err(|e| StateError::Corrupt(e.to_string()));
+        {
             let mut pairs = self.state.pairs_by(&self.link.name, side, chunk)?;
             let keys = chunk
                 .iter()

@@ -1,0 +1,164 @@
+//! A link's change feeds (`feed = "logical"` on a side of `[changes]`): read before the
+//! cycle reads anything, their keys handed to the planner, and confirmed only after the
+//! cycle's last transaction committed. A feed that cannot say what changed (a slot made
+//! anew, a TRUNCATE) turns the cycle into a full read, and the report says why.
+
+use super::io::LinkIo;
+use super::reading::Reading;
+use super::report::{FeedStatus, LinkReport};
+use crate::Error;
+use crate::config::{Config, LinkSpec};
+use crate::model::Side;
+
+/// Changes a cycle takes from a feed at most; the rest wait for the next cycle.
+pub const FEED_LIMIT: usize = 50_000;
+
+/// Where each side's feed is confirmed to once the cycle is committed.
+#[derive(Debug, Default)]
+pub(crate) struct FeedPositions {
+    upto: [Option<String>; 2],
+}
+
+/// Reads each feed of the link; hands their keys to a cycle that reads what changed, or
+/// turns the cycle into a full read when a feed restarted.
+pub(crate) fn read(
+    config: &Config,
+    link: &LinkSpec,
+    io: &mut LinkIo,
+    reading: &mut Reading,
+    report: &mut LinkReport,
+) -> Result<FeedPositions, Error> {
+    let mut positions = FeedPositions::default();
+    let Some(changes) = &link.changes else {
+        return Ok(positions);
+    };
+    for side in [Side::Left, Side::Right] {
+        let Some(feed) = &changes.feed[side as usize] else {
+            continue;
+        };
+        let spec = io.layout.read_spec(side).clone();
+        let read = io.connector(side).feed_changes(
+            &spec,
+            feed,
+            FEED_LIMIT,
+            config.watch.max_feed_lag_bytes,
+        )?;
+        report.feeds.push(FeedStatus {
+            side,
+            slot: feed.slot.clone(),
+            keys: read.keys.len() as u64,
+            own_writes: read.own_writes,
+            retained_bytes: read.retained_bytes,
+            lag_seconds: read.lag_seconds,
+            more: read.more,
+        });
+        if let Some(why) = read.restarted {
+            report.warnings.push(why.clone());
+            if !matches!(reading, Reading::Full(_)) {
+                *reading = Reading::Full(why);
+            }
+        } else if let Reading::Changed { keys, .. } = reading {
+            keys[side as usize] = Some(read.keys);
+        }
+        positions.upto[side as usize] = read.upto;
+    }
+    Ok(positions)
+}
+
+/// Marks the link's writes to each side with a feed as its own, so that feed skips them.
+pub(crate) fn mark_own_writes(link: &LinkSpec, io: &mut LinkIo) -> Result<(), Error> {
+    let Some(changes) = &link.changes else {
+        return Ok(());
+    };
+    for side in [Side::Left, Side::Right] {
+        if let Some(feed) = &changes.feed[side as usize] {
+            io.connector(side).mark_own_writes(&feed.slot)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves each feed past what this cycle covered; called after its last commit.
+pub(crate) fn confirm(
+    link: &LinkSpec,
+    io: &mut LinkIo,
+    positions: &FeedPositions,
+) -> Result<(), Error> {
+    let Some(changes) = &link.changes else {
+        return Ok(());
+    };
+    for side in [Side::Left, Side::Right] {
+        if let (Some(feed), Some(upto)) = (
+            &changes.feed[side as usize],
+            &positions.upto[side as usize],
+        ) {
+            io.connector(side).confirm_feed(feed, upto)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a link's feeds hold now, for `watch` to decide whether to run it.
+#[derive(Debug, Clone, Default)]
+pub struct FeedPoll {
+    /// Records changed by others, waiting for a cycle.
+    pub pending: u64,
+    /// Per side with a feed: (side, slot, bytes of WAL held back, seconds since the
+    /// oldest waiting change was committed).
+    pub sides: Vec<(Side, String, u64, f64)>,
+    /// A feed restarted or cannot say what changed: the link needs a full read.
+    pub restarted: Option<String>,
+}
+
+/// A link's systems kept open between polls of its feeds.
+pub struct FeedPoller {
+    io: LinkIo,
+}
+
+impl FeedPoller {
+    /// Opens the link's systems.
+    ///
+    /// # Errors
+    /// A system cannot be opened or its collection described.
+    pub fn open(config: &Config, link: &LinkSpec) -> Result<FeedPoller, Error> {
+        Ok(FeedPoller {
+            io: LinkIo::open(config, link)?,
+        })
+    }
+
+    /// Looks at each feed of the link. A feed holding only syncline's own writes (or
+    /// others' changes to rows of no interest) is confirmed past them here: nothing in
+    /// them is for a cycle, and an unconfirmed slot would hold back the server's WAL.
+    ///
+    /// # Errors
+    /// A feed cannot be read.
+    pub fn poll(&mut self, config: &Config, link: &LinkSpec) -> Result<FeedPoll, Error> {
+        let mut poll = FeedPoll::default();
+        let Some(changes) = &link.changes else {
+            return Ok(poll);
+        };
+        for side in [Side::Left, Side::Right] {
+            let Some(feed) = &changes.feed[side as usize] else {
+                continue;
+            };
+            let spec = self.io.layout.read_spec(side).clone();
+            let read = self.io.connector(side).feed_changes(
+                &spec,
+                feed,
+                FEED_LIMIT,
+                config.watch.max_feed_lag_bytes,
+            )?;
+            if read.restarted.is_some() {
+                poll.restarted = read.restarted;
+            } else if read.keys.is_empty()
+                && let Some(upto) = &read.upto
+            {
+                self.io.connector(side).confirm_feed(feed, upto)?;
+            }
+            poll.pending += read.keys.len() as u64;
+            poll.sides
+                .push((side, feed.slot.clone(), read.retained_bytes, read.lag_seconds));
+        }
+        Ok(poll)
+    }
+}
