@@ -146,7 +146,11 @@ pub fn release_quarantine(
     let found = rows
         .iter()
         .find(|q| {
-            Key::decode(&q.key).map(|k| k.display_text()).ok().as_deref() == Some(strip_side(key))
+            Key::decode(&q.key)
+                .map(|k| k.display_text())
+                .ok()
+                .as_deref()
+                == Some(strip_side(key))
         })
         .ok_or_else(|| Error::NotFound(format!("nothing quarantined for {link} {key}")))?;
     let (encoded, side) = (found.key.clone(), found.side);

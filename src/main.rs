@@ -62,7 +62,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if args.log_format == "json" {
-        logs.json().flatten_event(true).with_current_span(true).init();
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         logs.init();
     }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use syncline::config::Config;
-use syncline::engine::{self, RunOptions};
 use syncline::decide::{Decision, strip_side};
+use syncline::engine::{self, RunOptions};
 use syncline::model::{Key, Value};
 use syncline::state::StateStore;
 

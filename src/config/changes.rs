@@ -241,9 +241,7 @@ pub(crate) fn duration_seconds(text: &str) -> Result<f64, String> {
     };
     match number.trim().parse::<f64>() {
         Ok(n) if n >= 0.0 && n.is_finite() => Ok(n * scale),
-        _ => Err(format!(
-            "`{text}` is not a duration like \"5s\" or \"2m\""
-        )),
+        _ => Err(format!("`{text}` is not a duration like \"5s\" or \"2m\"")),
     }
 }
 

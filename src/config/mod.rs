@@ -11,7 +11,7 @@ mod raw;
 mod resolve;
 
 pub use changes::{
-    ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, FeedSpec, DEFAULT_RANGE_SIZE, Lookback, Reconcile,
+    ChangesSpec, CursorSpec, DEFAULT_FULL_EVERY, DEFAULT_RANGE_SIZE, FeedSpec, Lookback, Reconcile,
 };
 pub use raw::RawConfig;
 pub use resolve::{

@@ -453,15 +453,22 @@ pub(super) fn resolve(
             let admin_token = w.admin_token.as_ref().map(&env_str).transpose()?;
             if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
                 return Err(err(
-                    w.admin_token.as_ref().map(Spanned::span).unwrap_or_default(),
-                    "[watch] admin_token is shorter than 16 characters: anyone could guess it".into(),
+                    w.admin_token
+                        .as_ref()
+                        .map(Spanned::span)
+                        .unwrap_or_default(),
+                    "[watch] admin_token is shorter than 16 characters: anyone could guess it"
+                        .into(),
                 ));
             }
             let max_feed_lag_bytes = match &w.max_feed_lag_bytes {
                 None => WatchSpec::default().max_feed_lag_bytes,
                 Some(n) if *n.get_ref() > 0 => *n.get_ref() as u64,
                 Some(n) => {
-                    return Err(err(n.span(), "[watch] max_feed_lag_bytes must be positive".into()));
+                    return Err(err(
+                        n.span(),
+                        "[watch] max_feed_lag_bytes must be positive".into(),
+                    ));
                 }
             };
             WatchSpec {
@@ -923,7 +930,9 @@ fn resolve_link(
             }
         }
     }
-    let schedule = |d: &Option<Spanned<String>>, what: &str| -> Result<Option<std::time::Duration>, ConfigError> {
+    let schedule = |d: &Option<Spanned<String>>,
+                    what: &str|
+     -> Result<Option<std::time::Duration>, ConfigError> {
         d.as_ref()
             .map(|d| {
                 super::changes::duration_seconds(d.get_ref())

@@ -64,14 +64,19 @@ th {{ background: #f3f3f3; }} .bad {{ color: #a00; }} .ok {{ color: #070; }}
         }
     );
     if admin {
-        html.push_str(r#"<p><label>Admin token <input id="token" type="password" autocomplete="off"></label>
+        html.push_str(
+            r#"<p><label>Admin token <input id="token" type="password" autocomplete="off"></label>
 <label>Your name <input id="user" type="text"></label></p>
-"#);
+"#,
+        );
     }
 
     html.push_str("<h2>Links</h2><table id=\"links\"><tr><th>link</th><th>shape</th><th>every</th><th>last cycle</th><th>outcome</th><th>reading</th><th>change feed lag</th></tr>");
     for s in shared.statuses() {
-        let outcome = s.last_outcome.clone().unwrap_or_else(|| "not run yet".into());
+        let outcome = s
+            .last_outcome
+            .clone()
+            .unwrap_or_else(|| "not run yet".into());
         let class = if outcome == "failed" || outcome == "refused" {
             "bad"
         } else {
@@ -139,7 +144,11 @@ th {{ background: #f3f3f3; }} .bad {{ color: #a00; }} .ok {{ color: #070; }}
                 esc(&c.unit),
                 esc(&values(&c.left_value)),
                 esc(&values(&c.right_value)),
-                esc(&c.base_value.as_deref().map(values).unwrap_or_else(|| "(none)".into())),
+                esc(&c
+                    .base_value
+                    .as_deref()
+                    .map(values)
+                    .unwrap_or_else(|| "(none)".into())),
                 esc(&c.cause),
             );
         }
@@ -180,9 +189,8 @@ th {{ background: #f3f3f3; }} .bad {{ color: #a00; }} .ok {{ color: #070; }}
     // The journal, filtered by link and key through the page's own query string.
     let link = query.get("link").filter(|l| !l.is_empty());
     let key = query.get("key").filter(|k| !k.is_empty());
-    let encoded = key.map(|k| {
-        crate::model::Key(vec![Value::parse_cli(crate::decide::strip_side(k))]).encode()
-    });
+    let encoded = key
+        .map(|k| crate::model::Key(vec![Value::parse_cli(crate::decide::strip_side(k))]).encode());
     let entries = state.journal(link.map(String::as_str), encoded.as_deref(), None, 50)?;
     let _ = write!(
         html,

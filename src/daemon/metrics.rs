@@ -14,7 +14,9 @@ pub(crate) fn install() -> PrometheusHandle {
         // Buckets, or the histogram would be rendered as a summary.
         .set_buckets_for_metric(
             Matcher::Full(RUN_SECONDS.into()),
-            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            &[
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ],
         )
         .expect("buckets are not empty")
         .build_recorder();

@@ -219,7 +219,9 @@ pub fn watch(opts: WatchOptions) -> Result<(), Error> {
                 Ok(config) => {
                     tracing::info!(file = %opts.config_path.display(), "config reloaded; links restart after the cycle in hand");
                     if config.watch.listen != shared.config().watch.listen {
-                        tracing::warn!("[watch] listen changed: the endpoints move on a restart, not a reload");
+                        tracing::warn!(
+                            "[watch] listen changed: the endpoints move on a restart, not a reload"
+                        );
                     }
                     generation.finish(&shared);
                     *shared

@@ -75,7 +75,14 @@ fn handle(shared: &Shared, mut request: Request) {
         .headers()
         .iter()
         .find(|h| h.field.equiv("X-Syncline-User"))
-        .map(|h| h.value.as_str().chars().filter(|c| !c.is_control()).take(64).collect::<String>());
+        .map(|h| {
+            h.value
+                .as_str()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        });
     let from = request
         .remote_addr()
         .map_or_else(|| "unknown".into(), |a| a.ip().to_string());
@@ -86,11 +93,9 @@ fn handle(shared: &Shared, mut request: Request) {
     let answer = match (method, path) {
         (Method::Get, "/healthz") => Answer(200, "text/plain", "ok\n".into()),
         (Method::Get, "/readyz") => ready(shared),
-        (Method::Get, "/metrics") => Answer(
-            200,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-        ),
+        (Method::Get, "/metrics") => {
+            Answer(200, "text/plain; version=0.0.4", shared.metrics.render())
+        }
         (Method::Get, "/") => match with_state(shared, false, |state| {
             super::dashboard::page(shared, state, &query)
         }) {
@@ -113,7 +118,10 @@ fn handle(shared: &Shared, mut request: Request) {
                     );
                     api_change(shared, p, &body, &who)
                 }
-                _ => Answer::error(401, "a change needs the admin token (Authorization: Bearer …)"),
+                _ => Answer::error(
+                    401,
+                    "a change needs the admin token (Authorization: Bearer …)",
+                ),
             }
         }
         _ => Answer::error(404, "no such endpoint"),
@@ -131,8 +139,7 @@ fn handle(shared: &Shared, mut request: Request) {
 /// Compares a token without leaving a timing trace of where it differs.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -158,7 +165,10 @@ fn ready(shared: &Shared) -> Answer {
         .map(|s| s.link)
         .collect();
     match store {
-        Err(e) => Answer::json(503, &serde_json::json!({ "ready": false, "state_store": e.to_string() })),
+        Err(e) => Answer::json(
+            503,
+            &serde_json::json!({ "ready": false, "state_store": e.to_string() }),
+        ),
         Ok(_) if !failing.is_empty() => Answer::json(
             503,
             &serde_json::json!({ "ready": false, "failing_links": failing }),
@@ -168,7 +178,10 @@ fn ready(shared: &Shared) -> Answer {
 }
 
 fn api_read(shared: &Shared, path: &str, query: &HashMap<String, String>) -> Answer {
-    let link = query.get("link").map(String::as_str).filter(|l| !l.is_empty());
+    let link = query
+        .get("link")
+        .map(String::as_str)
+        .filter(|l| !l.is_empty());
     let limit: i64 = query
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -252,25 +265,35 @@ fn api_change(shared: &Shared, path: &str, body: &str, who: &str) -> Answer {
     let result = with_state(shared, true, |state| -> Result<serde_json::Value, Error> {
         match path {
             "/api/conflicts/resolve" => {
-                let b: ResolveBody = serde_json::from_str(body)
-                    .map_err(|e| Error::NotFound(format!("a resolve is {{link, key, field, take | value}}: {e}")))?;
+                let b: ResolveBody = serde_json::from_str(body).map_err(|e| {
+                    Error::NotFound(format!(
+                        "a resolve is {{link, key, field, take | value}}: {e}"
+                    ))
+                })?;
                 let decision = match (b.take.as_deref(), b.value) {
                     (Some("left"), None) => Decision::Take(Side::Left),
                     (Some("right"), None) => Decision::Take(Side::Right),
                     (None, Some(v)) => Decision::Value(v),
-                    _ => return Err(Error::NotFound("say take = left | right, or a value".into())),
+                    _ => {
+                        return Err(Error::NotFound(
+                            "say take = left | right, or a value".into(),
+                        ));
+                    }
                 };
-                let chosen =
-                    decide::resolve_conflict(&config, state, &b.link, &b.key, &b.field, &decision, who)?;
+                let chosen = decide::resolve_conflict(
+                    &config, state, &b.link, &b.key, &b.field, &decision, who,
+                )?;
                 Ok(serde_json::json!({
                     "resolved": true,
                     "value": chosen.iter().map(crate::model::Value::to_json).collect::<Vec<_>>(),
                 }))
             }
             "/api/quarantine/release" => {
-                let b: ReleaseBody = serde_json::from_str(body)
-                    .map_err(|e| Error::NotFound(format!("a release is {{link, key, field?}}: {e}")))?;
-                let n = decide::release_quarantine(state, &b.link, &b.key, b.field.as_deref(), who)?;
+                let b: ReleaseBody = serde_json::from_str(body).map_err(|e| {
+                    Error::NotFound(format!("a release is {{link, key, field?}}: {e}"))
+                })?;
+                let n =
+                    decide::release_quarantine(state, &b.link, &b.key, b.field.as_deref(), who)?;
                 Ok(serde_json::json!({ "released": n }))
             }
             _ => Err(Error::NotFound("no such endpoint".into())),

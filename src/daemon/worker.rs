@@ -167,7 +167,13 @@ fn cycle(
         }
         Err(e) => ("failed", Some(e.to_string())),
     };
-    metrics::cycle(&link.name, outcome, seconds, result.as_ref().ok(), result.as_ref().err());
+    metrics::cycle(
+        &link.name,
+        outcome,
+        seconds,
+        result.as_ref().ok(),
+        result.as_ref().err(),
+    );
     if let Some(store) = state.as_mut() {
         metrics::attention(&link.name, store);
     }

@@ -88,10 +88,9 @@ pub(crate) fn confirm(
         return Ok(());
     };
     for side in [Side::Left, Side::Right] {
-        if let (Some(feed), Some(upto)) = (
-            &changes.feed[side as usize],
-            &positions.upto[side as usize],
-        ) {
+        if let (Some(feed), Some(upto)) =
+            (&changes.feed[side as usize], &positions.upto[side as usize])
+        {
             io.connector(side).confirm_feed(feed, upto)?;
         }
     }
@@ -156,8 +155,12 @@ impl FeedPoller {
                 self.io.connector(side).confirm_feed(feed, upto)?;
             }
             poll.pending += read.keys.len() as u64;
-            poll.sides
-                .push((side, feed.slot.clone(), read.retained_bytes, read.lag_seconds));
+            poll.sides.push((
+                side,
+                feed.slot.clone(),
+                read.retained_bytes,
+                read.lag_seconds,
+            ));
         }
         Ok(poll)
     }

@@ -115,7 +115,8 @@ pub fn run_cycle(
     } else {
         None
     };
-    let _run_span = tracing::info_span!("run", run = run_id.unwrap_or(0), apply = opts.apply).entered();
+    let _run_span =
+        tracing::info_span!("run", run = run_id.unwrap_or(0), apply = opts.apply).entered();
     let mut report = RunReport {
         run: run_id,
         links: Vec::new(),
@@ -188,8 +189,10 @@ fn run_link(
         report.busy = Some(holder);
         return Ok(report);
     }
+    tracing::info!("link taken");
     let outcome = run_held_link(config, link, state, run_id, opts);
     let released = state.release_link(&link.name);
+    tracing::info!("link let go");
     // The run's own failure matters more than a failed release, which the connection's
     // or process's end makes good anyway.
     let report = outcome?;
@@ -258,8 +261,7 @@ fn run_held_link(
         Some(_) => state.link_reads(&link.name)?,
         None => None,
     };
-    let mut reading =
-        reading::choose(link, reads_before.as_ref(), relinking, opts.changes_only)?;
+    let mut reading = reading::choose(link, reads_before.as_ref(), relinking, opts.changes_only)?;
     // Change feeds are read before anything else: a change made while the cycle reads is
     // then either in what it reads or still in the feed for the next cycle.
     let feed_positions = feeds::read(config, link, &mut io, &mut reading, &mut report)?;

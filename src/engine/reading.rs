@@ -42,11 +42,15 @@ impl Reading {
             Reading::Full(why) => format!("full ({why})"),
             Reading::Changed { since, keys } => [Side::Left, Side::Right]
                 .iter()
-                .map(|&side| match (&since[side as usize], &keys[side as usize]) {
-                    (Some(s), _) => format!("{side} changes since {} >= {}", s.column, s.value),
-                    (None, Some(k)) => format!("{side} {} record(s) from its change feed", k.len()),
-                    (None, None) => format!("{side} not read (its edits wait for a full read)"),
-                })
+                .map(
+                    |&side| match (&since[side as usize], &keys[side as usize]) {
+                        (Some(s), _) => format!("{side} changes since {} >= {}", s.column, s.value),
+                        (None, Some(k)) => {
+                            format!("{side} {} record(s) from its change feed", k.len())
+                        }
+                        (None, None) => format!("{side} not read (its edits wait for a full read)"),
+                    },
+                )
                 .collect::<Vec<_>>()
                 .join(", "),
         }
@@ -77,8 +81,8 @@ pub(crate) fn choose(
     if reads.fields.as_deref() != Some(fields_fingerprint(link).as_str()) {
         return full("the link's fields changed since the last read");
     }
-    let has_cursor = changes.cursor.iter().any(Option::is_some)
-        || changes.feed.iter().any(Option::is_some);
+    let has_cursor =
+        changes.cursor.iter().any(Option::is_some) || changes.feed.iter().any(Option::is_some);
     // A cycle that change events started reads what changed; the scheduled cycles make
     // the reconciliations.
     let due = reads.since_full + 1 >= changes.full_every && !changes_only;

@@ -333,6 +333,16 @@ impl Drop for TempDatabase {
         if self.kind == "postgres"
             && let Ok(mut c) = postgres::Client::connect(&self.admin_url, postgres::NoTls)
         {
+            // A database with replication slots cannot be dropped; its slots' origins
+            // (named after them) are the server's, not the database's.
+            let _ = c.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+                &[&self.name],
+            );
+            let _ = c.execute(
+                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1",
+                &[&format!("{}%", self.name)],
+            );
             let _ = c.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

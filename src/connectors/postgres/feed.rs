@@ -97,10 +97,12 @@ impl PostgresConnector {
             let data: &[u8] = row.get(1);
             let mut m = Message { data, at: 1 };
             let Some(&tag) = data.first() else { continue };
-            let bad = |what: &str| ConnectorError::Unsupported(leak(format!(
-                "a change feed message it cannot read ({what}, tag {:?}, at {lsn})",
-                tag as char
-            )));
+            let bad = |what: &str| {
+                ConnectorError::Unsupported(leak(format!(
+                    "a change feed message it cannot read ({what}, tag {:?}, at {lsn})",
+                    tag as char
+                )))
+            };
             match tag {
                 b'B' => {
                     txn = Transaction::default();
@@ -220,7 +222,9 @@ impl PostgresConnector {
                     "CREATE PUBLICATION {} FOR TABLE {table}",
                     super::quote(&feed.publication)
                 ))
-                .map_err(|e| self.query_err(&format!("create publication `{}`", feed.publication), e))?;
+                .map_err(|e| {
+                    self.query_err(&format!("create publication `{}`", feed.publication), e)
+                })?;
         }
         let slot = self
             .client
@@ -358,7 +362,8 @@ impl Message<'_> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn i64(&mut self) -> Option<i64> {
         self.take(8)
