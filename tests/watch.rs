@@ -648,3 +648,133 @@ fn two_watchers_on_one_postgres_state_store_never_run_a_link_at_once() {
         theirs.len()
     );
 }
+
+// ---- the dashboard, in headless Chromium -------------------------------------------
+
+/// chromedriver on a free port, ended with the test.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Option<Chromedriver> {
+    let bin = support::servers::server_bin(
+        "SYNCLINE_TEST_CHROMEDRIVER",
+        "chromedriver (apt-get install chromium chromium-driver: /usr/bin/chromedriver)",
+    )?;
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("chromedriver", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some(Chromedriver { child, port })
+}
+
+fn screenshot(name: &str, png: &[u8]) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+#[test]
+fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() {
+    let Some(driver) = chromedriver() else { return };
+    let token = "dashboard-admin-token-123";
+    let f = sqlite_pair(&format!("[watch]\nadmin_token = \"{token}\"\n"));
+    assert_eq!(
+        support::syncline(f.path())
+            .arg("run")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    f.left
+        .execute("UPDATE people SET note = 'left says' WHERE id = 1", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE people SET note = 'right says' WHERE id = 1", [])
+        .unwrap();
+    let w = Watcher::start(f.path(), free_port());
+    w.wait_for("/api/conflicts?link=people", |b| b.contains("right says"));
+    let page = w.url("/");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use fantoccini::{ClientBuilder, Locator};
+        let chromium = std::env::var("SYNCLINE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"],
+            }),
+        );
+        // Two TLS back ends are linked into the tests; name the one to use (the driver is
+        // spoken to over plain HTTP anyway).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let browser = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("chromedriver starts a headless Chromium session");
+        browser.goto(&page).await.unwrap();
+        let row = browser.wait().for_element(Locator::Css("tr.conflict")).await.unwrap();
+        let text = row.text().await.unwrap();
+        assert!(text.contains("left says") && text.contains("right says"), "{text}");
+        screenshot("dashboard-conflict.png", &browser.screenshot().await.unwrap());
+        browser.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
+        browser.find(Locator::Id("user")).await.unwrap().send_keys("Grace").await.unwrap();
+        row.find(Locator::Css("input.typed")).await.unwrap().send_keys("agreed by hand").await.unwrap();
+        row.find(Locator::Css("button.use-value")).await.unwrap().click().await.unwrap();
+        let message = browser.find(Locator::Id("message")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let said = message.text().await.unwrap();
+            if said.starts_with("Done") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the dashboard said {said:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        screenshot("dashboard-resolved.png", &browser.screenshot().await.unwrap());
+        browser.close().await.unwrap();
+    });
+    w.until(
+        "the decision written to both sides",
+        Duration::from_secs(30),
+        || {
+            let note = |c: &rusqlite::Connection| {
+                c.query_row("SELECT note FROM people WHERE id = 1", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .unwrap()
+            };
+            note(&f.left) == "agreed by hand" && note(&f.right) == "agreed by hand"
+        },
+    );
+    let journal = w.get("/api/journal?link=people&key=1").unwrap();
+    assert!(
+        journal.contains("conflict resolved by Grace via the dashboard"),
+        "{journal}"
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
