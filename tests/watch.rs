@@ -726,11 +726,7 @@ fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() 
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"],
             }),
         );
-        // Two TLS back ends are linked into the tests; name the one to use (the driver is
-        // spoken to over plain HTTP anyway).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let browser = ClientBuilder::rustls()
-            .unwrap()
+        let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", driver.port))
             .await
