@@ -207,6 +207,43 @@ fn a_new_record_that_may_pair_by_identity_makes_the_cycle_read_in_full() {
 }
 
 #[test]
+fn a_new_record_paired_by_a_carried_key_is_checked_by_a_fetch_not_a_full_read() {
+    let carried = link(0, 100, "").replace("name = {}", "id = {}\nname = {}");
+    let f = Fixture::new(SCHEMA, SCHEMA, &carried);
+    f.left
+        .execute("INSERT INTO contacts (id, name) VALUES (1, 'a')", [])
+        .unwrap();
+    settle(&f);
+    // A new left record whose key nothing on the right holds: created, read by cursor.
+    f.left
+        .execute("INSERT INTO contacts (id, name) VALUES (2, 'b')", [])
+        .unwrap();
+    let r = f.run();
+    assert!(r.links[0].reading.contains("changes since"), "{}", r.links[0].reading);
+    assert_eq!(r.links[0].to_right.created, 1, "{:?}", r.links[0]);
+    // One whose key an unpaired, unchanged right record holds: that is its partner, and
+    // only a full read pairs them (a cursor read alone would create a duplicate).
+    f.right
+        .execute("INSERT INTO contacts (id, name) VALUES (3, 'c')", [])
+        .unwrap();
+    f.right
+        .execute("UPDATE contacts SET version = 0 WHERE id = 3", [])
+        .unwrap();
+    f.left
+        .execute("INSERT INTO contacts (id, name) VALUES (3, 'c')", [])
+        .unwrap();
+    let r = f.run();
+    assert!(r.links[0].reading.starts_with("full (1 new or unpaired"), "{}", r.links[0].reading);
+    assert_eq!(r.links[0].to_right.created, 0, "{:?}", r.links[0]);
+    let threes: i64 = f
+        .right
+        .query_row("SELECT COUNT(*) FROM contacts WHERE id = 3", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(threes, 1);
+    assert_eq!(writes(&f.run()), 0);
+}
+
+#[test]
 fn a_crash_before_the_cycle_ends_is_followed_by_a_full_read_that_neither_skips_nor_repeats() {
     let f = fixture(0, 100);
     settle(&f);

@@ -1,8 +1,9 @@
 //! A cycle that reads what changed (`[links.NAME.changes]`): each side's records at or
 //! past its cursor, less the look-back window, merged with their partners fetched by
 //! key. Unchanged records are not read; what did change is decided exactly as in a full
-//! read (three-way, against the base), so re-reading a record is harmless. Deletes are
-//! not seen here, only by the full reads that every `full_every`-th cycle makes.
+//! read (three-way, against the base), so re-reading a record is harmless. A cursor read
+//! does not see deletes (the reconciliations do); a change feed's keys and a digest's
+//! ranges do.
 
 use super::{Planner, side_index};
 use crate::Error;
@@ -21,7 +22,50 @@ pub(crate) enum ChangedRead {
     NeedsFullRead(String),
 }
 
+/// Unpaired records a cycle that reads what changed checks one by one (their carried
+/// key's partner, fetched); past this many it reads in full instead.
+pub(super) const UNLINKED_KEYS: usize = 10_000;
+
 impl Planner<'_> {
+    /// Counts records staged with no pair; in a cycle that reads what changed, notes
+    /// their keys too (see [`UNLINKED_KEYS`]).
+    pub(super) fn note_unlinked(&mut self, side: Side, unlinked: &[crate::state::Unlinked]) {
+        self.unlinked_staged += unlinked.len() as u64;
+        if let Some(keys) = &mut self.unlinked_keys {
+            if keys[0].len() + keys[1].len() + unlinked.len() > UNLINKED_KEYS {
+                self.unlinked_keys = None;
+            } else {
+                keys[side_index(side)].extend(unlinked.iter().map(|u| u.key.clone()));
+            }
+        }
+    }
+
+    /// Whether no record a partial read found unpaired can pair with one it did not
+    /// read. Only a carried key answers that by a fetch: the partner of a new record is
+    /// the other side's record under the same key. `match_on` and external ids would
+    /// need a search of the other side, which is a full read.
+    fn unpaired_stand_alone(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<bool, Error> {
+        let only_carried = self.layout.key_carried
+            && self.link.match_on.is_empty()
+            && self.link.left_ref.is_none()
+            && self.link.right_ref.is_none();
+        let Some(keys) = self.unlinked_keys.take().filter(|_| only_carried) else {
+            return Ok(false);
+        };
+        for (side, keys) in [(Side::Left, &keys[0]), (Side::Right, &keys[1])] {
+            for chunk in keys.chunks(self.link.batch_size.max(1)) {
+                if !self.fetch_from(side.other(), left, right, chunk)?.is_empty() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Plans from the records at or past `since` on each side. A side without a cursor
     /// (`None`) is not read: only the partners of the other side's changes are fetched
     /// from it, and its own edits wait for the next full read.
@@ -34,6 +78,7 @@ impl Planner<'_> {
     ) -> Result<ChangedRead, Error> {
         let [left_since, right_since] = since;
         let [left_keys, right_keys] = keys;
+        self.unlinked_keys = Some([Vec::new(), Vec::new()]);
         if let Some(keys) = left_keys {
             self.plan_keys(Side::Left, &keys, left, right)?;
         }
@@ -58,7 +103,7 @@ impl Planner<'_> {
                     })
                 })?;
         }
-        self.finish_changed()
+        self.finish_changed(left, right)
     }
 
     /// Plans from the records a change feed says changed on `side`: fetched as they are
@@ -108,12 +153,19 @@ impl Planner<'_> {
 
     /// Matches and creates what a partial read staged, unless a record it found with no
     /// pair could pair with one it did not read.
-    fn finish_changed(&mut self) -> Result<ChangedRead, Error> {
+    fn finish_changed(
+        &mut self,
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<ChangedRead, Error> {
         let pairs_by_identity = !self.link.match_on.is_empty()
             || self.link.left_ref.is_some()
             || self.link.right_ref.is_some()
             || self.layout.key_carried;
-        if self.unlinked_staged > 0 && pairs_by_identity {
+        if self.unlinked_staged > 0
+            && pairs_by_identity
+            && !self.unpaired_stand_alone(left, right)?
+        {
             return Ok(ChangedRead::NeedsFullRead(format!(
                 "{} new or unpaired record(s) may pair with one that did not change",
                 self.unlinked_staged
@@ -172,7 +224,7 @@ impl Planner<'_> {
                 None => self.plan_deleted(Side::Left, &rec, pair)?,
             }
         }
-        self.unlinked_staged += unlinked.len() as u64;
+        self.note_unlinked(Side::Right, &unlinked);
         Ok(self.state.stage_unlinked(Side::Right, &unlinked)?)
     }
 
@@ -188,6 +240,7 @@ impl Planner<'_> {
     ) -> Result<ChangedRead, Error> {
         // Each range re-read notes every range_size-th key, to split it if it grew.
         self.bounds_every = Some(range_size);
+        self.unlinked_keys = Some([Vec::new(), Vec::new()]);
         for (index, range) in &changed[0] {
             self.bounds_count[0] = 0;
             let mut spec = self.layout.left.clone();
@@ -215,7 +268,7 @@ impl Planner<'_> {
                 self.in_transaction(|p| p.vanished_in_range(side, range, left, right))?;
             }
         }
-        self.finish_changed()
+        self.finish_changed(left, right)
     }
 
     /// A re-read range that held more than twice `range_size` records is to be split at

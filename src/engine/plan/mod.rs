@@ -60,6 +60,9 @@ pub(crate) struct Planner<'a> {
     cursor_seen: [Option<Value>; 2],
     /// Records staged with no pair, this cycle.
     unlinked_staged: u64,
+    /// In a cycle that reads what changed, the keys of those records, per side (up to
+    /// [`changed::UNLINKED_KEYS`]; `None` past that, or in a full read).
+    pub(super) unlinked_keys: Option<[Vec<Key>; 2]>,
     /// `Some` for `verify`: pairs are compared side to side, and nothing is planned.
     pub(crate) verify: Option<Box<super::report::LinkDrift>>,
     /// `Some(n)` while a full read should note every n-th key of each side: the bounds
@@ -115,6 +118,7 @@ impl<'a> Planner<'a> {
             partners_fetched: 0,
             cursor_seen: [None, None],
             unlinked_staged: 0,
+            unlinked_keys: None,
             verify: None,
             bounds_every: None,
             bounds_count: [0, 0],
@@ -417,7 +421,7 @@ impl<'a> Planner<'a> {
                 },
             }
         }
-        self.unlinked_staged += unlinked.len() as u64;
+        self.note_unlinked(Side::Left, &unlinked);
         Ok(self.state.stage_unlinked(Side::Left, &unlinked)?)
     }
 
