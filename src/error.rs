@@ -21,12 +21,27 @@ pub enum Error {
     /// reported).
     #[error("the scan was stopped")]
     Stopped,
+    /// Stopped on request (`watch` on SIGTERM/SIGINT) between batches: every batch
+    /// written so far is committed, and the next run finishes the work.
+    #[error(
+        "stopped on request between batches; everything written so far is committed, and the next run finishes the work"
+    )]
+    StopRequested,
     /// A system refused a whole batch for one reason: the link stopped (exit 1).
     #[error("{0}")]
     Refused(String),
 }
 
 impl Error {
+    /// Whether this is, or wraps, a stop on request (see [`Error::StopRequested`]).
+    pub fn is_stop_request(&self) -> bool {
+        match self {
+            Error::StopRequested => true,
+            Error::Connector(ConnectorError::Consumer(inner)) => inner.is_stop_request(),
+            _ => false,
+        }
+    }
+
     /// Whether the problem is in the config (exit code 2) rather than a failure (1).
     pub fn is_config(&self) -> bool {
         match self {

@@ -219,7 +219,11 @@ fn a_new_record_paired_by_a_carried_key_is_checked_by_a_fetch_not_a_full_read() 
         .execute("INSERT INTO contacts (id, name) VALUES (2, 'b')", [])
         .unwrap();
     let r = f.run();
-    assert!(r.links[0].reading.contains("changes since"), "{}", r.links[0].reading);
+    assert!(
+        r.links[0].reading.contains("changes since"),
+        "{}",
+        r.links[0].reading
+    );
     assert_eq!(r.links[0].to_right.created, 1, "{:?}", r.links[0]);
     // One whose key an unpaired, unchanged right record holds: that is its partner, and
     // only a full read pairs them (a cursor read alone would create a duplicate).
@@ -233,11 +237,17 @@ fn a_new_record_paired_by_a_carried_key_is_checked_by_a_fetch_not_a_full_read() 
         .execute("INSERT INTO contacts (id, name) VALUES (3, 'c')", [])
         .unwrap();
     let r = f.run();
-    assert!(r.links[0].reading.starts_with("full (1 new or unpaired"), "{}", r.links[0].reading);
+    assert!(
+        r.links[0].reading.starts_with("full (1 new or unpaired"),
+        "{}",
+        r.links[0].reading
+    );
     assert_eq!(r.links[0].to_right.created, 0, "{:?}", r.links[0]);
     let threes: i64 = f
         .right
-        .query_row("SELECT COUNT(*) FROM contacts WHERE id = 3", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM contacts WHERE id = 3", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(threes, 1);
     assert_eq!(writes(&f.run()), 0);

@@ -774,3 +774,52 @@ fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() 
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it() {
+    let f = Fixture::new(PEOPLE, PEOPLE, "");
+    f.left
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)
+             INSERT INTO people SELECT i, 'person ' || i, NULL FROM n;",
+        )
+        .unwrap();
+    f.write_config(
+        "[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\nbatch_size = 100\n\n[links.people.fields]\nid = {}\nname = {}\nnote = {}\n",
+    );
+    let w = Watcher::start(f.path(), free_port());
+    let count = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM people", [], |r| r.get(0))
+            .unwrap()
+    };
+    w.until("the load under way", Duration::from_secs(30), || {
+        count(&f.right) > 0
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped; every cycle committed"), "{log}");
+    let loaded = count(&f.right);
+    assert!(
+        loaded < 50_000,
+        "the load ran to its end ({loaded}) instead of stopping"
+    );
+    // Everything written was committed: the next run creates the rest, nothing twice.
+    let out = support::syncline(f.path())
+        .args(["run", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(count(&f.right), 50_000, "{report}");
+    let created = report["links"][0]["to_right"]["created"].as_i64().unwrap();
+    assert!(
+        created <= 50_000 - loaded,
+        "{created} created after {loaded} were loaded"
+    );
+    let again = support::syncline(f.path())
+        .args(["run", "--json"])
+        .output()
+        .unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["links"][0]["to_right"]["created"], 0, "{again}");
+    assert_eq!(again["links"][0]["to_right"]["updated"], 0, "{again}");
+}

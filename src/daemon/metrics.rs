@@ -101,7 +101,7 @@ fn error_kind(e: &crate::Error) -> &'static str {
         crate::Error::Connector(_) => "system",
         crate::Error::State(_) => "state_store",
         crate::Error::Refused(_) => "refused",
-        crate::Error::NotFound(_) | crate::Error::Stopped => "other",
+        crate::Error::NotFound(_) | crate::Error::Stopped | crate::Error::StopRequested => "other",
     }
 }
 

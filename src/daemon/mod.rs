@@ -177,8 +177,8 @@ impl Generation {
     }
 }
 
-/// Runs until SIGTERM or SIGINT; each worker finishes the cycle in hand (its batches
-/// committed), and the process exits 0. A second signal exits at once: a cycle cut
+/// Runs until SIGTERM or SIGINT; each worker stops at the next batch boundary of the
+/// cycle in hand (what it wrote committed), and the process exits 0. A second signal exits at once: a cycle cut
 /// short is finished by the next run, as after a crash.
 ///
 /// # Errors
@@ -237,6 +237,7 @@ pub fn watch(opts: WatchOptions) -> Result<(), Error> {
             _ => {
                 tracing::info!("stopping: finishing the cycles in hand");
                 shared.stopping.store(true, Ordering::SeqCst);
+                crate::engine::request_stop();
                 // A second signal ends the process at once (crash-safe by design).
                 let flag = Arc::new(AtomicBool::new(false));
                 for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

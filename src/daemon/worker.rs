@@ -165,6 +165,7 @@ fn cycle(
             });
             (outcome, None)
         }
+        Err(e) if e.is_stop_request() => ("stopped", None),
         Err(e) => ("failed", Some(e.to_string())),
     };
     metrics::cycle(
@@ -205,5 +206,8 @@ fn cycle(
         };
         s.last_error = error;
     });
-    result.map(|_| ())
+    match result {
+        Err(e) if e.is_stop_request() => Ok(()),
+        other => other.map(|_| ()),
+    }
 }

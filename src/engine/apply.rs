@@ -23,6 +23,7 @@ pub(crate) fn apply_plan(
 ) -> Result<(), Error> {
     let mut after = 0;
     loop {
+        super::stop_requested()?;
         let page = state.plan_page(after, link.batch_size)?;
         let Some(last) = page.last() else { break };
         after = last.0;

@@ -49,6 +49,9 @@ pub(super) fn stream(
             &left_spec,
             planner.link.batch_size,
             &mut |records, bad| {
+                // A stop between batches: the scan ends, and what was written is
+                // committed below as after any other end of the scan.
+                super::stop_requested()?;
                 planner.observe(Side::Left, &records);
                 if records.is_empty() {
                     // Only records kept out: nothing to journal or send.

@@ -16,6 +16,22 @@ mod apply;
 mod explain;
 mod feeds;
 pub use feeds::{FeedPoll, FeedPoller};
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every cycle in this process to stop at its next batch boundary, with what it
+/// wrote committed ([`Error::StopRequested`]); `watch` does on SIGTERM and SIGINT.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub(crate) fn stop_requested() -> Result<(), Error> {
+    if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        Err(Error::StopRequested)
+    } else {
+        Ok(())
+    }
+}
 mod first_load;
 mod io;
 mod layout;
@@ -163,6 +179,7 @@ pub fn run_cycle(
     if let Some(run) = run_id {
         let status = match &result {
             Ok(()) => report.status_word(),
+            Err(e) if e.is_stop_request() => "stopped",
             Err(_) => "failed",
         };
         state.finish_run(run, status, &report.summary_json())?;

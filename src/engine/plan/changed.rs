@@ -58,7 +58,10 @@ impl Planner<'_> {
         };
         for (side, keys) in [(Side::Left, &keys[0]), (Side::Right, &keys[1])] {
             for chunk in keys.chunks(self.link.batch_size.max(1)) {
-                if !self.fetch_from(side.other(), left, right, chunk)?.is_empty() {
+                if !self
+                    .fetch_from(side.other(), left, right, chunk)?
+                    .is_empty()
+                {
                     return Ok(false);
                 }
             }
