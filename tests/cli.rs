@@ -956,3 +956,34 @@ fn verify_compares_both_sides_and_names_what_differs_writing_nothing() {
         .unwrap();
     assert_eq!(names, 1);
 }
+
+/// A `run` on a terminal shows its progress; piped, or with `--json`, it does not.
+#[test]
+fn a_run_on_a_terminal_shows_progress_and_a_piped_one_does_not() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) runs a command on a terminal for this test");
+        return;
+    }
+    let f = support::Fixture::new(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO people VALUES (1, 'Ada'), (2, 'Grace');",
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);",
+        "[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\n\n[links.people.fields]\nid = {}\nname = {}\n",
+    );
+    let bin = assert_cmd::cargo::cargo_bin("syncline");
+    let on_terminal = std::process::Command::new("script")
+        .current_dir(f.path())
+        .args(["-qec", &format!("{} run", bin.display()), "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains("people: read"), "{shown}");
+    let piped = support::syncline(f.path()).arg("run").output().unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout).to_string()
+        + &String::from_utf8_lossy(&piped.stderr);
+    assert!(!text.contains("records/s"), "{text}");
+}

@@ -2,6 +2,7 @@
 
 mod demo;
 mod output;
+mod progress;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -353,6 +354,7 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
             relink,
             limit,
         } => {
+            progress::show_if_terminal(args.json);
             let mut state = open_state(&config, false)?;
             let report = engine::run_cycle(
                 &config,

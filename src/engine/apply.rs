@@ -437,6 +437,7 @@ impl PlannedBatch {
             stored,
         } = self;
         let mut puts = PendingPairs::default();
+        super::progress::report(super::progress::Progress::Written(plans.len() as u64));
         let pairs = plans.into_iter().zip(outcomes).zip(created).zip(stored);
         for ((((plan, outcome), created), stored), planned) in pairs.zip(&keys) {
             let at = Journaled {

@@ -38,6 +38,7 @@ mod layout;
 mod one_behind;
 mod pair_plan;
 mod plan;
+pub mod progress;
 mod read_ahead;
 mod reading;
 mod report;
@@ -207,7 +208,9 @@ fn run_link(
         return Ok(report);
     }
     tracing::info!("link taken");
+    progress::report(progress::Progress::Link(&link.name));
     let outcome = run_held_link(config, link, state, run_id, opts);
+    progress::report(progress::Progress::Done);
     let released = state.release_link(&link.name);
     tracing::info!("link let go");
     // The run's own failure matters more than a failed release, which the connection's

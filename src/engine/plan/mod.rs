@@ -231,6 +231,10 @@ impl<'a> Planner<'a> {
 
     /// Keeps the furthest cursor value `side`'s read has seen (see `[changes]`).
     pub(super) fn observe(&mut self, side: Side, records: &[Record]) {
+        crate::engine::progress::report(crate::engine::progress::Progress::Read(
+            side,
+            records.len() as u64,
+        ));
         if let Some(every) = self.bounds_every {
             // Every `every`-th key read starts a key range (see `[changes]` digests).
             let i = side_index(side);
