@@ -823,3 +823,50 @@ fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it(
     assert_eq!(again["links"][0]["to_right"]["created"], 0, "{again}");
     assert_eq!(again["links"][0]["to_right"]["updated"], 0, "{again}");
 }
+
+#[test]
+fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
+    let Some(url) = server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_lag_bytes = 100000\n\n");
+    let run = || -> serde_json::Value {
+        let out = support::syncline(f.path())
+            .args(["run", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    run();
+    let quiet = run();
+    assert!(
+        quiet["links"][0]["reading"]
+            .as_str()
+            .unwrap()
+            .contains("from its change feed"),
+        "{quiet}"
+    );
+    let mut c = db.pg_client();
+    // More WAL than the limit: 5,000 rows in one statement.
+    c.batch_execute(
+        "INSERT INTO crm.people SELECT i, 'x' || i, NULL FROM generate_series(10, 5009) i",
+    )
+    .unwrap();
+    let behind = run();
+    let link = &behind["links"][0];
+    assert!(
+        link["reading"].as_str().unwrap().starts_with("full"),
+        "{behind}"
+    );
+    assert!(
+        link["warnings"]
+            .to_string()
+            .contains("more than max_feed_lag_bytes = 100000"),
+        "{behind}"
+    );
+    assert_eq!(link["to_right"]["created"], 5000, "{behind}");
+    assert_eq!(pg_rows(&db, "billing.people").len(), 5002);
+}

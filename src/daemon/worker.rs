@@ -29,6 +29,7 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
     let mut poller: Option<FeedPoller> = None;
     let mut next_scheduled = Instant::now();
     let mut failures: u32 = 0;
+    let mut warned = std::collections::HashSet::new();
     let stopped = || {
         stop.load(std::sync::atomic::Ordering::SeqCst)
             || shared.stopping.load(std::sync::atomic::Ordering::SeqCst)
@@ -55,7 +56,7 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
             break;
         }
         if scheduled || changed {
-            match cycle(shared, &config, link, &mut state, !scheduled) {
+            match cycle(shared, &config, link, &mut state, !scheduled, &mut warned) {
                 Ok(()) => {
                     failures = 0;
                     if scheduled {
@@ -126,6 +127,7 @@ fn cycle(
     link: &LinkSpec,
     state: &mut Option<StateStore>,
     changes_only: bool,
+    warned: &mut std::collections::HashSet<String>,
 ) -> Result<(), crate::Error> {
     let started = Instant::now();
     shared.update(&link.name, |s| {
@@ -150,6 +152,14 @@ fn cycle(
         )
     })();
     let seconds = started.elapsed().as_secs_f64();
+    if let Ok(report) = &result {
+        // Each warning once per worker, not once per cycle.
+        for warning in report.links.iter().flat_map(|l| &l.warnings) {
+            if warned.insert(warning.clone()) {
+                tracing::warn!("{warning}");
+            }
+        }
+    }
     let (outcome, error) = match &result {
         Ok(report) => {
             let outcome = report.links.first().map_or("ok", |l| {

@@ -52,6 +52,14 @@ pub(crate) fn read(
             lag_seconds: read.lag_seconds,
             more: read.more,
         });
+        if read.retained_bytes > config.watch.max_feed_lag_bytes / 2 {
+            report.warnings.push(format!(
+                "the change feed's slot `{}` holds back {} MB of WAL on the server (it is made again past max_feed_lag_bytes = {} MB): keep this link running, or drop the slot if the link is retired",
+                feed.slot,
+                read.retained_bytes >> 20,
+                config.watch.max_feed_lag_bytes >> 20
+            ));
+        }
         if let Some(why) = read.restarted {
             report.warnings.push(why.clone());
             if !matches!(reading, Reading::Full(_)) {
