@@ -330,11 +330,10 @@ fn a_failing_link_backs_off_and_does_not_stop_the_others() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-#[test]
-fn a_conflict_is_resolved_through_the_api_and_journaled_with_who() {
-    let token = "an-admin-token-long-enough";
+/// The SQLite pair synced once, both sides then editing the manual `note` of record 1,
+/// and a watcher (with `token` as its admin token) that has seen the conflict.
+fn watching_a_conflict(token: &str) -> (Fixture, Watcher) {
     let f = sqlite_pair(&format!("[watch]\nadmin_token = \"{token}\"\n"));
-    // Synced once, then both sides edit the manual field.
     assert_eq!(
         support::syncline(f.path())
             .arg("run")
@@ -352,6 +351,13 @@ fn a_conflict_is_resolved_through_the_api_and_journaled_with_who() {
         .unwrap();
     let w = Watcher::start(f.path(), free_port());
     w.wait_for("/api/conflicts?link=people", |b| b.contains("right says"));
+    (f, w)
+}
+
+#[test]
+fn a_conflict_is_resolved_through_the_api_and_journaled_with_who() {
+    let token = "an-admin-token-long-enough";
+    let (f, w) = watching_a_conflict(token);
     let (status, body) = w.post(
         "/api/conflicts/resolve",
         Some("wrong-token-wrong-token"),
@@ -692,24 +698,7 @@ fn screenshot(name: &str, png: &[u8]) {
 fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() {
     let Some(driver) = chromedriver() else { return };
     let token = "dashboard-admin-token-123";
-    let f = sqlite_pair(&format!("[watch]\nadmin_token = \"{token}\"\n"));
-    assert_eq!(
-        support::syncline(f.path())
-            .arg("run")
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(0)
-    );
-    f.left
-        .execute("UPDATE people SET note = 'left says' WHERE id = 1", [])
-        .unwrap();
-    f.right
-        .execute("UPDATE people SET note = 'right says' WHERE id = 1", [])
-        .unwrap();
-    let w = Watcher::start(f.path(), free_port());
-    w.wait_for("/api/conflicts?link=people", |b| b.contains("right says"));
+    let (f, w) = watching_a_conflict(token);
     let page = w.url("/");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
