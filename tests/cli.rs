@@ -987,3 +987,32 @@ fn a_run_on_a_terminal_shows_progress_and_a_piped_one_does_not() {
         + &String::from_utf8_lossy(&piped.stderr);
     assert!(!text.contains("records/s"), "{text}");
 }
+
+/// `--log-format json`: one JSON object per line, with the run's and the link's spans,
+/// counts and no record values.
+#[test]
+fn logs_are_json_lines_with_the_run_and_link_spans() {
+    let f = support::Fixture::new(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO people VALUES (1, 'Ada Lovelace');",
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);",
+        "[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\n\n[links.people.fields]\nid = {}\nname = {}\n",
+    );
+    let out = support::syncline(f.path())
+        .args(["--log-format", "json", "run"])
+        .env("SYNCLINE_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "link done")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(done["span"]["link"], "people", "{done}");
+    assert_eq!(done["written_right"], 1, "{done}");
+    assert!(!stderr.contains("Lovelace"), "{stderr}");
+}

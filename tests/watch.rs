@@ -271,7 +271,28 @@ fn watch_syncs_on_its_schedule_serves_metrics_and_stops_on_sigterm_with_state_co
         Duration::from_secs(30),
         || right_name(&f, 2).as_deref() == Some("Grace Hopper"),
     );
-    std::fs::write(f.config_path(), good).unwrap();
+    // SIGHUP with a good config: the links restart under it (here: a new schedule).
+    std::fs::write(
+        f.config_path(),
+        good.replace("every = \"300ms\"", "every = \"200ms\""),
+    )
+    .unwrap();
+    w.signal(libc::SIGHUP);
+    w.until("the reload", Duration::from_secs(10), || {
+        w.log_text().contains("config reloaded")
+    });
+    w.wait_for("/api/links", |b| b.contains("\"every_seconds\":0.2"));
+    f.left
+        .execute(
+            "UPDATE people SET name = 'Grace B. Hopper' WHERE id = 2",
+            [],
+        )
+        .unwrap();
+    w.until(
+        "a sync under the reloaded config",
+        Duration::from_secs(30),
+        || right_name(&f, 2).as_deref() == Some("Grace B. Hopper"),
+    );
 
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");

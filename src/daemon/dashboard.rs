@@ -111,6 +111,21 @@ th {{ background: #f3f3f3; }} .bad {{ color: #a00; }} .ok {{ color: #070; }}
     }
     html.push_str("</table>");
 
+    html.push_str("<h2>Last runs</h2><table id=\"runs\"><tr><th>run</th><th>started</th><th>finished</th><th>command</th><th>status</th></tr>");
+    for run in state.last_runs(10)? {
+        let field = |name: &str| run[name].as_str().unwrap_or("").to_string();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            run["run"],
+            esc(&field("started_at")),
+            esc(&field("finished_at")),
+            esc(&field("command")),
+            esc(&field("status")),
+        );
+    }
+    html.push_str("</table>");
+
     let open: Vec<_> = state
         .conflicts(None)?
         .into_iter()
