@@ -32,6 +32,41 @@ pub enum Error {
     Refused(String),
 }
 
+/// Where a system's message quotes its detail, which may hold a row's values (a unique
+/// key, a failing row): kept for the person running a command, left out of logs.
+pub(crate) const DETAIL: &str = "detail: ";
+
+/// `text` without the details a system added to its messages (see [`DETAIL`]): what
+/// `watch` logs, since record values never go to logs.
+pub fn without_details(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let marker = format!("({DETAIL}");
+    while let Some(at) = rest.find(&marker) {
+        out.push_str(&rest[..at]);
+        out.push_str("(detail left out of the log)");
+        // The detail ends at its matching parenthesis.
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest[at..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = at + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Error {
     /// Whether this is, or wraps, a stop on request (see [`Error::StopRequested`]).
     pub fn is_stop_request(&self) -> bool {
@@ -49,5 +84,17 @@ impl Error {
             Error::Connector(ConnectorError::Consumer(inner)) => inner.is_config(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn details_are_left_out_of_what_is_logged() {
+        let text = "insert into people: duplicate key value violates unique constraint \"people_email_key\" (detail: Key (email)=(ada@example.com) already exists.); the link stopped";
+        let logged = super::without_details(text);
+        assert!(!logged.contains("ada@example.com"), "{logged}");
+        assert!(logged.contains("people_email_key"), "{logged}");
+        assert!(logged.ends_with("; the link stopped"), "{logged}");
     }
 }

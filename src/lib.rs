@@ -21,4 +21,4 @@ pub mod merge;
 pub mod model;
 pub mod state;
 
-pub use error::Error;
+pub use error::{Error, without_details};

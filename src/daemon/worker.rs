@@ -47,7 +47,10 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                 Ok(false) => {}
                 Err(e) => {
                     poller = None;
-                    tracing::warn!("change feed: {e}");
+                    tracing::warn!(
+                        "change feed: {}",
+                        crate::without_details(&e.to_string())
+                    );
                     metrics::error(name, "feed");
                 }
             }
@@ -75,7 +78,8 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                     tracing::error!(
                         failures,
                         retry_in_seconds = backoff.as_secs_f64(),
-                        "cycle failed: {e}"
+                        "cycle failed: {}",
+                        crate::without_details(&e.to_string())
                     );
                     next_scheduled = Instant::now() + backoff;
                 }
@@ -156,7 +160,7 @@ fn cycle(
         // Each warning once per worker, not once per cycle.
         for warning in report.links.iter().flat_map(|l| &l.warnings) {
             if warned.insert(warning.clone()) {
-                tracing::warn!("{warning}");
+                tracing::warn!("{}", crate::without_details(warning));
             }
         }
     }

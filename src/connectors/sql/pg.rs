@@ -34,7 +34,8 @@ pub(crate) fn is_lost(e: &postgres::Error) -> bool {
 pub(crate) fn db_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
-            Some(d) => format!("{} ({d})", db.message()),
+            // Marked, so logs can leave it out: a detail may quote a row's values.
+            Some(d) => format!("{} ({}{d})", db.message(), crate::error::DETAIL),
             None => db.message().to_string(),
         },
         None => e.to_string(),
