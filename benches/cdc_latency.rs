@@ -59,15 +59,15 @@ struct Latencies {
 }
 
 /// Updates `rows` rows of `left.people` in turn at `rate` per second for `seconds`,
-/// setting `v` to a growing sequence, and watches `max(v)` of the right table: a
+/// setting `v` to a growing sequence from `base` (past every value an earlier stream
+/// left), and watches `max(v)` of the right table: a
 /// change's latency is from its commit to the first look that sees it (looks every 2 ms).
 fn stream(
     left_url: &str,
     right_url: &str,
     right_table: &str,
-    rate: u64,
-    seconds: u64,
-    rows: u64,
+    (rate, seconds, rows): (u64, u64, u64),
+    base: i64,
 ) -> Latencies {
     let total = (rate * seconds) as usize;
     let committed: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
@@ -85,8 +85,9 @@ fn stream(
                 if let Some(wait) = due.checked_sub(start.elapsed()) {
                     std::thread::sleep(wait);
                 }
-                let id = (seq as u64 % rows) as i64 + 1;
-                c.execute(&update, &[&(seq as i64 + 1), &id]).unwrap();
+                let id = (seq as u64 % rows) as i32 + 1;
+                c.execute(&update, &[&(base + seq as i64 + 1), &id])
+                    .unwrap();
                 committed[seq].store(start.elapsed().as_micros() as i64, Ordering::SeqCst);
             }
         })
@@ -99,7 +100,7 @@ fn stream(
         .unwrap();
     let deadline = start + Duration::from_secs(seconds + 60);
     while seen < total && Instant::now() < deadline {
-        let v: i64 = c.query_one(&max, &[]).unwrap().get(0);
+        let v: i64 = c.query_one(&max, &[]).unwrap().get::<_, i64>(0) - base;
         let now = start.elapsed().as_micros() as i64;
         while seen < total && (seen as i64) < v {
             seen_at[seen] = now;
@@ -124,6 +125,40 @@ fn stream(
     }
 }
 
+/// Drops what the benchmark made (its two databases, their slots, the subscription and
+/// syncline's replication origins), also when it fails half-way.
+struct Cleanup {
+    url: String,
+    db: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let sub_db = format!("{}_sub", self.db);
+        let native = format!("{}_native", self.db);
+        if let Ok(mut c) = postgres::Client::connect(&with_db(&self.url, &sub_db), postgres::NoTls)
+        {
+            let _ = c.batch_execute(&format!(
+                "ALTER SUBSCRIPTION {native} DISABLE; ALTER SUBSCRIPTION {native} SET (slot_name = NONE); DROP SUBSCRIPTION {native}"
+            ));
+        }
+        let Ok(mut admin) = postgres::Client::connect(&self.url, postgres::NoTls) else {
+            return;
+        };
+        let _ = admin.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+            &[&self.db],
+        );
+        for d in [&self.db, &sub_db] {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {d} WITH (FORCE)"));
+        }
+        let _ = admin.execute(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1",
+            &[&format!("{}%", self.db)],
+        );
+    }
+}
+
 fn main() {
     let Ok(url) = std::env::var("SYNCLINE_TEST_PG_URL") else {
         eprintln!(
@@ -131,11 +166,17 @@ fn main() {
         );
         return;
     };
-    let rate = env_num("SYNCLINE_BENCH_RATE", 1000);
-    let seconds = env_num("SYNCLINE_BENCH_SECONDS", 60);
-    let rows = env_num("SYNCLINE_BENCH_ROWS", 10_000);
+    // Under `cargo test` (no `--bench`), a few seconds of it, as a check that it runs.
+    let is_bench = std::env::args().any(|a| a == "--bench");
+    let rate = env_num("SYNCLINE_BENCH_RATE", if is_bench { 1000 } else { 100 });
+    let seconds = env_num("SYNCLINE_BENCH_SECONDS", if is_bench { 60 } else { 3 });
+    let rows = env_num("SYNCLINE_BENCH_ROWS", if is_bench { 10_000 } else { 500 });
     let db = format!("syncline_cdc_bench_{}", std::process::id());
     let sub_db = format!("{db}_sub");
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: db.clone(),
+    };
     let mut admin = pg(&url);
     for d in [&db, &sub_db] {
         admin
@@ -164,9 +205,13 @@ fn main() {
     let slot = format!("{db}_native");
     {
         let mut c = pg(&db_url);
-        c.batch_execute(&format!(
-            "CREATE PUBLICATION {slot} FOR TABLE crm.people; SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
-        ))
+        // Two statements: a slot cannot be made in a transaction that wrote.
+        c.batch_execute(&format!("CREATE PUBLICATION {slot} FOR TABLE crm.people"))
+            .unwrap();
+        c.execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .unwrap();
         let conninfo = format!("host=127.0.0.1 port=5432 user=root dbname={db}");
         pg(&sub_url)
@@ -189,7 +234,7 @@ fn main() {
         }
     }
     println!("cdc_latency: {rate} updates/s for {seconds} s over {rows} rows");
-    let native = stream(&db_url, &sub_url, "crm.people", rate, seconds, rows);
+    let native = stream(&db_url, &sub_url, "crm.people", (rate, seconds, rows), 0);
     println!(
         "  PostgreSQL logical replication (baseline): p50 {:.1} ms, p99 {:.1} ms ({} changes)",
         native.p50_ms, native.p99_ms, native.changes
@@ -229,11 +274,18 @@ fn main() {
         assert!(Instant::now() < deadline, "the first load never finished");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let idle = Duration::from_secs(if is_bench { 10 } else { 1 });
     std::thread::sleep(Duration::from_secs(2));
     let (cpu0, _) = usage(watcher.id());
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(idle);
     let (cpu1, idle_rss) = usage(watcher.id());
-    let ours = stream(&db_url, &db_url, "billing.people", rate, seconds, rows);
+    let ours = stream(
+        &db_url,
+        &db_url,
+        "billing.people",
+        (rate, seconds, rows),
+        (rate * seconds) as i64,
+    );
     let (cpu2, load_rss) = usage(watcher.id());
     let _ = Command::new("kill").arg(watcher.id().to_string()).status();
     let _ = watcher.wait();
@@ -246,20 +298,7 @@ fn main() {
     );
     println!(
         "  watcher: idle {:.1}% of a core, {idle_rss:.0} MB; under load {:.1}% of a core, {load_rss:.0} MB",
-        (cpu1 - cpu0) / 10.0 * 100.0,
+        (cpu1 - cpu0) / idle.as_secs_f64() * 100.0,
         (cpu2 - cpu1) / seconds as f64 * 100.0
-    );
-    let mut c = pg(&db_url);
-    let _ = c.execute(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
-        &[&db],
-    );
-    drop(c);
-    for d in [&db, &sub_db] {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {d} WITH (FORCE)"));
-    }
-    let _ = admin.execute(
-        "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1",
-        &[&format!("{db}%")],
     );
 }

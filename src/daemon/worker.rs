@@ -47,10 +47,7 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                 Ok(false) => {}
                 Err(e) => {
                     poller = None;
-                    tracing::warn!(
-                        "change feed: {}",
-                        crate::without_details(&e.to_string())
-                    );
+                    tracing::warn!("change feed: {}", crate::without_details(&e.to_string()));
                     metrics::error(name, "feed");
                 }
             }
