@@ -865,6 +865,12 @@ fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
         "INSERT INTO crm.people SELECT i, 'x' || i, NULL FROM generate_series(10, 5009) i",
     )
     .unwrap();
+    // While nobody runs the link, `status` says what its slot holds back, and warns.
+    let status = support::syncline(f.path()).arg("status").output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("left by its change feed"), "{status}");
+    assert!(status.contains("left change feed: slot"), "{status}");
+    assert!(status.contains("warning: slot"), "{status}");
     let behind = run();
     let link = &behind["links"][0];
     assert!(

@@ -235,6 +235,11 @@ impl Output {
                         "quarantined": quarantine.iter().filter(|q| q.link == l.name).count(),
                         "running": state.link_holder(&l.name).unwrap_or(None),
                         "reads": reads_of(l, state),
+                        "feeds": syncline::engine::feed_slots(config, l).into_iter().map(|(side, slot, retained)| serde_json::json!({
+                            "side": side, "slot": slot,
+                            "retained_bytes": retained.as_ref().ok().copied().flatten(),
+                            "error": retained.err(),
+                        })).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -258,6 +263,25 @@ impl Output {
             }
             if let Some(reads) = reads_of(l, state) {
                 println!("  reads: {}", reads["summary"].as_str().unwrap_or(""));
+            }
+            for (side, slot, retained) in syncline::engine::feed_slots(config, l) {
+                match retained {
+                    Ok(Some(bytes)) => {
+                        println!(
+                            "  {side} change feed: slot `{slot}` holds back {} kB of WAL",
+                            bytes / 1024
+                        );
+                        if bytes > config.watch.max_feed_lag_bytes / 2 {
+                            println!(
+                                "  warning: slot `{slot}` holds back WAL the server cannot free until the link runs; run or watch the link, or drop the slot if the link is retired"
+                            );
+                        }
+                    }
+                    Ok(None) => println!(
+                        "  {side} change feed: slot `{slot}` not made yet (the next run makes it and reads in full)"
+                    ),
+                    Err(e) => println!("  {side} change feed: slot `{slot}` cannot be read: {e}"),
+                }
             }
         }
         if runs.is_empty() {
@@ -453,12 +477,13 @@ fn reads_of(
     let sides: Vec<String> = ["left", "right"]
         .iter()
         .enumerate()
-        .map(|(i, side)| match &changes.cursor[i] {
-            Some(c) => match reads.position(i) {
+        .map(|(i, side)| match (&changes.cursor[i], &changes.feed[i]) {
+            (Some(c), _) => match reads.position(i) {
                 Some(p) => format!("{side} by `{}` at {p}", c.column),
                 None => format!("{side} by `{}`, no position yet", c.column),
             },
-            None => format!("{side} read only in reconciliations"),
+            (None, Some(f)) => format!("{side} by its change feed (slot `{}`)", f.slot),
+            (None, None) => format!("{side} read only in reconciliations"),
         })
         .collect();
     let due = changes.full_every.saturating_sub(reads.since_full + 1);

@@ -472,6 +472,19 @@ pub trait Connector: Send {
         Err(ConnectorError::Unsupported("a change feed"))
     }
 
+    /// Bytes of log the feed's slot holds back on the server; `None` when the slot does
+    /// not exist. Reads only (for `status`).
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] where a kind has no feed; any read failure.
+    fn feed_retained(
+        &mut self,
+        feed: &crate::config::FeedSpec,
+    ) -> Result<Option<u64>, ConnectorError> {
+        let _ = feed;
+        Err(ConnectorError::Unsupported("a change feed"))
+    }
+
     /// Marks this connection's writes as syncline's own under `origin`, so the change
     /// feed named by it skips them. Returns whether it could (a kind or a role that
     /// cannot leaves them to the three-way comparison, which writes nothing back).
@@ -697,6 +710,14 @@ macro_rules! forward_to_inner {
             upto: &str,
         ) -> Result<(), $crate::connectors::ConnectorError> {
             self.inner.confirm_feed(feed, upto)
+        }
+    };
+    (@ feed_retained) => {
+        fn feed_retained(
+            &mut self,
+            feed: &$crate::config::FeedSpec,
+        ) -> Result<Option<u64>, $crate::connectors::ConnectorError> {
+            self.inner.feed_retained(feed)
         }
     };
     (@ mark_own_writes) => {

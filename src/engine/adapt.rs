@@ -85,6 +85,7 @@ impl Connector for Adapted {
         digests,
         feed_changes,
         confirm_feed,
+        feed_retained,
         mark_own_writes
     );
 

@@ -173,3 +173,29 @@ impl FeedPoller {
         Ok(poll)
     }
 }
+
+/// Each feed of a link and what its slot holds back (`Ok(None)`: no slot), read without
+/// moving or making anything: for `status`, which must show a slot filling the disk
+/// while nobody watches the link.
+pub fn slots(config: &Config, link: &LinkSpec) -> Vec<(Side, String, Result<Option<u64>, String>)> {
+    let Some(changes) = &link.changes else {
+        return Vec::new();
+    };
+    [Side::Left, Side::Right]
+        .into_iter()
+        .filter_map(|side| {
+            let feed = changes.feed[side as usize].as_ref()?;
+            let endpoint = link.endpoint(side);
+            let retained = config
+                .systems
+                .get(&endpoint.system)
+                .ok_or_else(|| format!("no system `{}`", endpoint.system))
+                .and_then(|spec| {
+                    crate::connectors::open(&endpoint.system, spec)
+                        .and_then(|mut c| c.feed_retained(feed))
+                        .map_err(|e| crate::without_details(&e.to_string()))
+                });
+            Some((side, feed.slot.clone(), retained))
+        })
+        .collect()
+}

@@ -15,7 +15,7 @@ pub mod adapt;
 mod apply;
 mod explain;
 mod feeds;
-pub use feeds::{FeedPoll, FeedPoller};
+pub use feeds::{FeedPoll, FeedPoller, slots as feed_slots};
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

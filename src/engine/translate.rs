@@ -302,6 +302,7 @@ impl Connector for Translated {
         digests,
         feed_changes,
         confirm_feed,
+        feed_retained,
         mark_own_writes
     );
 

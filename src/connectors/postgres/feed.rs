@@ -51,15 +51,7 @@ impl PostgresConnector {
         if let Some(why) = self.ensure_slot(spec, feed, max_retained_bytes)? {
             read.restarted = Some(why);
         }
-        let retained: Option<i64> = self
-            .client
-            .query_opt(
-                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
-                &[&feed.slot],
-            )
-            .map_err(|e| self.query_err("read the change feed's slot", e))?
-            .and_then(|r| r.get(0));
-        read.retained_bytes = retained.unwrap_or(0).max(0) as u64;
+        read.retained_bytes = self.retained(feed)?.unwrap_or(0);
         let rows = self
             .client
             .query(
@@ -295,6 +287,17 @@ impl PostgresConnector {
             return Ok(Some(why));
         }
         Ok(None)
+    }
+
+    pub(super) fn retained(&mut self, feed: &FeedSpec) -> Result<Option<u64>, ConnectorError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&feed.slot],
+            )
+            .map_err(|e| self.query_err("read the change feed's slot", e))?;
+        Ok(row.map(|r| r.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64))
     }
 
     pub(super) fn confirm(&mut self, feed: &FeedSpec, upto: &str) -> Result<(), ConnectorError> {

@@ -506,6 +506,13 @@ impl Connector for PostgresConnector {
         self.confirm(feed, upto)
     }
 
+    fn feed_retained(
+        &mut self,
+        feed: &crate::config::FeedSpec,
+    ) -> Result<Option<u64>, ConnectorError> {
+        self.retained(feed)
+    }
+
     fn mark_own_writes(&mut self, origin: &str) -> Result<bool, ConnectorError> {
         self.mark_origin(origin)
     }
