@@ -46,9 +46,17 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                 }
                 Ok(false) => {}
                 Err(e) => {
+                    // Backs off as a failed cycle does; the scheduled cycle tries again.
                     poller = None;
-                    tracing::warn!("change feed: {}", crate::without_details(&e.to_string()));
+                    failures += 1;
+                    let backoff = retry_after(failures, every);
+                    tracing::warn!(
+                        retry_in_seconds = backoff.as_secs_f64(),
+                        "change feed: {}",
+                        crate::without_details(&e.to_string())
+                    );
                     metrics::error(name, "feed");
+                    next_scheduled = Instant::now() + backoff;
                 }
             }
         }
@@ -67,11 +75,7 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                     state = None;
                     poller = None;
                     failures += 1;
-                    let backoff = jitter(
-                        FIRST_RETRY
-                            .saturating_mul(1 << failures.min(16))
-                            .min(every.max(FIRST_RETRY)),
-                    );
+                    let backoff = retry_after(failures, every);
                     tracing::error!(
                         failures,
                         retry_in_seconds = backoff.as_secs_f64(),
@@ -90,6 +94,16 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
         };
         shared.sleep_until(wake, stop);
     }
+}
+
+/// How long after the `failures`-th failure in a row to try again: 1 s, 2 s, 4 s … with
+/// jitter, at most `every`.
+fn retry_after(failures: u32, every: Duration) -> Duration {
+    jitter(
+        FIRST_RETRY
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(every.max(FIRST_RETRY)),
+    )
 }
 
 /// Whether the link's feeds hold others' changes; records their lag.
