@@ -367,6 +367,7 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
                     between_plan_and_apply: None,
                     relink,
                     changes_only: false,
+                    session: None,
                 },
             )?;
             out.report(&report, false);

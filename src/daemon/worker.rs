@@ -4,7 +4,7 @@
 
 use super::{FeedLag, Shared, jitter, metrics, now_text};
 use crate::config::LinkSpec;
-use crate::engine::{self, FeedPoller, RunOptions};
+use crate::engine::{self, FeedPoller, LinkSession, RunOptions};
 use crate::state::StateStore;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
     let mut next_scheduled = Instant::now();
     let mut failures: u32 = 0;
     let mut warned = std::collections::HashSet::new();
+    // The link's systems stay open from one cycle to the next.
+    let mut session = LinkSession::default();
     let stopped = || {
         stop.load(std::sync::atomic::Ordering::SeqCst)
             || shared.stopping.load(std::sync::atomic::Ordering::SeqCst)
@@ -64,7 +66,8 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
             break;
         }
         if scheduled || changed {
-            match cycle(shared, &config, link, &mut state, !scheduled, &mut warned) {
+            let changes_only = !scheduled;
+            match cycle(shared, &config, link, &mut state, changes_only, &mut warned, &mut session) {
                 Ok(()) => {
                     failures = 0;
                     if scheduled {
@@ -143,6 +146,7 @@ fn cycle(
     state: &mut Option<StateStore>,
     changes_only: bool,
     warned: &mut std::collections::HashSet<String>,
+    session: &mut LinkSession,
 ) -> Result<(), crate::Error> {
     let started = Instant::now();
     shared.update(&link.name, |s| {
@@ -162,6 +166,7 @@ fn cycle(
                 only_link: Some(link.name.clone()),
                 list_limit: 0,
                 changes_only,
+                session: Some(session),
                 ..RunOptions::default()
             },
         )

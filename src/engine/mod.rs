@@ -86,6 +86,17 @@ pub struct RunOptions<'a> {
     /// A cycle change events started (`watch`): it reads what changed (feeds, cursors)
     /// and leaves the `full_every` reconciliation to a scheduled cycle.
     pub changes_only: bool,
+    /// The link's systems kept open from one cycle to the next (`watch` runs one link
+    /// per session); `None` opens them for this run.
+    pub session: Option<&'a mut LinkSession>,
+}
+
+/// A link's systems kept open between cycles: a cycle that ends well hands its
+/// connections back, one that fails drops them, and the next cycle opens them anew.
+#[derive(Default)]
+pub struct LinkSession {
+    /// The link they belong to, and the systems.
+    io: Option<(String, LinkIo)>,
 }
 
 impl Default for RunOptions<'_> {
@@ -98,6 +109,7 @@ impl Default for RunOptions<'_> {
             between_plan_and_apply: None,
             relink: false,
             changes_only: false,
+            session: None,
         }
     }
 }
@@ -227,7 +239,33 @@ fn run_held_link(
     run_id: Option<i64>,
     opts: &mut RunOptions<'_>,
 ) -> Result<LinkReport, Error> {
-    let mut io = LinkIo::open(config, link)?;
+    let kept = opts
+        .session
+        .as_deref_mut()
+        .and_then(|s| s.io.take())
+        .and_then(|(name, io)| (name == link.name).then_some(io));
+    let mut io = match kept {
+        Some(io) => io,
+        None => LinkIo::open(config, link)?,
+    };
+    let result = run_with_io(config, link, state, run_id, opts, &mut io);
+    // Kept only after a cycle that ended well: a failure's connections may be broken.
+    if result.is_ok()
+        && let Some(session) = opts.session.as_deref_mut()
+    {
+        session.io = Some((link.name.clone(), io));
+    }
+    result
+}
+
+fn run_with_io(
+    config: &Config,
+    link: &LinkSpec,
+    state: &mut StateStore,
+    run_id: Option<i64>,
+    opts: &mut RunOptions<'_>,
+    io: &mut LinkIo,
+) -> Result<LinkReport, Error> {
     let mut report = LinkReport::new(link);
     // A link's pairs belong to the systems they were made with: pointed at another
     // database (staging → production, a restored copy), the old pairs would put one
@@ -284,13 +322,13 @@ fn run_held_link(
     let mut reading = reading::choose(link, reads_before.as_ref(), relinking, opts.changes_only)?;
     // Change feeds are read before anything else: a change made while the cycle reads is
     // then either in what it reads or still in the feed for the next cycle.
-    let feed_positions = feeds::read(config, link, &mut io, &mut reading, &mut report)?;
+    let feed_positions = feeds::read(config, link, io, &mut reading, &mut report)?;
     if run_id.is_some() {
-        feeds::mark_own_writes(link, &mut io)?;
+        feeds::mark_own_writes(link, io)?;
     }
     // A reconciliation by digests asks each side for its ranges' digests before
     // anything is read, so a change made while it reads shows next time.
-    let pre_digests = reading::pre_digests(link, reads_before.as_ref(), &mut io, &mut reading)?;
+    let pre_digests = reading::pre_digests(link, reads_before.as_ref(), io, &mut reading)?;
     if run_id.is_some() && link.changes.is_some() {
         // Marked unfinished until the run's last transaction: a run that stops half-way
         // is followed by a full read, which finds whatever it left behind.
@@ -304,7 +342,7 @@ fn run_held_link(
             left,
             right,
             layout,
-        } = &mut io;
+        } = io;
         let mut planner = plan::Planner::new(
             link,
             layout,
@@ -382,10 +420,10 @@ fn run_held_link(
         // What the receiver filled on create and flows back was staged as the load
         // committed: written now, in this run.
         if let Some(run) = run_id {
-            apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+            apply::apply_plan(link, io, state, run, run_seq, &mut report)?;
         }
         let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
-        feeds::confirm(link, &mut io, &feed_positions)?;
+        feeds::confirm(link, io, &feed_positions)?;
         return Ok(report);
     }
 
@@ -398,9 +436,9 @@ fn run_held_link(
     if let Some(hook) = opts.between_plan_and_apply.as_mut() {
         hook(&link.name);
     }
-    apply::apply_plan(link, &mut io, state, run, run_seq, &mut report)?;
+    apply::apply_plan(link, io, state, run, run_seq, &mut report)?;
     let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
-    feeds::confirm(link, &mut io, &feed_positions)?;
+    feeds::confirm(link, io, &feed_positions)?;
     Ok(report)
 }
 
