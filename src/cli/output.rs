@@ -504,7 +504,8 @@ fn reads_of(
             ),
         },
     };
-    let no_cursor = changes.cursor.iter().all(Option::is_none);
+    let no_cursor =
+        changes.cursor.iter().all(Option::is_none) && changes.feed.iter().all(Option::is_none);
     let next_full = if !reads.clean || due == 0 || no_cursor {
         format!("the next cycle is {how}")
     } else {

@@ -67,7 +67,15 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
         }
         if scheduled || changed {
             let changes_only = !scheduled;
-            match cycle(shared, &config, link, &mut state, changes_only, &mut warned, &mut session) {
+            match cycle(
+                shared,
+                &config,
+                link,
+                &mut state,
+                changes_only,
+                &mut warned,
+                &mut session,
+            ) {
                 Ok(()) => {
                     failures = 0;
                     if scheduled {
