@@ -886,3 +886,65 @@ fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
     assert_eq!(link["to_right"]["created"], 5000, "{behind}");
     assert_eq!(pg_rows(&db, "billing.people").len(), 5002);
 }
+
+#[test]
+fn a_transaction_larger_than_a_cycle_takes_makes_a_full_read_and_more_waits_its_turn() {
+    let Some(url) = server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_changes = 100\n\n");
+    let run = || -> serde_json::Value {
+        let out = support::syncline(f.path())
+            .args(["run", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    run();
+    let mut c = db.pg_client();
+    // One transaction of 500 changes: more than a cycle takes by key.
+    c.batch_execute(
+        "INSERT INTO crm.people SELECT i, 'big' || i, NULL FROM generate_series(100, 599) i",
+    )
+    .unwrap();
+    let big = run();
+    let link = &big["links"][0];
+    assert!(
+        link["reading"]
+            .as_str()
+            .unwrap()
+            .contains("a transaction changed more than 100 records"),
+        "{big}"
+    );
+    assert_eq!(link["to_right"]["created"], 500, "{big}");
+    // Many small ones: a cycle takes 100 keys, says more wait, and the next takes the rest.
+    for id in 1000..1150 {
+        c.execute("INSERT INTO crm.people VALUES ($1, 'small', NULL)", &[&id])
+            .unwrap();
+    }
+    let first = run();
+    let link = &first["links"][0];
+    assert!(
+        link["reading"]
+            .as_str()
+            .unwrap()
+            .contains("100 record(s) from its change feed"),
+        "{first}"
+    );
+    assert_eq!(link["feeds"][0]["more"], true, "{first}");
+    let second = run();
+    assert!(
+        second["links"][0]["reading"]
+            .as_str()
+            .unwrap()
+            .contains("50 record(s) from its change feed"),
+        "{second}"
+    );
+    assert_eq!(pg_rows(&db, "billing.people").len(), 2 + 500 + 150);
+    let quiet = run();
+    assert_eq!(quiet["links"][0]["to_right"]["created"], 0, "{quiet}");
+    assert_eq!(quiet["links"][0]["to_right"]["updated"], 0, "{quiet}");
+}

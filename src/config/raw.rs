@@ -24,6 +24,7 @@ pub struct RawWatch {
     pub every: Option<Spanned<String>>,
     pub debounce: Option<Spanned<String>>,
     pub max_feed_lag_bytes: Option<Spanned<i64>>,
+    pub max_feed_changes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,6 +136,9 @@ pub struct WatchSpec {
     /// A change feed's slot holding back more WAL than this is dropped and made again,
     /// and the link reconciled in full (default 1 GiB).
     pub max_feed_lag_bytes: u64,
+    /// Changes a cycle takes from a feed by key (default 50,000); one transaction that
+    /// changed more makes the link read in full.
+    pub max_feed_changes: usize,
 }
 
 impl Default for WatchSpec {
@@ -146,6 +149,7 @@ impl Default for WatchSpec {
             every: std::time::Duration::from_secs(30),
             debounce: std::time::Duration::from_millis(200),
             max_feed_lag_bytes: 1 << 30,
+            max_feed_changes: 50_000,
         }
     }
 }
@@ -471,8 +475,19 @@ pub(super) fn resolve(
                     ));
                 }
             };
+            let max_feed_changes = match &w.max_feed_changes {
+                None => WatchSpec::default().max_feed_changes,
+                Some(n) if (1..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+                Some(n) => {
+                    return Err(err(
+                        n.span(),
+                        "[watch] max_feed_changes must be between 1 and 10000000".into(),
+                    ));
+                }
+            };
             WatchSpec {
                 listen,
+                max_feed_changes,
                 admin_token,
                 every: duration(&w.every, "every")?.unwrap_or(WatchSpec::default().every),
                 debounce: duration(&w.debounce, "debounce")?

@@ -10,9 +10,6 @@ use crate::Error;
 use crate::config::{Config, LinkSpec};
 use crate::model::Side;
 
-/// Changes a cycle takes from a feed at most; the rest wait for the next cycle.
-pub const FEED_LIMIT: usize = 50_000;
-
 /// Where each side's feed is confirmed to once the cycle is committed.
 #[derive(Debug, Default)]
 pub(crate) struct FeedPositions {
@@ -40,7 +37,7 @@ pub(crate) fn read(
         let read = io.connector(side).feed_changes(
             &spec,
             feed,
-            FEED_LIMIT,
+            config.watch.max_feed_changes,
             config.watch.max_feed_lag_bytes,
         )?;
         report.feeds.push(FeedStatus {
@@ -152,7 +149,7 @@ impl FeedPoller {
             let read = self.io.connector(side).feed_changes(
                 &spec,
                 feed,
-                FEED_LIMIT,
+                config.watch.max_feed_changes,
                 config.watch.max_feed_lag_bytes,
             )?;
             if read.restarted.is_some() {

@@ -32,6 +32,8 @@ struct Relation {
 #[derive(Default)]
 struct Transaction {
     keys: Vec<Key>,
+    /// It changed more records than a cycle takes by key.
+    overflowed: bool,
     origin: Option<String>,
     committed_at: Option<f64>,
 }
@@ -52,14 +54,6 @@ impl PostgresConnector {
             read.restarted = Some(why);
         }
         read.retained_bytes = self.retained(feed)?.unwrap_or(0);
-        let rows = self
-            .client
-            .query(
-                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
-                &[&feed.slot, &(limit as i32), &feed.publication],
-            )
-            .map_err(|e| self.query_err(&format!("read the change feed (slot `{}`)", feed.slot), e))?;
-        read.more = rows.len() >= limit;
         let (schema, table) = super::super::sql::split_collection(&spec.collection);
         let schema = match schema {
             Some(s) => s.to_string(),
@@ -84,7 +78,33 @@ impl PostgresConnector {
         let mut txn = Transaction::default();
         let mut seen: HashSet<String> = HashSet::new();
         let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
-        for row in &rows {
+        // Streamed, not collected: one transaction may hold millions of changes, and
+        // only `limit` keys are ever kept (bounded memory, as every read).
+        let context = format!(
+            "system `{}`: read the change feed (slot `{}`)",
+            self.name, feed.slot
+        );
+        let lost =
+            |e: postgres::Error| ConnectorError::query(context.clone(), super::system_error(e));
+        // The server counts messages (a transaction's begin and commit too): room for
+        // `limit` one-row transactions, which stop the read at `limit` keys below.
+        let messages = limit.saturating_mul(4).saturating_add(4);
+        let limit_param = i32::try_from(messages).unwrap_or(i32::MAX);
+        let mut delivered = 0usize;
+        let params: [&(dyn postgres::types::ToSql + Sync); 3] =
+            [&feed.slot, &limit_param, &feed.publication];
+        let mut rows = self
+            .client
+            .query_raw(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
+                params,
+            )
+            .map_err(&lost)?;
+        use postgres::fallible_iterator::FallibleIterator;
+        while let Some(row) = rows.next().map_err(&lost)? {
+            delivered += 1;
+            // The server stopped at its count: more may wait past what it sent.
+            read.more |= delivered >= messages;
             let lsn: String = row.get(0);
             let data: &[u8] = row.get(1);
             let mut m = Message { data, at: 1 };
@@ -145,7 +165,11 @@ impl PostgresConnector {
                             }
                         }
                         if key.len() == spec.key.len() {
-                            txn.keys.push(Key(key));
+                            if read.keys.len() + txn.keys.len() < limit {
+                                txn.keys.push(Key(key));
+                            } else {
+                                txn.overflowed = true;
+                            }
                         }
                     }
                 }
@@ -171,6 +195,17 @@ impl PostgresConnector {
                         read.own_writes += done.keys.len() as u64;
                         continue;
                     }
+                    if done.overflowed {
+                        // Too many to fetch by key: a full read covers them, and the feed
+                        // is confirmed past this transaction.
+                        read.restarted.get_or_insert_with(|| {
+                            format!(
+                                "a transaction changed more than {limit} records of `{}`: the link is read in full",
+                                spec.collection
+                            )
+                        });
+                        break;
+                    }
                     if !done.keys.is_empty()
                         && let Some(at) = done.committed_at
                         && read.lag_seconds == 0.0
@@ -181,6 +216,11 @@ impl PostgresConnector {
                         if seen.insert(key.encode()) {
                             read.keys.push(key);
                         }
+                    }
+                    if read.keys.len() >= limit {
+                        // The rest waits for the next cycle, from this commit on.
+                        read.more = true;
+                        break;
                     }
                 }
                 // Types, messages and anything newer carry no rows of ours.
