@@ -414,6 +414,22 @@ fn a_conflict_is_resolved_through_the_api_and_journaled_with_who() {
 
 // ---- PostgreSQL change feeds -------------------------------------------------------
 
+fn pg_url() -> Option<String> {
+    server_url(
+        "SYNCLINE_TEST_PG_URL",
+        "postgres://root@127.0.0.1:5432/test",
+    )
+}
+
+/// `syncline run --json` in the fixture's folder: its report.
+fn run_json(f: &Fixture) -> serde_json::Value {
+    let out = support::syncline(f.path())
+        .args(["run", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 struct PgFeedFixture {
     f: Fixture,
     db: TempDatabase,
@@ -452,12 +468,7 @@ fn pg_rows(db: &TempDatabase, table: &str) -> Vec<(i32, Option<String>)> {
 
 #[test]
 fn postgres_changes_arrive_by_logical_replication_and_syncline_writes_do_not_come_back() {
-    let Some(url) = server_url(
-        "SYNCLINE_TEST_PG_URL",
-        "postgres://root@127.0.0.1:5432/test",
-    ) else {
-        return;
-    };
+    let Some(url) = pg_url() else { return };
     let PgFeedFixture { f, db } = pg_feeds(&url, "");
     let w = Watcher::start(f.path(), free_port());
     w.until("the first cycle", Duration::from_secs(30), || {
@@ -530,12 +541,7 @@ fn postgres_changes_arrive_by_logical_replication_and_syncline_writes_do_not_com
 
 #[test]
 fn a_watcher_killed_mid_stream_loses_nothing_and_a_dropped_slot_is_reconciled() {
-    let Some(url) = server_url(
-        "SYNCLINE_TEST_PG_URL",
-        "postgres://root@127.0.0.1:5432/test",
-    ) else {
-        return;
-    };
+    let Some(url) = pg_url() else { return };
     let PgFeedFixture { f, db } = pg_feeds(&url, "");
     let w = Watcher::start(f.path(), free_port());
     w.until("the first cycle", Duration::from_secs(30), || {
@@ -609,12 +615,7 @@ fn a_watcher_killed_mid_stream_loses_nothing_and_a_dropped_slot_is_reconciled() 
 
 #[test]
 fn two_watchers_on_one_postgres_state_store_never_run_a_link_at_once() {
-    let Some(url) = server_url(
-        "SYNCLINE_TEST_PG_URL",
-        "postgres://root@127.0.0.1:5432/test",
-    ) else {
-        return;
-    };
+    let Some(url) = pg_url() else { return };
     let store = TempDatabase::postgres(&url);
     let f = sqlite_pair("");
     let config = std::fs::read_to_string(f.config_path()).unwrap();
@@ -836,20 +837,9 @@ fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it(
 
 #[test]
 fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
-    let Some(url) = server_url(
-        "SYNCLINE_TEST_PG_URL",
-        "postgres://root@127.0.0.1:5432/test",
-    ) else {
-        return;
-    };
+    let Some(url) = pg_url() else { return };
     let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_lag_bytes = 100000\n\n");
-    let run = || -> serde_json::Value {
-        let out = support::syncline(f.path())
-            .args(["run", "--json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run = || run_json(&f);
     run();
     let quiet = run();
     assert!(
@@ -889,20 +879,9 @@ fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
 
 #[test]
 fn a_transaction_larger_than_a_cycle_takes_makes_a_full_read_and_more_waits_its_turn() {
-    let Some(url) = server_url(
-        "SYNCLINE_TEST_PG_URL",
-        "postgres://root@127.0.0.1:5432/test",
-    ) else {
-        return;
-    };
+    let Some(url) = pg_url() else { return };
     let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_changes = 100\n\n");
-    let run = || -> serde_json::Value {
-        let out = support::syncline(f.path())
-            .args(["run", "--json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run = || run_json(&f);
     run();
     let mut c = db.pg_client();
     // One transaction of 500 changes: more than a cycle takes by key.
