@@ -130,9 +130,10 @@ impl FeedPoller {
         })
     }
 
-    /// Looks at each feed of the link. A feed holding only syncline's own writes (or
-    /// others' changes to rows of no interest) is confirmed past them here: nothing in
-    /// them is for a cycle, and an unconfirmed slot would hold back the server's WAL.
+    /// Looks at each feed of the link. A feed holding only syncline's own writes, or
+    /// holding back an eighth of `max_feed_lag_bytes` of others' WAL, is confirmed past
+    /// them here: nothing in them is for a cycle, and an unconfirmed slot would hold
+    /// back the server's WAL.
     ///
     /// # Errors
     /// A feed cannot be read.
@@ -156,7 +157,11 @@ impl FeedPoller {
                 poll.restarted = read.restarted;
             } else if read.keys.is_empty()
                 && let Some(upto) = &read.upto
+                && (read.own_writes > 0
+                    || read.retained_bytes > config.watch.max_feed_lag_bytes / 8)
             {
+                // Confirmed past syncline's own writes at once, and past others' WAL once
+                // it is worth the call (each confirmation decodes the slot's WAL again).
                 self.io.connector(side).confirm_feed(feed, upto)?;
             }
             poll.pending += read.keys.len() as u64;

@@ -50,6 +50,19 @@ impl PostgresConnector {
         max_retained_bytes: u64,
     ) -> Result<FeedRead, ConnectorError> {
         let mut read = FeedRead::default();
+        // Taken before the slot is read: a change committed after it moves it.
+        let wal: String = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .map_err(|e| self.query_err("read the server's WAL position", e))?
+            .get(0);
+        if let Some((quiet, retained)) = self.feed_quiet_at.get(&feed.slot)
+            && *quiet == wal
+        {
+            read.retained_bytes = *retained;
+            return Ok(read);
+        }
+        self.feed_quiet_at.remove(&feed.slot);
         if let Some(why) = self.ensure_slot(spec, feed, max_retained_bytes)? {
             read.restarted = Some(why);
         }
@@ -227,6 +240,22 @@ impl PostgresConnector {
                 _ => {}
             }
         }
+        drop(rows);
+        let quiet = read.upto.is_none() && read.restarted.is_none();
+        if !read.more && read.restarted.is_none() {
+            // Everything committed before `wal` was decoded above, and what is not among
+            // the keys changed nothing of this collection: the feed may be confirmed that
+            // far, so a slot on a quiet table does not hold back a busy server's WAL.
+            let furthest = match read.upto.as_deref() {
+                Some(seen) if lsn_value(seen) > lsn_value(&wal) => seen.to_string(),
+                _ => wal.clone(),
+            };
+            read.upto = Some(furthest);
+        }
+        if quiet {
+            self.feed_quiet_at
+                .insert(feed.slot.clone(), (wal, read.retained_bytes));
+        }
         Ok(read)
     }
 
@@ -378,6 +407,15 @@ impl PostgresConnector {
     }
 }
 
+/// A WAL position (`16/B374D848`) as a number, to compare two; 0 for a text that is none.
+fn lsn_value(lsn: &str) -> u64 {
+    lsn.split_once('/')
+        .and_then(|(hi, lo)| {
+            Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+        })
+        .unwrap_or(0)
+}
+
 /// `ConnectorError::Unsupported` takes a static text; these are rare and few.
 fn leak(text: String) -> &'static str {
     Box::leak(text.into_boxed_str())
@@ -456,6 +494,13 @@ impl Message<'_> {
 #[cfg(test)]
 mod tests {
     use super::Message;
+
+    #[test]
+    fn wal_positions_compare_as_numbers() {
+        assert!(super::lsn_value("1/29F118") > super::lsn_value("0/FFFFFFFF"));
+        assert!(super::lsn_value("16/B374D848") > super::lsn_value("16/B374D7FF"));
+        assert_eq!(super::lsn_value("nonsense"), 0);
+    }
 
     #[test]
     fn a_relation_and_a_tuple_read_back() {

@@ -43,6 +43,11 @@ pub struct PostgresConnector {
     row_versions: HashMap<String, bool>,
     /// The replication origin this session's writes are marked with, once set up.
     origin: Option<String>,
+    /// Per slot, the server's WAL position when a read of it last found nothing at all:
+    /// while the WAL has not moved, nothing can have changed, and the slot is not
+    /// decoded again (every read through the SQL interface decodes from its restart_lsn).
+    /// (The slot's retained bytes then, reported again.)
+    feed_quiet_at: HashMap<String, (String, u64)>,
 }
 
 /// Creates are sent in chunks of at most this many rows per statement.
@@ -249,6 +254,7 @@ impl PostgresConnector {
             version: None,
             row_versions: HashMap::new(),
             origin: None,
+            feed_quiet_at: HashMap::new(),
         })
     }
 
