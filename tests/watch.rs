@@ -786,8 +786,8 @@ fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() 
     assert_eq!(code, Some(0), "{log}");
 }
 
-#[test]
-fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it() {
+/// 50,000 people on the left, to be loaded in batches of 100: a load that takes a while.
+fn long_load() -> Fixture {
     let f = Fixture::new(PEOPLE, PEOPLE, "");
     f.left
         .execute_batch(
@@ -798,11 +798,19 @@ fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it(
     f.write_config(
         "[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\nbatch_size = 100\n\n[links.people.fields]\nid = {}\nname = {}\nnote = {}\n",
     );
+    f
+}
+
+fn people(c: &rusqlite::Connection) -> i64 {
+    c.query_row("SELECT COUNT(*) FROM people", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it() {
+    let f = long_load();
     let w = Watcher::start(f.path(), free_port());
-    let count = |c: &rusqlite::Connection| -> i64 {
-        c.query_row("SELECT COUNT(*) FROM people", [], |r| r.get(0))
-            .unwrap()
-    };
+    let count = people;
     w.until("the load under way", Duration::from_secs(30), || {
         count(&f.right) > 0
     });
@@ -949,4 +957,31 @@ fn a_slot_on_a_quiet_table_does_not_hold_back_a_busy_servers_wal() {
     // That run confirmed the feed past what it decoded: the next holds back far less.
     let second = run_json(&f);
     assert!(retained(&second) < retained(&first), "{first}\n{second}");
+}
+
+#[test]
+fn a_second_sigterm_ends_watch_at_once_and_the_next_run_finishes_the_work() {
+    let f = long_load();
+    let mut w = Watcher::start(f.path(), free_port());
+    w.until("the load under way", Duration::from_secs(30), || {
+        people(&f.right) > 0
+    });
+    w.signal(libc::SIGTERM);
+    w.signal(libc::SIGTERM);
+    let mut child = w.child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", w.log_text());
+    // Ended mid-cycle, as a crash would: the next run creates the rest, nothing twice.
+    assert_eq!(
+        support::syncline(f.path())
+            .arg("run")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(people(&f.right), 50_000);
+    let again = run_json(&f);
+    assert_eq!(again["links"][0]["to_right"]["created"], 0, "{again}");
 }

@@ -238,16 +238,20 @@ pub fn watch(opts: WatchOptions) -> Result<(), Error> {
                 tracing::info!("stopping: finishing the cycles in hand");
                 shared.stopping.store(true, Ordering::SeqCst);
                 crate::engine::request_stop();
-                // A second signal ends the process at once (crash-safe by design).
-                let flag = Arc::new(AtomicBool::new(false));
-                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                    let _ = signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone());
-                    let _ = signal_hook::flag::register(sig, flag.clone());
-                }
                 break;
             }
         }
     }
+    // A second SIGTERM or SIGINT (one already queued too) ends the process at once: a
+    // cycle cut short is finished by the next run, as after a crash.
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal != signal_hook::consts::SIGHUP {
+                tracing::warn!("second signal: exiting now, mid-cycle");
+                std::process::exit(1);
+            }
+        }
+    });
     generation.finish(&shared);
     if let Some(server) = server {
         server.stop();
