@@ -23,6 +23,29 @@ pub fn strip_side(key: &str) -> &str {
         .unwrap_or(key)
 }
 
+/// The encoded key a person means when filtering the journal (`42` may be an integer or
+/// text key): with a link, the form the link's journal holds; otherwise the number or
+/// text `key` reads as.
+///
+/// # Errors
+/// A state store failure.
+pub fn journal_key(state: &mut StateStore, link: Option<&str>, key: &str) -> Result<String, Error> {
+    let text = strip_side(key);
+    let typed = Key(vec![Value::parse_cli(text)]);
+    if let Some(link) = link {
+        for candidate in [&typed, &Key(vec![Value::Text(text.to_string())])] {
+            let encoded = candidate.encode();
+            if !state
+                .journal(Some(link), Some(&encoded), None, 1)?
+                .is_empty()
+            {
+                return Ok(encoded);
+            }
+        }
+    }
+    Ok(typed.encode())
+}
+
 /// The conflict on `field` of the record `key` (`left:K`, `right:K` or a bare left key).
 ///
 /// # Errors

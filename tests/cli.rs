@@ -278,6 +278,62 @@ fn unknown_system_kind_is_named() {
 }
 
 #[test]
+fn a_change_feed_or_watch_setting_that_cannot_work_is_named_at_its_line() {
+    let with = |tail: &str| {
+        format!(
+            "[systems.crm]\nkind = \"sqlite\"\npath = \"left.db\"\n[systems.billing]\nkind = \"sqlite\"\npath = \"right.db\"\n{LINK}\n{tail}\n"
+        )
+    };
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases = [
+        (
+            "[links.contacts.changes]\nleft = { feed = \"logical\" }",
+            "left = {",
+            "`crm` is not a postgres system",
+        ),
+        (
+            "[links.contacts.changes]\nleft = { feed = \"binlog\" }",
+            "left = {",
+            "feed `binlog` is not known",
+        ),
+        (
+            "[links.contacts.changes]\nleft = { feed = \"logical\", slot = \"Bad-Name\" }",
+            "left = {",
+            "`Bad-Name` is not a replication slot or publication name",
+        ),
+        (
+            "[links.contacts.changes]\nleft = { lookback = \"5s\" }",
+            "left = {",
+            "names a `cursor` column or a `feed",
+        ),
+        (
+            "[watch]\nlisten = \"localhost\"",
+            "listen",
+            "[watch] listen `localhost`",
+        ),
+        (
+            "[watch]\nadmin_token = \"short\"",
+            "admin_token",
+            "shorter than 16 characters",
+        ),
+        ("[watch]\nevery = \"soon\"", "every", "[watch] every `soon`"),
+        (
+            "[watch]\nmax_feed_changes = 0",
+            "max_feed_changes",
+            "between 1 and 10000000",
+        ),
+    ];
+    for (tail, at, message) in cases {
+        let text = with(tail);
+        config_error(
+            &text,
+            &[&format!("syncline.toml:{}:", line_of(&text, at)), message],
+        );
+    }
+}
+
+#[test]
 fn a_changes_block_that_cannot_work_is_named_at_its_line() {
     let with = |changes: &str| {
         format!(

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use syncline::config::Config;
-use syncline::decide::{Decision, strip_side};
+use syncline::decide::Decision;
 use syncline::engine::{self, RunOptions};
-use syncline::model::{Key, Value};
+use syncline::model::Value;
 use syncline::state::StateStore;
 
 pub const EXIT_OK: u8 = 0;
@@ -465,11 +465,10 @@ fn run_command(args: Args, config: &Config) -> Result<u8> {
             limit,
         } => {
             let mut state = open_state(&config, true)?;
-            let key_enc = match (&key, &link) {
-                (Some(k), Some(l)) => resolve_key_text(&mut state, l, k)?,
-                (Some(k), None) => Some(Key(vec![Value::parse_cli(strip_side(k))]).encode()),
-                _ => None,
-            };
+            let key_enc = key
+                .as_deref()
+                .map(|k| syncline::decide::journal_key(&mut state, link.as_deref(), k))
+                .transpose()?;
             let entries = state.journal(link.as_deref(), key_enc.as_deref(), run, limit)?;
             out.journal(&entries);
             Ok(EXIT_OK)
@@ -573,23 +572,6 @@ fn init(
         print!("{text}");
     }
     Ok(EXIT_OK)
-}
-
-/// The encoded key a person means, found in the journal's id map (integer or text).
-fn resolve_key_text(state: &mut StateStore, link: &str, key: &str) -> Result<Option<String>> {
-    let text = strip_side(key);
-    for candidate in [
-        Key(vec![Value::parse_cli(text)]),
-        Key(vec![Value::Text(text.to_string())]),
-    ] {
-        if !state
-            .journal(Some(link), Some(&candidate.encode()), None, 1)?
-            .is_empty()
-        {
-            return Ok(Some(candidate.encode()));
-        }
-    }
-    Ok(Some(Key(vec![Value::parse_cli(text)]).encode()))
 }
 
 fn outcome_code(report: &engine::RunReport) -> u8 {

@@ -27,9 +27,6 @@ pub struct FeedSpec {
     pub slot: String,
     /// The publication (default: the slot's name), created for the collection if missing.
     pub publication: String,
-    /// Whether the names were given (then syncline uses them as they are and never
-    /// drops them).
-    pub named: bool,
     pub span: Range<usize>,
 }
 
@@ -187,7 +184,6 @@ pub(super) fn changes(
         let slot = name(&rc.slot)?;
         let publication = name(&rc.publication)?;
         Ok(Some(FeedSpec {
-            named: slot.is_some(),
             publication: publication.unwrap_or_else(|| slot.clone().unwrap_or(default.clone())),
             slot: slot.unwrap_or(default),
             span: kind.span(),

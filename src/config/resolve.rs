@@ -357,6 +357,22 @@ impl LinkSpec {
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// A duration setting (`"30s"`, `"200ms"`), its error placed at the setting and named
+/// by `what`.
+fn spanned_duration(
+    source: &Source,
+    d: &Option<Spanned<String>>,
+    what: &str,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    d.as_ref()
+        .map(|d| {
+            super::changes::duration_seconds(d.get_ref())
+                .map(std::time::Duration::from_secs_f64)
+                .map_err(|m| source.error(Some(d.span()), format!("{what} {m}")))
+        })
+        .transpose()
+}
+
 pub(super) fn resolve(
     source: Source,
     raw: RawConfig,
@@ -434,13 +450,7 @@ pub(super) fn resolve(
         Some(w) => {
             let w = w.get_ref();
             let duration = |d: &Option<Spanned<String>>, what: &str| {
-                d.as_ref()
-                    .map(|d| {
-                        super::changes::duration_seconds(d.get_ref())
-                            .map(std::time::Duration::from_secs_f64)
-                            .map_err(|m| err(d.span(), format!("[watch] {what} {m}")))
-                    })
-                    .transpose()
+                spanned_duration(&source, d, &format!("[watch] {what}"))
             };
             let listen = match &w.listen {
                 None => None,
@@ -945,16 +955,8 @@ fn resolve_link(
             }
         }
     }
-    let schedule = |d: &Option<Spanned<String>>,
-                    what: &str|
-     -> Result<Option<std::time::Duration>, ConfigError> {
-        d.as_ref()
-            .map(|d| {
-                super::changes::duration_seconds(d.get_ref())
-                    .map(std::time::Duration::from_secs_f64)
-                    .map_err(|m| err(d.span(), format!("{what} {m}")))
-            })
-            .transpose()
+    let schedule = |d: &Option<Spanned<String>>, what: &str| {
+        spanned_duration(source, d, &format!("link `{name}`: {what}"))
     };
     let every = schedule(&raw.every, "every")?;
     let debounce = schedule(&raw.debounce, "debounce")?;

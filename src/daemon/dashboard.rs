@@ -205,7 +205,8 @@ th {{ background: #f3f3f3; }} .bad {{ color: #a00; }} .ok {{ color: #070; }}
     let link = query.get("link").filter(|l| !l.is_empty());
     let key = query.get("key").filter(|k| !k.is_empty());
     let encoded = key
-        .map(|k| crate::model::Key(vec![Value::parse_cli(crate::decide::strip_side(k))]).encode());
+        .map(|k| crate::decide::journal_key(state, link.map(String::as_str), k))
+        .transpose()?;
     let entries = state.journal(link.map(String::as_str), encoded.as_deref(), None, 50)?;
     let _ = write!(
         html,

@@ -214,10 +214,11 @@ fn api_read(shared: &Shared, path: &str, query: &HashMap<String, String>) -> Ans
                     .collect::<Vec<_>>()
             ),
             "/api/journal" => {
-                let key = query.get("key").filter(|k| !k.is_empty());
-                let encoded = key.map(|k| {
-                    Key(vec![crate::model::Value::parse_cli(decide::strip_side(k))]).encode()
-                });
+                let encoded = query
+                    .get("key")
+                    .filter(|k| !k.is_empty())
+                    .map(|k| decide::journal_key(state, link, k))
+                    .transpose()?;
                 serde_json::json!(state.journal(link, encoded.as_deref(), None, limit)?)
             }
             "/api/explain" => {

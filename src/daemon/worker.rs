@@ -4,7 +4,7 @@
 
 use super::{FeedLag, Shared, jitter, metrics, now_text};
 use crate::config::LinkSpec;
-use crate::engine::{self, FeedPoller, LinkSession, RunOptions};
+use crate::engine::{self, LinkSession, RunOptions};
 use crate::state::StateStore;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
         .as_ref()
         .is_some_and(|c| c.feed.iter().any(Option::is_some));
     let mut state: Option<StateStore> = None;
-    let mut poller: Option<FeedPoller> = None;
     let mut next_scheduled = Instant::now();
     let mut failures: u32 = 0;
     let mut warned = std::collections::HashSet::new();
@@ -40,7 +39,7 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
         let scheduled = Instant::now() >= next_scheduled;
         let mut changed = false;
         if !scheduled && has_feed && failures == 0 {
-            match poll(&config, link, &mut poller, shared) {
+            match poll(&config, link, &mut session, shared) {
                 Ok(true) => {
                     // A burst of changes becomes one cycle.
                     shared.sleep_until(Instant::now() + debounce, stop);
@@ -49,7 +48,6 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                 Ok(false) => {}
                 Err(e) => {
                     // Backs off as a failed cycle does; the scheduled cycle tries again.
-                    poller = None;
                     failures += 1;
                     let backoff = retry_after(failures, every);
                     tracing::warn!(
@@ -84,7 +82,6 @@ pub(super) fn run(shared: &Shared, name: &str, stop: &AtomicBool) {
                 }
                 Err(e) => {
                     state = None;
-                    poller = None;
                     failures += 1;
                     let backoff = retry_after(failures, every);
                     tracing::error!(
@@ -121,14 +118,10 @@ fn retry_after(failures: u32, every: Duration) -> Duration {
 fn poll(
     config: &crate::config::Config,
     link: &LinkSpec,
-    poller: &mut Option<FeedPoller>,
+    session: &mut LinkSession,
     shared: &Shared,
 ) -> Result<bool, crate::Error> {
-    let poller = match poller {
-        Some(p) => p,
-        None => poller.insert(FeedPoller::open(config, link)?),
-    };
-    let found = poller.poll(config, link)?;
+    let found = session.poll_feeds(config, link)?;
     let lags: Vec<FeedLag> = found
         .sides
         .iter()

@@ -33,13 +33,7 @@ pub(crate) fn read(
         let Some(feed) = &changes.feed[side as usize] else {
             continue;
         };
-        let spec = io.layout.read_spec(side).clone();
-        let read = io.connector(side).feed_changes(
-            &spec,
-            feed,
-            config.watch.max_feed_changes,
-            config.watch.max_feed_lag_bytes,
-        )?;
+        let read = read_side(config, io, side, feed)?;
         report.feeds.push(FeedStatus {
             side,
             slot: feed.slot.clone(),
@@ -68,6 +62,22 @@ pub(crate) fn read(
         positions.upto[side as usize] = read.upto;
     }
     Ok(positions)
+}
+
+/// What `side`'s feed holds, as the config bounds a read.
+fn read_side(
+    config: &Config,
+    io: &mut LinkIo,
+    side: Side,
+    feed: &crate::config::FeedSpec,
+) -> Result<crate::connectors::FeedRead, Error> {
+    let spec = io.layout.read_spec(side).clone();
+    Ok(io.connector(side).feed_changes(
+        &spec,
+        feed,
+        config.watch.max_feed_changes,
+        config.watch.max_feed_lag_bytes,
+    )?)
 }
 
 /// Marks the link's writes to each side with a feed as its own, so that feed skips them.
@@ -114,66 +124,39 @@ pub struct FeedPoll {
     pub restarted: Option<String>,
 }
 
-/// A link's systems kept open between polls of its feeds.
-pub struct FeedPoller {
-    io: LinkIo,
-}
-
-impl FeedPoller {
-    /// Opens the link's systems.
-    ///
-    /// # Errors
-    /// A system cannot be opened or its collection described.
-    pub fn open(config: &Config, link: &LinkSpec) -> Result<FeedPoller, Error> {
-        Ok(FeedPoller {
-            io: LinkIo::open(config, link)?,
-        })
-    }
-
-    /// Looks at each feed of the link. A feed holding only syncline's own writes, or
-    /// holding back an eighth of `max_feed_lag_bytes` of others' WAL, is confirmed past
-    /// them here: nothing in them is for a cycle, and an unconfirmed slot would hold
-    /// back the server's WAL.
-    ///
-    /// # Errors
-    /// A feed cannot be read.
-    pub fn poll(&mut self, config: &Config, link: &LinkSpec) -> Result<FeedPoll, Error> {
-        let mut poll = FeedPoll::default();
-        let Some(changes) = &link.changes else {
-            return Ok(poll);
+/// Looks at each feed of the link (for `watch`, between cycles, on the connections the
+/// cycles use). A feed holding only syncline's own writes, or holding back an eighth of
+/// `max_feed_lag_bytes` of others' WAL, is confirmed past them here: nothing in them is
+/// for a cycle, and an unconfirmed slot would hold back the server's WAL.
+pub(crate) fn poll(config: &Config, link: &LinkSpec, io: &mut LinkIo) -> Result<FeedPoll, Error> {
+    let mut poll = FeedPoll::default();
+    let Some(changes) = &link.changes else {
+        return Ok(poll);
+    };
+    for side in [Side::Left, Side::Right] {
+        let Some(feed) = &changes.feed[side as usize] else {
+            continue;
         };
-        for side in [Side::Left, Side::Right] {
-            let Some(feed) = &changes.feed[side as usize] else {
-                continue;
-            };
-            let spec = self.io.layout.read_spec(side).clone();
-            let read = self.io.connector(side).feed_changes(
-                &spec,
-                feed,
-                config.watch.max_feed_changes,
-                config.watch.max_feed_lag_bytes,
-            )?;
-            if read.restarted.is_some() {
-                poll.restarted = read.restarted;
-            } else if read.keys.is_empty()
-                && let Some(upto) = &read.upto
-                && (read.own_writes > 0
-                    || read.retained_bytes > config.watch.max_feed_lag_bytes / 8)
-            {
-                // Confirmed past syncline's own writes at once, and past others' WAL once
-                // it is worth the call (each confirmation decodes the slot's WAL again).
-                self.io.connector(side).confirm_feed(feed, upto)?;
-            }
-            poll.pending += read.keys.len() as u64;
-            poll.sides.push((
-                side,
-                feed.slot.clone(),
-                read.retained_bytes,
-                read.lag_seconds,
-            ));
+        let read = read_side(config, io, side, feed)?;
+        if read.restarted.is_some() {
+            poll.restarted = read.restarted;
+        } else if read.keys.is_empty()
+            && let Some(upto) = &read.upto
+            && (read.own_writes > 0 || read.retained_bytes > config.watch.max_feed_lag_bytes / 8)
+        {
+            // Confirmed past syncline's own writes at once, and past others' WAL once it
+            // is worth the call (each confirmation decodes the slot's WAL again).
+            io.connector(side).confirm_feed(feed, upto)?;
         }
-        Ok(poll)
+        poll.pending += read.keys.len() as u64;
+        poll.sides.push((
+            side,
+            feed.slot.clone(),
+            read.retained_bytes,
+            read.lag_seconds,
+        ));
     }
+    Ok(poll)
 }
 
 /// Each feed of a link and what its slot holds back (`Ok(None)`: no slot), read without

@@ -15,7 +15,7 @@ pub mod adapt;
 mod apply;
 mod explain;
 mod feeds;
-pub use feeds::{FeedPoll, FeedPoller, slots as feed_slots};
+pub use feeds::{FeedPoll, slots as feed_slots};
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -97,6 +97,26 @@ pub struct RunOptions<'a> {
 pub struct LinkSession {
     /// The link they belong to, and the systems.
     io: Option<(String, LinkIo)>,
+}
+
+impl LinkSession {
+    /// Looks at the link's change feeds between cycles (see `feeds::poll`), on the
+    /// session's connections, opened if need be; a failure drops them.
+    ///
+    /// # Errors
+    /// A system cannot be opened, or a feed read.
+    pub fn poll_feeds(&mut self, config: &Config, link: &LinkSpec) -> Result<FeedPoll, Error> {
+        let io = match self.io.take() {
+            Some((name, io)) if name == link.name => io,
+            _ => LinkIo::open(config, link)?,
+        };
+        let (_, io) = self.io.insert((link.name.clone(), io));
+        let polled = feeds::poll(config, link, io);
+        if polled.is_err() {
+            self.io = None;
+        }
+        polled
+    }
 }
 
 impl Default for RunOptions<'_> {

@@ -122,11 +122,13 @@ impl PostgresConnector {
             let data: &[u8] = row.get(1);
             let mut m = Message { data, at: 1 };
             let Some(&tag) = data.first() else { continue };
-            let bad = |what: &str| {
-                ConnectorError::Unsupported(leak(format!(
-                    "a change feed message it cannot read ({what}, tag {:?}, at {lsn})",
+            let bad = |what: &str| ConnectorError::Query {
+                context: context.clone(),
+                source: format!(
+                    "a message syncline cannot read ({what}, tag {:?}, at {lsn})",
                     tag as char
-                )))
+                )
+                .into(),
             };
             match tag {
                 b'B' => {
@@ -306,10 +308,14 @@ impl PostgresConnector {
                 let here: bool = row.get(2);
                 let plugin: Option<String> = row.get(3);
                 if !here || plugin.as_deref() != Some("pgoutput") {
-                    return Err(ConnectorError::Unsupported(leak(format!(
-                        "a change feed on slot `{}`: it belongs to another database or another plugin than pgoutput; name another slot",
-                        feed.slot
-                    ))));
+                    return Err(ConnectorError::Query {
+                        context: format!("system `{}`: change feed", self.name),
+                        source: format!(
+                            "slot `{}` belongs to another database or another plugin than pgoutput; name another slot",
+                            feed.slot
+                        )
+                        .into(),
+                    });
                 }
                 let retained = retained.unwrap_or(0).max(0) as u64;
                 if status == "lost" {
@@ -414,11 +420,6 @@ fn lsn_value(lsn: &str) -> u64 {
             Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
         })
         .unwrap_or(0)
-}
-
-/// `ConnectorError::Unsupported` takes a static text; these are rare and few.
-fn leak(text: String) -> &'static str {
-    Box::leak(text.into_boxed_str())
 }
 
 /// A cursor over one pgoutput message.

@@ -110,8 +110,7 @@ impl Planner<'_> {
     }
 
     /// Plans from the records a change feed says changed on `side`: fetched as they are
-    /// now and merged as in a cursor read; those no longer there are deletes, once a
-    /// second fetch confirms it.
+    /// now and merged as in a cursor read; those the fetch no longer finds are deletes.
     fn plan_keys(
         &mut self,
         side: Side,
@@ -149,7 +148,8 @@ impl Planner<'_> {
                     p.right_changed(records, &mut *left)
                 })?,
             }
-            self.in_transaction(|p| p.confirm_gone(side, &gone, left, right))?;
+            // Already fetched and not found: no second fetch to confirm it.
+            self.in_transaction(|p| p.plan_gone(side, &gone, left, right))?;
         }
         Ok(())
     }
@@ -308,8 +308,7 @@ impl Planner<'_> {
     }
 
     /// Of the pairs whose `side` record is one of `chunk` (encoded keys), those a fetch
-    /// finds gone: deleted on that side (planned per the delete rules), or forgotten
-    /// when their partner is gone too.
+    /// finds gone (see [`plan_gone`](Self::plan_gone)).
     fn confirm_gone(
         &mut self,
         side: Side,
@@ -317,39 +316,55 @@ impl Planner<'_> {
         left: &mut dyn Connector,
         right: &mut dyn Connector,
     ) -> Result<(), Error> {
+        let keys = chunk
+            .iter()
+            .map(|k| Key::decode(k).map_err(|e| StateError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let still: HashSet<String> = self
+            .fetch_from(side, left, right, &keys)?
+            .iter()
+            .map(|r| r.key.encode())
+            .collect();
+        let gone: Vec<String> = chunk
+            .iter()
+            .filter(|k| !still.contains(*k))
+            .cloned()
+            .collect();
+        self.plan_gone(side, &gone, left, right)
+    }
+
+    /// The pairs whose `side` record is one of `gone` (encoded keys a fetch did not
+    /// find): deleted on that side, per the delete rules, or forgotten when their
+    /// partner is gone too.
+    fn plan_gone(
+        &mut self,
+        side: Side,
+        gone: &[String],
+        left: &mut dyn Connector,
+        right: &mut dyn Connector,
+    ) -> Result<(), Error> {
+        if gone.is_empty() {
+            return Ok(());
+        }
         let decode = |k: &str| Key::decode(k).map_err(|e| StateError::Corrupt(e.to_string()));
-        {
-            let mut pairs = self.state.pairs_by(&self.link.name, side, chunk)?;
-            let keys = chunk
-                .iter()
-                .map(|k| decode(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            let still: HashSet<String> = self
-                .fetch_from(side, left, right, &keys)?
-                .iter()
-                .map(|r| r.key.encode())
-                .collect();
-            let gone: Vec<(String, crate::state::PairRow)> = chunk
-                .iter()
-                .filter(|k| !still.contains(*k))
-                .filter_map(|k| pairs.remove(k).map(|p| (k.clone(), p)))
-                .collect();
-            let partner_of = |p: &crate::state::PairRow| match side {
-                Side::Left => p.right_key.clone(),
-                Side::Right => p.left_key.clone(),
-            };
-            let partner_keys = gone
-                .iter()
-                .map(|(_, p)| decode(&partner_of(p)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let (partners, bad) =
-                sort_out_fetched(self.fetch_from(side.other(), left, right, &partner_keys)?);
-            self.keep_out(side.other(), bad)?;
-            for (_, pair) in gone {
-                match partners.get(&partner_of(&pair)) {
-                    Some(partner) => self.plan_deleted(side, partner, pair)?,
-                    None => self.forget_pair(decode(&pair.left_key)?)?,
-                }
+        let mut pairs = self.state.pairs_by(&self.link.name, side, gone)?;
+        let gone: Vec<crate::state::PairRow> =
+            gone.iter().filter_map(|k| pairs.remove(k)).collect();
+        let partner_of = |p: &crate::state::PairRow| match side {
+            Side::Left => p.right_key.clone(),
+            Side::Right => p.left_key.clone(),
+        };
+        let partner_keys = gone
+            .iter()
+            .map(|p| decode(&partner_of(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (partners, bad) =
+            sort_out_fetched(self.fetch_from(side.other(), left, right, &partner_keys)?);
+        self.keep_out(side.other(), bad)?;
+        for pair in gone {
+            match partners.get(&partner_of(&pair)) {
+                Some(partner) => self.plan_deleted(side, partner, pair)?,
+                None => self.forget_pair(decode(&pair.left_key)?)?,
             }
         }
         Ok(())
