@@ -29,6 +29,17 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// Waits (two minutes at most) until `table` holds `rows` rows.
+fn wait_for_rows(url: &str, table: &str, rows: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut c = pg(url);
+    let count = format!("SELECT count(*) FROM {table}");
+    while c.query_one(&count, &[]).unwrap().get::<_, i64>(0) < rows as i64 {
+        assert!(Instant::now() < deadline, "{what} never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// CPU seconds (user + system) and resident memory (MB) of a process.
 fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -219,19 +230,12 @@ fn main() {
                 "CREATE SUBSCRIPTION {slot} CONNECTION '{conninfo}' PUBLICATION {slot} WITH (create_slot = false, slot_name = '{slot}', copy_data = true)"
             ))
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while pg(&sub_url)
-            .query_one("SELECT count(*) FROM crm.people", &[])
-            .unwrap()
-            .get::<_, i64>(0)
-            < rows as i64
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the subscription never copied the table"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_rows(
+            &sub_url,
+            "crm.people",
+            rows,
+            "the subscription's copy of the table",
+        );
     }
     println!("cdc_latency: {rate} updates/s for {seconds} s over {rows} rows");
     let native = stream(&db_url, &sub_url, "crm.people", (rate, seconds, rows), 0);
@@ -264,16 +268,7 @@ fn main() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pg(&db_url)
-        .query_one("SELECT count(*) FROM billing.people", &[])
-        .unwrap()
-        .get::<_, i64>(0)
-        < rows as i64
-    {
-        assert!(Instant::now() < deadline, "the first load never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rows(&db_url, "billing.people", rows, "syncline's first load");
     let idle = Duration::from_secs(if is_bench { 10 } else { 1 });
     std::thread::sleep(Duration::from_secs(2));
     let (cpu0, _) = usage(watcher.id());

@@ -172,6 +172,15 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `syncline run --json` in the fixture's folder: its report.
+fn run_json(f: &Fixture) -> serde_json::Value {
+    let out = support::syncline(f.path())
+        .args(["run", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const PEOPLE: &str = "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, note TEXT);";
 
 fn sqlite_pair(watch: &str) -> Fixture {
@@ -298,11 +307,7 @@ fn watch_syncs_on_its_schedule_serves_metrics_and_stops_on_sigterm_with_state_co
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("stopped; every cycle committed"), "{log}");
     // Nothing left half-done: the next run writes nothing.
-    let out = support::syncline(f.path())
-        .args(["run", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&f);
     let link = &report["links"][0];
     for dir in ["to_right", "to_left"] {
         for op in ["created", "updated", "deleted"] {
@@ -419,15 +424,6 @@ fn pg_url() -> Option<String> {
         "SYNCLINE_TEST_PG_URL",
         "postgres://root@127.0.0.1:5432/test",
     )
-}
-
-/// `syncline run --json` in the fixture's folder: its report.
-fn run_json(f: &Fixture) -> serde_json::Value {
-    let out = support::syncline(f.path())
-        .args(["run", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 struct PgFeedFixture {
@@ -786,8 +782,9 @@ fn a_person_resolves_a_conflict_in_the_dashboard_and_the_next_cycle_writes_it() 
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// 50,000 people on the left, to be loaded in batches of 100: a load that takes a while.
-fn long_load() -> Fixture {
+/// 50,000 people on the left, to be loaded in batches of `batch_size`: a load that takes
+/// a while.
+fn long_load(batch_size: usize) -> Fixture {
     let f = Fixture::new(PEOPLE, PEOPLE, "");
     f.left
         .execute_batch(
@@ -796,7 +793,7 @@ fn long_load() -> Fixture {
         )
         .unwrap();
     f.write_config(
-        "[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\nbatch_size = 100\n\n[links.people.fields]\nid = {}\nname = {}\nnote = {}\n",
+        &format!("[links.people]\nleft = \"crm.people\"\nright = \"billing.people\"\nbatch_size = {batch_size}\n\n[links.people.fields]\nid = {{}}\nname = {{}}\nnote = {{}}\n"),
     );
     f
 }
@@ -808,7 +805,7 @@ fn people(c: &rusqlite::Connection) -> i64 {
 
 #[test]
 fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it() {
-    let f = long_load();
+    let f = long_load(100);
     let w = Watcher::start(f.path(), free_port());
     let count = people;
     w.until("the load under way", Duration::from_secs(30), || {
@@ -823,22 +820,14 @@ fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it(
         "the load ran to its end ({loaded}) instead of stopping"
     );
     // Everything written was committed: the next run creates the rest, nothing twice.
-    let out = support::syncline(f.path())
-        .args(["run", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&f);
     assert_eq!(count(&f.right), 50_000, "{report}");
     let created = report["links"][0]["to_right"]["created"].as_i64().unwrap();
     assert!(
         created <= 50_000 - loaded,
         "{created} created after {loaded} were loaded"
     );
-    let again = support::syncline(f.path())
-        .args(["run", "--json"])
-        .output()
-        .unwrap();
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let again = run_json(&f);
     assert_eq!(again["links"][0]["to_right"]["created"], 0, "{again}");
     assert_eq!(again["links"][0]["to_right"]["updated"], 0, "{again}");
 }
@@ -961,16 +950,22 @@ fn a_slot_on_a_quiet_table_does_not_hold_back_a_busy_servers_wal() {
 
 #[test]
 fn a_second_sigterm_ends_watch_at_once_and_the_next_run_finishes_the_work() {
-    let f = long_load();
+    // Large batches: the first signal waits for the one in hand, which takes a while.
+    let f = long_load(50_000);
     let mut w = Watcher::start(f.path(), free_port());
     w.until("the load under way", Duration::from_secs(30), || {
-        people(&f.right) > 0
+        w.log_text().contains("link taken")
     });
     w.signal(libc::SIGTERM);
+    // Two signals sent at once may arrive as one: the second goes once the first is in.
+    w.until("the first signal taken", Duration::from_secs(10), || {
+        w.log_text().contains("stopping")
+    });
     w.signal(libc::SIGTERM);
     let mut child = w.child.take().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{}", w.log_text());
+    assert!(people(&f.right) < 50_000, "the load was not cut short");
     // Ended mid-cycle, as a crash would: the next run creates the rest, nothing twice.
     assert_eq!(
         support::syncline(f.path())
