@@ -384,6 +384,9 @@ fn watching_a_conflict(token: &str) -> (Fixture, Watcher) {
 fn a_conflict_is_resolved_through_the_api_and_journaled_with_who() {
     let token = "an-admin-token-long-enough";
     let (f, w) = watching_a_conflict(token);
+    w.wait_for("/metrics", |m| {
+        metric(m, "syncline_conflicts_open{link=\"people\"}") == 1.0
+    });
     let (status, body) = w.post(
         "/api/conflicts/resolve",
         Some("wrong-token-wrong-token"),

@@ -106,12 +106,10 @@ fn error_kind(e: &crate::Error) -> &'static str {
 }
 
 pub(super) fn attention(link: &str, state: &mut StateStore) {
-    if let Ok(conflicts) = state.conflicts(Some(link)) {
-        let open = conflicts.iter().filter(|c| c.status == "open").count();
+    if let Ok((open, quarantined)) = state.attention_counts(link) {
         metrics::gauge!("syncline_conflicts_open", "link" => link.to_string()).set(open as f64);
-    }
-    if let Ok(q) = state.quarantine(Some(link)) {
-        metrics::gauge!("syncline_quarantine_size", "link" => link.to_string()).set(q.len() as f64);
+        metrics::gauge!("syncline_quarantine_size", "link" => link.to_string())
+            .set(quarantined as f64);
     }
 }
 

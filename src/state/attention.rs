@@ -152,6 +152,23 @@ impl StateStore {
         Ok(())
     }
 
+    /// How many conflicts of `link` wait for a person, and how many quarantine entries it
+    /// holds: counted by the store, for a gauge read after every cycle.
+    pub fn attention_counts(&mut self, link: &str) -> Result<(u64, u64)> {
+        let count = |s: &mut Self, sql: &str| -> Result<u64> {
+            s.db.query_opt(sql, &[P::Text(link)])?
+                .map_or(Ok(0), |r| r.int(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+        };
+        Ok((
+            count(
+                self,
+                "SELECT count(*) FROM conflicts WHERE link = $1 AND status = 'open'",
+            )?,
+            count(self, "SELECT count(*) FROM quarantine WHERE link = $1")?,
+        ))
+    }
+
     pub fn resolve_conflict(
         &mut self,
         link: &str,
