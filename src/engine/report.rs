@@ -143,7 +143,7 @@ impl LinkReport {
         &mut self,
         state: &mut StateStore,
     ) -> Result<(), crate::state::StateError> {
-        self.quarantined = state.quarantine(Some(&self.link))?.len() as u64;
+        self.quarantined = state.attention_counts(&self.link)?.1;
         Ok(())
     }
 
