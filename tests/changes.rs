@@ -179,22 +179,7 @@ fn a_new_record_that_may_pair_by_identity_makes_the_cycle_read_in_full() {
     settle(&f);
     // A right record that exists, unpaired and unchanged, and a new left one it matches:
     // a cursor read of the left alone would create a duplicate.
-    f.right
-        .execute("INSERT INTO contacts (id, name) VALUES (500, 'solo')", [])
-        .unwrap();
-    f.right
-        .execute("UPDATE contacts SET version = 0 WHERE id = 500", [])
-        .unwrap();
-    f.left
-        .execute("INSERT INTO contacts (id, name) VALUES (2, 'solo')", [])
-        .unwrap();
-    let r = f.run();
-    assert!(
-        r.links[0].reading.starts_with("full (1 new or unpaired"),
-        "{}",
-        r.links[0].reading
-    );
-    assert_eq!(r.links[0].to_right.created, 0, "{:?}", r.links[0]);
+    new_record_whose_partner_did_not_change(&f, 500, 2, "solo");
     let solos: i64 = f
         .right
         .query_row(
@@ -204,6 +189,33 @@ fn a_new_record_that_may_pair_by_identity_makes_the_cycle_read_in_full() {
         )
         .unwrap();
     assert_eq!(solos, 1);
+}
+
+/// An unpaired right record (`right_id`) that no cursor read sees, and a new left one
+/// (`left_id`) that pairs with it: the run reads in full and creates nothing.
+fn new_record_whose_partner_did_not_change(f: &Fixture, right_id: i64, left_id: i64, name: &str) {
+    f.right
+        .execute(
+            "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
+            rusqlite::params![right_id, name],
+        )
+        .unwrap();
+    f.right
+        .execute("UPDATE contacts SET version = 0 WHERE id = ?1", [right_id])
+        .unwrap();
+    f.left
+        .execute(
+            "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
+            rusqlite::params![left_id, name],
+        )
+        .unwrap();
+    let r = f.run();
+    assert!(
+        r.links[0].reading.starts_with("full (1 new or unpaired"),
+        "{}",
+        r.links[0].reading
+    );
+    assert_eq!(r.links[0].to_right.created, 0, "{:?}", r.links[0]);
 }
 
 #[test]
@@ -227,22 +239,7 @@ fn a_new_record_paired_by_a_carried_key_is_checked_by_a_fetch_not_a_full_read() 
     assert_eq!(r.links[0].to_right.created, 1, "{:?}", r.links[0]);
     // One whose key an unpaired, unchanged right record holds: that is its partner, and
     // only a full read pairs them (a cursor read alone would create a duplicate).
-    f.right
-        .execute("INSERT INTO contacts (id, name) VALUES (3, 'c')", [])
-        .unwrap();
-    f.right
-        .execute("UPDATE contacts SET version = 0 WHERE id = 3", [])
-        .unwrap();
-    f.left
-        .execute("INSERT INTO contacts (id, name) VALUES (3, 'c')", [])
-        .unwrap();
-    let r = f.run();
-    assert!(
-        r.links[0].reading.starts_with("full (1 new or unpaired"),
-        "{}",
-        r.links[0].reading
-    );
-    assert_eq!(r.links[0].to_right.created, 0, "{:?}", r.links[0]);
+    new_record_whose_partner_did_not_change(&f, 3, 3, "c");
     let threes: i64 = f
         .right
         .query_row("SELECT COUNT(*) FROM contacts WHERE id = 3", [], |r| {
