@@ -41,6 +41,27 @@ pub(crate) fn apply_plan(
     Ok(())
 }
 
+/// Takes the staged plans' writes back out of `report`'s counts: a cycle that is planned
+/// again (a partial read that needs a full one) counts only what it already wrote.
+pub(crate) fn uncount_staged(state: &mut StateStore, report: &mut LinkReport) -> Result<(), Error> {
+    let mut after = 0;
+    loop {
+        let page = state.plan_page(after, 1000)?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (_, body) in &page {
+            let plan: PairPlan = serde_json::from_str(body)
+                .map_err(|e| StateError::Corrupt(format!("staged plan: {e}")))?;
+            for side in [Side::Left, Side::Right] {
+                if plan.writes[side as usize].is_some() {
+                    decrement(report.direction(side), &plan, side as usize);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sends writes for one side to its system.
 pub(crate) type Writer<'a> = dyn FnMut(Side, &[Write]) -> Result<BatchResult, ConnectorError> + 'a;
 

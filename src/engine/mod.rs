@@ -400,12 +400,21 @@ fn run_with_io(
             }
         } else {
             let partial = match &reading {
-                Reading::Changed { since, keys } => Some(planner.plan_changed(
-                    left.as_mut(),
-                    right.as_mut(),
-                    since.clone(),
-                    keys.clone(),
-                )?),
+                Reading::Changed { since, keys } => {
+                    let mut hook = |name: &str| {
+                        if let Some(h) = opts.between_plan_and_apply.as_mut() {
+                            h(name);
+                        }
+                    };
+                    let stream = run_id.map(|run| (run, &mut hook as &mut dyn FnMut(&str)));
+                    Some(planner.plan_changed(
+                        left.as_mut(),
+                        right.as_mut(),
+                        since.clone(),
+                        keys.clone(),
+                        stream,
+                    )?)
+                }
                 Reading::Digests { changed, .. } => {
                     let range_size = link.changes.as_ref().map_or(1, |c| c.range_size as u64);
                     Some(planner.plan_ranges(left.as_mut(), right.as_mut(), changed, range_size)?)
@@ -416,11 +425,14 @@ fn run_with_io(
                 }
             };
             if let Some(plan::ChangedRead::NeedsFullRead(why)) = partial {
-                // Planned again from a full read, from a clean report.
+                // Planned again from a full read, from a clean report that keeps what
+                // the partial read already wrote (a streamed read writes as it reads).
                 drop(planner);
-                let warnings = std::mem::take(&mut report.warnings);
-                report = LinkReport::new(link);
-                report.warnings = warnings;
+                apply::uncount_staged(state, &mut report)?;
+                let before = std::mem::replace(&mut report, LinkReport::new(link));
+                report.warnings = before.warnings;
+                report.to_right = before.to_right;
+                report.to_left = before.to_left;
                 reading = Reading::Full(why);
                 continue;
             }

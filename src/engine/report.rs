@@ -77,7 +77,8 @@ pub struct LinkReport {
     pub quarantined: u64,
     /// Edits on a side that does not own the field, reported and not corrected.
     pub drift_reported: u64,
-    /// Why the safety valve refused the cycle; nothing was written.
+    /// Why the safety valve refused the cycle: nothing it planned was written, but for
+    /// the updates a cursor read writes as it reads (see `plan::streamed`).
     pub refused: Option<String>,
     /// Who was running this link when this run came to it: it was left alone, nothing
     /// read or written for it (see [`StateStore::hold_link`]).

@@ -13,6 +13,10 @@ use crate::model::{Key, Record, Side};
 use crate::state::StateError;
 use std::collections::HashSet;
 
+/// A run's id, and what to call before its first write: a left cursor read given one
+/// writes as it reads (see `streamed`).
+pub(crate) type Stream<'h> = (i64, &'h mut dyn FnMut(&str));
+
 /// How a cycle that reads what changed ended its planning.
 pub(crate) enum ChangedRead {
     Planned,
@@ -72,12 +76,16 @@ impl Planner<'_> {
     /// Plans from the records at or past `since` on each side. A side without a cursor
     /// (`None`) is not read: only the partners of the other side's changes are fetched
     /// from it, and its own edits wait for the next full read.
+    ///
+    /// `stream`, in a run: its id, and what to call before the first write. The left
+    /// cursor read then writes what it can while it reads (see `streamed`).
     pub(crate) fn plan_changed(
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
         since: [Option<Since>; 2],
         keys: [Option<Vec<Key>>; 2],
+        stream: Option<Stream<'_>>,
     ) -> Result<ChangedRead, Error> {
         let [left_since, right_since] = since;
         let [left_keys, right_keys] = keys;
@@ -91,7 +99,12 @@ impl Planner<'_> {
         if let Some(left_since) = left_since {
             let mut left_spec = self.layout.left.clone();
             left_spec.since = Some(left_since);
-            self.report.left_records = self.read_left(left, right, &left_spec)?;
+            self.report.left_records = match stream {
+                Some((run, hook)) if self.verify.is_none() => {
+                    self.read_left_streamed(left, right, &left_spec, run, Some(hook))?
+                }
+                _ => self.read_left(left, right, &left_spec)?,
+            };
         }
         if let Some(right_since) = right_since {
             let mut right_spec = self.layout.right.clone();

@@ -7,6 +7,7 @@ mod lifecycle;
 
 pub(crate) use changed::ChangedRead;
 mod merge_pair;
+mod streamed;
 
 use super::layout::Layout;
 use super::one_behind::OneBehind;
