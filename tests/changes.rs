@@ -40,8 +40,13 @@ full_every = {full_every}
 }
 
 fn fixture(lookback: i64, full_every: u32) -> Fixture {
-    let f = Fixture::new(SCHEMA, SCHEMA, &link(lookback, full_every, ""));
-    for i in 1..=100 {
+    seeded(&link(lookback, full_every, ""), 100)
+}
+
+/// A fixture for `link` whose left holds `rows` records, `n1`…
+fn seeded(link: &str, rows: i64) -> Fixture {
+    let f = Fixture::new(SCHEMA, SCHEMA, link);
+    for i in 1..=rows {
         f.left
             .execute(
                 "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
@@ -193,9 +198,9 @@ fn a_new_record_that_may_pair_by_identity_makes_the_cycle_read_in_full() {
     assert_eq!(solos, 1);
 }
 
-/// An unpaired right record (`right_id`) that no cursor read sees, and a new left one
-/// (`left_id`) that pairs with it: the run reads in full and creates nothing.
-fn new_record_whose_partner_did_not_change(f: &Fixture, right_id: i64, left_id: i64, name: &str) {
+/// Inserts an unpaired right record (`right_id`) that no cursor read sees, and a new left
+/// one (`left_id`) that pairs with it.
+fn plant_unchanged_partner(f: &Fixture, right_id: i64, left_id: i64, name: &str) {
     f.right
         .execute(
             "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
@@ -211,6 +216,12 @@ fn new_record_whose_partner_did_not_change(f: &Fixture, right_id: i64, left_id: 
             rusqlite::params![left_id, name],
         )
         .unwrap();
+}
+
+/// An unpaired right record (`right_id`) that no cursor read sees, and a new left one
+/// (`left_id`) that pairs with it: the run reads in full and creates nothing.
+fn new_record_whose_partner_did_not_change(f: &Fixture, right_id: i64, left_id: i64, name: &str) {
+    plant_unchanged_partner(f, right_id, left_id, name);
     let r = f.run();
     assert!(
         r.links[0].reading.starts_with("full (1 new or unpaired"),
@@ -296,15 +307,7 @@ fn right_names_like(f: &Fixture, prefix: &str) -> i64 {
 fn a_cursor_read_of_many_batches_writes_as_it_reads_and_a_crash_mid_way_neither_skips_nor_repeats()
 {
     // A streamed read reads in half batches: ten records each.
-    let f = Fixture::new(SCHEMA, SCHEMA, &link(0, 100, "batch_size = 20"));
-    for i in 1..=100 {
-        f.left
-            .execute(
-                "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
-                rusqlite::params![i, format!("n{i}")],
-            )
-            .unwrap();
-    }
+    let f = seeded(&link(0, 100, "batch_size = 20"), 100);
     settle(&f);
     let edit = |prefix: &str| {
         for id in 1..=35 {
@@ -352,15 +355,7 @@ fn a_cursor_read_of_many_batches_writes_as_it_reads_and_a_crash_mid_way_neither_
 #[test]
 fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() {
     let carried = link(0, 100, "batch_size = 2").replace("name = {}", "id = {}\nname = {}");
-    let f = Fixture::new(SCHEMA, SCHEMA, &carried);
-    for i in 1..=10 {
-        f.left
-            .execute(
-                "INSERT INTO contacts (id, name) VALUES (?1, ?2)",
-                rusqlite::params![i, format!("n{i}")],
-            )
-            .unwrap();
-    }
+    let f = seeded(&carried, 10);
     settle(&f);
     for id in [1, 2, 3, 4, 5] {
         f.left
@@ -370,15 +365,7 @@ fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() 
     // Read after the five edits, a new record whose key an unchanged, unpaired right
     // record holds: only a full read can pair them, which the cycle finds at its end,
     // after it wrote the edits.
-    f.right
-        .execute("INSERT INTO contacts (id, name) VALUES (50, 'same')", [])
-        .unwrap();
-    f.right
-        .execute("UPDATE contacts SET version = 0 WHERE id = 50", [])
-        .unwrap();
-    f.left
-        .execute("INSERT INTO contacts (id, name) VALUES (50, 'same')", [])
-        .unwrap();
+    plant_unchanged_partner(&f, 50, 50, "same");
     let r = f.run();
     let l = &r.links[0];
     assert!(

@@ -195,14 +195,9 @@ impl<'a> Planner<'a> {
                 fetch_from.fetch(fetch_spec, &keys)
             });
             let scanned = scan_ahead(left, left_spec, batch, &mut |records, bad| {
-                self.observe(Side::Left, &records);
-                if records.is_empty() {
-                    return self.in_transaction(|p| p.keep_out(Side::Left, bad));
-                }
-                let (looked_up, partner_keys) = self.in_transaction(|p| {
-                    p.keep_out(Side::Left, bad)?;
-                    p.left_lookup(records)
-                })?;
+                let Some((looked_up, partner_keys)) = self.look_up_left(records, bad)? else {
+                    return Ok(());
+                };
                 let before = fetcher.receive();
                 fetcher.send(looked_up, partner_keys);
                 match before {
@@ -380,6 +375,24 @@ impl<'a> Planner<'a> {
     }
 
     /// The first half of a left batch: its pairs, and the right keys to fetch.
+    /// A left batch as read: noted, its bad records kept out, its pairs looked up (in one
+    /// state transaction); `None` when it held only bad records.
+    fn look_up_left(
+        &mut self,
+        records: Vec<Record>,
+        bad: Vec<BadKey>,
+    ) -> Result<Option<(LeftBatch, Vec<Key>)>, Error> {
+        self.observe(Side::Left, &records);
+        if records.is_empty() {
+            self.in_transaction(|p| p.keep_out(Side::Left, bad))?;
+            return Ok(None);
+        }
+        self.in_transaction(|p| {
+            p.keep_out(Side::Left, bad)?;
+            p.left_lookup(records).map(Some)
+        })
+    }
+
     fn left_lookup(&mut self, records: Vec<Record>) -> Result<(LeftBatch, Vec<Key>), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;

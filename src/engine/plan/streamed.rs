@@ -79,21 +79,11 @@ impl Planner<'_> {
             let scanned = scan_ahead(left, left_spec, batch, &mut |records, bad| {
                 // A stop between batches: what was written is committed below.
                 crate::engine::stop_requested()?;
-                self.observe(Side::Left, &records);
-                if records.is_empty() {
-                    return self.in_transaction(|p| p.keep_out(Side::Left, bad));
-                }
-                let (looked_up, keys) = self.in_transaction(|p| {
-                    p.keep_out(Side::Left, bad)?;
-                    p.left_lookup(records)
-                })?;
-                self.stream_step(
-                    &mut worker,
-                    Some((looked_up, keys)),
-                    run,
-                    &mut before_first_write,
-                )
-                .map(|_| ())
+                let Some(looked_up) = self.look_up_left(records, bad)? else {
+                    return Ok(());
+                };
+                self.stream_step(&mut worker, Some(looked_up), run, &mut before_first_write)
+                    .map(|_| ())
             });
             // The scan ended well: the batches the worker still holds are merged,
             // written and committed. It ended badly: the one it holds is taken back
