@@ -353,6 +353,36 @@ fn a_cursor_read_of_many_batches_writes_as_it_reads_and_a_crash_mid_way_neither_
 }
 
 #[test]
+fn more_new_records_than_a_cursor_cycle_checks_one_by_one_make_it_read_in_full() {
+    let carried = link(0, 100, "").replace("name = {}", "id = {}\nname = {}");
+    let f = seeded(&carried, 10);
+    settle(&f);
+    // Past 10,000 new records, asking the right for each one's key costs more than
+    // reading it whole.
+    f.left
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 11 UNION ALL SELECT i + 1 FROM n WHERE i < 10011)
+             INSERT INTO contacts (id, name) SELECT i, 'new ' || i FROM n;",
+        )
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(
+        l.reading.starts_with("full (10001 new or unpaired"),
+        "{}",
+        l.reading
+    );
+    assert_eq!(l.to_right.created, 10_001, "{l:?}");
+    let r = f.run();
+    assert!(
+        r.links[0].reading.contains("changes since"),
+        "{}",
+        r.links[0].reading
+    );
+    assert_eq!(writes(&r), 0);
+}
+
+#[test]
 fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() {
     let carried = link(0, 100, "batch_size = 2").replace("name = {}", "id = {}\nname = {}");
     let f = seeded(&carried, 10);
