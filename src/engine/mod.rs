@@ -356,6 +356,9 @@ fn run_with_io(
         marked.clean = false;
         state.set_link_reads(&link.name, &marked)?;
     }
+    // The test hook between planning and the first write, called once a cycle: a streamed
+    // read calls it before its first batch goes out.
+    let mut hook_called = false;
     let (streamed, seen) = loop {
         state.clear_scratch()?;
         let LinkIo {
@@ -379,11 +382,7 @@ fn run_with_io(
             reading = Reading::Full("a first load".into());
             match run_id {
                 Some(run) => {
-                    let mut hook = |name: &str| {
-                        if let Some(h) = opts.between_plan_and_apply.as_mut() {
-                            h(name);
-                        }
-                    };
+                    let mut hook = |name: &str| before_first_write(opts, &mut hook_called, name);
                     planner.report.left_records = first_load::stream(
                         &mut planner,
                         run,
@@ -401,11 +400,7 @@ fn run_with_io(
         } else {
             let partial = match &reading {
                 Reading::Changed { since, keys } => {
-                    let mut hook = |name: &str| {
-                        if let Some(h) = opts.between_plan_and_apply.as_mut() {
-                            h(name);
-                        }
-                    };
+                    let mut hook = |name: &str| before_first_write(opts, &mut hook_called, name);
                     let stream = run_id.map(|run| (run, &mut hook as &mut dyn FnMut(&str)));
                     Some(planner.plan_changed(
                         left.as_mut(),
@@ -465,13 +460,20 @@ fn run_with_io(
         return Ok(report);
     }
     let Some(run) = run_id else { return Ok(report) };
-    if let Some(hook) = opts.between_plan_and_apply.as_mut() {
-        hook(&link.name);
-    }
+    before_first_write(opts, &mut hook_called, &link.name);
     apply::apply_plan(link, io, state, run, run_seq, &mut report)?;
     let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
     feeds::confirm(link, io, &feed_positions)?;
     Ok(report)
+}
+
+/// Calls the options' `between_plan_and_apply` hook, unless this cycle already did.
+fn before_first_write(opts: &mut RunOptions<'_>, called: &mut bool, link: &str) {
+    if !std::mem::replace(called, true)
+        && let Some(hook) = opts.between_plan_and_apply.as_mut()
+    {
+        hook(link);
+    }
 }
 
 /// Why a link whose systems changed is refused: which side, what it was, what it is,
