@@ -382,6 +382,54 @@ fn more_new_records_than_a_cursor_cycle_checks_one_by_one_make_it_read_in_full()
     assert_eq!(writes(&r), 0);
 }
 
+/// Crashes at each named point of a streamed cursor read of four batches (edits on both
+/// sides, the right's read after the left's streamed writes): running on ends where an
+/// uninterrupted run ends.
+#[test]
+fn a_crash_at_each_point_of_a_streamed_cursor_read_ends_where_an_uninterrupted_run_ends() {
+    let prepare = || {
+        let f = seeded(&link(0, 100, "batch_size = 20"), 100);
+        settle(&f);
+        f.left
+            .execute_batch("UPDATE contacts SET name = 'left ' || id WHERE id <= 35")
+            .unwrap();
+        f.right
+            .execute_batch("UPDATE contacts SET name = 'right ' || id WHERE id % 9 = 0")
+            .unwrap();
+        f
+    };
+    let names = |f: &Fixture| {
+        let sql = "SELECT id, name FROM contacts ORDER BY id";
+        (Fixture::rows(&f.left, sql), Fixture::rows(&f.right, sql))
+    };
+    let until_quiet = |f: &Fixture| {
+        for _ in 0..4 {
+            if writes(&f.run()) == 0 {
+                return;
+            }
+        }
+        panic!("no quiet run");
+    };
+    let reference = prepare();
+    until_quiet(&reference);
+    let expected = names(&reference);
+    assert_eq!(expected.0, expected.1);
+    for point in syncline::fault::POINTS {
+        for nth in [1, 2] {
+            let f = prepare();
+            let spec = format!("{point}:{nth}");
+            let out = support::syncline(f.path())
+                .arg("run")
+                .env("SYNCLINE_FAULT", &spec)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), None, "no crash at {spec}");
+            until_quiet(&f);
+            assert_eq!(names(&f), expected, "after a crash at {spec}");
+        }
+    }
+}
+
 #[test]
 fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() {
     let carried = link(0, 100, "batch_size = 2").replace("name = {}", "id = {}\nname = {}");

@@ -137,6 +137,7 @@ impl Planner<'_> {
             }
             None => (None, None),
         };
+        let commits = written.is_some();
         let journaled = self.in_transaction(|p| {
             let mut to_write = None;
             if let Some((batch, partners)) = merge {
@@ -173,8 +174,13 @@ impl Planner<'_> {
                 return Err(e);
             }
         };
-        crate::fault::point("after_journal");
-        crate::fault::point("after_store_commit");
+        // This transaction journaled the merged batch and committed the written one.
+        if to_write.is_some() {
+            crate::fault::point("after_journal");
+        }
+        if commits {
+            crate::fault::point("after_store_commit");
+        }
         // Stopped once the batch the right refused whole is committed (its records are
         // quarantined with the reason); the batch just journaled is never sent, and the
         // run's end marks its entries `unknown`.
