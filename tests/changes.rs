@@ -69,6 +69,11 @@ fn settle(f: &Fixture) {
     for _ in 0..2 {
         f.run();
     }
+    quiet_cursor_cycle(f);
+}
+
+/// One more cycle, which reads by cursor and writes nothing.
+fn quiet_cursor_cycle(f: &Fixture) {
     let r = f.run();
     assert!(
         r.links[0].reading.contains("changes since"),
@@ -373,13 +378,7 @@ fn more_new_records_than_a_cursor_cycle_checks_one_by_one_make_it_read_in_full()
         l.reading
     );
     assert_eq!(l.to_right.created, 10_001, "{l:?}");
-    let r = f.run();
-    assert!(
-        r.links[0].reading.contains("changes since"),
-        "{}",
-        r.links[0].reading
-    );
-    assert_eq!(writes(&r), 0);
+    quiet_cursor_cycle(&f);
 }
 
 /// Crashes at each named point of a streamed cursor read of four batches (edits on both
@@ -428,6 +427,29 @@ fn a_crash_at_each_point_of_a_streamed_cursor_read_ends_where_an_uninterrupted_r
             assert_eq!(names(&f), expected, "after a crash at {spec}");
         }
     }
+}
+
+#[test]
+fn deletes_a_streamed_cursor_read_finds_are_weighed_by_the_valve_before_any_is_made() {
+    // A look-back that re-reads every left record: those whose right partner is gone
+    // are deletes (propagated to the left), in every batch.
+    let f = seeded(&link(1000, 100, "batch_size = 20"), 100);
+    settle(&f);
+    f.right
+        .execute("DELETE FROM contacts WHERE id <= 60", [])
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(l.reading.contains("changes since"), "{}", l.reading);
+    assert!(l.refused.is_some(), "{l:?}");
+    let left: i64 = f
+        .left
+        .query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        left, 100,
+        "no delete made before the valve weighed them all"
+    );
 }
 
 #[test]

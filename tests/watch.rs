@@ -434,6 +434,16 @@ struct PgFeedFixture {
     db: TempDatabase,
 }
 
+/// [`pg_feeds`], run once (slots made, first load done), then `sql` on the database;
+/// with a client on it.
+fn pg_feeds_then(pg_url: &str, state: &str, sql: &str) -> (PgFeedFixture, postgres::Client) {
+    let fixture = pg_feeds(pg_url, state);
+    run_json(&fixture.f);
+    let mut c = fixture.db.pg_client();
+    c.batch_execute(sql).unwrap();
+    (fixture, c)
+}
+
 /// Two schemas of one fresh database, `crm.people` and `billing.people`, linked two-way
 /// with a logical feed on each side; `every` is an hour, so only the feeds start cycles.
 fn pg_feeds(pg_url: &str, state: &str) -> PgFeedFixture {
@@ -838,15 +848,13 @@ fn sigterm_stops_a_long_first_load_between_batches_and_the_next_run_finishes_it(
 #[test]
 fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
     let Some(url) = pg_url() else { return };
-    let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_lag_bytes = 100000\n\n");
-    let run = || run_json(&f);
-    run();
-    let mut c = db.pg_client();
     // More WAL than the limit: 5,000 rows in one statement.
-    c.batch_execute(
+    let (PgFeedFixture { f, db }, _) = pg_feeds_then(
+        &url,
+        "[watch]\nmax_feed_lag_bytes = 100000\n\n",
         "INSERT INTO crm.people SELECT i, 'x' || i, NULL FROM generate_series(10, 5009) i",
-    )
-    .unwrap();
+    );
+    let run = || run_json(&f);
     // While nobody runs the link, `status` says what its slot holds back, and warns.
     let status = support::syncline(f.path()).arg("status").output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
@@ -872,15 +880,13 @@ fn a_slot_too_far_behind_is_made_again_and_the_link_read_in_full() {
 #[test]
 fn a_transaction_larger_than_a_cycle_takes_makes_a_full_read_and_more_waits_its_turn() {
     let Some(url) = pg_url() else { return };
-    let PgFeedFixture { f, db } = pg_feeds(&url, "[watch]\nmax_feed_changes = 100\n\n");
-    let run = || run_json(&f);
-    run();
-    let mut c = db.pg_client();
     // One transaction of 500 changes: more than a cycle takes by key.
-    c.batch_execute(
+    let (PgFeedFixture { f, db }, mut c) = pg_feeds_then(
+        &url,
+        "[watch]\nmax_feed_changes = 100\n\n",
         "INSERT INTO crm.people SELECT i, 'big' || i, NULL FROM generate_series(100, 599) i",
-    )
-    .unwrap();
+    );
+    let run = || run_json(&f);
     let big = run();
     let link = &big["links"][0];
     assert!(

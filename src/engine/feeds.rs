@@ -7,7 +7,7 @@ use super::io::LinkIo;
 use super::reading::Reading;
 use super::report::{FeedStatus, LinkReport};
 use crate::Error;
-use crate::config::{Config, LinkSpec};
+use crate::config::{Config, FeedSpec, LinkSpec};
 use crate::model::Side;
 
 /// Where each side's feed is confirmed to once the cycle is committed.
@@ -26,13 +26,7 @@ pub(crate) fn read(
     report: &mut LinkReport,
 ) -> Result<FeedPositions, Error> {
     let mut positions = FeedPositions::default();
-    let Some(changes) = &link.changes else {
-        return Ok(positions);
-    };
-    for side in [Side::Left, Side::Right] {
-        let Some(feed) = &changes.feed[side as usize] else {
-            continue;
-        };
+    for (side, feed) in feeds_of(link) {
         let read = read_side(config, io, side, feed)?;
         report.feeds.push(FeedStatus {
             side,
@@ -69,7 +63,7 @@ fn read_side(
     config: &Config,
     io: &mut LinkIo,
     side: Side,
-    feed: &crate::config::FeedSpec,
+    feed: &FeedSpec,
 ) -> Result<crate::connectors::FeedRead, Error> {
     let spec = io.layout.read_spec(side).clone();
     Ok(io.connector(side).feed_changes(
@@ -82,13 +76,8 @@ fn read_side(
 
 /// Marks the link's writes to each side with a feed as its own, so that feed skips them.
 pub(crate) fn mark_own_writes(link: &LinkSpec, io: &mut LinkIo) -> Result<(), Error> {
-    let Some(changes) = &link.changes else {
-        return Ok(());
-    };
-    for side in [Side::Left, Side::Right] {
-        if let Some(feed) = &changes.feed[side as usize] {
-            io.connector(side).mark_own_writes(&feed.slot)?;
-        }
+    for (side, feed) in feeds_of(link) {
+        io.connector(side).mark_own_writes(&feed.slot)?;
     }
     Ok(())
 }
@@ -99,13 +88,8 @@ pub(crate) fn confirm(
     io: &mut LinkIo,
     positions: &FeedPositions,
 ) -> Result<(), Error> {
-    let Some(changes) = &link.changes else {
-        return Ok(());
-    };
-    for side in [Side::Left, Side::Right] {
-        if let (Some(feed), Some(upto)) =
-            (&changes.feed[side as usize], &positions.upto[side as usize])
-        {
+    for (side, feed) in feeds_of(link) {
+        if let Some(upto) = &positions.upto[side as usize] {
             io.connector(side).confirm_feed(feed, upto)?;
         }
     }
@@ -130,13 +114,7 @@ pub struct FeedPoll {
 /// for a cycle, and an unconfirmed slot would hold back the server's WAL.
 pub(crate) fn poll(config: &Config, link: &LinkSpec, io: &mut LinkIo) -> Result<FeedPoll, Error> {
     let mut poll = FeedPoll::default();
-    let Some(changes) = &link.changes else {
-        return Ok(poll);
-    };
-    for side in [Side::Left, Side::Right] {
-        let Some(feed) = &changes.feed[side as usize] else {
-            continue;
-        };
+    for (side, feed) in feeds_of(link) {
         let read = read_side(config, io, side, feed)?;
         if read.restarted.is_some() {
             poll.restarted = read.restarted;
@@ -163,13 +141,8 @@ pub(crate) fn poll(config: &Config, link: &LinkSpec, io: &mut LinkIo) -> Result<
 /// moving or making anything: for `status`, which must show a slot filling the disk
 /// while nobody watches the link.
 pub fn slots(config: &Config, link: &LinkSpec) -> Vec<(Side, String, Result<Option<u64>, String>)> {
-    let Some(changes) = &link.changes else {
-        return Vec::new();
-    };
-    [Side::Left, Side::Right]
-        .into_iter()
-        .filter_map(|side| {
-            let feed = changes.feed[side as usize].as_ref()?;
+    feeds_of(link)
+        .map(|(side, feed)| {
             let endpoint = link.endpoint(side);
             let retained = config
                 .systems
@@ -180,7 +153,15 @@ pub fn slots(config: &Config, link: &LinkSpec) -> Vec<(Side, String, Result<Opti
                         .and_then(|mut c| c.feed_retained(feed))
                         .map_err(|e| crate::without_details(&e.to_string()))
                 });
-            Some((side, feed.slot.clone(), retained))
+            (side, feed.slot.clone(), retained)
         })
         .collect()
+}
+
+/// The link's change feeds, with their sides.
+fn feeds_of(link: &LinkSpec) -> impl Iterator<Item = (Side, &FeedSpec)> {
+    [Side::Left, Side::Right].into_iter().filter_map(|side| {
+        let feed = link.changes.as_ref()?.feed[side as usize].as_ref()?;
+        Some((side, feed))
+    })
 }

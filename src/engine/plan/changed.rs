@@ -101,7 +101,7 @@ impl Planner<'_> {
             left_spec.since = Some(left_since);
             self.report.left_records = match stream {
                 Some((run, hook)) if self.verify.is_none() => {
-                    self.read_left_streamed(left, right, &left_spec, run, Some(hook))?
+                    self.read_left_streamed(left, right, &left_spec, run, hook)?
                 }
                 _ => self.read_left(left, right, &left_spec)?,
             };

@@ -374,7 +374,6 @@ impl<'a> Planner<'a> {
         Some(parts.join("\u{1f}"))
     }
 
-    /// The first half of a left batch: its pairs, and the right keys to fetch.
     /// A left batch as read: noted, its bad records kept out, its pairs looked up (in one
     /// state transaction); `None` when it held only bad records.
     fn look_up_left(
@@ -393,6 +392,7 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// The first half of a left batch: its pairs, and the right keys to fetch.
     fn left_lookup(&mut self, records: Vec<Record>) -> Result<(LeftBatch, Vec<Key>), Error> {
         let keys: Vec<String> = records.iter().map(|r| r.key.encode()).collect();
         let pairs = self.state.pairs_by(&self.link.name, Side::Left, &keys)?;

@@ -43,15 +43,15 @@ fn streamable(plan: &PairPlan) -> bool {
 
 impl Planner<'_> {
     /// Reads `left_spec` from `left` (a cursor read), streaming what it can (see the
-    /// module). `before_first_write` is called once, before the first batch's writes go
-    /// out. Returns the records read.
+    /// module). `before_write` is called before each batch's writes go out (the engine's
+    /// hook acts once a cycle). Returns the records read.
     pub(super) fn read_left_streamed(
         &mut self,
         left: &mut dyn Connector,
         right: &mut dyn Connector,
         left_spec: &ReadSpec,
         run: i64,
-        mut before_first_write: Option<&mut dyn FnMut(&str)>,
+        before_write: &mut dyn FnMut(&str),
     ) -> Result<u64, Error> {
         // Half batches: a streamed read holds about twice as many at once (one written,
         // one merged, one fetched for, two read ahead). Measured on a 1% cycle of 1M
@@ -82,7 +82,7 @@ impl Planner<'_> {
                 let Some(looked_up) = self.look_up_left(records, bad)? else {
                     return Ok(());
                 };
-                self.stream_step(&mut worker, Some(looked_up), run, &mut before_first_write)
+                self.stream_step(&mut worker, Some(looked_up), run, before_write)
                     .map(|_| ())
             });
             // The scan ended well: the batches the worker still holds are merged,
@@ -90,7 +90,7 @@ impl Planner<'_> {
             // below, and committed if it was written.
             let drained = match &scanned {
                 Ok(_) => loop {
-                    let step = self.stream_step(&mut worker, None, run, &mut before_first_write);
+                    let step = self.stream_step(&mut worker, None, run, before_write);
                     crate::engine::one_behind::batch_done();
                     match step {
                         Ok(true) => continue,
@@ -121,20 +121,13 @@ impl Planner<'_> {
         worker: &mut OneBehind<Context, Request, Answer>,
         next: Option<(LeftBatch, Vec<Key>)>,
         run: i64,
-        before_first_write: &mut Option<&mut dyn FnMut(&str)>,
+        before_write: &mut dyn FnMut(&str),
     ) -> Result<bool, Error> {
         let (mut written, merge) = match worker.receive() {
-            Some(((lent, fetched_for), (writes, results, partners))) => {
-                let written = match (lent, results) {
-                    (Some((mut batch, mut lent)), Some(results)) => {
-                        lent.writes = writes;
-                        batch.settle(lent, results)?;
-                        Some(batch)
-                    }
-                    _ => None,
-                };
-                (written, fetched_for.map(|b| (b, partners)))
-            }
+            Some(((lent, fetched_for), (writes, results, partners))) => (
+                settled(lent, writes, results)?,
+                fetched_for.map(|b| (b, partners)),
+            ),
             None => (None, None),
         };
         let commits = written.is_some();
@@ -191,10 +184,8 @@ impl Planner<'_> {
             let lent = batch.lend_writes(Side::Right);
             (batch, lent)
         });
-        if lent.as_ref().is_some_and(|(_, l)| !l.writes.is_empty())
-            && let Some(hook) = before_first_write.take()
-        {
-            hook(&self.link.name);
+        if lent.as_ref().is_some_and(|(_, l)| !l.writes.is_empty()) {
+            before_write(&self.link.name);
         }
         if lent.is_none() && next.is_none() {
             return Ok(false);
@@ -220,15 +211,31 @@ impl Planner<'_> {
         &mut self,
         answered: Option<(Option<(PlannedBatch, LentWrites)>, Answer)>,
     ) -> Result<(), Error> {
-        let Some((Some((mut batch, mut lent)), (writes, Some(results), _))) = answered else {
+        let Some((lent, (writes, results, _))) = answered else {
             return Ok(());
         };
-        lent.writes = writes;
-        batch.settle(lent, results)?;
+        let Some(batch) = settled(lent, writes, results)? else {
+            return Ok(());
+        };
         let refusal = batch.commit(self.link, self.state, self.run_seq, self.report)?;
         match refusal {
             Some(why) => Err(Error::Refused(why)),
             None => Ok(()),
         }
     }
+}
+
+/// A batch the worker wrote, with what the right said of its writes; `None` when it held
+/// none. A write that failed whole is the error, and the batch's entries stay `planned`.
+fn settled(
+    lent: Option<(PlannedBatch, LentWrites)>,
+    writes: Vec<Write>,
+    results: Option<WriteResults>,
+) -> Result<Option<PlannedBatch>, ConnectorError> {
+    let (Some((mut batch, mut lent)), Some(results)) = (lent, results) else {
+        return Ok(None);
+    };
+    lent.writes = writes;
+    batch.settle(lent, results)?;
+    Ok(Some(batch))
 }
