@@ -311,8 +311,8 @@ fn right_names_like(f: &Fixture, prefix: &str) -> i64 {
 #[test]
 fn a_cursor_read_of_many_batches_writes_as_it_reads_and_a_crash_mid_way_neither_skips_nor_repeats()
 {
-    // A streamed read reads in half batches: ten records each.
-    let f = seeded(&link(0, 100, "batch_size = 20"), 100);
+    // A streamed read reads in quarter batches: ten records each.
+    let f = seeded(&link(0, 100, "batch_size = 40"), 100);
     settle(&f);
     let edit = |prefix: &str| {
         for id in 1..=35 {
@@ -387,7 +387,7 @@ fn more_new_records_than_a_cursor_cycle_checks_one_by_one_make_it_read_in_full()
 #[test]
 fn a_crash_at_each_point_of_a_streamed_cursor_read_ends_where_an_uninterrupted_run_ends() {
     let prepare = || {
-        let f = seeded(&link(0, 100, "batch_size = 20"), 100);
+        let f = seeded(&link(0, 100, "batch_size = 40"), 100);
         settle(&f);
         f.left
             .execute_batch("UPDATE contacts SET name = 'left ' || id WHERE id <= 35")
@@ -433,7 +433,7 @@ fn a_crash_at_each_point_of_a_streamed_cursor_read_ends_where_an_uninterrupted_r
 fn deletes_a_streamed_cursor_read_finds_are_weighed_by_the_valve_before_any_is_made() {
     // A look-back that re-reads every left record: those whose right partner is gone
     // are deletes (propagated to the left), in every batch.
-    let f = seeded(&link(1000, 100, "batch_size = 20"), 100);
+    let f = seeded(&link(1000, 100, "batch_size = 40"), 100);
     settle(&f);
     f.right
         .execute("DELETE FROM contacts WHERE id <= 60", [])
@@ -477,6 +477,55 @@ fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() 
     assert_eq!(l.to_right.created, 0, "{l:?}");
     assert_eq!(right_names_like(&f, "edited"), 5);
     assert_eq!(writes(&f.run()), 0);
+}
+
+/// The base the store keeps for the record `id` of the `contacts` link, field `name`.
+fn base_name(f: &Fixture, id: i64) -> Option<Value> {
+    use syncline::model::{Key, Side};
+    let key = Key::single(Value::Integer(id)).encode();
+    let mut pairs = f
+        .store()
+        .pairs_by("contacts", Side::Left, std::slice::from_ref(&key))
+        .unwrap();
+    pairs.remove(&key)?.base.get("name").cloned()
+}
+
+#[test]
+fn a_streamed_batch_that_writes_nothing_still_moves_its_bases() {
+    // One-way, the left read by cursor: a record edited to the same value on both sides
+    // is agreed without a write, and the streamed batch holding only it is committed
+    // all the same (a batch with no writes was once never committed: its base stayed
+    // behind until a full read).
+    let one_way = r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+[links.contacts.fields]
+name = {}
+[links.contacts.changes]
+left = { cursor = "version", lookback = 0 }
+full_every = 100
+"#;
+    let f = seeded(one_way, 20);
+    settle(&f);
+    for side in [&f.left, &f.right] {
+        side.execute("UPDATE contacts SET name = 'agreed' WHERE id = 5", [])
+            .unwrap();
+    }
+    let r = f.run();
+    assert!(
+        r.links[0].reading.contains("changes since"),
+        "{}",
+        r.links[0].reading
+    );
+    assert_eq!(writes(&r), 0);
+    assert_eq!(base_name(&f, 5), Some(text("agreed")));
+    let log = support::syncline(f.path())
+        .args(["log", "--json"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(!log.contains("\"unknown\""), "no entry left unknown: {log}");
+    quiet_cursor_cycle(&f);
 }
 
 #[test]

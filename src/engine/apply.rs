@@ -120,6 +120,17 @@ pub(crate) struct WriteResults {
     pub stored: Vec<StoredFields>,
 }
 
+impl WriteResults {
+    /// What a side said of no writes at all.
+    pub fn none() -> WriteResults {
+        WriteResults {
+            outcomes: Ok(Vec::new()),
+            created: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+}
+
 /// A record syncline created, as the pair will remember it.
 pub(crate) struct Created {
     /// The pair's base, encoded as the store keeps it: the values the create sent.
