@@ -55,29 +55,78 @@ fn entry_ids_clause<'i>(ids: impl Iterator<Item = &'i i64>) -> String {
     }
 }
 
+/// One record of a grouped entry: its key and, for an update, the field's value before
+/// and after (encoded), which the entry itself leaves out. Listed in a chunk's `keys` as
+/// the key alone (a create) or `[key, old, new]` (an update).
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    key: String,
+    values: Option<(Option<String>, Option<String>)>,
+}
+
+impl Member {
+    fn to_json(&self) -> serde_json::Value {
+        match &self.values {
+            None => serde_json::Value::from(self.key.as_str()),
+            Some((old, new)) => serde_json::json!([self.key, old, new]),
+        }
+    }
+
+    fn from_json(v: serde_json::Value) -> Option<Member> {
+        match v {
+            serde_json::Value::String(key) => Some(Member { key, values: None }),
+            serde_json::Value::Array(parts) => {
+                let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+                let [key, old, new] = parts.as_slice() else {
+                    return None;
+                };
+                Some(Member {
+                    key: text(key)?,
+                    values: Some((text(old), text(new))),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// One row of `journal_member_chunks`: some of a grouped entry's records, by key.
 struct MemberChunk {
     entry: i64,
     first_key: String,
-    keys: Vec<String>,
+    members: Vec<Member>,
 }
 
 /// Whether a change can share one journal entry with the batch's others like it, and
 /// the key it is listed under: a create (no field values), journaled under the one key
-/// its pair has so far. Its other key is found through the id map, as for any create.
+/// its pair has so far (its other key is found through the id map, as for any create);
+/// or an update of a linked pair's field, listed under its left key with the field's
+/// values (a cycle that updates ten thousand records then journals an entry per field
+/// and batch, not ten thousand entries with an index row per key each).
 fn group_of<'k>(
     left_key: Option<&'k str>,
     right_key: Option<&'k str>,
     change: &Change,
 ) -> Option<(Side, &'k str)> {
-    if change.op != "create"
-        || change.field.is_some()
-        || change.old.is_some()
-        || change.new.is_some()
-    {
-        return None;
+    match (&*change.op, &change.field, left_key, right_key) {
+        ("create", None, _, _) if change.old.is_none() && change.new.is_none() => {
+            sole_key(left_key, right_key)
+        }
+        ("update", Some(_), Some(left), Some(_)) => Some((Side::Left, left)),
+        _ => None,
     }
-    sole_key(left_key, right_key)
+}
+
+/// The key a pair's record is listed under in a grouped entry: its left key when it has
+/// both (an update), else the one it has (a create).
+fn member_key<'k>(
+    left_key: Option<&'k str>,
+    right_key: Option<&'k str>,
+) -> Option<(Side, &'k str)> {
+    match (left_key, right_key) {
+        (Some(left), Some(_)) => Some((Side::Left, left)),
+        _ => sole_key(left_key, right_key),
+    }
 }
 
 /// The one key an entry has so far, and its side; `None` with both or neither.
@@ -108,29 +157,52 @@ impl StateStore {
             .map_or(Ok(0), |r| r.int(0))?;
         let at = now();
         let mut singles = Vec::new();
-        let mut groups: Vec<(Side, &Change, Vec<&str>)> = Vec::new();
+        // Each group: its key side, its first change (the one the entry is written
+        // from), and its members (the pair's keys and change each).
+        type Grouped<'e> = (
+            Side,
+            &'e Change,
+            Vec<(Option<&'e str>, Option<&'e str>, &'e Change)>,
+        );
+        let mut groups: Vec<Grouped<'_>> = Vec::new();
         for &(left_key, right_key, change) in entries {
-            let Some((key_side, key)) = group_of(left_key, right_key, change) else {
+            let Some((key_side, _)) = group_of(left_key, right_key, change) else {
                 singles.push((left_key, right_key, change));
                 continue;
             };
-            let same = |(s, c, _): &&mut (Side, &Change, Vec<&str>)| {
-                *s == key_side && c.side == change.side && c.reason == change.reason
+            let same = |(s, c, _): &&mut Grouped<'_>| {
+                *s == key_side
+                    && c.side == change.side
+                    && c.op == change.op
+                    && c.field == change.field
+                    && c.reason == change.reason
             };
             match groups.iter_mut().find(same) {
-                Some((_, _, keys)) => keys.push(key),
-                None => groups.push((key_side, change, vec![key])),
+                Some((_, _, members)) => members.push((left_key, right_key, change)),
+                None => groups.push((key_side, change, vec![(left_key, right_key, change)])),
             }
         }
-        for (key_side, change, keys) in &groups {
-            if let [key] = keys.as_slice() {
-                let (left_key, right_key) = match key_side {
-                    Side::Left => (Some(*key), None),
-                    Side::Right => (None, Some(*key)),
-                };
-                singles.push((left_key, right_key, change));
+        for (key_side, change, members) in &groups {
+            if let [single] = members.as_slice() {
+                singles.push(*single);
             } else {
-                self.journal_group(run, link, &at, *key_side, change, keys)?;
+                let listed: Vec<Member> = members
+                    .iter()
+                    .filter_map(|&(left_key, right_key, c)| {
+                        let (_, key) = group_of(left_key, right_key, c)?;
+                        let values = (c.op == "update").then(|| {
+                            (
+                                c.old.as_ref().map(Value::encode),
+                                c.new.as_ref().map(Value::encode),
+                            )
+                        });
+                        Some(Member {
+                            key: key.to_string(),
+                            values,
+                        })
+                    })
+                    .collect();
+                self.journal_group(run, link, &at, *key_side, change, &listed)?;
             }
         }
         self.journal_rows(run, link, &at, &singles, "planned")?;
@@ -149,42 +221,52 @@ impl StateStore {
         at: &str,
         key_side: Side,
         change: &Change,
-        keys: &[&str],
+        members: &[Member],
     ) -> Result<()> {
         let entry = self
             .db
             .query_opt(
-                "INSERT INTO journal (run, at, link, side, op, reason, status, records)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7) RETURNING id",
+                "INSERT INTO journal (run, at, link, side, op, field, reason, status, records)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned', $8) RETURNING id",
                 &[
                     P::Int(run),
                     P::Text(at),
                     P::Text(link),
                     P::Text(change.side.as_str()),
                     P::Text(&change.op),
+                    P::OptText(change.field.as_deref()),
                     P::Text(&change.reason),
-                    P::Int(keys.len() as i64),
+                    P::Int(members.len() as i64),
                 ],
             )?
             .ok_or_else(|| StateError::Corrupt("a journal insert returned no id".into()))?
             .int(0)?;
-        for chunk in keys.chunks(MEMBER_CHUNK) {
+        for chunk in members.chunks(MEMBER_CHUNK) {
             self.put_member_chunk(link, key_side, entry, chunk)?;
         }
         Ok(())
     }
 
-    /// Lists `keys` (not empty) as members of grouped entry `entry`, one row.
+    /// Lists `members` (not empty) of grouped entry `entry`, one row.
     fn put_member_chunk(
         &mut self,
         link: &str,
         key_side: Side,
         entry: i64,
-        keys: &[&str],
+        members: &[Member],
     ) -> Result<()> {
-        let first = keys.iter().min().copied().unwrap_or_default();
-        let last = keys.iter().max().copied().unwrap_or_default();
-        let listed = serde_json::to_string(keys).expect("keys serialize");
+        let first = members
+            .iter()
+            .map(|m| m.key.as_str())
+            .min()
+            .unwrap_or_default();
+        let last = members
+            .iter()
+            .map(|m| m.key.as_str())
+            .max()
+            .unwrap_or_default();
+        let listed =
+            serde_json::Value::Array(members.iter().map(Member::to_json).collect()).to_string();
         self.db.execute(
             "INSERT INTO journal_member_chunks (link, key_side, first_key, entry, last_key, keys)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -233,13 +315,23 @@ impl StateStore {
         let mut found = Vec::new();
         for r in rows {
             let listed = r.text(2)?;
-            let keys: Vec<String> = serde_json::from_str(&listed)
-                .map_err(|e| StateError::Corrupt(format!("journal member chunk: {e}: {listed}")))?;
-            if keys.iter().any(|k| k == key) {
+            let corrupt =
+                |why: String| StateError::Corrupt(format!("journal member chunk: {why}: {listed}"));
+            let parsed: Vec<serde_json::Value> =
+                serde_json::from_str(&listed).map_err(|e| corrupt(e.to_string()))?;
+            let members = parsed
+                .into_iter()
+                .map(|m| {
+                    Member::from_json(m).ok_or_else(|| {
+                        corrupt("a member is neither a key nor [key, old, new]".into())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if members.iter().any(|m| m.key == key) {
                 found.push(MemberChunk {
                     entry: r.int(0)?,
                     first_key: r.text(1)?,
-                    keys,
+                    members,
                 });
             }
         }
@@ -247,13 +339,13 @@ impl StateStore {
     }
 
     /// The grouped entries that hold the record with encoded key `key` — a left or a
-    /// right key, the other found through the id map — each with the side and key it is
-    /// listed under (the left one when both are).
+    /// right key, the other found through the id map — each with how it is listed there
+    /// (the side and key, the left one when both are; an update's values).
     fn grouped_entries_of(
         &mut self,
         link: Option<&str>,
         key: &str,
-    ) -> Result<BTreeMap<i64, (Side, String)>> {
+    ) -> Result<BTreeMap<i64, (Side, Member)>> {
         let links: Vec<String> = match link {
             Some(l) => vec![l.to_string()],
             None => self
@@ -280,9 +372,11 @@ impl StateStore {
                 }
                 for candidate in candidates {
                     for chunk in self.chunks_listing(link, side, &candidate, None)? {
-                        found
-                            .entry(chunk.entry)
-                            .or_insert_with(|| (side, candidate.clone()));
+                        let Some(member) = chunk.members.into_iter().find(|m| m.key == candidate)
+                        else {
+                            continue;
+                        };
+                        found.entry(chunk.entry).or_insert((side, member));
                     }
                 }
             }
@@ -391,30 +485,57 @@ impl StateStore {
                 P::OptText(keys.1),
             ],
         )?;
-        // Not among the batch's own entries: a member of its grouped creates, if any.
-        let Some((key_side, key)) = sole_key(keys.0, keys.1).filter(|_| updated == 0) else {
+        // Among the batch's grouped entries of that side still planned: a create found
+        // as an entry of its own is in none; an update may be in one per field.
+        let Some((key_side, key)) = member_key(keys.0, keys.1) else {
             return Ok(());
         };
-        // Its chunk among the batch's grouped entries of that side still planned.
-        let Some(chunk) = self
-            .chunks_listing(link, key_side, key, Some((at, side)))?
-            .into_iter()
-            .next()
-        else {
+        if updated > 0 && sole_key(keys.0, keys.1).is_some() {
             return Ok(());
-        };
+        }
+        for chunk in self.chunks_listing(link, key_side, key, Some((at, side)))? {
+            self.leave_group(link, key_side, key, keys, status, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the record `key` out of the grouped entry whose chunk lists it: an entry of
+    /// its own with `status` (and, for an update, its values), one record fewer for the
+    /// group, and the chunk listed again without it (gone when it was the last).
+    fn leave_group(
+        &mut self,
+        link: &str,
+        key_side: Side,
+        key: &str,
+        keys: (Option<&str>, Option<&str>),
+        status: &str,
+        chunk: MemberChunk,
+    ) -> Result<()> {
         let entry = chunk.entry;
+        let (old, new) = chunk
+            .members
+            .iter()
+            .find(|m| m.key == key)
+            .and_then(|m| m.values.clone())
+            .unwrap_or_default();
         self.db.execute(
             "INSERT INTO journal (run, at, link, left_key, right_key, side, op, field, old, new, reason, status)
-             SELECT run, at, link, CAST($2 AS TEXT), CAST($3 AS TEXT), side, op, field, old, new, reason, CAST($4 AS TEXT)
+             SELECT run, at, link, CAST($2 AS TEXT), CAST($3 AS TEXT), side, op, field,
+                    COALESCE(CAST($5 AS TEXT), old), COALESCE(CAST($6 AS TEXT), new), reason, CAST($4 AS TEXT)
                FROM journal WHERE id = $1",
-            &[P::Int(entry), P::OptText(keys.0), P::OptText(keys.1), P::Text(status)],
+            &[
+                P::Int(entry),
+                P::OptText(keys.0),
+                P::OptText(keys.1),
+                P::Text(status),
+                P::OptText(old.as_deref()),
+                P::OptText(new.as_deref()),
+            ],
         )?;
         self.db.execute(
             "UPDATE journal SET records = records - 1 WHERE id = $1",
             &[P::Int(entry)],
         )?;
-        // The chunk lists the rest; gone when it was the last.
         self.db.execute(
             "DELETE FROM journal_member_chunks WHERE link = $1 AND key_side = $2 AND first_key = $3 AND entry = $4",
             &[
@@ -424,12 +545,7 @@ impl StateStore {
                 P::Int(entry),
             ],
         )?;
-        let rest: Vec<&str> = chunk
-            .keys
-            .iter()
-            .map(String::as_str)
-            .filter(|k| *k != key)
-            .collect();
+        let rest: Vec<Member> = chunk.members.into_iter().filter(|m| m.key != key).collect();
         if !rest.is_empty() {
             self.put_member_chunk(link, key_side, entry, &rest)?;
         }
@@ -490,10 +606,15 @@ impl StateStore {
                 let id = r.int(0)?;
                 let records = r.opt_int(13)?;
                 let (mut left_key, mut right_key) = (r.opt_text(4)?, r.opt_text(5)?);
-                match grouped.get(&id).filter(|_| records.is_some()) {
-                    Some((Side::Left, k)) => left_key = Some(k.clone()),
-                    Some((Side::Right, k)) => right_key = Some(k.clone()),
-                    None => {}
+                let (mut old, mut new) = (r.opt_text(9)?, r.opt_text(10)?);
+                if let Some((side, member)) = grouped.get(&id).filter(|_| records.is_some()) {
+                    match side {
+                        Side::Left => left_key = Some(member.key.clone()),
+                        Side::Right => right_key = Some(member.key.clone()),
+                    }
+                    if let Some((o, n)) = &member.values {
+                        (old, new) = (o.clone(), n.clone());
+                    }
                 }
                 Ok(JournalEntry {
                     id,
@@ -505,8 +626,8 @@ impl StateStore {
                     side: r.text(6)?,
                     op: r.text(7)?,
                     field: r.opt_text(8)?,
-                    old: dec(r.opt_text(9)?),
-                    new: dec(r.opt_text(10)?),
+                    old: dec(old),
+                    new: dec(new),
                     reason: r.text(11)?,
                     status: r.text(12)?,
                     records,

@@ -3,7 +3,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The schema version this build writes; stores at an older one are upgraded by `open`.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = 9;
 
 /// The oldest version a read-only open accepts without an upgrade. Older stores hold
 /// integer keys in the form before v4's, which this build's lookups would not find, or
@@ -112,6 +112,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(HELD),
         // v8: where each side's cursor got to (see `state::LinkReads`).
         M::up(READS),
+        // v9: grouped entries may list updates (see `UPDATE_MEMBERS`).
+        M::up(UPDATE_MEMBERS),
     ])
 }
 
@@ -206,8 +208,15 @@ pub(crate) fn pg_migrations() -> [String; VERSION as usize] {
         // Idempotent, as the other PostgreSQL steps are by construction.
         HELD.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"),
         READS.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"),
+        UPDATE_MEMBERS.to_string(),
     ]
 }
+
+/// v9: a batch's updates of one field are one grouped entry, each record listed in its
+/// member chunk as `[key, old, new]` beside the keys of grouped creates. No table
+/// changes; the version keeps a build before it from misreading such a chunk (it
+/// refuses a store of a later version).
+const UPDATE_MEMBERS: &str = "-- v9: grouped updates in journal_member_chunks";
 
 /// v8: how a link's sides were last read (a JSON `LinkReads`).
 const READS: &str = "ALTER TABLE links ADD COLUMN reads TEXT;";

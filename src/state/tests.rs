@@ -341,3 +341,114 @@ fn a_run_that_never_finished_leaves_its_planned_entries_unknown_and_no_one_elses
     let journal = s.journal(Some("c"), None, Some(failed), 10).unwrap();
     assert_eq!(journal[0].status, "unknown");
 }
+
+fn update_change(field: &str, old: &str, new: &str) -> Change {
+    Change {
+        side: Side::Right,
+        op: "update".into(),
+        field: Some(field.into()),
+        old: Some(Value::Text(old.into())),
+        new: Some(Value::Text(new.into())),
+        reason: "changed on left".into(),
+    }
+}
+
+#[test]
+fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let run = s.begin_run("run").unwrap();
+    let (a, b, c) = (
+        update_change("name", "a0", "a1"),
+        update_change("name", "b0", "b1"),
+        update_change("name", "c0", "c1"),
+    );
+    // Record 3 also changed another field: an entry of its own (nothing to group with).
+    let other = update_change("email", "c@old", "c@new");
+    let at = s
+        .journal_planned_batch(
+            run,
+            "c",
+            &[
+                (Some("Pa1"), Some("Pa1"), &a),
+                (Some("Pa2"), Some("Pa2"), &b),
+                (Some("Pa3"), Some("Pa3"), &c),
+                (Some("Pa3"), Some("Pa3"), &other),
+            ],
+        )
+        .unwrap();
+    let rows = |s: &mut StateStore| -> i64 {
+        s.db.query_opt("SELECT COUNT(*) FROM journal", &[])
+            .unwrap()
+            .unwrap()
+            .int(0)
+            .unwrap()
+    };
+    assert_eq!(
+        rows(&mut s),
+        2,
+        "one entry for the three `name` updates, one for `email`"
+    );
+    // The write of record 2 came back stale: it leaves the group with its own values.
+    s.journal_outcome(at, "c", Side::Right, (Some("Pa2"), Some("Pa2")), "stale")
+        .unwrap();
+    s.journal_applied_within(at).unwrap();
+    let seen = |s: &mut StateStore, key: &str| -> Vec<(String, String, String, Option<i64>)> {
+        s.journal(Some("c"), Some(key), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.field.unwrap_or_default(),
+                    format!("{} → {}", e.old.unwrap(), e.new.unwrap()),
+                    e.status,
+                    e.records,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        seen(&mut s, "Pa1"),
+        [(
+            "name".into(),
+            "\"a0\" → \"a1\"".into(),
+            "applied".into(),
+            Some(2)
+        )]
+    );
+    assert_eq!(
+        seen(&mut s, "Pa2"),
+        [(
+            "name".into(),
+            "\"b0\" → \"b1\"".into(),
+            "stale".into(),
+            None
+        )]
+    );
+    assert_eq!(
+        seen(&mut s, "Pa3"),
+        [
+            (
+                "email".into(),
+                "\"c@old\" → \"c@new\"".into(),
+                "applied".into(),
+                None
+            ),
+            (
+                "name".into(),
+                "\"c0\" → \"c1\"".into(),
+                "applied".into(),
+                Some(2)
+            ),
+        ]
+    );
+    // The unfiltered journal lists the group once, with its field and no one's values.
+    let all = s.journal(Some("c"), None, None, 10).unwrap();
+    let group: Vec<_> = all.iter().filter(|e| e.records.is_some()).collect();
+    assert_eq!(group.len(), 1);
+    assert_eq!(group[0].field.as_deref(), Some("name"));
+    assert_eq!((group[0].old.clone(), group[0].records), (None, Some(2)));
+    // Its last write is found through the group, per field.
+    assert!(s.last_write("c", "Pa1", "name").unwrap().is_some());
+    assert!(s.last_write("c", "Pa1", "email").unwrap().is_none());
+}
