@@ -138,6 +138,22 @@ fn sole_key<'k>(left_key: Option<&'k str>, right_key: Option<&'k str>) -> Option
     }
 }
 
+/// Buckets the members of grouped updates are listed in, per entry.
+const UPDATE_BUCKETS: u64 = 256;
+
+/// The bucket a grouped update lists `key` in, as its chunks' `first_key` and
+/// `last_key`. A batch's updates are spread over the whole key range, so a chunk of
+/// them by key range would span nearly all of it, and finding one record's entries
+/// (`log --key`, `explain`) would read every chunk the journal ever wrote; by bucket, a
+/// 256th of them. `#` sorts before every encoded key (each starts with its type's
+/// letter), so a bucket is never mistaken for a key range.
+pub(super) fn bucket_of(key: &str) -> String {
+    format!(
+        "#{:03}",
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % UPDATE_BUCKETS
+    )
+}
+
 impl StateStore {
     // ---- journal -------------------------------------------------------------------
 
@@ -241,8 +257,24 @@ impl StateStore {
             )?
             .ok_or_else(|| StateError::Corrupt("a journal insert returned no id".into()))?
             .int(0)?;
-        for chunk in members.chunks(MEMBER_CHUNK) {
-            self.put_member_chunk(link, key_side, entry, chunk)?;
+        if change.op == "update" {
+            // By bucket: a record's chunks are then those of its bucket (see `bucket_of`).
+            let mut buckets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+            for m in members {
+                buckets
+                    .entry(bucket_of(&m.key))
+                    .or_default()
+                    .push(m.clone());
+            }
+            for listed in buckets.values() {
+                for chunk in listed.chunks(MEMBER_CHUNK) {
+                    self.put_member_chunk(link, key_side, entry, chunk)?;
+                }
+            }
+        } else {
+            for chunk in members.chunks(MEMBER_CHUNK) {
+                self.put_member_chunk(link, key_side, entry, chunk)?;
+            }
         }
         Ok(())
     }
@@ -255,16 +287,26 @@ impl StateStore {
         entry: i64,
         members: &[Member],
     ) -> Result<()> {
-        let first = members
-            .iter()
-            .map(|m| m.key.as_str())
-            .min()
-            .unwrap_or_default();
-        let last = members
-            .iter()
-            .map(|m| m.key.as_str())
-            .max()
-            .unwrap_or_default();
+        // A chunk of updates is found by its bucket, a chunk of creates by its key range.
+        let bucket = members
+            .first()
+            .filter(|m| m.values.is_some())
+            .map(|m| bucket_of(&m.key));
+        let (first, last) = match &bucket {
+            Some(b) => (b.as_str(), b.as_str()),
+            None => (
+                members
+                    .iter()
+                    .map(|m| m.key.as_str())
+                    .min()
+                    .unwrap_or_default(),
+                members
+                    .iter()
+                    .map(|m| m.key.as_str())
+                    .max()
+                    .unwrap_or_default(),
+            ),
+        };
         let listed =
             serde_json::Value::Array(members.iter().map(Member::to_json).collect()).to_string();
         self.db.execute(
@@ -293,19 +335,27 @@ impl StateStore {
         planned: Option<(JournalRange, Side)>,
     ) -> Result<Vec<MemberChunk>> {
         const CHUNKS: &str = "SELECT entry, first_key, keys FROM journal_member_chunks
-              WHERE link = $1 AND key_side = $2 AND first_key <= $3 AND last_key >= $3";
-        let base = [P::Text(link), P::Text(key_side.as_str()), P::Text(key)];
+              WHERE link = $1 AND key_side = $2
+                AND ((first_key <= $3 AND last_key >= $3) OR first_key = $4)";
+        let bucket = bucket_of(key);
+        let base = [
+            P::Text(link),
+            P::Text(key_side.as_str()),
+            P::Text(key),
+            P::Text(&bucket),
+        ];
         let rows = match planned {
             None => self.db.query(CHUNKS, &base)?,
             Some((at, side)) => self.db.query(
                 &format!(
                     "{CHUNKS} AND entry IN (SELECT id FROM journal
-                       WHERE id > $4 AND id <= $5 AND side = $6 AND status = 'planned')"
+                       WHERE id > $5 AND id <= $6 AND side = $7 AND status = 'planned')"
                 ),
                 &[
                     base[0],
                     base[1],
                     base[2],
+                    base[3],
                     P::Int(at.after),
                     P::Int(at.upto),
                     P::Text(side.as_str()),

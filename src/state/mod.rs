@@ -7,10 +7,10 @@
 //! - **journal**: every planned and applied write, with its reason and outcome. Entries
 //!   are written `planned` before their batch is written; a batch that applied is then
 //!   recorded once, as its range of entries (**journal_applied**), and only entries with
-//!   another outcome (`stale`, `rejected`, `unknown`) are updated. A batch's creates are
-//!   one entry, its records listed by key in **journal_member_chunks** (a chunk of keys
-//!   per row); a record whose create gets another outcome leaves the group as an entry
-//!   of its own.
+//!   another outcome (`stale`, `rejected`, `unknown`) are updated. A batch's creates, and
+//!   its updates of one field, are one entry each, its records listed in
+//!   **journal_member_chunks** (a chunk per row: keys, an update's as `[key, old, new]`);
+//!   a record whose write gets another outcome leaves the group as an entry of its own.
 //! - **conflicts**, **quarantine**: what waits for a person.
 //! - **runs**, **links**: run history, and which config each link's rows belong to.
 //!

@@ -452,3 +452,48 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
     assert!(s.last_write("c", "Pa1", "name").unwrap().is_some());
     assert!(s.last_write("c", "Pa1", "email").unwrap().is_none());
 }
+
+/// A batch's updates are spread over the whole key range: listed by key range, every
+/// chunk would cover nearly every key, and one record's lookup would read the whole
+/// journal's chunks. They are listed by bucket, and each record is found in its own.
+#[test]
+fn grouped_updates_are_listed_by_bucket_and_each_record_found_in_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let run = s.begin_run("run").unwrap();
+    let keys: Vec<String> = (0..600)
+        .map(|i| crate::model::Key::single(Value::Integer(i * 97)).encode())
+        .collect();
+    let changes: Vec<Change> = (0..600)
+        .map(|i| update_change("name", &format!("old{i}"), &format!("new{i}")))
+        .collect();
+    let entries: Vec<_> = keys
+        .iter()
+        .zip(&changes)
+        .map(|(k, c)| (Some(k.as_str()), Some(k.as_str()), c))
+        .collect();
+    let at = s.journal_planned_batch(run, "c", &entries).unwrap();
+    s.journal_applied_within(at).unwrap();
+    let buckets: std::collections::BTreeSet<String> =
+        keys.iter().map(|k| super::journal::bucket_of(k)).collect();
+    let chunks =
+        s.db.query("SELECT first_key, last_key FROM journal_member_chunks", &[])
+            .unwrap();
+    assert_eq!(chunks.len(), buckets.len(), "one chunk per bucket");
+    for c in &chunks {
+        let (first, last) = (c.text(0).unwrap(), c.text(1).unwrap());
+        assert!(buckets.contains(&first) && first == last, "{first}..{last}");
+    }
+    for i in [0usize, 1, 2, 299, 599] {
+        let found = s.journal(Some("c"), Some(&keys[i]), None, 10).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].old.clone(), found[0].new.clone(), found[0].records),
+            (
+                Some(serde_json::json!(format!("old{i}"))),
+                Some(serde_json::json!(format!("new{i}"))),
+                Some(600)
+            )
+        );
+    }
+}
