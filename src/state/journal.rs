@@ -664,6 +664,15 @@ impl StateStore {
                     }
                     if let Some((o, n)) = &member.values {
                         (old, new) = (o.clone(), n.clone());
+                        // An update is listed under its left key; its pair names the right.
+                        right_key = self
+                            .db
+                            .query_opt(
+                                "SELECT right_key FROM pairs WHERE link = $1 AND left_key = $2",
+                                &[P::Text(&r.text(3)?), P::Text(&member.key)],
+                            )?
+                            .map(|p| p.text(0))
+                            .transpose()?;
                     }
                 }
                 Ok(JournalEntry {

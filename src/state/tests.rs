@@ -451,6 +451,25 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
     // Its last write is found through the group, per field.
     assert!(s.last_write("c", "Pa1", "name").unwrap().is_some());
     assert!(s.last_write("c", "Pa1", "email").unwrap().is_none());
+    // Listed under its left key, an update shows its pair's right key too.
+    s.put_pairs(
+        "c",
+        &[super::PairRow {
+            left_key: "Pa1".into(),
+            right_key: "Tr1".into(),
+            base: Default::default(),
+            marks: Default::default(),
+            tombstone: None,
+            held: Default::default(),
+        }
+        .encode()],
+    )
+    .unwrap();
+    let found = s.journal(Some("c"), Some("Pa1"), None, 10).unwrap();
+    assert_eq!(
+        (found[0].left_key.as_deref(), found[0].right_key.as_deref()),
+        (Some("1"), Some("r1"))
+    );
 }
 
 /// A batch's updates are spread over the whole key range: listed by key range, every
