@@ -504,6 +504,8 @@ struct Journaled<'a> {
 #[derive(Default)]
 struct PendingPairs {
     rows: Vec<EncodedPair>,
+    /// Pairs of records this batch created: no stored pair keeps their right key.
+    new_rows: Vec<EncodedPair>,
     /// Fingerprints of the pending rows' left keys: a collision only costs an early flush.
     left_keys: std::collections::HashSet<u64>,
     applied: Vec<(Option<String>, Option<String>, crate::state::Change)>,
@@ -511,20 +513,39 @@ struct PendingPairs {
 
 impl PendingPairs {
     fn put(&mut self, s: &mut StateStore, link: &str, row: EncodedPair) -> Result<(), StateError> {
-        // One statement cannot upsert a row twice: a repeated key goes in the next one.
-        let fingerprint = xxhash_rust::xxh3::xxh3_64(row.left_key.as_bytes());
+        self.admit(s, link, &row.left_key)?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// [`put`](Self::put) for the pair of a record this batch created.
+    fn put_new(
+        &mut self,
+        s: &mut StateStore,
+        link: &str,
+        row: EncodedPair,
+    ) -> Result<(), StateError> {
+        self.admit(s, link, &row.left_key)?;
+        self.new_rows.push(row);
+        Ok(())
+    }
+
+    /// One statement cannot upsert a row twice: a repeated key goes in the next one.
+    fn admit(&mut self, s: &mut StateStore, link: &str, left_key: &str) -> Result<(), StateError> {
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(left_key.as_bytes());
         if !self.left_keys.insert(fingerprint) {
             self.flush(s, link)?;
             self.left_keys.insert(fingerprint);
         }
-        self.rows.push(row);
         Ok(())
     }
 
     /// Writes what is pending; a delete of a pair must come after this.
     fn flush(&mut self, s: &mut StateStore, link: &str) -> Result<(), StateError> {
         s.put_pairs(link, &self.rows)?;
+        s.put_new_pairs(link, &self.new_rows)?;
         self.rows.clear();
+        self.new_rows.clear();
         self.left_keys.clear();
         Ok(())
     }
@@ -671,7 +692,7 @@ fn commit_pair(
                 puts.flush(s, &link.name)?;
                 s.delete_pair_by_right(&link.name, right_key.as_deref().unwrap_or_default())?;
             }
-            puts.put(s, &link.name, row(&plan.base, &BTreeMap::new(), None))?;
+            puts.put_new(s, &link.name, row(&plan.base, &BTreeMap::new(), None))?;
             if let Some(((base, held), fields)) = flow_back {
                 // The sender's key as planned, the new record's as its system gave it.
                 let created = outcomes[side as usize].as_ref().and_then(|o| match o {

@@ -171,16 +171,38 @@ impl StateStore {
                 .iter()
                 .filter(|p| !kept.contains(&p.left_key))
                 .collect();
-            let sql = self.multi_row_sql("pairs", rest.len(), |n| {
-                format!(
-                    "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone, held) VALUES {}
-                     ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
-                       marks = excluded.marks, tombstone = excluded.tombstone, held = excluded.held",
-                    row_tuples(n, "$1, ", 2, 6, "")
-                )
-            });
-            self.db.execute(&sql, &pair_params(link, rest))?;
+            self.upsert_pairs(link, &rest)?;
         }
+        Ok(())
+    }
+
+    /// Writes the pairs of records just created: [`put_pairs`](Self::put_pairs) without
+    /// its first try, an update of pairs that keep their right key, which a new record's
+    /// pair never does (a first load's million pairs each paid for that statement's
+    /// parameters and probes).
+    pub(crate) fn put_new_pairs(&mut self, link: &str, pairs: &[EncodedPair]) -> Result<()> {
+        for chunk in pairs.chunks(WRITE_CHUNK) {
+            let rows: Vec<&EncodedPair> = chunk.iter().collect();
+            self.upsert_pairs(link, &rows)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts pairs, or replaces those of the same left keys, in one statement.
+    fn upsert_pairs(&mut self, link: &str, rest: &[&EncodedPair]) -> Result<()> {
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let sql = self.multi_row_sql("pairs", rest.len(), |n| {
+            format!(
+                "INSERT INTO pairs (link, left_key, right_key, base, marks, tombstone, held) VALUES {}
+                 ON CONFLICT (link, left_key) DO UPDATE SET right_key = excluded.right_key, base = excluded.base,
+                   marks = excluded.marks, tombstone = excluded.tombstone, held = excluded.held",
+                row_tuples(n, "$1, ", 2, 6, "")
+            )
+        });
+        self.db
+            .execute(&sql, &pair_params(link, rest.iter().copied()))?;
         Ok(())
     }
 
