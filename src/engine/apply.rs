@@ -491,6 +491,23 @@ impl PlannedBatch {
     }
 }
 
+/// Commits written batches, in order, inside the caller's state transaction (see
+/// [`PlannedBatch::commit_in`]); returns the first reason a side refused one whole.
+pub(crate) fn commit_batches_in(
+    link: &LinkSpec,
+    s: &mut StateStore,
+    run_seq: i64,
+    report: &mut LinkReport,
+    batches: impl IntoIterator<Item = PlannedBatch>,
+) -> Result<Option<String>, StateError> {
+    let mut refusal = None;
+    for batch in batches {
+        let why = batch.commit_in(link, s, run_seq, report)?;
+        refusal = refusal.or(why);
+    }
+    Ok(refusal)
+}
+
 /// Where a pair's planned entries are in the journal: its batch's range, and the keys
 /// they were journaled under.
 #[derive(Clone, Copy)]

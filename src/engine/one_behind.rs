@@ -84,15 +84,26 @@ where
 
     /// The worker only stops early by panicking: its panic is the one to report.
     fn worker_died(&mut self) -> ! {
-        self.join_worker();
-        unreachable!("the worker thread stopped without a panic")
+        worker_died(&mut self.worker)
     }
 
     fn join_worker(&mut self) {
-        if let Some(Err(panic)) = self.worker.take().map(ScopedJoinHandle::join) {
-            std::panic::resume_unwind(panic);
-        }
+        join_worker(&mut self.worker);
     }
+}
+
+/// Joins a cycle's worker thread, if it still runs, passing its panic on.
+pub(crate) fn join_worker(worker: &mut Option<ScopedJoinHandle<'_, ()>>) {
+    if let Some(Err(panic)) = worker.take().map(ScopedJoinHandle::join) {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A worker that stopped taking work or answering: it only does so by panicking, and
+/// its panic is the one to report.
+pub(crate) fn worker_died(worker: &mut Option<ScopedJoinHandle<'_, ()>>) -> ! {
+    join_worker(worker);
+    unreachable!("the worker thread stopped without a panic")
 }
 
 static BATCH_DONE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();

@@ -141,17 +141,19 @@ fn sole_key<'k>(left_key: Option<&'k str>, right_key: Option<&'k str>) -> Option
 /// Buckets the members of grouped updates are listed in, per entry.
 const UPDATE_BUCKETS: u64 = 256;
 
-/// The bucket a grouped update lists `key` in, as its chunks' `first_key` and
-/// `last_key`. A batch's updates are spread over the whole key range, so a chunk of
-/// them by key range would span nearly all of it, and finding one record's entries
-/// (`log --key`, `explain`) would read every chunk the journal ever wrote; by bucket, a
-/// 256th of them. `#` sorts before every encoded key (each starts with its type's
-/// letter), so a bucket is never mistaken for a key range.
+/// The bucket a grouped update lists `key` in. A batch's updates are spread over the
+/// whole key range, so a chunk of them by key range would span nearly all of it, and
+/// finding one record's entries (`log --key`, `explain`) would read every chunk the
+/// journal ever wrote; by bucket, a 256th of them.
+fn bucket(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % UPDATE_BUCKETS
+}
+
+/// The bucket of `key` as its chunks' `first_key` and `last_key`. `#` sorts before every
+/// encoded key (each starts with its type's letter), so a bucket is never mistaken for
+/// a key range.
 pub(super) fn bucket_of(key: &str) -> String {
-    format!(
-        "#{:03}",
-        xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % UPDATE_BUCKETS
-    )
+    format!("#{:03}", bucket(key))
 }
 
 impl StateStore {
@@ -218,7 +220,7 @@ impl StateStore {
                         })
                     })
                     .collect();
-                self.journal_group(run, link, &at, *key_side, change, &listed)?;
+                self.journal_group(run, link, &at, *key_side, change, listed)?;
             }
         }
         self.journal_rows(run, link, &at, &singles, "planned")?;
@@ -237,7 +239,7 @@ impl StateStore {
         at: &str,
         key_side: Side,
         change: &Change,
-        members: &[Member],
+        mut members: Vec<Member>,
     ) -> Result<()> {
         let entry = self
             .db
@@ -257,22 +259,14 @@ impl StateStore {
             )?
             .ok_or_else(|| StateError::Corrupt("a journal insert returned no id".into()))?
             .int(0)?;
-        if change.op == "update" {
-            // By bucket: a record's chunks are then those of its bucket (see `bucket_of`).
-            let mut buckets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
-            for m in members {
-                buckets
-                    .entry(bucket_of(&m.key))
-                    .or_default()
-                    .push(m.clone());
-            }
-            for listed in buckets.values() {
-                for chunk in listed.chunks(MEMBER_CHUNK) {
-                    self.put_member_chunk(link, key_side, entry, chunk)?;
-                }
-            }
-        } else {
-            for chunk in members.chunks(MEMBER_CHUNK) {
+        // Updates by bucket: a record's chunks are then those of its bucket (see `bucket`).
+        let updates = change.op == "update";
+        if updates {
+            members.sort_by_cached_key(|m| bucket(&m.key));
+        }
+        let runs = members.chunk_by(|a, b| !updates || bucket(&a.key) == bucket(&b.key));
+        for run in runs {
+            for chunk in run.chunks(MEMBER_CHUNK) {
                 self.put_member_chunk(link, key_side, entry, chunk)?;
             }
         }
@@ -651,6 +645,7 @@ impl StateStore {
             s.and_then(|s| Key::decode(&s).ok())
                 .map(|k| k.display_text())
         };
+        let mut partners: HashMap<(String, String), Option<String>> = HashMap::new();
         rows.iter()
             .map(|r| {
                 let id = r.int(0)?;
@@ -664,15 +659,24 @@ impl StateStore {
                     }
                     if let Some((o, n)) = &member.values {
                         (old, new) = (o.clone(), n.clone());
-                        // An update is listed under its left key; its pair names the right.
-                        right_key = self
-                            .db
-                            .query_opt(
-                                "SELECT right_key FROM pairs WHERE link = $1 AND left_key = $2",
-                                &[P::Text(&r.text(3)?), P::Text(&member.key)],
-                            )?
-                            .map(|p| p.text(0))
-                            .transpose()?;
+                        // An update is listed under its left key; its pair names the
+                        // right (asked once per link and key, however many entries).
+                        let at = (r.text(3)?, member.key.clone());
+                        right_key = match partners.get(&at) {
+                            Some(known) => known.clone(),
+                            None => {
+                                let found = self
+                                    .db
+                                    .query_opt(
+                                        "SELECT right_key FROM pairs WHERE link = $1 AND left_key = $2",
+                                        &[P::Text(&at.0), P::Text(&at.1)],
+                                    )?
+                                    .map(|p| p.text(0))
+                                    .transpose()?;
+                                partners.insert(at, found.clone());
+                                found
+                            }
+                        };
                     }
                 }
                 Ok(JournalEntry {

@@ -58,6 +58,19 @@ fn a_base_syncline_did_not_write_is_read_by_serde() {
     assert_eq!(super::decode_base("{}", &mut names).unwrap().len(), 0);
 }
 
+/// Links `left` to `right` on link `c`, with an empty base.
+fn put_pair(s: &mut StateStore, left: &str, right: &str) {
+    let pair = super::PairRow {
+        left_key: left.into(),
+        right_key: right.into(),
+        base: Default::default(),
+        marks: Default::default(),
+        tombstone: None,
+        held: Default::default(),
+    };
+    s.put_pairs("c", &[pair.encode()]).unwrap();
+}
+
 fn create_change() -> Change {
     Change {
         side: Side::Right,
@@ -255,19 +268,7 @@ fn an_older_store_is_upgraded_to_sortable_keys_and_an_applied_batch_is_one_range
     assert_eq!(last.map(|(r, ..)| r), Some(run));
     // The two creates were one entry; the rejected one left it with its outcome. Each
     // is found by its key, and a created record by its new key through the id map.
-    s.put_pairs(
-        "c",
-        &[super::PairRow {
-            left_key: "Pa2".into(),
-            right_key: "Tr2".into(),
-            base: Default::default(),
-            marks: Default::default(),
-            tombstone: None,
-            held: Default::default(),
-        }
-        .encode()],
-    )
-    .unwrap();
+    put_pair(&mut s, "Pa2", "Tr2");
     let found = |s: &mut StateStore, key: &str| -> Vec<(Option<String>, String, Option<i64>)> {
         let entries = s.journal(Some("c"), Some(key), None, 10).unwrap();
         entries
@@ -452,19 +453,7 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
     assert!(s.last_write("c", "Pa1", "name").unwrap().is_some());
     assert!(s.last_write("c", "Pa1", "email").unwrap().is_none());
     // Listed under its left key, an update shows its pair's right key too.
-    s.put_pairs(
-        "c",
-        &[super::PairRow {
-            left_key: "Pa1".into(),
-            right_key: "Tr1".into(),
-            base: Default::default(),
-            marks: Default::default(),
-            tombstone: None,
-            held: Default::default(),
-        }
-        .encode()],
-    )
-    .unwrap();
+    put_pair(&mut s, "Pa1", "Tr1");
     let found = s.journal(Some("c"), Some("Pa1"), None, 10).unwrap();
     assert_eq!(
         (found[0].left_key.as_deref(), found[0].right_key.as_deref()),
@@ -515,4 +504,89 @@ fn grouped_updates_are_listed_by_bucket_and_each_record_found_in_its_own() {
             )
         );
     }
+}
+
+/// A record whose write came back stale after it changed two fields, each grouped with
+/// other records' changes of that field: it leaves both groups, each time with its own
+/// values, and the groups keep the rest.
+#[test]
+fn a_stale_record_leaves_every_group_it_was_listed_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let run = s.begin_run("run").unwrap();
+    let changes: Vec<(String, Change)> = (1..=3)
+        .flat_map(|i| {
+            let key = format!("Pa{i}");
+            [
+                (
+                    key.clone(),
+                    update_change("name", &format!("n{i}"), &format!("N{i}")),
+                ),
+                (
+                    key,
+                    update_change("email", &format!("e{i}"), &format!("E{i}")),
+                ),
+            ]
+        })
+        .collect();
+    let entries: Vec<_> = changes
+        .iter()
+        .map(|(k, c)| (Some(k.as_str()), Some(k.as_str()), c))
+        .collect();
+    let at = s.journal_planned_batch(run, "c", &entries).unwrap();
+    s.journal_outcome(at, "c", Side::Right, (Some("Pa2"), Some("Pa2")), "stale")
+        .unwrap();
+    s.journal_applied_within(at).unwrap();
+    let seen = |s: &mut StateStore, key: &str| -> Vec<(String, String, String, Option<i64>)> {
+        s.journal(Some("c"), Some(key), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.field.unwrap_or_default(),
+                    format!("{} → {}", e.old.unwrap(), e.new.unwrap()),
+                    e.status,
+                    e.records,
+                )
+            })
+            .collect()
+    };
+    let mut stale = seen(&mut s, "Pa2");
+    stale.sort();
+    assert_eq!(
+        stale,
+        [
+            (
+                "email".into(),
+                "\"e2\" → \"E2\"".into(),
+                "stale".into(),
+                None
+            ),
+            (
+                "name".into(),
+                "\"n2\" → \"N2\"".into(),
+                "stale".into(),
+                None
+            ),
+        ]
+    );
+    let mut kept = seen(&mut s, "Pa3");
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            (
+                "email".into(),
+                "\"e3\" → \"E3\"".into(),
+                "applied".into(),
+                Some(2)
+            ),
+            (
+                "name".into(),
+                "\"n3\" → \"N3\"".into(),
+                "applied".into(),
+                Some(2)
+            ),
+        ]
+    );
 }

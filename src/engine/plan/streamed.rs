@@ -26,7 +26,8 @@ use super::{LeftBatch, Planner};
 use crate::Error;
 use crate::config::LinkSpec;
 use crate::connectors::{Connector, ConnectorError, ReadSpec, Write};
-use crate::engine::apply::{LentWrites, PlannedBatch, WriteResults, write_out};
+use crate::engine::apply::{LentWrites, PlannedBatch, WriteResults, commit_batches_in, write_out};
+use crate::engine::one_behind;
 use crate::engine::pair_plan::{Fate, PairPlan};
 use crate::engine::read_ahead::scan_ahead;
 use crate::model::{Key, Record, Side};
@@ -116,7 +117,7 @@ impl<'scope> Pipeline<'scope> {
                         Done::Written(writes, Some(results))
                     }
                 };
-                crate::engine::one_behind::batch_done();
+                one_behind::batch_done();
                 if answer.send(done).is_err() {
                     break;
                 }
@@ -214,17 +215,14 @@ impl<'scope> Pipeline<'scope> {
         (std::mem::take(&mut self.written), failed)
     }
 
-    /// The worker only stops early by panicking: its panic is the one to report.
     fn worker_died(&mut self) -> ! {
-        self.join_worker();
-        unreachable!("the worker thread stopped without a panic")
+        self.jobs = None;
+        one_behind::worker_died(&mut self.worker)
     }
 
     fn join_worker(&mut self) {
         self.jobs = None;
-        if let Some(Err(panic)) = self.worker.take().map(ScopedJoinHandle::join) {
-            std::panic::resume_unwind(panic);
-        }
+        one_behind::join_worker(&mut self.worker);
     }
 }
 
@@ -320,20 +318,15 @@ impl Planner<'_> {
             }
             // Taken only once the merged batch is journaled: if that fails, the written
             // batches are still committed below.
-            let mut refusal = None;
-            for done in written.by_ref() {
-                let why = done.commit_in(p.link, p.state, p.run_seq, p.report)?;
-                refusal = refusal.or(why);
-            }
+            let refusal =
+                commit_batches_in(p.link, p.state, p.run_seq, p.report, written.by_ref())?;
             Ok((to_write, refusal))
         });
         let (to_write, refusal) = match journaled {
             Ok(done) => done,
             Err(e) => {
                 // What a system confirmed is never forgotten.
-                for done in written {
-                    done.commit(self.link, self.state, self.run_seq, self.report)?;
-                }
+                self.commit_written(written)?;
                 return Err(e);
             }
         };
@@ -366,11 +359,7 @@ impl Planner<'_> {
         &mut self,
         (written, failed): (Vec<PlannedBatch>, Option<ConnectorError>),
     ) -> Result<(), Error> {
-        let mut refusal = None;
-        for batch in written {
-            let why = batch.commit(self.link, self.state, self.run_seq, self.report)?;
-            refusal = refusal.or(why);
-        }
+        let refusal = self.commit_written(written)?;
         if let Some(e) = failed {
             return Err(e.into());
         }
@@ -378,5 +367,18 @@ impl Planner<'_> {
             Some(why) => Err(Error::Refused(why)),
             None => Ok(()),
         }
+    }
+
+    /// Commits written batches in one state transaction; returns why the link must stop
+    /// there, if a side refused one whole.
+    fn commit_written(
+        &mut self,
+        written: impl IntoIterator<Item = PlannedBatch>,
+    ) -> Result<Option<String>, Error> {
+        let (link, run_seq) = (self.link, self.run_seq);
+        let report = &mut *self.report;
+        Ok(self
+            .state
+            .transaction(|s| commit_batches_in(link, s, run_seq, report, written))?)
     }
 }
