@@ -343,6 +343,23 @@ fn a_run_that_never_finished_leaves_its_planned_entries_unknown_and_no_one_elses
     assert_eq!(journal[0].status, "unknown");
 }
 
+/// The journal's updates of the record `key` on link `c`: field, old → new, status, and
+/// the group's record count.
+fn updates_of(s: &mut StateStore, key: &str) -> Vec<(String, String, String, Option<i64>)> {
+    s.journal(Some("c"), Some(key), None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.field.unwrap_or_default(),
+                format!("{} → {}", e.old.unwrap(), e.new.unwrap()),
+                e.status,
+                e.records,
+            )
+        })
+        .collect()
+}
+
 fn update_change(field: &str, old: &str, new: &str) -> Change {
     Change {
         side: Side::Right,
@@ -394,22 +411,8 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
     s.journal_outcome(at, "c", Side::Right, (Some("Pa2"), Some("Pa2")), "stale")
         .unwrap();
     s.journal_applied_within(at).unwrap();
-    let seen = |s: &mut StateStore, key: &str| -> Vec<(String, String, String, Option<i64>)> {
-        s.journal(Some("c"), Some(key), None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| {
-                (
-                    e.field.unwrap_or_default(),
-                    format!("{} → {}", e.old.unwrap(), e.new.unwrap()),
-                    e.status,
-                    e.records,
-                )
-            })
-            .collect()
-    };
     assert_eq!(
-        seen(&mut s, "Pa1"),
+        updates_of(&mut s, "Pa1"),
         [(
             "name".into(),
             "\"a0\" → \"a1\"".into(),
@@ -418,7 +421,7 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
         )]
     );
     assert_eq!(
-        seen(&mut s, "Pa2"),
+        updates_of(&mut s, "Pa2"),
         [(
             "name".into(),
             "\"b0\" → \"b1\"".into(),
@@ -427,7 +430,7 @@ fn a_batchs_updates_of_a_field_are_one_entry_and_each_record_keeps_its_values() 
         )]
     );
     assert_eq!(
-        seen(&mut s, "Pa3"),
+        updates_of(&mut s, "Pa3"),
         [
             (
                 "email".into(),
@@ -537,21 +540,7 @@ fn a_stale_record_leaves_every_group_it_was_listed_in() {
     s.journal_outcome(at, "c", Side::Right, (Some("Pa2"), Some("Pa2")), "stale")
         .unwrap();
     s.journal_applied_within(at).unwrap();
-    let seen = |s: &mut StateStore, key: &str| -> Vec<(String, String, String, Option<i64>)> {
-        s.journal(Some("c"), Some(key), None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| {
-                (
-                    e.field.unwrap_or_default(),
-                    format!("{} → {}", e.old.unwrap(), e.new.unwrap()),
-                    e.status,
-                    e.records,
-                )
-            })
-            .collect()
-    };
-    let mut stale = seen(&mut s, "Pa2");
+    let mut stale = updates_of(&mut s, "Pa2");
     stale.sort();
     assert_eq!(
         stale,
@@ -570,7 +559,7 @@ fn a_stale_record_leaves_every_group_it_was_listed_in() {
             ),
         ]
     );
-    let mut kept = seen(&mut s, "Pa3");
+    let mut kept = updates_of(&mut s, "Pa3");
     kept.sort();
     assert_eq!(
         kept,
