@@ -1236,3 +1236,59 @@ fn a_field_added_to_the_link_reaches_records_that_did_not_change() {
     );
     assert_eq!(writes(&next), 0);
 }
+
+/// A write found stale in a cycle that reads by cursor (someone edited the record on
+/// the receiving side between the read and the write) is not forgotten once the cursor
+/// has moved past its record: the next cycle, with nobody editing, writes it.
+#[test]
+fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
+    let f = Fixture::new(
+        SCHEMA,
+        SCHEMA,
+        r#"[links.contacts]
+left = "crm.contacts"
+right = "billing.contacts"
+
+[links.contacts.fields]
+id = { owner = "left" }
+name = {}
+
+[links.contacts.changes]
+left = { cursor = "version", lookback = 0 }
+full_every = 100
+"#,
+    );
+    for i in 1..=20 {
+        f.left
+            .execute("INSERT INTO contacts (id, name) VALUES (?1, 'n')", [i])
+            .unwrap();
+    }
+    f.run();
+    f.run();
+    // Edited in this order, so the cursor's new position is past record 4's.
+    for id in [4, 5, 6] {
+        f.left
+            .execute("UPDATE contacts SET name = 'new' WHERE id = ?1", [id])
+            .unwrap();
+    }
+    let right = f.path().join("right.db");
+    let mut edit = |_: &str| {
+        rusqlite::Connection::open(&right)
+            .unwrap()
+            .execute("UPDATE contacts SET name = 'edited' WHERE id = 4", [])
+            .unwrap();
+    };
+    let r = f.run_with(syncline::engine::RunOptions {
+        between_plan_and_apply: Some(&mut edit),
+        ..Default::default()
+    });
+    let l = &r.links[0];
+    assert!(l.reading.contains("changes since"), "{}", l.reading);
+    assert_eq!(l.to_right.stale_skipped, 1, "{l:?}");
+    assert_eq!(name_of(&f.right, 4), Some(text("edited")));
+    // The left owns the field: the next cycle puts its value back, then goes quiet.
+    let r = f.run();
+    assert_eq!(r.links[0].to_right.updated, 1, "{:?}", r.links[0]);
+    assert_eq!(name_of(&f.right, 4), Some(text("new")));
+    quiet_cursor_cycle(&f);
+}

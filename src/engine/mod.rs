@@ -442,14 +442,15 @@ fn run_with_io(
     };
     report.reading = reading.describe();
     // Kept for the run's last transaction, which commits it with the state it covers.
-    let reads_after = reading::after(link, reads_before, &reading, &seen, pre_digests);
+    let reads_after = reading::after(link, reads_before.clone(), &reading, &seen, pre_digests)
+        .map(|after| (after, reads_before));
     if streamed {
         // What the receiver filled on create and flows back was staged as the load
         // committed: written now, in this run.
         if let Some(run) = run_id {
             apply::apply_plan(link, io, state, run, run_seq, &mut report)?;
         }
-        let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
+        let report = finish_link(link, state, run_seq, report, reads_after)?;
         feeds::confirm(link, io, &feed_positions)?;
         return Ok(report);
     }
@@ -462,7 +463,7 @@ fn run_with_io(
     let Some(run) = run_id else { return Ok(report) };
     before_first_write(opts, &mut hook_called, &link.name);
     apply::apply_plan(link, io, state, run, run_seq, &mut report)?;
-    let report = finish_link(link, state, run_seq, report, reads_after.as_ref())?;
+    let report = finish_link(link, state, run_seq, report, reads_after)?;
     feeds::confirm(link, io, &feed_positions)?;
     Ok(report)
 }
@@ -498,14 +499,18 @@ fn finish_link(
     state: &mut StateStore,
     run_seq: i64,
     mut report: LinkReport,
-    reads: Option<&LinkReads>,
+    reads: Option<(LinkReads, Option<LinkReads>)>,
 ) -> Result<LinkReport, Error> {
+    let reads = reads.map(|(after, before)| {
+        let stale = report.to_right.stale_skipped + report.to_left.stale_skipped;
+        reading::held_if_stale(after, before.as_ref(), stale)
+    });
     state.transaction(|s| {
         s.prune_conflicts(&link.name, run_seq)?;
         s.prune_quarantine(&link.name, run_seq)?;
         // The cursors advance with the run's last transaction, after every batch they
         // cover has committed: never ahead of the state.
-        match reads {
+        match &reads {
             Some(r) => s.set_link_reads(&link.name, r),
             None => Ok(()),
         }

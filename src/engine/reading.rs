@@ -273,6 +273,31 @@ fn rangeable(key: &Key) -> bool {
 /// by cursor or in full saw, and, where digests are on, each side's ranges with the
 /// digests taken before reading. A range this run wrote into therefore differs next time
 /// and is read once more: a digest of syncline's own writes is never trusted.
+/// The reads to keep after a cycle in which `stale` writes were found stale (their
+/// record changed on the receiving side between the read and the write): each side's
+/// cursor stays where it was before the cycle, so the next cycle reads those records
+/// again and decides them anew, as a full read would. Advanced past them, a cursor
+/// left them for the next reconciliation (a one-way link's owner value stayed
+/// overwritten until then). Reading the rest of the cycle again is harmless: what was
+/// written now equals the base. A position of another column is not kept (`None`: the
+/// side is read in full next).
+pub(crate) fn held_if_stale(
+    mut after: LinkReads,
+    before: Option<&LinkReads>,
+    stale: u64,
+) -> LinkReads {
+    if stale == 0 {
+        return after;
+    }
+    let before = before.cloned().unwrap_or_default();
+    for i in 0..2 {
+        after.cursor[i] = (before.cursor_columns[i] == after.cursor_columns[i])
+            .then(|| before.cursor[i].clone())
+            .flatten();
+    }
+    after
+}
+
 pub(crate) fn after(
     link: &LinkSpec,
     before: Option<LinkReads>,
