@@ -96,7 +96,12 @@ struct KeyGuard {
 }
 
 impl KeyGuard {
-    fn admit(&mut self, records: Vec<Record>) -> Vec<Record> {
+    /// The records of a batch that can be handed over: first, the one held back from
+    /// the batch before if this one showed it does not repeat; then this batch's but
+    /// its last, which is held back in turn.
+    fn admit(&mut self, records: Vec<Record>) -> (Option<Record>, Vec<Record>) {
+        let mut carrying = self.held.is_some();
+        let mut carried = Vec::new();
         let mut out = Vec::with_capacity(records.len());
         for mut record in records {
             if record.key.0.iter().any(|v| matches!(v, Value::Null)) {
@@ -115,10 +120,14 @@ impl KeyGuard {
                 self.repeats += 1;
                 continue;
             }
-            self.release(&mut out);
+            if std::mem::take(&mut carrying) {
+                self.release(&mut carried);
+            } else {
+                self.release(&mut out);
+            }
             self.held = Some(record);
         }
-        out
+        (carried.pop(), out)
     }
 
     fn release(&mut self, out: &mut Vec<Record>) {
@@ -190,17 +199,27 @@ pub(crate) fn scan_ahead(
                 sent
             })
         });
+        // A batch is handed over once the next one is read: the record the guard held
+        // back from its end then joins it, instead of ending the scan as a batch of
+        // one (on a cursor read, one more fetch and write round trip after the rest).
+        let mut pending: Vec<Record> = Vec::new();
         let consumed = receiver
             .iter()
             .try_for_each(|records| {
-                let records = guard.admit(records);
-                let consumed = guard.hand_over(records, consume);
+                let (carried, records) = guard.admit(records);
+                pending.extend(carried);
+                let consumed = if records.is_empty() {
+                    Ok(())
+                } else {
+                    let ready = std::mem::replace(&mut pending, records);
+                    guard.hand_over(ready, consume)
+                };
                 super::one_behind::batch_done();
                 consumed
             })
             .and_then(|()| {
-                let last = guard.finish();
-                guard.hand_over(last, consume)
+                pending.extend(guard.finish());
+                guard.hand_over(std::mem::take(&mut pending), consume)
             });
         // Unblocks a reader waiting to hand over a batch after `consume` failed.
         drop(receiver);
