@@ -523,23 +523,26 @@ full_every = 100
     quiet_cursor_cycle(&f);
 }
 
-#[test]
-fn a_side_without_a_cursor_is_read_only_by_full_reads() {
+/// A one-way link whose left alone has a cursor, its 20 records loaded and the cursor
+/// set (a first load, then a full read).
+fn one_way_left_cursor(full_every: u32) -> Fixture {
     let f = Fixture::new(
         SCHEMA,
         SCHEMA,
-        r#"[links.contacts]
+        &format!(
+            r#"[links.contacts]
 left = "crm.contacts"
 right = "billing.contacts"
 
 [links.contacts.fields]
-id = { owner = "left" }
-name = {}
+id = {{ owner = "left" }}
+name = {{}}
 
 [links.contacts.changes]
-left = { cursor = "version", lookback = 0 }
-full_every = 3
-"#,
+left = {{ cursor = "version", lookback = 0 }}
+full_every = {full_every}
+"#
+        ),
     );
     for i in 1..=20 {
         f.left
@@ -548,6 +551,12 @@ full_every = 3
     }
     f.run();
     f.run();
+    f
+}
+
+#[test]
+fn a_side_without_a_cursor_is_read_only_by_full_reads() {
+    let f = one_way_left_cursor(3);
     f.left
         .execute("UPDATE contacts SET name = 'new' WHERE id = 4", [])
         .unwrap();
@@ -1242,29 +1251,7 @@ fn a_field_added_to_the_link_reaches_records_that_did_not_change() {
 /// has moved past its record: the next cycle, with nobody editing, writes it.
 #[test]
 fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
-    let f = Fixture::new(
-        SCHEMA,
-        SCHEMA,
-        r#"[links.contacts]
-left = "crm.contacts"
-right = "billing.contacts"
-
-[links.contacts.fields]
-id = { owner = "left" }
-name = {}
-
-[links.contacts.changes]
-left = { cursor = "version", lookback = 0 }
-full_every = 100
-"#,
-    );
-    for i in 1..=20 {
-        f.left
-            .execute("INSERT INTO contacts (id, name) VALUES (?1, 'n')", [i])
-            .unwrap();
-    }
-    f.run();
-    f.run();
+    let f = one_way_left_cursor(100);
     // Edited in this order, so the cursor's new position is past record 4's.
     for id in [4, 5, 6] {
         f.left
