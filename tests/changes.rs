@@ -1279,3 +1279,56 @@ fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
     assert_eq!(name_of(&f.right, 4), Some(text("new")));
     quiet_cursor_cycle(&f);
 }
+
+/// A record edited on the receiving side every time a cycle writes it (a busy row) does
+/// not hold the cursor for good: positions are kept after one cycle with a stale write,
+/// not after two in a row; the record then waits for the next reconciliation, and the
+/// cycles in between read only what changed.
+#[test]
+fn a_write_stale_twice_in_a_row_waits_for_the_next_reconciliation() {
+    let f = one_way_left_cursor(6);
+    let right = f.path().join("right.db");
+    let stale_cycle = |f: &Fixture, value: &str| {
+        for id in [4, 5, 6] {
+            f.left
+                .execute(
+                    "UPDATE contacts SET name = ?2 WHERE id = ?1",
+                    rusqlite::params![id, value],
+                )
+                .unwrap();
+        }
+        let mut edit = |_: &str| {
+            rusqlite::Connection::open(&right)
+                .unwrap()
+                .execute(
+                    "UPDATE contacts SET name = 'busy ' || ?1 WHERE id = 4",
+                    [value],
+                )
+                .unwrap();
+        };
+        let r = f.run_with(syncline::engine::RunOptions {
+            between_plan_and_apply: Some(&mut edit),
+            ..Default::default()
+        });
+        assert_eq!(r.links[0].to_right.stale_skipped, 1, "{:?}", r.links[0]);
+        r
+    };
+    stale_cycle(&f, "first");
+    // The positions were kept: this cycle reads the three records again (and 4 is
+    // written stale again, as the busy row is edited again).
+    let again = stale_cycle(&f, "second");
+    assert!(again.links[0].left_records >= 3, "{:?}", again.links[0]);
+    // Not kept twice: the next cycle reads only the record at the position.
+    let r = f.run();
+    assert!(
+        r.links[0].reading.contains("changes since"),
+        "{}",
+        r.links[0].reading
+    );
+    assert_eq!(r.links[0].left_records, 1, "{:?}", r.links[0]);
+    assert_eq!(name_of(&f.right, 4), Some(text("busy second")));
+    // The reconciliation puts the owner's value back.
+    let reconciled = (0..6).any(|_| f.run().links[0].reading.starts_with("full"));
+    assert!(reconciled);
+    assert_eq!(name_of(&f.right, 4), Some(text("second")));
+}

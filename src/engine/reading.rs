@@ -281,15 +281,20 @@ fn rangeable(key: &Key) -> bool {
 /// overwritten until then). Reading the rest of the cycle again is harmless: what was
 /// written now equals the base. A position of another column is not kept (`None`: the
 /// side is read in full next).
+///
+/// Kept once, not twice in a row: a record edited on the receiving side every time it
+/// is written (a busy row) would otherwise hold the cursors for good, each cycle
+/// reading everything since. Stale again, it waits for the next reconciliation.
 pub(crate) fn held_if_stale(
     mut after: LinkReads,
     before: Option<&LinkReads>,
     stale: u64,
 ) -> LinkReads {
-    if stale == 0 {
+    let before = before.cloned().unwrap_or_default();
+    if stale == 0 || before.held {
         return after;
     }
-    let before = before.cloned().unwrap_or_default();
+    after.held = true;
     for i in 0..2 {
         after.cursor[i] = (before.cursor_columns[i] == after.cursor_columns[i])
             .then(|| before.cursor[i].clone())
@@ -380,6 +385,7 @@ pub(crate) fn after(
         ranges,
         no_ranges,
         fields: Some(fields_fingerprint(link)),
+        held: false,
     })
 }
 

@@ -297,6 +297,10 @@ pub struct LinkReads {
     /// would never reach them: a different fingerprint makes the next cycle read in full.
     #[serde(default)]
     pub fields: Option<String>,
+    /// Whether the last cycle kept its positions because a write was found stale (see
+    /// `engine::reading::held_if_stale`): the next one does not keep them again.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// A side's key ranges: `bounds` are the encoded lower bounds of ranges 1.. (range 0
