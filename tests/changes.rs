@@ -386,14 +386,34 @@ fn more_new_records_than_a_cursor_cycle_checks_one_by_one_make_it_read_in_full()
 /// uninterrupted run ends.
 #[test]
 fn a_crash_at_each_point_of_a_streamed_cursor_read_ends_where_an_uninterrupted_run_ends() {
+    crash_at_each_point(&link(0, 100, "batch_size = 40"), "id % 9 = 0");
+}
+
+/// The same with the right read only by reconciliations, so the left's cursor read
+/// assumes its partners: the right's edits are on records the left changed too, so
+/// their writes find them otherwise and are decided again in the same cycle.
+#[test]
+fn a_crash_at_each_point_of_a_read_that_assumes_partners_ends_where_an_uninterrupted_run_ends() {
+    let left_cursor_only = link(0, 100, "batch_size = 40")
+        .replace("right = { cursor = \"version\", lookback = 0 }\n", "");
+    assert!(!left_cursor_only.contains("right = {"));
+    crash_at_each_point(&left_cursor_only, "id % 9 = 0 AND id <= 35");
+}
+
+/// Left records 1–35 and the right records `right_edited` are edited; then, for every
+/// named fault point, twice each, a run crashes there and runs follow until quiet: each
+/// ends where an uninterrupted run ends.
+fn crash_at_each_point(link: &str, right_edited: &str) {
     let prepare = || {
-        let f = seeded(&link(0, 100, "batch_size = 40"), 100);
+        let f = seeded(link, 100);
         settle(&f);
         f.left
             .execute_batch("UPDATE contacts SET name = 'left ' || id WHERE id <= 35")
             .unwrap();
         f.right
-            .execute_batch("UPDATE contacts SET name = 'right ' || id WHERE id % 9 = 0")
+            .execute_batch(&format!(
+                "UPDATE contacts SET name = 'right ' || id WHERE {right_edited}"
+            ))
             .unwrap();
         f
     };
@@ -524,8 +544,8 @@ full_every = 100
 }
 
 /// A one-way link whose left alone has a cursor, its 20 records loaded and the cursor
-/// set (a first load, then a full read).
-fn one_way_left_cursor(full_every: u32) -> Fixture {
+/// set (a first load, then a full read). `name` is the name field's options.
+fn one_way_left_cursor(full_every: u32, name: &str) -> Fixture {
     let f = Fixture::new(
         SCHEMA,
         SCHEMA,
@@ -536,7 +556,7 @@ right = "billing.contacts"
 
 [links.contacts.fields]
 id = {{ owner = "left" }}
-name = {{}}
+name = {name}
 
 [links.contacts.changes]
 left = {{ cursor = "version", lookback = 0 }}
@@ -556,7 +576,7 @@ full_every = {full_every}
 
 #[test]
 fn a_side_without_a_cursor_is_read_only_by_full_reads() {
-    let f = one_way_left_cursor(3);
+    let f = one_way_left_cursor(3, "{}");
     f.left
         .execute("UPDATE contacts SET name = 'new' WHERE id = 4", [])
         .unwrap();
@@ -867,7 +887,15 @@ mod convergence {
         ]
     }
 
-    fn link(match_on: bool, lookback: i64, full_every: u32, digests: bool) -> String {
+    /// Without `right_cursor`, the right is read only by reconciliations, and a cursor
+    /// read of the left assumes its partners as their bases say (see `plan::streamed`).
+    fn link(
+        match_on: bool,
+        lookback: i64,
+        full_every: u32,
+        digests: bool,
+        right_cursor: bool,
+    ) -> String {
         format!(
             r#"[links.c]
 left = "crm.contacts"
@@ -886,7 +914,7 @@ notes = {{}}
 
 [links.c.changes]
 left = {{ cursor = "version", lookback = {lookback} }}
-right = {{ cursor = "version", lookback = {lookback} }}
+{}
 full_every = {full_every}
 {}
 "#,
@@ -894,6 +922,11 @@ full_every = {full_every}
                 "match_on = [\"email\"]"
             } else {
                 ""
+            },
+            if right_cursor {
+                format!("right = {{ cursor = \"version\", lookback = {lookback} }}")
+            } else {
+                String::new()
             },
             if digests {
                 "reconcile = \"digests\"\nrange_size = 3"
@@ -921,8 +954,9 @@ full_every = {full_every}
     }
 
     /// A run, then a run with nobody editing, which may only delete what the first did
-    /// not see, and nothing at all after a full read.
-    fn run_then_quiet(f: &Fixture) -> bool {
+    /// not see, and nothing at all after a full read. Without `right_cursor` a cursor
+    /// run leaves the right's edits to the next reconciliation, which writes them.
+    fn run_then_quiet(f: &Fixture, right_cursor: bool) -> bool {
         let first = f.run();
         let second = f.run();
         if first.links[0].refused.is_some() || second.links[0].refused.is_some() {
@@ -931,6 +965,10 @@ full_every = {full_every}
             return false;
         }
         let l = &second.links[0];
+        let reconciled = |r: &str| r.starts_with("full") || r.starts_with("digests");
+        if !right_cursor && !reconciled(&first.links[0].reading) && reconciled(&l.reading) {
+            return true;
+        }
         let deletes = l.to_left.deleted + l.to_right.deleted;
         assert_eq!(
             writes(&second) - deletes,
@@ -939,7 +977,6 @@ full_every = {full_every}
             first.links[0].reading,
             l.reading
         );
-        let reconciled = |r: &str| r.starts_with("full") || r.starts_with("digests");
         if reconciled(&first.links[0].reading) {
             assert_eq!(writes(&second), 0, "after a reconciliation: {l:?}");
         }
@@ -955,9 +992,14 @@ full_every = {full_every}
             lookback in 0i64..3,
             full_every in 1u32..5,
             digests in any::<bool>(),
+            right_cursor in any::<bool>(),
             ops in prop::collection::vec(op(), 1..25),
         ) {
-            let f = Fixture::new(SCHEMA, SCHEMA, &link(match_on, lookback, full_every, digests));
+            let f = Fixture::new(
+                SCHEMA,
+                SCHEMA,
+                &link(match_on, lookback, full_every, digests, right_cursor),
+            );
             let mut email = 0;
             for op in ops {
                 let conn = |s: usize| if s == 0 { &f.left } else { &f.right };
@@ -991,7 +1033,7 @@ full_every = {full_every}
                         }
                     }
                     Op::Run => {
-                        run_then_quiet(&f);
+                        run_then_quiet(&f, right_cursor);
                     }
                 }
             }
@@ -999,7 +1041,7 @@ full_every = {full_every}
             // a full read and a reconciliation to learn their ranges first.)
             let mut full = false;
             for _ in 0..=full_every + 3 {
-                full |= run_then_quiet(&f);
+                full |= run_then_quiet(&f, right_cursor);
                 if full {
                     break;
                 }
@@ -1008,7 +1050,7 @@ full_every = {full_every}
             // the valve, by design: nothing to converge.
             prop_assume!(f.run().links[0].refused.is_none());
             prop_assert!(full, "no full read within full_every cycles");
-            run_then_quiet(&f);
+            run_then_quiet(&f, right_cursor);
             prop_assert_eq!(contents(&f.left), contents(&f.right));
             prop_assert_eq!(writes(&f.run()), 0);
         }
@@ -1246,12 +1288,17 @@ fn a_field_added_to_the_link_reaches_records_that_did_not_change() {
     assert_eq!(writes(&next), 0);
 }
 
+/// A name field whose values are trimmed: a transform between the sides, so a cursor
+/// read fetches each changed record's partner instead of assuming it.
+const TRIMMED: &str = r#"{ transform = "trim" }"#;
+
 /// A write found stale in a cycle that reads by cursor (someone edited the record on
 /// the receiving side between the read and the write) is not forgotten once the cursor
 /// has moved past its record: the next cycle, with nobody editing, writes it.
 #[test]
 fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
-    let f = one_way_left_cursor(100);
+    // Trimmed: partners are fetched, not assumed (see the test after the next).
+    let f = one_way_left_cursor(100, TRIMMED);
     // Edited in this order, so the cursor's new position is past record 4's.
     for id in [4, 5, 6] {
         f.left
@@ -1286,7 +1333,7 @@ fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
 /// cycles in between read only what changed.
 #[test]
 fn a_write_stale_twice_in_a_row_waits_for_the_next_reconciliation() {
-    let f = one_way_left_cursor(6);
+    let f = one_way_left_cursor(6, TRIMMED);
     let right = f.path().join("right.db");
     let stale_cycle = |f: &Fixture, value: &str| {
         for id in [4, 5, 6] {
@@ -1331,4 +1378,57 @@ fn a_write_stale_twice_in_a_row_waits_for_the_next_reconciliation() {
     let reconciled = (0..6).any(|_| f.run().links[0].reading.starts_with("full"));
     assert!(reconciled);
     assert_eq!(name_of(&f.right, 4), Some(text("second")));
+}
+
+/// A cursor read assumes the right partners of what changed as their bases say they are
+/// (a SQLite right makes its writes conditional on the values read) and fetches none;
+/// a write whose record turns out otherwise — edited on the right between the read and
+/// the write — is decided again in the same cycle from both records as they are, so
+/// the owner's value lands now, nothing is counted stale, and the next cycle is quiet.
+#[test]
+fn a_cursor_read_assumes_partners_and_decides_again_those_that_differ() {
+    let f = one_way_left_cursor(100, "{}");
+    let edit_left = |f: &Fixture, value: &str| {
+        for id in [4, 5, 6] {
+            f.left
+                .execute(
+                    "UPDATE contacts SET name = ?2 WHERE id = ?1",
+                    rusqlite::params![id, value],
+                )
+                .unwrap();
+        }
+    };
+    edit_left(&f, "first");
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(l.reading.contains("changes since"), "{}", l.reading);
+    assert_eq!((l.to_right.updated, l.partners_fetched), (3, 0), "{l:?}");
+    assert_eq!(name_of(&f.right, 5), Some(text("first")));
+
+    edit_left(&f, "second");
+    let right = f.path().join("right.db");
+    let mut edit = |_: &str| {
+        rusqlite::Connection::open(&right)
+            .unwrap()
+            .execute("UPDATE contacts SET name = 'edited' WHERE id = 4", [])
+            .unwrap();
+    };
+    let r = f.run_with(syncline::engine::RunOptions {
+        between_plan_and_apply: Some(&mut edit),
+        ..Default::default()
+    });
+    let l = &r.links[0];
+    assert_eq!(
+        (
+            l.to_right.updated,
+            l.to_right.stale_skipped,
+            l.partners_fetched
+        ),
+        (3, 0, 1),
+        "{l:?}"
+    );
+    for id in [4, 5, 6] {
+        assert_eq!(name_of(&f.right, id), Some(text("second")), "record {id}");
+    }
+    quiet_cursor_cycle(&f);
 }

@@ -612,6 +612,15 @@ fn commit_pair(
                 plan.marks.extend(marks);
                 "applied"
             }
+            // Planned against a partner assumed as the base says it is: not a write
+            // someone else's edit made stale yet, but a guess that missed. Decided again
+            // from both records as they are, in this cycle (see `plan::streamed`).
+            WriteOutcome::Stale if plan.assumed => {
+                all_confirmed = false;
+                decrement(report.direction(side), &plan, idx);
+                report.decide_again.extend(left_key.clone());
+                "stale"
+            }
             WriteOutcome::Stale => {
                 all_confirmed = false;
                 let counts = report.direction(side);

@@ -47,6 +47,11 @@ pub(crate) struct PairPlan {
     pub changes: [Vec<Change>; 2],
     pub state_changes: Vec<Change>,
     pub tombstone: Option<Side>,
+    /// Planned against the right record as the base says it is, without fetching it
+    /// (see `plan::streamed`): a write of it found stale says only that the record is
+    /// not as assumed, and it is fetched and decided again in the same cycle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assumed: bool,
 }
 
 impl PairPlan {
@@ -73,6 +78,7 @@ impl PairPlan {
             changes: Default::default(),
             state_changes: Vec::new(),
             tombstone,
+            assumed: false,
         }
     }
 

@@ -93,6 +93,13 @@ pub struct LinkReport {
     pub planned_total: u64,
     #[serde(skip)]
     pub(crate) planned_deletes: [u64; 2],
+    /// Right partners fetched to merge the left's changes with; a cursor read assumes
+    /// most as the base says they are instead (see `plan::streamed`).
+    pub partners_fetched: u64,
+    /// Left keys whose write, planned against an assumed partner, found it otherwise:
+    /// fetched and decided again before the cycle ends.
+    #[serde(skip)]
+    pub(crate) decide_again: Vec<String>,
 }
 
 impl LinkReport {
@@ -117,6 +124,8 @@ impl LinkReport {
             planned: Vec::new(),
             planned_total: 0,
             planned_deletes: [0, 0],
+            partners_fetched: 0,
+            decide_again: Vec::new(),
         }
     }
 

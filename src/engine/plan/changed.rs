@@ -101,7 +101,21 @@ impl Planner<'_> {
             left_spec.since = Some(left_since);
             self.report.left_records = match stream {
                 Some((run, hook)) if self.verify.is_none() => {
-                    self.read_left_streamed(left, right, &left_spec, run, hook)?
+                    // Not while the right is read too: its pass leaves alone what the
+                    // left's merged, which must then have merged the right as it is.
+                    let assume = right_since.is_none() && self.may_assume_partners(right);
+                    let read =
+                        self.read_left_streamed(left, right, &left_spec, run, hook, assume)?;
+                    // Writes whose assumed partner turned out otherwise: both records
+                    // fetched as they are now and decided again, staged as the rest.
+                    let again = std::mem::take(&mut self.report.decide_again);
+                    let keys = again
+                        .iter()
+                        .map(|k| Key::decode(k))
+                        .collect::<Result<Vec<Key>, _>>()
+                        .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+                    self.plan_keys(Side::Left, &keys, left, right)?;
+                    read
                 }
                 _ => self.read_left(left, right, &left_spec)?,
             };

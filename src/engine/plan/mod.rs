@@ -32,6 +32,8 @@ struct LeftBatch {
     records: Vec<Record>,
     keys: Vec<String>,
     pairs: HashMap<String, PairRow>,
+    /// Its partners are assumed as the base says they are, not fetched (see `streamed`).
+    assumed: bool,
 }
 
 pub(crate) struct Planner<'a> {
@@ -411,6 +413,7 @@ impl<'a> Planner<'a> {
             records,
             keys,
             pairs,
+            assumed: false,
         };
         Ok((batch, right_keys))
     }
@@ -421,8 +424,12 @@ impl<'a> Planner<'a> {
             records,
             keys,
             mut pairs,
+            assumed,
         } = batch;
-        self.partners_fetched += partners.len() as u64;
+        if !assumed {
+            self.partners_fetched += partners.len() as u64;
+            self.report.partners_fetched += partners.len() as u64;
+        }
         let (partners, bad) = sort_out_fetched(partners);
         let left_alone: HashSet<String> = bad.iter().map(|b| b.key.encode()).collect();
         self.keep_out(Side::Right, bad)?;

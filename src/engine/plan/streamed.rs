@@ -17,6 +17,17 @@
 //! hold distinct keys, so merging one while the batch before is still being written
 //! cannot see a half-written record.
 //!
+//! A batch whose pairs all say exactly what the right holds (no value held apart from the
+//! base, no tombstone) is not fetched at all when the right makes writes conditional on
+//! the values read and is not read itself in the cycle (its edits wait for a full read;
+//! a cursor pass of it would leave alone the records merged here): its partners are
+//! assumed as the base says they are, and each conditional write checks the assumption
+//! where it lands. A write that finds the record otherwise (edited on the right, or
+//! gone) is journaled `stale`, and once the read is done its record is fetched and
+//! decided again from both sides as they are — the decision a fetched partner would have
+//! given, a round trip later. On a 1% cycle that takes the partner fetch, about a third
+//! of the right connection's time per batch, away.
+//!
 //! Only a batch that writes nothing but updates of right records it read is streamed.
 //! One that deletes (the safety valves weigh a cycle's deletes before any is written),
 //! creates, or writes the left (its connection is busy reading) is staged, and applied
@@ -25,12 +36,12 @@
 use super::{LeftBatch, Planner};
 use crate::Error;
 use crate::config::LinkSpec;
-use crate::connectors::{Connector, ConnectorError, ReadSpec, Write};
+use crate::connectors::{Conditional, Connector, ConnectorError, ReadSpec, Write};
 use crate::engine::apply::{LentWrites, PlannedBatch, WriteResults, commit_batches_in, write_out};
 use crate::engine::one_behind;
 use crate::engine::pair_plan::{Fate, PairPlan};
 use crate::engine::read_ahead::scan_ahead;
-use crate::model::{Key, Record, Side};
+use crate::model::{Key, Record, Side, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -48,6 +59,8 @@ fn streamable(plan: &PairPlan) -> bool {
 enum Job {
     /// A left batch's right partners, by their keys.
     Fetch(Vec<Key>),
+    /// A left batch's right partners as assumed: answered as they are, in turn.
+    Assumed(Vec<Record>),
     /// A journaled batch's right updates.
     Write(Vec<Write>),
 }
@@ -97,6 +110,7 @@ impl<'scope> Pipeline<'scope> {
             for job in queue {
                 let done = match job {
                     Job::Fetch(keys) => Done::Fetched(conn.fetch(spec, &keys)),
+                    Job::Assumed(partners) => Done::Fetched(Ok(partners)),
                     Job::Write(writes) if stop.load(Ordering::Acquire) => {
                         Done::Written(writes, None)
                     }
@@ -147,6 +161,10 @@ impl<'scope> Pipeline<'scope> {
 
     fn fetch(&mut self, batch: LeftBatch, keys: Vec<Key>) {
         self.hand_over(Job::Fetch(keys), Awaiting::Partners(batch));
+    }
+
+    fn assumed(&mut self, batch: LeftBatch, partners: Vec<Record>) {
+        self.hand_over(Job::Assumed(partners), Awaiting::Partners(batch));
     }
 
     fn write(&mut self, batch: PlannedBatch, mut lent: LentWrites) {
@@ -229,7 +247,8 @@ impl<'scope> Pipeline<'scope> {
 impl Planner<'_> {
     /// Reads `left_spec` from `left` (a cursor read), streaming what it can (see the
     /// module). `before_write` is called before each batch's writes go out (the engine's
-    /// hook acts once a cycle). Returns the records read.
+    /// hook acts once a cycle); `may_assume`: partners may be assumed rather than
+    /// fetched. Returns the records read.
     pub(super) fn read_left_streamed(
         &mut self,
         left: &mut dyn Connector,
@@ -237,6 +256,7 @@ impl Planner<'_> {
         left_spec: &ReadSpec,
         run: i64,
         before_write: &mut dyn FnMut(&str),
+        may_assume: bool,
     ) -> Result<u64, Error> {
         // Quarter batches: a streamed read holds about six at once (two read ahead, one
         // fetched ahead, one merged, two written behind). Measured on a 1% cycle of 1M
@@ -251,10 +271,19 @@ impl Planner<'_> {
             let scanned = scan_ahead(left, left_spec, batch, &mut |records, bad| {
                 // A stop between batches: what was written is committed below.
                 crate::engine::stop_requested()?;
-                let Some((looked_up, keys)) = self.look_up_left(records, bad)? else {
+                let Some((mut looked_up, keys)) = self.look_up_left(records, bad)? else {
                     return Ok(());
                 };
-                pipe.fetch(looked_up, keys);
+                match may_assume
+                    .then(|| self.assumed_partners(&looked_up))
+                    .flatten()
+                {
+                    Some(partners) => {
+                        looked_up.assumed = true;
+                        pipe.assumed(looked_up, partners);
+                    }
+                    None => pipe.fetch(looked_up, keys),
+                }
                 // One batch's partners are fetched while the batch before is merged.
                 while pipe.fetches_awaited() > 1 {
                     self.stream_step(&mut pipe, run, before_write)?;
@@ -302,13 +331,20 @@ impl Planner<'_> {
         let mut written = written.into_iter();
         let journaled = self.in_transaction(|p| {
             let partners = partners?;
+            let assumed = batch.assumed;
             // The merged batch's plans collect here instead of being staged.
             p.buffer = Some(Vec::with_capacity(batch.records.len()));
             let merged = p.left_merge(batch, partners);
-            let plans = p.buffer.take().unwrap_or_default();
+            let mut plans = p.buffer.take().unwrap_or_default();
             merged?;
             let mut to_write = None;
             if plans.iter().all(streamable) {
+                // Only a streamed write is decided again in this cycle when its assumed
+                // partner turns out otherwise; a staged one found stale is counted stale
+                // (and decided by the next cycle), as any.
+                for plan in plans.iter_mut().filter(|_| assumed) {
+                    plan.assumed = true;
+                }
                 to_write = Some(PlannedBatch::journal_in(p.link, p.state, run, plans)?);
             } else {
                 for plan in &plans {
@@ -351,6 +387,40 @@ impl Planner<'_> {
             pipe.write(batch, lent);
         }
         Ok(())
+    }
+
+    /// Whether partners may be assumed in a read: the right makes each write
+    /// conditional on the values read, and every field is held on the right as the base
+    /// holds it (no transform, meaning or composed column between them).
+    pub(super) fn may_assume_partners(&self, right: &mut dyn Connector) -> bool {
+        right.capabilities().conditional == Conditional::Values
+            && self.translated.iter().all(|t| !t)
+            && self
+                .link
+                .fields
+                .iter()
+                .all(|f| f.transform.is_identity() && !f.composed)
+    }
+
+    /// A batch's right partners as its pairs say they are: `None` when one pair cannot
+    /// say (a value the right holds apart from the base, a field the base lacks, a key
+    /// that does not decode), and the batch is fetched.
+    fn assumed_partners(&self, batch: &LeftBatch) -> Option<Vec<Record>> {
+        let mut partners = Vec::with_capacity(batch.pairs.len());
+        for pair in batch.pairs.values().filter(|p| p.tombstone.is_none()) {
+            if !pair.held[1].is_empty() {
+                return None;
+            }
+            let values = self
+                .link
+                .fields
+                .iter()
+                .map(|f| pair.base.get(&f.name).cloned())
+                .collect::<Option<Vec<Value>>>()?;
+            let key = Key::decode(&pair.right_key).ok()?;
+            partners.push(Record::new(key, values));
+        }
+        Some(partners)
     }
 
     /// Commits the batches written since the last commit (what a system confirmed is
