@@ -1292,6 +1292,35 @@ fn a_field_added_to_the_link_reaches_records_that_did_not_change() {
 /// read fetches each changed record's partner instead of assuming it.
 const TRIMMED: &str = r#"{ transform = "trim" }"#;
 
+/// Sets the name of left records 4, 5 and 6 to `value`, in that order (so the cursor's
+/// new position is past record 4's).
+fn edit_left_456(f: &Fixture, value: &str) {
+    for id in [4, 5, 6] {
+        f.left
+            .execute(
+                "UPDATE contacts SET name = ?2 WHERE id = ?1",
+                rusqlite::params![id, value],
+            )
+            .unwrap();
+    }
+}
+
+/// A run during which right record 4's name becomes `name`, between the plan and the
+/// first write, as a person's edit would.
+fn run_while_right_4_becomes(f: &Fixture, name: &str) -> syncline::engine::RunReport {
+    let right = f.path().join("right.db");
+    let mut edit = |_: &str| {
+        rusqlite::Connection::open(&right)
+            .unwrap()
+            .execute("UPDATE contacts SET name = ?1 WHERE id = 4", [name])
+            .unwrap();
+    };
+    f.run_with(syncline::engine::RunOptions {
+        between_plan_and_apply: Some(&mut edit),
+        ..Default::default()
+    })
+}
+
 /// A write found stale in a cycle that reads by cursor (someone edited the record on
 /// the receiving side between the read and the write) is not forgotten once the cursor
 /// has moved past its record: the next cycle, with nobody editing, writes it.
@@ -1299,23 +1328,8 @@ const TRIMMED: &str = r#"{ transform = "trim" }"#;
 fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
     // Trimmed: partners are fetched, not assumed (see the test after the next).
     let f = one_way_left_cursor(100, TRIMMED);
-    // Edited in this order, so the cursor's new position is past record 4's.
-    for id in [4, 5, 6] {
-        f.left
-            .execute("UPDATE contacts SET name = 'new' WHERE id = ?1", [id])
-            .unwrap();
-    }
-    let right = f.path().join("right.db");
-    let mut edit = |_: &str| {
-        rusqlite::Connection::open(&right)
-            .unwrap()
-            .execute("UPDATE contacts SET name = 'edited' WHERE id = 4", [])
-            .unwrap();
-    };
-    let r = f.run_with(syncline::engine::RunOptions {
-        between_plan_and_apply: Some(&mut edit),
-        ..Default::default()
-    });
+    edit_left_456(&f, "new");
+    let r = run_while_right_4_becomes(&f, "edited");
     let l = &r.links[0];
     assert!(l.reading.contains("changes since"), "{}", l.reading);
     assert_eq!(l.to_right.stale_skipped, 1, "{l:?}");
@@ -1334,29 +1348,9 @@ fn a_write_found_stale_in_a_cursor_cycle_is_made_by_the_next_cycle() {
 #[test]
 fn a_write_stale_twice_in_a_row_waits_for_the_next_reconciliation() {
     let f = one_way_left_cursor(6, TRIMMED);
-    let right = f.path().join("right.db");
     let stale_cycle = |f: &Fixture, value: &str| {
-        for id in [4, 5, 6] {
-            f.left
-                .execute(
-                    "UPDATE contacts SET name = ?2 WHERE id = ?1",
-                    rusqlite::params![id, value],
-                )
-                .unwrap();
-        }
-        let mut edit = |_: &str| {
-            rusqlite::Connection::open(&right)
-                .unwrap()
-                .execute(
-                    "UPDATE contacts SET name = 'busy ' || ?1 WHERE id = 4",
-                    [value],
-                )
-                .unwrap();
-        };
-        let r = f.run_with(syncline::engine::RunOptions {
-            between_plan_and_apply: Some(&mut edit),
-            ..Default::default()
-        });
+        edit_left_456(f, value);
+        let r = run_while_right_4_becomes(f, &format!("busy {value}"));
         assert_eq!(r.links[0].to_right.stale_skipped, 1, "{:?}", r.links[0]);
         r
     };
@@ -1388,35 +1382,15 @@ fn a_write_stale_twice_in_a_row_waits_for_the_next_reconciliation() {
 #[test]
 fn a_cursor_read_assumes_partners_and_decides_again_those_that_differ() {
     let f = one_way_left_cursor(100, "{}");
-    let edit_left = |f: &Fixture, value: &str| {
-        for id in [4, 5, 6] {
-            f.left
-                .execute(
-                    "UPDATE contacts SET name = ?2 WHERE id = ?1",
-                    rusqlite::params![id, value],
-                )
-                .unwrap();
-        }
-    };
-    edit_left(&f, "first");
+    edit_left_456(&f, "first");
     let r = f.run();
     let l = &r.links[0];
     assert!(l.reading.contains("changes since"), "{}", l.reading);
     assert_eq!((l.to_right.updated, l.partners_fetched), (3, 0), "{l:?}");
     assert_eq!(name_of(&f.right, 5), Some(text("first")));
 
-    edit_left(&f, "second");
-    let right = f.path().join("right.db");
-    let mut edit = |_: &str| {
-        rusqlite::Connection::open(&right)
-            .unwrap()
-            .execute("UPDATE contacts SET name = 'edited' WHERE id = 4", [])
-            .unwrap();
-    };
-    let r = f.run_with(syncline::engine::RunOptions {
-        between_plan_and_apply: Some(&mut edit),
-        ..Default::default()
-    });
+    edit_left_456(&f, "second");
+    let r = run_while_right_4_becomes(&f, "edited");
     let l = &r.links[0];
     assert_eq!(
         (
