@@ -472,6 +472,38 @@ fn deletes_a_streamed_cursor_read_finds_are_weighed_by_the_valve_before_any_is_m
     );
 }
 
+/// With partners assumed (the right read only by reconciliations): the left edited 60
+/// records whose right partners are gone, so their writes find nothing and are decided
+/// again from both sides — an edit against a delete, held for a person as the link's
+/// `delete_vs_edit` says, never a delete made on the strength of a write that missed.
+#[test]
+fn writes_to_assumed_partners_that_are_gone_delete_nothing() {
+    let left_cursor_only = link(0, 100, "batch_size = 40")
+        .replace("right = { cursor = \"version\", lookback = 0 }\n", "");
+    let f = seeded(&left_cursor_only, 100);
+    settle(&f);
+    f.right
+        .execute("DELETE FROM contacts WHERE id <= 60", [])
+        .unwrap();
+    f.left
+        .execute("UPDATE contacts SET name = 'edited' WHERE id <= 60", [])
+        .unwrap();
+    let r = f.run();
+    let l = &r.links[0];
+    assert!(l.reading.contains("right not read"), "{}", l.reading);
+    assert_eq!(
+        (l.quarantined, l.to_right.updated, l.to_right.stale_skipped),
+        (60, 0, 0),
+        "{l:?}"
+    );
+    assert_eq!(writes(&r), 0, "{l:?}");
+    let left: i64 = f
+        .left
+        .query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 100, "nothing deleted");
+}
+
 #[test]
 fn a_streamed_cursor_read_that_must_read_in_full_counts_what_it_already_wrote() {
     let carried = link(0, 100, "batch_size = 2").replace("name = {}", "id = {}\nname = {}");

@@ -618,7 +618,7 @@ fn commit_pair(
             WriteOutcome::Stale if plan.assumed => {
                 all_confirmed = false;
                 decrement(report.direction(side), &plan, idx);
-                report.decide_again.extend(left_key.clone());
+                report.decide_again.extend(plan.left_key.clone());
                 "stale"
             }
             WriteOutcome::Stale => {

@@ -269,10 +269,6 @@ fn rangeable(key: &Key) -> bool {
         .all(|v| matches!(v, Value::Integer(_) | Value::Uuid(_)))
 }
 
-/// What the link's reads leave for the next cycle: cursors moved forward by what a read
-/// by cursor or in full saw, and, where digests are on, each side's ranges with the
-/// digests taken before reading. A range this run wrote into therefore differs next time
-/// and is read once more: a digest of syncline's own writes is never trusted.
 /// The reads to keep after a cycle in which `stale` writes were found stale (their
 /// record changed on the receiving side between the read and the write): each side's
 /// cursor stays where it was before the cycle, so the next cycle reads those records
@@ -290,19 +286,30 @@ pub(crate) fn held_if_stale(
     before: Option<&LinkReads>,
     stale: u64,
 ) -> LinkReads {
-    let before = before.cloned().unwrap_or_default();
-    if stale == 0 || before.held {
+    if stale == 0 || before.is_some_and(|b| b.held) {
         return after;
     }
     after.held = true;
-    for i in 0..2 {
-        after.cursor[i] = (before.cursor_columns[i] == after.cursor_columns[i])
-            .then(|| before.cursor[i].clone())
-            .flatten();
-    }
+    after.cursor = [0, 1].map(|i| kept_position(before, &after.cursor_columns, i));
     after
 }
 
+/// Side `i`'s cursor position before the cycle, if it is of the column the side reads
+/// by now: one kept for another column (the config changed) is dropped.
+fn kept_position(
+    before: Option<&LinkReads>,
+    columns: &[Option<String>; 2],
+    i: usize,
+) -> Option<String> {
+    before
+        .filter(|b| b.cursor_columns[i] == columns[i])
+        .and_then(|b| b.cursor[i].clone())
+}
+
+/// What the link's reads leave for the next cycle: cursors moved forward by what a read
+/// by cursor or in full saw, and, where digests are on, each side's ranges with the
+/// digests taken before reading. A range this run wrote into therefore differs next time
+/// and is read once more: a digest of syncline's own writes is never trusted.
 pub(crate) fn after(
     link: &LinkSpec,
     before: Option<LinkReads>,
@@ -316,18 +323,13 @@ pub(crate) fn after(
         splits,
     } = seen;
     let changes = link.changes.as_ref()?;
-    let before = before.unwrap_or_default();
-    // A position is of one column: one kept for another (the config changed) is dropped.
     let columns = [0, 1].map(|i| changes.cursor[i].as_ref().map(|c| c.column.clone()));
-    let kept = |i: usize| {
-        (before.cursor_columns[i] == columns[i])
-            .then(|| before.cursor[i].clone())
-            .flatten()
-    };
+    let kept = |i: usize| kept_position(before.as_ref(), &columns, i);
     let cursor = match reading {
         Reading::Digests { .. } => [kept(0), kept(1)],
         _ => [0, 1].map(|i| furthest(kept(i).as_deref(), cursor_seen[i].as_ref())),
     };
+    let before = before.unwrap_or_default();
     let since_full = match reading {
         Reading::Changed { .. } => before.since_full + 1,
         _ => 0,

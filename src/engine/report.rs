@@ -96,10 +96,10 @@ pub struct LinkReport {
     /// Right partners fetched to merge the left's changes with; a cursor read assumes
     /// most as the base says they are instead (see `plan::streamed`).
     pub partners_fetched: u64,
-    /// Left keys whose write, planned against an assumed partner, found it otherwise:
+    /// Left records whose write, planned against an assumed partner, found it otherwise:
     /// fetched and decided again before the cycle ends.
     #[serde(skip)]
-    pub(crate) decide_again: Vec<String>,
+    pub(crate) decide_again: Vec<crate::model::Key>,
 }
 
 impl LinkReport {

@@ -109,12 +109,7 @@ impl Planner<'_> {
                     // Writes whose assumed partner turned out otherwise: both records
                     // fetched as they are now and decided again, staged as the rest.
                     let again = std::mem::take(&mut self.report.decide_again);
-                    let keys = again
-                        .iter()
-                        .map(|k| Key::decode(k))
-                        .collect::<Result<Vec<Key>, _>>()
-                        .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
-                    self.plan_keys(Side::Left, &keys, left, right)?;
+                    self.plan_keys(Side::Left, &again, left, right)?;
                     read
                 }
                 _ => self.read_left(left, right, &left_spec)?,

@@ -55,10 +55,9 @@ pub(crate) struct Planner<'a> {
     /// During a streamed first load, plans collect here and are applied batch by batch
     /// instead of being staged.
     pub(super) buffer: Option<Vec<PairPlan>>,
-    /// Pairs whose left record the left scan read, and right partners it fetched: what
-    /// tells whether the right scan can find anything.
+    /// Pairs whose left record the left scan read: with the right partners it fetched
+    /// (`report.partners_fetched`), what tells whether the right scan can find anything.
     left_pairs_read: u64,
-    partners_fetched: u64,
     /// Per side: the furthest cursor value its read saw (see `observe`).
     cursor_seen: [Option<Value>; 2],
     /// Records staged with no pair, this cycle.
@@ -118,7 +117,6 @@ impl<'a> Planner<'a> {
             buffer: None,
             translated: translate::translated_units(link),
             left_pairs_read: 0,
-            partners_fetched: 0,
             cursor_seen: [None, None],
             unlinked_staged: 0,
             unlinked_keys: None,
@@ -161,9 +159,9 @@ impl<'a> Planner<'a> {
             self.layout.cursor[side_index(Side::Right)].is_some() || self.bounds_every.is_some();
         if every_left_read
             && !right_cursor
-            && right.count(&right_spec)? == Some(self.partners_fetched)
+            && right.count(&right_spec)? == Some(self.report.partners_fetched)
         {
-            self.report.right_records = self.partners_fetched;
+            self.report.right_records = self.report.partners_fetched;
         } else {
             let right_records = scan_ahead(right, &right_spec, batch, &mut |records, bad| {
                 self.observe(Side::Right, &records);
@@ -427,7 +425,6 @@ impl<'a> Planner<'a> {
             assumed,
         } = batch;
         if !assumed {
-            self.partners_fetched += partners.len() as u64;
             self.report.partners_fetched += partners.len() as u64;
         }
         let (partners, bad) = sort_out_fetched(partners);

@@ -342,8 +342,10 @@ impl Planner<'_> {
                 // Only a streamed write is decided again in this cycle when its assumed
                 // partner turns out otherwise; a staged one found stale is counted stale
                 // (and decided by the next cycle), as any.
-                for plan in plans.iter_mut().filter(|_| assumed) {
-                    plan.assumed = true;
+                if assumed {
+                    for plan in &mut plans {
+                        plan.assumed = true;
+                    }
                 }
                 to_write = Some(PlannedBatch::journal_in(p.link, p.state, run, plans)?);
             } else {
@@ -392,7 +394,7 @@ impl Planner<'_> {
     /// Whether partners may be assumed in a read: the right makes each write
     /// conditional on the values read, and every field is held on the right as the base
     /// holds it (no transform, meaning or composed column between them).
-    pub(super) fn may_assume_partners(&self, right: &mut dyn Connector) -> bool {
+    pub(super) fn may_assume_partners(&self, right: &dyn Connector) -> bool {
         right.capabilities().conditional == Conditional::Values
             && self.translated.iter().all(|t| !t)
             && self
